@@ -1,0 +1,52 @@
+package dataplane
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+)
+
+// HostPrefixes lists the destinations of the host's routes that are not
+// ours, so default pools can avoid them.
+func HostPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlinksafe.RouteList(nil, fam)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if r.Dst == nil || r.Protocol == RouteProtocol || isDefault(r.Dst) {
+				continue
+			}
+			if p, ok := netip.AddrFromSlice(r.Dst.IP); ok {
+				ones, _ := r.Dst.Mask.Size()
+				out = append(out, netip.PrefixFrom(p.Unmap(), ones))
+			}
+		}
+	}
+	return out, nil
+}
+
+// DefaultMTU is the MTU of the interface holding the default route, or 1500.
+func DefaultMTU() int {
+	rs, err := netlinksafe.RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return 1500
+	}
+	for _, r := range rs {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && l.Attrs().MTU > 0 {
+				return l.Attrs().MTU
+			}
+		}
+	}
+	return 1500
+}
+
+func isDefault(n *net.IPNet) bool {
+	ones, _ := n.Mask.Size()
+	return ones == 0
+}

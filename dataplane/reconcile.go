@@ -1,0 +1,108 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+)
+
+// ReconcileResult says what Reconcile changed.
+type ReconcileResult struct {
+	RoutesAdded, RoutesRemoved, LinksRemoved int
+}
+
+// Reconcile makes the kernel match want (endpoints by ID): every wanted
+// endpoint whose veth exists gets its host routes; links carrying our alias
+// whose endpoint is not wanted are removed (leaks from a crash), and so are
+// our routes that no wanted endpoint needs. Objects without our marks are
+// never touched.
+func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error) {
+	var res ReconcileResult
+	var errs []error
+	links, err := OurLinks()
+	if err != nil {
+		return res, err
+	}
+	type rkey struct {
+		link int
+		dst  string
+	}
+	wantRoutes := map[rkey]*netlink.Route{}
+	for name, id := range links {
+		ep, ok := want[id]
+		if !ok || ep.HostIface != name {
+			l, err := netlinksafe.LinkByName(name)
+			if err == nil {
+				d.log.Info("removing leaked veth", "link", name, "endpoint", id)
+				if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+					errs = append(errs, fmt.Errorf("remove leaked %s: %w", name, err))
+				} else {
+					res.LinksRemoved++
+				}
+			}
+			continue
+		}
+		l, err := netlinksafe.LinkByName(name)
+		if err != nil {
+			continue
+		}
+		for _, a := range ep.Addrs {
+			r := hostRoute(l.Attrs().Index, a)
+			wantRoutes[rkey{l.Attrs().Index, r.Dst.String()}] = r
+		}
+	}
+	have, err := OurRoutes()
+	if err != nil {
+		return res, err
+	}
+	seen := map[rkey]bool{}
+	for _, r := range have {
+		if r.Dst == nil {
+			continue
+		}
+		k := rkey{r.LinkIndex, r.Dst.String()}
+		if _, ok := wantRoutes[k]; ok {
+			seen[k] = true
+			continue
+		}
+		if err := netlink.RouteDel(&r); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("remove stale route %s: %w", r.Dst, err))
+		} else {
+			res.RoutesRemoved++
+		}
+	}
+	for k, r := range wantRoutes {
+		if seen[k] {
+			continue
+		}
+		if err := netlink.RouteReplace(r); err != nil {
+			errs = append(errs, fmt.Errorf("restore route %s: %w", r.Dst, err))
+		} else {
+			res.RoutesAdded++
+		}
+	}
+	return res, errors.Join(errs...)
+}
+
+// ParseAddrs turns stored "a.b.c.d/32" strings into prefixes, skipping blanks.
+func ParseAddrs(ss ...string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		if s == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("bad address %q: %w", s, err)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}

@@ -1,0 +1,316 @@
+// Package datastore owns the etcd client, the embedded single-host etcd, the
+// key layout and the compare-and-swap helpers every read-modify-write uses.
+package datastore
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Prefix is the root of every key this project writes. Everything below it
+// is JSON; see README.md for the layout.
+const Prefix = "/calico/libnetwork/v1/"
+
+// Key layout, relative to Prefix.
+const (
+	PoolsPrefix      = Prefix + "pools/"
+	BlocksPrefix     = Prefix + "blocks/"
+	AffinityPrefix   = Prefix + "affinities/"
+	HandlesPrefix    = Prefix + "handles/"
+	NetworksPrefix   = Prefix + "networks/"
+	EndpointsPrefix  = Prefix + "endpoints/"
+	ConfigKey        = Prefix + "config/ipam"
+	DefaultsDoneKey  = Prefix + "config/default-pools-created"
+	DefaultOpTimeout = 10 * time.Second
+)
+
+// ErrNotFound is returned by Get when the key does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a compare-and-swap kept failing.
+var ErrConflict = errors.New("too many concurrent updates, try again")
+
+// Config says where the datastore is. With no Endpoints an embedded etcd is
+// run in DataDir.
+type Config struct {
+	Endpoints  []string
+	CACertFile string
+	CertFile   string
+	KeyFile    string
+	DataDir    string
+	Timeout    time.Duration
+}
+
+// Store is a thin typed layer over an etcd v3 client.
+type Store struct {
+	Client   *clientv3.Client
+	timeout  time.Duration
+	embedded *Embedded
+}
+
+// Connect opens a client to the given endpoints and checks that the cluster
+// answers, so a wrong address fails at start-up with a clear message.
+func Connect(ctx context.Context, cfg Config) (*Store, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints given")
+	}
+	timeout := cfg.Timeout
+	if timeout == 0 {
+		timeout = DefaultOpTimeout
+	}
+	var tlsCfg *tls.Config
+	if cfg.CACertFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
+		info := transport.TLSInfo{TrustedCAFile: cfg.CACertFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}
+		var err error
+		if tlsCfg, err = info.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("etcd TLS files (--etcd-ca-cert-file, --etcd-cert-file, --etcd-key-file): %w", err)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   cfg.Endpoints,
+		DialTimeout: 5 * time.Second,
+		TLS:         tlsCfg,
+		Logger:      quietZap(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	s := &Store{Client: cli, timeout: timeout}
+	if err := s.Ping(ctx); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("etcd at %s is not reachable (check --etcd-endpoints/ETCD_ENDPOINTS and TLS files): %w",
+			strings.Join(cfg.Endpoints, ","), err)
+	}
+	return s, nil
+}
+
+// Open connects to cfg.Endpoints, or starts the embedded etcd in cfg.DataDir
+// when no endpoints are given.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if len(cfg.Endpoints) > 0 {
+		return Connect(ctx, cfg)
+	}
+	e, err := StartEmbedded(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Endpoints = []string{e.Endpoint}
+	s, err := Connect(ctx, cfg)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	s.embedded = e
+	return s, nil
+}
+
+// Close closes the client and stops the embedded etcd, if any.
+func (s *Store) Close() error {
+	err := s.Client.Close()
+	if s.embedded != nil {
+		s.embedded.Close()
+	}
+	return err
+}
+
+// Embedded reports the embedded etcd's client URL, or "" when external.
+func (s *Store) EmbeddedEndpoint() string {
+	if s.embedded == nil {
+		return ""
+	}
+	return s.embedded.Endpoint
+}
+
+// Ctx bounds one remote call.
+func (s *Store) Ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.timeout)
+}
+
+// Ping checks that the cluster answers a linearizable read.
+func (s *Store) Ping(ctx context.Context) error {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	_, err := s.Client.Get(c, Prefix+"ping", clientv3.WithCountOnly())
+	return err
+}
+
+// Get decodes the value at key into v and returns its mod revision.
+func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	resp, err := s.Client.Get(c, key)
+	if err != nil {
+		return 0, fmt.Errorf("etcd get %s: %w", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, ErrNotFound
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return resp.Kvs[0].ModRevision, nil
+}
+
+// Put writes v at key unconditionally. Use only for records that a single
+// writer owns (an endpoint record keyed by its unique ID).
+func (s *Store) Put(ctx context.Context, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	if _, err := s.Client.Put(c, key, string(b)); err != nil {
+		return fmt.Errorf("etcd put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Create writes v at key only if the key does not exist. It reports whether
+// it created the key.
+func (s *Store) Create(ctx context.Context, key string, v any) (bool, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return false, fmt.Errorf("encode %s: %w", key, err)
+	}
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	resp, err := s.Client.Txn(c).
+		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+		Then(clientv3.OpPut(key, string(b))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("etcd create %s: %w", key, err)
+	}
+	return resp.Succeeded, nil
+}
+
+// Delete removes key; a missing key is not an error.
+func (s *Store) Delete(ctx context.Context, key string) error {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	if _, err := s.Client.Delete(c, key); err != nil {
+		return fmt.Errorf("etcd delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// Item is one decoded record of a List.
+type Item[T any] struct {
+	Key         string
+	ModRevision int64
+	Value       T
+}
+
+// List decodes every record under prefix.
+func List[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], error) {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd list %s: %w", prefix, err)
+	}
+	out := make([]Item[T], 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		}
+		out = append(out, Item[T]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: v})
+	}
+	return out, nil
+}
+
+// Keys lists the keys under prefix without their values.
+func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("etcd list %s: %w", prefix, err)
+	}
+	out := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, string(kv.Key))
+	}
+	return out, nil
+}
+
+// MaxCASAttempts bounds every compare-and-swap retry loop.
+const MaxCASAttempts = 50
+
+// Update is the read-modify-write loop: it reads key, calls fn with the
+// current value (nil when absent) and writes fn's result only if nobody changed
+// the key in between, retrying on conflict. fn returning nil deletes the key;
+// returning ErrNoChange leaves it alone.
+func Update[T any](ctx context.Context, s *Store, key string, fn func(cur *T) (*T, error)) error {
+	for attempt := 0; attempt < MaxCASAttempts; attempt++ {
+		c, cancel := s.Ctx(ctx)
+		resp, err := s.Client.Get(c, key)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("etcd get %s: %w", key, err)
+		}
+		var cur *T
+		var rev int64
+		if len(resp.Kvs) > 0 {
+			cur = new(T)
+			if err := json.Unmarshal(resp.Kvs[0].Value, cur); err != nil {
+				return fmt.Errorf("decode %s: %w", key, err)
+			}
+			rev = resp.Kvs[0].ModRevision
+		}
+		next, err := fn(cur)
+		if errors.Is(err, ErrNoChange) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var op clientv3.Op
+		if next == nil {
+			if cur == nil {
+				return nil
+			}
+			op = clientv3.OpDelete(key)
+		} else {
+			b, err := json.Marshal(next)
+			if err != nil {
+				return fmt.Errorf("encode %s: %w", key, err)
+			}
+			op = clientv3.OpPut(key, string(b))
+		}
+		c, cancel = s.Ctx(ctx)
+		tr, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(op).Commit()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("etcd txn %s: %w", key, err)
+		}
+		if tr.Succeeded {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: %w", key, ErrConflict)
+}
+
+// ErrNoChange tells Update that nothing needs writing.
+var ErrNoChange = errors.New("no change")
+
+// EscapeCIDR turns a CIDR into a key segment ("10.0.0.0/26" -> "10.0.0.0-26").
+func EscapeCIDR(cidr string) string { return strings.ReplaceAll(cidr, "/", "-") }
+
+// UnescapeCIDR reverses EscapeCIDR.
+func UnescapeCIDR(seg string) string {
+	i := strings.LastIndex(seg, "-")
+	if i < 0 {
+		return seg
+	}
+	return seg[:i] + "/" + seg[i+1:]
+}

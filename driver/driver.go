@@ -1,0 +1,343 @@
+// Package driver answers Docker's NetworkDriver calls by translating each
+// request into datastore records and dataplane calls. Handlers are
+// idempotent: Docker retries and replays them.
+package driver
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+)
+
+// Docker's option keys.
+const (
+	optGeneric    = "com.docker.network.generic"
+	optEnableIPv6 = "com.docker.network.enable_ipv6"
+	optEnableIPv4 = "com.docker.network.enable_ipv4"
+	optInternal   = "com.docker.network.internal"
+
+	// IfacePrefix is the host-side veth prefix and Docker's DstPrefix.
+	IfacePrefix = "cali"
+	tempPrefix  = "tmp"
+	idChars     = 11
+)
+
+// Driver is the calico network driver for one host.
+type Driver struct {
+	store   *datastore.Store
+	dp      *dataplane.Dataplane
+	host    string
+	mtu     int
+	log     *slog.Logger
+	timeout time.Duration
+
+	// Handlers share the lock; Reconcile takes it alone so that it never
+	// sees a veth whose endpoint it has not read yet.
+	mu sync.RWMutex
+}
+
+// Config wires a driver.
+type Config struct {
+	Store     *datastore.Store
+	Dataplane *dataplane.Dataplane
+	Host      string
+	MTU       int
+	Log       *slog.Logger
+}
+
+// New returns a driver.
+func New(c Config) *Driver {
+	log := c.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: c.MTU, log: log, timeout: 30 * time.Second}
+}
+
+func (d *Driver) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d.timeout)
+}
+
+// NetworkKey and EndpointKey are the records' keys.
+func NetworkKey(id string) string            { return datastore.NetworksPrefix + id }
+func EndpointKey(host, id string) string     { return datastore.EndpointsPrefix + host + "/" + id }
+func HostIfaceName(endpointID string) string { return IfacePrefix + short(endpointID) }
+func tempIfaceName(endpointID string) string { return tempPrefix + short(endpointID) }
+
+func short(id string) string {
+	if len(id) > idChars {
+		return id[:idChars]
+	}
+	return id
+}
+
+func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
+	// "local": Docker 23 removed the cluster store that "global" needs;
+	// networks are shared between hosts through etcd instead.
+	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope}, nil
+}
+
+func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
+	if req.NetworkID == "" {
+		return errors.New("CreateNetwork without a NetworkID")
+	}
+	for _, data := range append(append([]*network.IPAMData{}, req.IPv4Data...), req.IPv6Data...) {
+		if data != nil && !ipam.IsCalicoAddressSpace(data.AddressSpace) {
+			return fmt.Errorf("the calico network driver needs the calico IPAM driver: add --ipam-driver calico-ipam (got address space %q)", data.AddressSpace)
+		}
+	}
+	if b, _ := req.Options[optInternal].(bool); b {
+		return errors.New("--internal is not supported by the calico driver: calico networks are routed; isolate them with policy instead")
+	}
+	opts := map[string]string{}
+	if g, ok := req.Options[optGeneric].(map[string]interface{}); ok {
+		var unknown []string
+		for k, v := range g {
+			switch {
+			case k == optEnableIPv4 || k == optEnableIPv6 || strings.HasPrefix(k, "com.docker.network."):
+				opts[k] = fmt.Sprint(v)
+			default:
+				unknown = append(unknown, k)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			return fmt.Errorf("unknown network option(s) %s: the calico driver accepts no -o options yet; remove them", strings.Join(unknown, ", "))
+		}
+	}
+	nw := api.Network{ID: req.NetworkID, Options: opts, CreatedBy: d.host, CreatedAt: time.Now().UTC()}
+	if b, _ := req.Options[optEnableIPv6].(bool); b {
+		nw.EnableIPv6 = true
+	}
+	for _, data := range req.IPv4Data {
+		nw.IPv4Pools = append(nw.IPv4Pools, data.Pool)
+	}
+	for _, data := range req.IPv6Data {
+		nw.IPv6Pools = append(nw.IPv6Pools, data.Pool)
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if err := d.store.Put(ctx, NetworkKey(req.NetworkID), nw); err != nil {
+		return fmt.Errorf("save network %s: %w", short(req.NetworkID), err)
+	}
+	d.log.Info("network created", "network", req.NetworkID, "ipv4", nw.IPv4Pools, "ipv6", nw.IPv6Pools)
+	return nil
+}
+
+func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	if err := d.store.Delete(ctx, NetworkKey(req.NetworkID)); err != nil {
+		return fmt.Errorf("delete network %s: %w", short(req.NetworkID), err)
+	}
+	d.log.Info("network deleted", "network", req.NetworkID)
+	return nil
+}
+
+// AllocateNetwork and FreeNetwork are only called in swarm mode, where the
+// manager allocates driver state; this driver keeps none there.
+func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.AllocateNetworkResponse, error) {
+	return &network.AllocateNetworkResponse{Options: map[string]string{}}, nil
+}
+
+func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error { return nil }
+
+func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if req.EndpointID == "" || req.NetworkID == "" {
+		return nil, errors.New("CreateEndpoint needs a NetworkID and an EndpointID")
+	}
+	if req.Interface == nil || (req.Interface.Address == "" && req.Interface.AddressIPv6 == "") {
+		return nil, errors.New("endpoint has no address: the network must use --ipam-driver calico-ipam")
+	}
+	ctx, cancel := d.ctx()
+	defer cancel()
+	var nw api.Network
+	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err != nil {
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, fmt.Errorf("network %s is not known to calico (its record is missing from the datastore): remove the network and create it again", short(req.NetworkID))
+		}
+		return nil, err
+	}
+	if _, err := dataplane.ParseAddrs(req.Interface.Address, req.Interface.AddressIPv6); err != nil {
+		return nil, err
+	}
+	resp := &network.CreateEndpointResponse{}
+	mac := req.Interface.MacAddress
+	if mac == "" {
+		mac = randomMAC()
+		resp.Interface = &network.EndpointInterface{MacAddress: mac}
+	} else if _, err := net.ParseMAC(mac); err != nil {
+		return nil, fmt.Errorf("bad MAC address %q: %w", mac, err)
+	}
+	ep := api.Endpoint{
+		ID: req.EndpointID, NetworkID: req.NetworkID, Host: d.host,
+		IPv4: req.Interface.Address, IPv6: req.Interface.AddressIPv6,
+		MAC: mac, HostIface: HostIfaceName(req.EndpointID), CreatedAt: time.Now().UTC(),
+	}
+	if err := d.store.Put(ctx, EndpointKey(d.host, req.EndpointID), ep); err != nil {
+		return nil, fmt.Errorf("save endpoint %s: %w", short(req.EndpointID), err)
+	}
+	d.log.Info("endpoint created", "endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac)
+	return resp, nil
+}
+
+func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	ep, _ := d.endpoint(ctx, req.EndpointID)
+	// Leave normally removed the veth; after a crash it may still be here.
+	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); err != nil {
+		return err
+	}
+	if err := d.store.Delete(ctx, EndpointKey(d.host, req.EndpointID)); err != nil {
+		return fmt.Errorf("delete endpoint %s: %w", short(req.EndpointID), err)
+	}
+	d.log.Info("endpoint deleted", "endpoint", req.EndpointID)
+	return nil
+}
+
+func (d *Driver) endpoint(ctx context.Context, id string) (*api.Endpoint, error) {
+	var ep api.Endpoint
+	if _, err := d.store.Get(ctx, EndpointKey(d.host, id), &ep); err != nil {
+		if errors.Is(err, datastore.ErrNotFound) {
+			return nil, fmt.Errorf("endpoint %s is not known on host %s: %w", short(id), d.host, err)
+		}
+		return nil, err
+	}
+	return &ep, nil
+}
+
+func addrsOf(ep *api.Endpoint) []netip.Prefix {
+	if ep == nil {
+		return nil
+	}
+	a, _ := dataplane.ParseAddrs(ep.IPv4, ep.IPv6)
+	return a
+}
+
+func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	ep, err := d.endpoint(ctx, req.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	return &network.InfoResponse{Value: map[string]string{"hostIface": ep.HostIface, "host": ep.Host}}, nil
+}
+
+func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	ep, err := d.endpoint(ctx, req.EndpointID)
+	if err != nil {
+		return nil, err
+	}
+	addrs := addrsOf(ep)
+	has6 := false
+	for _, a := range addrs {
+		if a.Addr().Is6() {
+			has6 = true
+		}
+	}
+	if has6 {
+		if err := d.dp.EnableForwarding(true); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.dp.SetupEndpoint(dataplane.Endpoint{
+		ID: req.EndpointID, HostIface: ep.HostIface, TempIface: tempIfaceName(req.EndpointID), Addrs: addrs, MTU: d.mtu,
+	}); err != nil {
+		return nil, err
+	}
+	resp := &network.JoinResponse{
+		InterfaceName: network.InterfaceName{SrcName: tempIfaceName(req.EndpointID), DstPrefix: IfacePrefix},
+		Gateway:       dataplane.GatewayIPv4,
+		StaticRoutes:  []*network.StaticRoute{{Destination: dataplane.GatewayIPv4 + "/32", RouteType: 1}},
+	}
+	if ep.IPv4 == "" {
+		resp.Gateway = ""
+		resp.StaticRoutes = nil
+	}
+	if has6 {
+		// Only with an IPv6 address: a gateway on a container without
+		// IPv6 breaks it.
+		resp.GatewayIPv6 = dataplane.GatewayIPv6
+	}
+	d.log.Info("endpoint joined", "endpoint", req.EndpointID, "hostIface", ep.HostIface, "sandbox", req.SandboxKey)
+	return resp, nil
+}
+
+func (d *Driver) Leave(req *network.LeaveRequest) error {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	ctx, cancel := d.ctx()
+	defer cancel()
+	ep, _ := d.endpoint(ctx, req.EndpointID)
+	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); err != nil {
+		return err
+	}
+	d.log.Info("endpoint left", "endpoint", req.EndpointID)
+	return nil
+}
+
+func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }
+func (d *Driver) DiscoverDelete(*network.DiscoveryNotification) error { return nil }
+
+// ProgramExternalConnectivity carries port mappings (-p); routed
+// containers are reached at their own address, so there is nothing to map.
+func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnectivityRequest) error {
+	if pm, ok := req.Options["com.docker.network.portmap"].([]interface{}); ok && len(pm) > 0 {
+		d.log.Warn("port publishing (-p) is ignored on calico networks: reach the container at its own address", "endpoint", req.EndpointID)
+	}
+	return nil
+}
+
+func (d *Driver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
+	return nil
+}
+
+// Reconcile brings this host's veths and routes in line with the endpoint
+// records: after a restart or crash it restores missing routes and removes
+// leaked veths and routes.
+func (d *Driver) Reconcile(ctx context.Context) (dataplane.ReconcileResult, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	items, err := datastore.List[api.Endpoint](ctx, d.store, datastore.EndpointsPrefix+d.host+"/")
+	if err != nil {
+		return dataplane.ReconcileResult{}, err
+	}
+	want := make(map[string]dataplane.Endpoint, len(items))
+	for _, it := range items {
+		ep := it.Value
+		want[ep.ID] = dataplane.Endpoint{ID: ep.ID, HostIface: ep.HostIface, Addrs: addrsOf(&ep)}
+	}
+	return d.dp.Reconcile(want)
+}
+
+func randomMAC() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	b[0] = (b[0] | 0x02) & 0xfe // locally administered, unicast
+	return net.HardwareAddr(b).String()
+}

@@ -1,0 +1,124 @@
+// Package plugin wires the daemon: configuration, start-up, the two plugin
+// sockets, background loops and shutdown. It holds no business logic.
+package plugin
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Version is stamped at build time with -ldflags "-X ...plugin.Version=...".
+var (
+	Version = "dev"
+	Commit  = "unknown"
+	Date    = "unknown"
+)
+
+// Config is everything the daemon is told at start.
+type Config struct {
+	DataDir        string
+	NodeName       string
+	EtcdEndpoints  []string
+	EtcdCACertFile string
+	EtcdCertFile   string
+	EtcdKeyFile    string
+	IP             string
+	PluginDir      string
+	VethMTU        int
+	LogLevel       slog.Level
+	NoDefaultPools bool
+	ShowVersion    bool
+}
+
+// ParseFlags reads flags, falling back to the environment for each, and
+// validates them. Errors are one line that names the flag.
+func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*Config, error) {
+	env := func(k, def string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return def
+	}
+	hostname, _ := os.Hostname()
+	fs := flag.NewFlagSet("calico-libnetwork", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c Config
+	var endpoints, mtu, level string
+	fs.StringVar(&c.DataDir, "data-dir", env("CALICO_DATA_DIR", "/var/lib/calico"), "state directory; holds the embedded etcd when no endpoints are given")
+	fs.StringVar(&c.NodeName, "nodename", env("NODENAME", hostname), "this host's name in the datastore (env NODENAME)")
+	fs.StringVar(&endpoints, "etcd-endpoints", env("ETCD_ENDPOINTS", ""), "comma-separated etcd URLs; empty runs an embedded etcd (env ETCD_ENDPOINTS)")
+	fs.StringVar(&c.EtcdCACertFile, "etcd-ca-cert-file", env("ETCD_CA_CERT_FILE", ""), "CA for etcd TLS (env ETCD_CA_CERT_FILE)")
+	fs.StringVar(&c.EtcdCertFile, "etcd-cert-file", env("ETCD_CERT_FILE", ""), "client certificate for etcd (env ETCD_CERT_FILE)")
+	fs.StringVar(&c.EtcdKeyFile, "etcd-key-file", env("ETCD_KEY_FILE", ""), "client key for etcd (env ETCD_KEY_FILE)")
+	fs.StringVar(&c.IP, "ip", env("IP", ""), "this node's IPv4 address; autodetected when empty (env IP)")
+	fs.StringVar(&c.PluginDir, "plugin-dir", env("CALICO_PLUGIN_DIR", "/run/docker/plugins"), "where Docker looks for plugin sockets")
+	fs.StringVar(&mtu, "veth-mtu", env("CALICO_LIBNETWORK_VETH_MTU", ""), "MTU of container veths; default: the host interface's (env CALICO_LIBNETWORK_VETH_MTU)")
+	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
+	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q: all settings are --flags (see --help)", fs.Arg(0))
+	}
+	if c.ShowVersion {
+		return &c, nil
+	}
+	for _, e := range strings.Split(endpoints, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			if !strings.Contains(e, "://") {
+				return nil, fmt.Errorf("--etcd-endpoints %q: give URLs such as http://10.0.0.1:2379", e)
+			}
+			c.EtcdEndpoints = append(c.EtcdEndpoints, e)
+		}
+	}
+	if mtu != "" {
+		n, err := strconv.Atoi(mtu)
+		if err != nil || n < 576 || n > 65535 {
+			return nil, fmt.Errorf("--veth-mtu %q: give a number between 576 and 65535", mtu)
+		}
+		c.VethMTU = n
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
+	}
+	if c.IP != "" && c.IP != "autodetect" {
+		if _, err := netip.ParseAddr(strings.Split(c.IP, "/")[0]); err != nil {
+			return nil, fmt.Errorf("--ip %q is not an IP address: give this node's address or leave it empty to autodetect", c.IP)
+		}
+	}
+	if c.NodeName == "" {
+		return nil, fmt.Errorf("--nodename is empty and the hostname is unknown: set --nodename or NODENAME")
+	}
+	if strings.ContainsAny(c.NodeName, "/ ") {
+		return nil, fmt.Errorf("--nodename %q: use a name without '/' or spaces", c.NodeName)
+	}
+	if c.DataDir == "" {
+		return nil, fmt.Errorf("--data-dir is empty: give a directory for the daemon's state")
+	}
+	if (c.EtcdCertFile == "") != (c.EtcdKeyFile == "") {
+		return nil, fmt.Errorf("--etcd-cert-file and --etcd-key-file go together: give both or neither")
+	}
+	for _, f := range []string{c.EtcdCACertFile, c.EtcdCertFile, c.EtcdKeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("etcd TLS file %s: %w", f, err)
+		}
+	}
+	switch strings.ToLower(getenv("NO_DEFAULT_POOLS")) {
+	case "", "false", "0", "no":
+	case "true", "1", "yes":
+		c.NoDefaultPools = true
+	default:
+		return nil, fmt.Errorf("NO_DEFAULT_POOLS=%q: use true or false", getenv("NO_DEFAULT_POOLS"))
+	}
+	return &c, nil
+}
