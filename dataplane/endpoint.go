@@ -23,7 +23,8 @@ import (
 const RouteProtocol netlink.RouteProtocol = 77
 
 // AliasPrefix marks every link this plugin creates (IFLA_IFALIAS), for the
-// same reason.
+// same reason. The full alias is AliasPrefix + owner + "/" + endpoint ID, so
+// a daemon only ever reconciles the links of its own node.
 const AliasPrefix = "calico-libnetwork:"
 
 // HostMAC is the MAC of every host-side veth, as in Calico.
@@ -48,16 +49,20 @@ type Endpoint struct {
 
 // Dataplane programs the kernel of the current network namespace.
 type Dataplane struct {
-	log *slog.Logger
+	log   *slog.Logger
+	owner string
 }
 
-// New returns a Dataplane.
-func New(log *slog.Logger) *Dataplane {
+// New returns a Dataplane whose links are marked as owned by owner (the node
+// name).
+func New(log *slog.Logger, owner string) *Dataplane {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Dataplane{log: log}
+	return &Dataplane{log: log, owner: owner}
 }
+
+func (d *Dataplane) alias(id string) string { return AliasPrefix + d.owner + "/" + id }
 
 // EnableForwarding turns on IPv4 forwarding, and IPv6 forwarding when asked.
 func (d *Dataplane) EnableForwarding(v6 bool) error {
@@ -115,7 +120,7 @@ func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
 	if err != nil {
 		return fmt.Errorf("find new veth %s: %w", ep.HostIface, err)
 	}
-	if err := netlink.LinkSetAlias(host, AliasPrefix+ep.ID); err != nil {
+	if err := netlink.LinkSetAlias(host, d.alias(ep.ID)); err != nil {
 		return fmt.Errorf("mark veth %s: %w", ep.HostIface, err)
 	}
 	if peer, perr := netlinksafe.LinkByName(ep.TempIface); perr == nil && ep.MTU > 0 {
@@ -216,15 +221,16 @@ func LinkExists(name string) bool {
 	return err == nil
 }
 
-// OurLinks lists the links this plugin created, by endpoint ID.
-func OurLinks() (map[string]string, error) {
+// OurLinks lists the endpoint links this daemon's node owns: link name ->
+// endpoint ID.
+func (d *Dataplane) OurLinks() (map[string]string, error) {
 	links, err := netlinksafe.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
 	out := map[string]string{}
 	for _, l := range links {
-		if id, ok := strings.CutPrefix(l.Attrs().Alias, AliasPrefix); ok {
+		if id, ok := strings.CutPrefix(l.Attrs().Alias, AliasPrefix+d.owner+"/"); ok {
 			out[l.Attrs().Name] = id
 		}
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // HostPrefixes lists the destinations of the host's routes that are not
@@ -49,4 +50,12 @@ func DefaultMTU() int {
 func isDefault(n *net.IPNet) bool {
 	ones, _ := n.Mask.Size()
 	return ones == 0
+}
+
+// GatewayRoutable reports whether the host has a route to 169.254.1.1.
+// Proxy ARP answers for the containers' gateway only when it does (normally
+// through the default route); without one containers cannot send anything.
+func GatewayRoutable() bool {
+	rs, err := netlink.RouteGet(net.ParseIP(GatewayIPv4))
+	return err == nil && len(rs) > 0 && rs[0].Type != unix.RTN_UNREACHABLE
 }

@@ -15,14 +15,14 @@ type ReconcileResult struct {
 }
 
 // Reconcile makes the kernel match want (endpoints by ID): every wanted
-// endpoint whose veth exists gets its host routes; links carrying our alias
-// whose endpoint is not wanted are removed (leaks from a crash), and so are
-// our routes that no wanted endpoint needs. Objects without our marks are
-// never touched.
+// endpoint whose veth exists gets its host routes; links carrying this
+// node's alias whose endpoint is not wanted are removed (leaks from a
+// crash), and so are our routes on this node's veths that no wanted endpoint
+// needs. Objects without our marks are never touched.
 func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error) {
 	var res ReconcileResult
 	var errs []error
-	links, err := OurLinks()
+	links, err := d.OurLinks()
 	if err != nil {
 		return res, err
 	}
@@ -31,6 +31,7 @@ func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error)
 		dst  string
 	}
 	wantRoutes := map[rkey]*netlink.Route{}
+	owned := map[int]bool{}
 	for name, id := range links {
 		ep, ok := want[id]
 		if !ok || ep.HostIface != name {
@@ -49,6 +50,7 @@ func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error)
 		if err != nil {
 			continue
 		}
+		owned[l.Attrs().Index] = true
 		for _, a := range ep.Addrs {
 			r := hostRoute(l.Attrs().Index, a)
 			wantRoutes[rkey{l.Attrs().Index, r.Dst.String()}] = r
@@ -67,6 +69,9 @@ func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error)
 		if _, ok := wantRoutes[k]; ok {
 			seen[k] = true
 			continue
+		}
+		if !owned[r.LinkIndex] {
+			continue // another node's veth (several daemons in one namespace, in tests)
 		}
 		if err := netlink.RouteDel(&r); err != nil && !isNotFound(err) {
 			errs = append(errs, fmt.Errorf("remove stale route %s: %w", r.Dst, err))

@@ -28,7 +28,9 @@ type Config struct {
 	EtcdCACertFile string
 	EtcdCertFile   string
 	EtcdKeyFile    string
-	IP             string
+	IP             string // an address, "autodetect", "can-reach=ADDR" or "interface=REGEX"
+	IP6            string
+	AutodetectIP   string // IP_AUTODETECTION_METHOD
 	PluginDir      string
 	VethMTU        int
 	LogLevel       slog.Level
@@ -56,7 +58,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.StringVar(&c.EtcdCACertFile, "etcd-ca-cert-file", env("ETCD_CA_CERT_FILE", ""), "CA for etcd TLS (env ETCD_CA_CERT_FILE)")
 	fs.StringVar(&c.EtcdCertFile, "etcd-cert-file", env("ETCD_CERT_FILE", ""), "client certificate for etcd (env ETCD_CERT_FILE)")
 	fs.StringVar(&c.EtcdKeyFile, "etcd-key-file", env("ETCD_KEY_FILE", ""), "client key for etcd (env ETCD_KEY_FILE)")
-	fs.StringVar(&c.IP, "ip", env("IP", ""), "this node's IPv4 address; autodetected when empty (env IP)")
+	fs.StringVar(&c.IP, "ip", env("IP", ""), "this node's IPv4 address[/len], or autodetect, can-reach=ADDR, interface=REGEX (env IP)")
+	fs.StringVar(&c.IP6, "ip6", env("IP6", ""), "this node's IPv6 address[/len], autodetect, or none (env IP6); default: autodetect, none if there is no IPv6 default route")
+	fs.StringVar(&c.AutodetectIP, "ip-autodetection-method", env("IP_AUTODETECTION_METHOD", ""), "how to find the IPv4 address when --ip is empty: can-reach=ADDR or interface=REGEX (env IP_AUTODETECTION_METHOD)")
 	fs.StringVar(&c.PluginDir, "plugin-dir", env("CALICO_PLUGIN_DIR", "/run/docker/plugins"), "where Docker looks for plugin sockets")
 	fs.StringVar(&mtu, "veth-mtu", env("CALICO_LIBNETWORK_VETH_MTU", ""), "MTU of container veths; default: the host interface's (env CALICO_LIBNETWORK_VETH_MTU)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
@@ -88,9 +92,13 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", level)
 	}
-	if c.IP != "" && c.IP != "autodetect" {
-		if _, err := netip.ParseAddr(strings.Split(c.IP, "/")[0]); err != nil {
-			return nil, fmt.Errorf("--ip %q is not an IP address: give this node's address or leave it empty to autodetect", c.IP)
+	for _, v := range []struct{ flag, val string }{{"--ip", c.IP}, {"--ip6", c.IP6}, {"--ip-autodetection-method", c.AutodetectIP}} {
+		if v.val == "" || v.val == "autodetect" || (v.flag == "--ip6" && v.val == "none") ||
+			strings.HasPrefix(v.val, "can-reach=") || strings.HasPrefix(v.val, "interface=") {
+			continue
+		}
+		if _, err := netip.ParseAddr(strings.Split(v.val, "/")[0]); err != nil || v.flag == "--ip-autodetection-method" {
+			return nil, fmt.Errorf("%s %q: give an IP address, autodetect, can-reach=ADDR or interface=REGEX", v.flag, v.val)
 		}
 	}
 	if c.NodeName == "" {

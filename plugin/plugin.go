@@ -7,14 +7,19 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/node"
+	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
 // Socket names inside the plugin dir: Docker finds the drivers by these.
@@ -43,12 +48,15 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Info("embedded etcd running", "endpoint", ep, "dataDir", cfg.DataDir)
 	}
 
-	dp := dataplane.New(log)
+	dp := dataplane.New(log, cfg.NodeName)
 	if err := dp.EnableForwarding(false); err != nil {
 		return err
 	}
 	if err := dp.EnsureForwarding(); err != nil {
 		return err
+	}
+	if !dataplane.GatewayRoutable() {
+		log.Warn("this host has no route to " + dataplane.GatewayIPv4 + " (normally the default route): proxy ARP will not answer for the containers' gateway, so containers cannot send traffic; add a default route")
 	}
 	if !cfg.NoDefaultPools {
 		avoid, err := dataplane.HostPrefixes()
@@ -63,10 +71,38 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			log.Info("created default IP pool", "pool", p.Name, "cidr", p.CIDR)
 		}
 	}
+	ctx, stopLoops := context.WithCancel(ctx)
+	defer stopLoops() // before the store closes (defers run last-in first-out)
+
+	v4, v6, err := nodeAddresses(cfg, log)
+	if err != nil {
+		return err
+	}
+	reg, err := node.Register(startCtx, store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: Version}, log)
+	if err != nil {
+		return err
+	}
+	defer reg.Release(context.Background())
+	go reg.Heartbeat(ctx, 5*time.Second)
+	log.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
+
+	hostMTU := dataplane.DefaultMTU()
+	var addr4 netip.Addr
+	if p, err := netip.ParsePrefix(v4); err == nil {
+		addr4 = p.Addr()
+		if m := dataplane.LinkMTUHolding(addr4); m > 0 {
+			hostMTU = m
+		}
+	}
 	mtu := cfg.VethMTU
 	if mtu == 0 {
-		mtu = dataplane.DefaultMTU()
+		mtu = hostMTU
+		if pools, err := ipam.ListPools(startCtx, store); err == nil && anyVXLAN(pools) {
+			mtu = hostMTU - dataplane.VXLANOverhead
+		}
 	}
+	syncer := routing.New(store, hostRoutes{dp, dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))}, cfg.NodeName, log.With("part", "routing"))
+	go syncer.Run(ctx)
 
 	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
 	drv := driver.New(driver.Config{Store: store, Dataplane: dp, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver")})
@@ -136,4 +172,73 @@ loop:
 	os.Remove(netPath)
 	os.Remove(ipamPath)
 	return runErr
+}
+
+// hostRoutes adapts the data plane to what the route syncer needs.
+type hostRoutes struct {
+	*dataplane.Dataplane
+	routes *dataplane.BlockRoutes
+}
+
+func (h hostRoutes) ApplyRoutes(r []dataplane.BlockRoute) (dataplane.ApplyResult, error) {
+	return h.routes.Apply(r)
+}
+
+func anyVXLAN(pools []api.IPPool) bool {
+	for _, p := range pools {
+		if p.VXLANMode != api.EncapNever && p.VXLANMode != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeAddresses resolves this node's addresses from --ip/--ip6 and the
+// autodetection method. An explicit setting that cannot be resolved is an
+// error; a failed plain autodetection only leaves the address empty (a
+// single host needs none).
+func nodeAddresses(cfg *Config, log *slog.Logger) (v4, v6 string, err error) {
+	resolve := func(family int, val, method string) (string, error) {
+		switch {
+		case val == "none":
+			return "", nil
+		case val == "" || val == "autodetect":
+			p, err := dataplane.Autodetect(family, method)
+			if err != nil {
+				if method != "" {
+					return "", err
+				}
+				if family == 4 {
+					log.Warn("could not autodetect this node's IPv4 address; other hosts cannot route to it (set --ip)", "err", err)
+				}
+				return "", nil
+			}
+			return p.String(), nil
+		case strings.HasPrefix(val, "can-reach="), strings.HasPrefix(val, "interface="):
+			p, err := dataplane.Autodetect(family, val)
+			if err != nil {
+				return "", err
+			}
+			return p.String(), nil
+		case strings.Contains(val, "/"):
+			p, err := netip.ParsePrefix(val)
+			if err != nil {
+				return "", fmt.Errorf("node address %q: %w", val, err)
+			}
+			return p.String(), nil
+		default:
+			a, err := netip.ParseAddr(val)
+			if err != nil {
+				return "", fmt.Errorf("node address %q: %w", val, err)
+			}
+			return dataplane.PrefixOfAddr(a).String(), nil
+		}
+	}
+	if v4, err = resolve(4, cfg.IP, cfg.AutodetectIP); err != nil {
+		return "", "", err
+	}
+	if v6, err = resolve(6, cfg.IP6, ""); err != nil {
+		return "", "", err
+	}
+	return v4, v6, nil
 }

@@ -1,0 +1,186 @@
+package driver
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/docker/go-plugins-helpers/network"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+)
+
+func newDriver(t *testing.T) (*Driver, *datastore.Store) {
+	t.Helper()
+	s := testetcd.Start(t)
+	return New(Config{Store: s, Dataplane: dataplane.New(nil, "host-a"), Host: "host-a", MTU: 1500}), s
+}
+
+func calicoData(pool string) []*network.IPAMData {
+	return []*network.IPAMData{{AddressSpace: ipam.LocalAddressSpace, Pool: pool, Gateway: "0.0.0.0/0"}}
+}
+
+func TestCreateNetwork(t *testing.T) {
+	d, s := newDriver(t)
+	tests := []struct {
+		name    string
+		req     network.CreateNetworkRequest
+		wantErr string
+	}{
+		{"default pools", network.CreateNetworkRequest{NetworkID: "n1", IPv4Data: calicoData("0.0.0.0/0")}, ""},
+		{"docker's own options", network.CreateNetworkRequest{NetworkID: "n2", IPv4Data: calicoData("0.0.0.0/0"),
+			Options: map[string]interface{}{optEnableIPv6: true, optGeneric: map[string]interface{}{optEnableIPv4: "true", optEnableIPv6: "true"}}}, ""},
+		{"other IPAM", network.CreateNetworkRequest{NetworkID: "n3", IPv4Data: []*network.IPAMData{{AddressSpace: "LocalDefault", Pool: "172.18.0.0/16"}}}, "--ipam-driver calico-ipam"},
+		{"internal", network.CreateNetworkRequest{NetworkID: "n4", IPv4Data: calicoData("0.0.0.0/0"), Options: map[string]interface{}{optInternal: true}}, "--internal is not supported"},
+		{"unknown -o", network.CreateNetworkRequest{NetworkID: "n5", IPv4Data: calicoData("0.0.0.0/0"), Options: map[string]interface{}{optGeneric: map[string]interface{}{"zeta": "1", "alpha": "2"}}}, "alpha, zeta"},
+		{"no id", network.CreateNetworkRequest{IPv4Data: calicoData("0.0.0.0/0")}, "NetworkID"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := d.CreateNetwork(&tc.req)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				var nw api.Network
+				if _, err := s.Get(context.Background(), NetworkKey(tc.req.NetworkID), &nw); err == nil {
+					t.Fatalf("rejected network was saved")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Replayed: still fine.
+			if err := d.CreateNetwork(&tc.req); err != nil {
+				t.Fatalf("replay: %v", err)
+			}
+			var nw api.Network
+			if _, err := s.Get(context.Background(), NetworkKey(tc.req.NetworkID), &nw); err != nil {
+				t.Fatalf("network not persisted: %v", err)
+			}
+			if nw.CreatedBy != "host-a" || len(nw.IPv4Pools) != 1 {
+				t.Errorf("record = %+v", nw)
+			}
+		})
+	}
+}
+
+func TestEndpointLifecycle(t *testing.T) {
+	d, s := newDriver(t)
+	host := testns.New(t)
+	ctx := context.Background()
+	if err := d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: "net1", IPv4Data: calicoData("0.0.0.0/0")}); err != nil {
+		t.Fatal(err)
+	}
+	const v4ID = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	const dsID = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+	// Unknown network: a clear error.
+	_, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "gone", EndpointID: v4ID, Interface: &network.EndpointInterface{Address: "10.1.0.1/32"}})
+	if err == nil || !strings.Contains(err.Error(), "create it again") {
+		t.Fatalf("unknown network: err = %v", err)
+	}
+	// No address: refused.
+	if _, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: v4ID, Interface: &network.EndpointInterface{}}); err == nil {
+		t.Fatal("endpoint without address accepted")
+	}
+
+	// Docker left the MAC empty: we fill it and say so.
+	resp, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: v4ID, Interface: &network.EndpointInterface{Address: "10.1.0.1/32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Interface == nil || resp.Interface.MacAddress == "" {
+		t.Fatalf("MAC not filled: %+v", resp)
+	}
+	// Docker gave a MAC: we must not send one back (Docker rejects that).
+	resp, err = d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: dsID,
+		Interface: &network.EndpointInterface{Address: "10.1.0.2/32", AddressIPv6: "fd00:1::2/128", MacAddress: "02:42:0a:01:00:02"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Interface != nil {
+		t.Fatalf("driver answered a MAC Docker had set: %+v", resp.Interface)
+	}
+	var ep api.Endpoint
+	if _, err := s.Get(ctx, EndpointKey("host-a", dsID), &ep); err != nil || ep.MAC != "02:42:0a:01:00:02" || ep.HostIface != "calibbbbbbbbbbb" {
+		t.Fatalf("endpoint record = %+v, %v", ep, err)
+	}
+
+	testns.Do(t, host, func() {
+		for _, tc := range []struct {
+			id     string
+			wantV6 bool
+		}{{v4ID, false}, {dsID, true}} {
+			jr, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id, SandboxKey: "/var/run/docker/netns/x"})
+			if err != nil {
+				t.Fatalf("Join %s: %v", tc.id[:4], err)
+			}
+			if jr.InterfaceName.DstPrefix != "cali" || jr.InterfaceName.SrcName != "tmp"+tc.id[:11] {
+				t.Errorf("interface = %+v", jr.InterfaceName)
+			}
+			if jr.Gateway != "169.254.1.1" || len(jr.StaticRoutes) != 1 || jr.StaticRoutes[0].Destination != "169.254.1.1/32" || jr.StaticRoutes[0].RouteType != 1 {
+				t.Errorf("gateway/routes = %q %+v", jr.Gateway, jr.StaticRoutes)
+			}
+			if (jr.GatewayIPv6 != "") != tc.wantV6 {
+				t.Errorf("GatewayIPv6 = %q, want set=%v", jr.GatewayIPv6, tc.wantV6)
+			}
+			if !dataplane.LinkExists("cali" + tc.id[:11]) {
+				t.Errorf("host veth missing after Join")
+			}
+			// Docker replays Join after a plugin restart.
+			if _, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id}); err != nil {
+				t.Errorf("replayed Join: %v", err)
+			}
+		}
+		// A crash lost the record of one endpoint: reconcile removes its veth.
+		if err := s.Delete(ctx, EndpointKey("host-a", v4ID)); err != nil {
+			t.Fatal(err)
+		}
+		res, err := d.Reconcile(ctx)
+		if err != nil || res.LinksRemoved != 1 || dataplane.LinkExists("cali"+v4ID[:11]) {
+			t.Fatalf("reconcile = %+v, %v; leaked veth must go", res, err)
+		}
+		if !dataplane.LinkExists("cali" + dsID[:11]) {
+			t.Fatal("reconcile removed a live endpoint's veth")
+		}
+		for i := 0; i < 2; i++ {
+			if err := d.Leave(&network.LeaveRequest{NetworkID: "net1", EndpointID: dsID}); err != nil {
+				t.Fatalf("Leave #%d: %v", i+1, err)
+			}
+			if err := d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: "net1", EndpointID: dsID}); err != nil {
+				t.Fatalf("DeleteEndpoint #%d: %v", i+1, err)
+			}
+		}
+		if dataplane.LinkExists("cali" + dsID[:11]) {
+			t.Fatal("veth left after Leave")
+		}
+		if rs, _ := dataplane.OurRoutes(); len(rs) != 0 {
+			t.Fatalf("routes left after Leave: %v", rs)
+		}
+	})
+	if _, err := s.Get(ctx, EndpointKey("host-a", dsID), &ep); err == nil {
+		t.Fatal("endpoint record left after DeleteEndpoint")
+	}
+	if err := d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: "net1"}); err != nil {
+		t.Fatal(err)
+	}
+	var nw api.Network
+	if _, err := s.Get(ctx, NetworkKey("net1"), &nw); err == nil {
+		t.Fatal("network record left after DeleteNetwork")
+	}
+}
+
+func TestCapabilities(t *testing.T) {
+	d := New(Config{})
+	c, err := d.GetCapabilities()
+	if err != nil || c.Scope != "local" {
+		t.Fatalf("capabilities = %+v, %v; Scope must be local (Docker 23 has no cluster store)", c, err)
+	}
+}

@@ -1,0 +1,205 @@
+// Package node owns this host's Node record: its addresses, its heartbeat,
+// and the claim on its name that stops two daemons from acting as one node.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+)
+
+// Key layout.
+const (
+	NodesPrefix = datastore.Prefix + "nodes/"
+	claimPrefix = datastore.Prefix + "nodeclaims/"
+	idFile      = "node-id"
+	claimTTL    = 20 // seconds: how long a dead daemon's claim outlives it
+)
+
+// Key is the Node record's key.
+func Key(name string) string { return NodesPrefix + name }
+
+// ErrNameTaken is returned when another live daemon holds the node name.
+var ErrNameTaken = errors.New("node name in use by another daemon")
+
+type claim struct {
+	HostID string    `json:"hostID"`
+	PID    int       `json:"pid"`
+	Since  time.Time `json:"since"`
+}
+
+// Registration is this daemon's hold on its node name.
+type Registration struct {
+	store  *datastore.Store
+	node   api.Node
+	hostID string
+	lease  clientv3.LeaseID
+	log    *slog.Logger
+}
+
+// Config says who this node is.
+type Config struct {
+	Name    string
+	DataDir string // holds the host identity that lets a restarted daemon take its name back
+	IPv4    string // "10.0.0.1/24" or ""
+	IPv6    string
+	Version string
+}
+
+// hostID is a random identity kept in the data dir: a daemon restarted on
+// the same host (same data dir) may take over its own name at once, even
+// after kill -9; another host using the same name is refused.
+func hostID(dataDir string) (string, error) {
+	p := filepath.Join(dataDir, idFile)
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b[:])
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("record host identity: %w", err)
+	}
+	return id, nil
+}
+
+// Register claims the node name and writes the Node record.
+func Register(ctx context.Context, s *datastore.Store, cfg Config, log *slog.Logger) (*Registration, error) {
+	id, err := hostID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	r := &Registration{store: s, hostID: id, log: log, node: api.Node{
+		Name: cfg.Name, IPv4Address: cfg.IPv4, IPv6Address: cfg.IPv6, Version: cfg.Version,
+	}}
+	if err := r.claim(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.writeRecord(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Node returns the registered record.
+func (r *Registration) Node() api.Node { return r.node }
+
+func (r *Registration) claim(ctx context.Context) error {
+	c, cancel := r.store.Ctx(ctx)
+	defer cancel()
+	lease, err := r.store.Client.Grant(c, claimTTL)
+	if err != nil {
+		return fmt.Errorf("etcd lease for node %s: %w", r.node.Name, err)
+	}
+	val, _ := json.Marshal(claim{HostID: r.hostID, PID: os.Getpid(), Since: time.Now().UTC()})
+	key := claimPrefix + r.node.Name
+	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
+		resp, err := r.store.Client.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
+			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease.ID))).
+			Else(clientv3.OpGet(key)).Commit()
+		if err != nil {
+			return fmt.Errorf("claim node name %s: %w", r.node.Name, err)
+		}
+		if resp.Succeeded {
+			r.lease = lease.ID
+			return nil
+		}
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			continue
+		}
+		var other claim
+		_ = json.Unmarshal(kvs[0].Value, &other)
+		if other.HostID != r.hostID {
+			_, _ = r.store.Client.Revoke(c, lease.ID)
+			return fmt.Errorf("node name %q is held by another running daemon (pid %d, since %s): give this host its own --nodename (NODENAME): %w",
+				r.node.Name, other.PID, other.Since.Format(time.RFC3339), ErrNameTaken)
+		}
+		// Our own earlier life (restart, kill -9): take the claim over.
+		tr, err := r.store.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
+			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease.ID))).Commit()
+		if err != nil {
+			return fmt.Errorf("claim node name %s: %w", r.node.Name, err)
+		}
+		if tr.Succeeded {
+			r.lease = lease.ID
+			return nil
+		}
+	}
+	return fmt.Errorf("claim node name %s: %w", r.node.Name, datastore.ErrConflict)
+}
+
+func (r *Registration) writeRecord(ctx context.Context) error {
+	r.node.LastSeen = time.Now().UTC().Truncate(time.Second)
+	want := r.node
+	return datastore.Update(ctx, r.store, Key(r.node.Name), func(cur *api.Node) (*api.Node, error) {
+		return &want, nil
+	})
+}
+
+// Heartbeat keeps the claim alive and refreshes LastSeen every interval
+// until ctx ends. A lost claim (etcd was unreachable past the lease) is
+// taken again; it never gives the name away to another host.
+func (r *Registration) Heartbeat(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c, cancel := r.store.Ctx(ctx)
+		_, err := r.store.Client.KeepAliveOnce(c, r.lease)
+		cancel()
+		if err != nil {
+			r.log.Warn("node claim lapsed; claiming again", "node", r.node.Name, "err", err)
+			if err := r.claim(ctx); err != nil {
+				r.log.Error("cannot reclaim node name", "node", r.node.Name, "err", err)
+				continue
+			}
+		}
+		if err := r.writeRecord(ctx); err != nil {
+			r.log.Warn("node heartbeat failed", "node", r.node.Name, "err", err)
+		}
+	}
+}
+
+// Release drops the claim (the record stays: other hosts keep routing to
+// this node's containers while it restarts).
+func (r *Registration) Release(ctx context.Context) {
+	c, cancel := r.store.Ctx(ctx)
+	defer cancel()
+	_, _ = r.store.Client.Revoke(c, r.lease)
+}
+
+// List returns every node record.
+func List(ctx context.Context, s *datastore.Store) ([]api.Node, error) {
+	items, err := datastore.List[api.Node](ctx, s, NodesPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Node, 0, len(items))
+	for _, it := range items {
+		out = append(out, it.Value)
+	}
+	return out, nil
+}

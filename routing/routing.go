@@ -1,0 +1,363 @@
+// Package routing turns what etcd says about nodes, pools, blocks and
+// endpoints into the routes this host needs to reach every other host's
+// containers, and hands them to the data plane. It owns no kernel state.
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/node"
+)
+
+// Applier is the data plane side: inter-host routes and NAT rules.
+type Applier interface {
+	ApplyRoutes([]dataplane.BlockRoute) (dataplane.ApplyResult, error)
+	SetNATOutgoing(natPools, allPools []netip.Prefix) error
+}
+
+// State is what the syncer knows, kept from etcd's watch.
+type State struct {
+	Nodes     map[string]api.Node
+	Pools     map[string]api.IPPool
+	Blocks    map[string]string // block CIDR -> affinity host
+	Endpoints map[string]api.Endpoint
+}
+
+func newState() *State {
+	return &State{Nodes: map[string]api.Node{}, Pools: map[string]api.IPPool{}, Blocks: map[string]string{}, Endpoints: map[string]api.Endpoint{}}
+}
+
+// Desired computes the inter-host routes host needs: a blackhole per own
+// block, a route per remote block via its host, and a /32 (/128) per
+// address borrowed from another host's block, via the host holding it.
+func (st *State) Desired(host string) []dataplane.BlockRoute {
+	me := st.Nodes[host]
+	my4, _ := netip.ParsePrefix(me.IPv4Address)
+	my6, _ := netip.ParsePrefix(me.IPv6Address)
+	var out []dataplane.BlockRoute
+	via := func(dst netip.Prefix, owner string) (dataplane.BlockRoute, bool) {
+		n, ok := st.Nodes[owner]
+		if !ok {
+			return dataplane.BlockRoute{}, false
+		}
+		remote, mine := n.IPv4Address, my4
+		if dst.Addr().Is6() {
+			remote, mine = n.IPv6Address, my6
+		}
+		rp, err := netip.ParsePrefix(remote)
+		if err != nil {
+			return dataplane.BlockRoute{}, false
+		}
+		same := mine.IsValid() && mine.Contains(rp.Addr())
+		return dataplane.BlockRoute{Dst: dst, Via: rp.Addr(), Mode: st.modeFor(dst, same)}, true
+	}
+	for cidr, owner := range st.Blocks {
+		dst, err := netip.ParsePrefix(cidr)
+		if err != nil || owner == "" {
+			continue
+		}
+		if owner == host {
+			out = append(out, dataplane.BlockRoute{Dst: dst, Blackhole: true})
+			continue
+		}
+		if r, ok := via(dst, owner); ok {
+			out = append(out, r)
+		}
+	}
+	for _, ep := range st.Endpoints {
+		if ep.Host == host {
+			continue
+		}
+		for _, s := range []string{ep.IPv4, ep.IPv6} {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				continue
+			}
+			if owner, ok := st.blockOwner(p.Addr()); ok && owner != ep.Host {
+				if r, ok := via(netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), ep.Host); ok {
+					out = append(out, r)
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Dst.String() < out[j].Dst.String() })
+	return out
+}
+
+func (st *State) poolFor(a netip.Addr) (api.IPPool, bool) {
+	for _, p := range st.Pools {
+		if pp, err := netip.ParsePrefix(p.CIDR); err == nil && pp.Contains(a) {
+			return p, true
+		}
+	}
+	return api.IPPool{}, false
+}
+
+func (st *State) blockOwner(a netip.Addr) (string, bool) {
+	if p, ok := st.poolFor(a); ok {
+		owner, ok := st.Blocks[netip.PrefixFrom(a, p.BlockSize).Masked().String()]
+		return owner, ok
+	}
+	return "", false
+}
+
+// modeFor picks how to reach dst's block: the pool's encapsulation when it
+// is Always, or CrossSubnet and the host is on another subnet; else direct.
+func (st *State) modeFor(dst netip.Prefix, sameSubnet bool) dataplane.RouteMode {
+	p, ok := st.poolFor(dst.Addr())
+	if !ok {
+		return dataplane.ModeDirect
+	}
+	on := func(m api.EncapMode) bool {
+		return m == api.EncapAlways || (m == api.EncapCrossSubnet && !sameSubnet)
+	}
+	switch {
+	case on(p.VXLANMode):
+		return dataplane.ModeVXLAN
+	case on(p.IPIPMode):
+		return dataplane.ModeIPIP
+	}
+	return dataplane.ModeDirect
+}
+
+// NAT returns the natOutgoing pools and all pools (enabled or not: traffic
+// to a disabled pool's containers is still pool-to-pool).
+func (st *State) NAT() (nat, all []netip.Prefix) {
+	for _, p := range st.Pools {
+		pp, err := netip.ParsePrefix(p.CIDR)
+		if err != nil {
+			continue
+		}
+		all = append(all, pp)
+		if p.NATOutgoing && !p.Disabled {
+			nat = append(nat, pp)
+		}
+	}
+	less := func(s []netip.Prefix) { sort.Slice(s, func(i, j int) bool { return s[i].String() < s[j].String() }) }
+	less(nat)
+	less(all)
+	return nat, all
+}
+
+// Syncer watches etcd and keeps the data plane's inter-host state current.
+type Syncer struct {
+	store *datastore.Store
+	dp    Applier
+	host  string
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	st       *State
+	status   Status
+	resync   time.Duration
+	debounce time.Duration
+}
+
+// Status is what `calicoctl node status` and logs report.
+type Status struct {
+	LastApply time.Time `json:"lastApply"`
+	Routes    int       `json:"routes"`
+	Skipped   []string  `json:"skipped,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	Synced    bool      `json:"synced"`
+}
+
+// New returns a syncer for host.
+func New(store *datastore.Store, dp Applier, host string, log *slog.Logger) *Syncer {
+	return &Syncer{store: store, dp: dp, host: host, log: log, st: newState(), resync: 30 * time.Second, debounce: 20 * time.Millisecond}
+}
+
+// Status returns the last apply's outcome.
+func (s *Syncer) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.status
+}
+
+// Run lists, then watches, and applies until ctx ends. While etcd is
+// unreachable it keeps the last known routes in place and retries.
+func (s *Syncer) Run(ctx context.Context) {
+	backoff := time.Second
+	for ctx.Err() == nil {
+		rev, err := s.load(ctx)
+		if err != nil {
+			s.log.Warn("route sync: cannot read etcd; keeping current routes", "err", err)
+			s.setErr(err)
+			sleep(ctx, backoff)
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = time.Second
+		s.apply()
+		s.watch(ctx, rev)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (s *Syncer) setErr(err error) {
+	s.mu.Lock()
+	s.status.LastError = err.Error()
+	s.mu.Unlock()
+}
+
+// load reads everything in one consistent snapshot.
+func (s *Syncer) load(ctx context.Context) (int64, error) {
+	c, cancel := s.store.Ctx(ctx)
+	defer cancel()
+	resp, err := s.store.Client.Txn(c).Then(
+		clientv3.OpGet(node.NodesPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(datastore.PoolsPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(datastore.BlocksPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(datastore.EndpointsPrefix, clientv3.WithPrefix()),
+	).Commit()
+	if err != nil {
+		return 0, err
+	}
+	st := newState()
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			st.put(string(kv.Key), kv.Value)
+		}
+	}
+	s.mu.Lock()
+	s.st = st
+	s.mu.Unlock()
+	return resp.Header.Revision, nil
+}
+
+func (st *State) put(key string, val []byte) {
+	switch {
+	case strings.HasPrefix(key, node.NodesPrefix):
+		var n api.Node
+		if json.Unmarshal(val, &n) == nil {
+			st.Nodes[n.Name] = n
+		}
+	case strings.HasPrefix(key, datastore.PoolsPrefix):
+		var p api.IPPool
+		if json.Unmarshal(val, &p) == nil {
+			st.Pools[strings.TrimPrefix(key, datastore.PoolsPrefix)] = p
+		}
+	case strings.HasPrefix(key, datastore.BlocksPrefix):
+		var b ipam.Block
+		if json.Unmarshal(val, &b) == nil {
+			st.Blocks[b.CIDR] = b.Affinity
+		}
+	case strings.HasPrefix(key, datastore.EndpointsPrefix):
+		var e api.Endpoint
+		if json.Unmarshal(val, &e) == nil {
+			st.Endpoints[strings.TrimPrefix(key, datastore.EndpointsPrefix)] = e
+		}
+	}
+}
+
+func (st *State) del(key string) {
+	switch {
+	case strings.HasPrefix(key, node.NodesPrefix):
+		delete(st.Nodes, strings.TrimPrefix(key, node.NodesPrefix))
+	case strings.HasPrefix(key, datastore.PoolsPrefix):
+		delete(st.Pools, strings.TrimPrefix(key, datastore.PoolsPrefix))
+	case strings.HasPrefix(key, datastore.BlocksPrefix):
+		delete(st.Blocks, datastore.UnescapeCIDR(strings.TrimPrefix(key, datastore.BlocksPrefix)))
+	case strings.HasPrefix(key, datastore.EndpointsPrefix):
+		delete(st.Endpoints, strings.TrimPrefix(key, datastore.EndpointsPrefix))
+	}
+}
+
+func relevant(key string) bool {
+	for _, p := range []string{node.NodesPrefix, datastore.PoolsPrefix, datastore.BlocksPrefix, datastore.EndpointsPrefix} {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// watch applies changes until the watch fails or ctx ends.
+func (s *Syncer) watch(ctx context.Context, rev int64) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.store.Client.Watch(wctx, datastore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	resync := time.NewTicker(s.resync)
+	defer resync.Stop()
+	var pending <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-resync.C:
+			s.apply() // repairs routes someone removed by hand
+		case <-pending:
+			pending = nil
+			s.apply()
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				if wr.Err() != nil {
+					s.log.Warn("route sync: watch ended; relisting", "err", wr.Err())
+				}
+				return
+			}
+			changed := false
+			s.mu.Lock()
+			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				if !relevant(k) {
+					continue
+				}
+				changed = true
+				if ev.Type == clientv3.EventTypeDelete {
+					s.st.del(k)
+				} else {
+					s.st.put(k, ev.Kv.Value)
+				}
+			}
+			s.mu.Unlock()
+			if changed && pending == nil {
+				pending = time.After(s.debounce)
+			}
+		}
+	}
+}
+
+func (s *Syncer) apply() {
+	s.mu.Lock()
+	want := s.st.Desired(s.host)
+	nat, all := s.st.NAT()
+	s.mu.Unlock()
+	res, err := s.dp.ApplyRoutes(want)
+	natErr := s.dp.SetNATOutgoing(nat, all)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status = Status{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Synced: err == nil && natErr == nil}
+	if err != nil {
+		s.status.LastError = err.Error()
+		s.log.Warn("route sync: some routes failed", "err", err)
+	} else if natErr != nil {
+		s.status.LastError = natErr.Error()
+		s.log.Warn("route sync: NAT rules failed", "err", natErr)
+	}
+	if res.Added > 0 || res.Removed > 0 {
+		s.log.Info("routes to other hosts updated", "added", res.Added, "removed", res.Removed, "wanted", len(want))
+	}
+	for _, sk := range res.Skipped {
+		s.log.Warn("route not installed", "route", sk)
+	}
+}
