@@ -6,6 +6,8 @@ import "time"
 // because Docker never replays CreateNetwork after it restarts.
 type Network struct {
 	ID         string            `json:"id"`
+	Name       string            `json:"name,omitempty"`      // learnt from the Docker API after creation
+	Published  bool              `json:"published,omitempty"` // its SharedNetwork record was written or joined
 	IPv4Pools  []string          `json:"ipv4Pools,omitempty"`
 	IPv6Pools  []string          `json:"ipv6Pools,omitempty"`
 	EnableIPv6 bool              `json:"enableIPv6"`
@@ -24,4 +26,23 @@ type Endpoint struct {
 	MAC       string    `json:"mac"`
 	HostIface string    `json:"hostIface"`
 	CreatedAt time.Time `json:"createdAt"`
+}
+
+// SharedNetwork is a calico network as every host sees it, by name: created
+// on one host, the daemons on the others create it in their Docker too.
+type SharedNetwork struct {
+	Name        string            `json:"name"`
+	IPv4        []Subnet          `json:"ipv4,omitempty"`
+	IPv6        []Subnet          `json:"ipv6,omitempty"`
+	EnableIPv6  bool              `json:"enableIPv6"`
+	Options     map[string]string `json:"options,omitempty"`
+	IPAMOptions map[string]string `json:"ipamOptions,omitempty"`
+	CreatedBy   string            `json:"createdBy"`
+	CreatedAt   time.Time         `json:"createdAt"`
+}
+
+// Subnet is one --subnet (and optional --ip-range) of a network.
+type Subnet struct {
+	Subnet  string `json:"subnet"`
+	IPRange string `json:"ipRange,omitempty"`
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 )
 
 // Docker's option keys.
@@ -45,6 +46,7 @@ type Driver struct {
 	mtu     int
 	log     *slog.Logger
 	timeout time.Duration
+	changed func() // told (without blocking) when networks change
 
 	// Handlers share the lock; Reconcile takes it alone so that it never
 	// sees a veth whose endpoint it has not read yet.
@@ -58,6 +60,9 @@ type Config struct {
 	Host      string
 	MTU       int
 	Log       *slog.Logger
+	// NetworksChanged is called after CreateNetwork and DeleteNetwork; it
+	// must not block (the network syncer's Kick).
+	NetworksChanged func()
 }
 
 // New returns a driver.
@@ -66,7 +71,11 @@ func New(c Config) *Driver {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: c.MTU, log: log, timeout: 30 * time.Second}
+	changed := c.NetworksChanged
+	if changed == nil {
+		changed = func() {}
+	}
+	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: c.MTU, log: log, timeout: 30 * time.Second, changed: changed}
 }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
@@ -136,16 +145,26 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 		return fmt.Errorf("save network %s: %w", short(req.NetworkID), err)
 	}
 	d.log.Info("network created", "network", req.NetworkID, "ipv4", nw.IPv4Pools, "ipv6", nw.IPv6Pools)
+	d.changed()
 	return nil
 }
 
 func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
+	var nw api.Network
+	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err == nil && nw.Published {
+		// Removed here by the user (or by the syncer after another host's
+		// removal): every host removes it.
+		if err := netsync.Forget(ctx, d.store, nw.Name); err != nil {
+			return fmt.Errorf("delete shared network %s: %w", nw.Name, err)
+		}
+	}
 	if err := d.store.Delete(ctx, NetworkKey(req.NetworkID)); err != nil {
 		return fmt.Errorf("delete network %s: %w", short(req.NetworkID), err)
 	}
-	d.log.Info("network deleted", "network", req.NetworkID)
+	d.log.Info("network deleted", "network", req.NetworkID, "name", nw.Name)
+	d.changed()
 	return nil
 }
 

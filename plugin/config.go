@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -36,6 +37,12 @@ type Config struct {
 	LogLevel       slog.Level
 	NoDefaultPools bool
 	ShowVersion    bool
+	DockerHost     string
+	DriverName     string
+	IPAMDriverName string
+	// Docker managed plugin mode (see managed.go).
+	SingleSocket bool   // serve both drivers on PluginDir/calico.sock
+	IPAMAliasDir string // also serve the IPAM driver as calico-ipam.sock here
 }
 
 // ParseFlags reads flags, falling back to the environment for each, and
@@ -65,6 +72,11 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.StringVar(&mtu, "veth-mtu", env("CALICO_LIBNETWORK_VETH_MTU", ""), "MTU of container veths; default: the host interface's (env CALICO_LIBNETWORK_VETH_MTU)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	fs.StringVar(&c.DockerHost, "docker-host", env("DOCKER_HOST", "unix:///var/run/docker.sock"), "Docker engine socket, used to share networks by name between hosts (env DOCKER_HOST)")
+	fs.StringVar(&c.DriverName, "network-driver-name", env("CALICO_NETWORK_DRIVER_NAME", "calico"), "the network driver's name as Docker reports it (a managed plugin's alias)")
+	fs.StringVar(&c.IPAMDriverName, "ipam-driver-name", env("CALICO_IPAM_DRIVER_NAME", "calico-ipam"), "the IPAM driver's name as Docker reports it")
+	fs.BoolVar(&c.SingleSocket, "single-socket", false, "serve the network and IPAM drivers both on one socket, calico.sock (a Docker managed plugin)")
+	fs.StringVar(&c.IPAMAliasDir, "ipam-alias-dir", "", "also serve the IPAM driver as calico-ipam.sock in this directory (a managed plugin's view of the host's /run/docker/plugins, so that --ipam-driver calico-ipam resolves)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -127,6 +139,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 		c.NoDefaultPools = true
 	default:
 		return nil, fmt.Errorf("NO_DEFAULT_POOLS=%q: use true or false", getenv("NO_DEFAULT_POOLS"))
+	}
+	if c.IPAMAliasDir != "" && !c.SingleSocket && filepath.Clean(c.IPAMAliasDir) == filepath.Clean(c.PluginDir) {
+		return nil, fmt.Errorf("--ipam-alias-dir %s is the plugin dir, which already holds %s: drop the flag", c.IPAMAliasDir, IPAMSocket)
 	}
 	return &c, nil
 }

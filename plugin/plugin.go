@@ -5,19 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
 	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
@@ -48,6 +48,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Info("embedded etcd running", "endpoint", ep, "dataDir", cfg.DataDir)
 	}
 
+	if err := ensureProcSysWritable(log); err != nil {
+		return err
+	}
 	dp := dataplane.New(log, cfg.NodeName)
 	if err := dp.EnableForwarding(false); err != nil {
 		return err
@@ -105,39 +108,42 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	go syncer.Run(ctx)
 
 	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
-	drv := driver.New(driver.Config{Store: store, Dataplane: dp, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver")})
+	var nets *netsync.Syncer
+	if dc, err := dockerapi.New(cfg.DockerHost); err != nil {
+		log.Warn("networks will not be shared with other hosts", "err", err)
+	} else {
+		nets = netsync.New(store, dc, cfg.NodeName, cfg.DriverName, cfg.IPAMDriverName, log.With("part", "netsync"))
+	}
+	kick := func() {
+		if nets != nil {
+			nets.Kick()
+		}
+	}
+	drv := driver.New(driver.Config{Store: store, Dataplane: dp, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick})
 	if res, err := drv.Reconcile(startCtx); err != nil {
 		log.Warn("initial data plane reconcile incomplete", "err", err)
 	} else {
 		log.Info("data plane reconciled", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "linksRemoved", res.LinksRemoved)
 	}
 
-	netPath := filepath.Join(cfg.PluginDir, NetworkSocket)
-	ipamPath := filepath.Join(cfg.PluginDir, IPAMSocket)
-	netL, err := listenUnix(netPath)
+	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, log.With("socket", NetworkSocket)),
+		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", IPAMSocket))))
 	if err != nil {
 		return err
 	}
-	ipamL, err := listenUnix(ipamPath)
-	if err != nil {
-		netL.Close()
-		os.Remove(netPath)
-		return err
-	}
-	servers := []*http.Server{
-		{Handler: NetworkMux(drv, log.With("socket", NetworkSocket)), ReadHeaderTimeout: 10 * time.Second},
-		{Handler: IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", IPAMSocket)), ReadHeaderTimeout: 10 * time.Second},
-	}
-	errc := make(chan error, 2)
-	for i, l := range []net.Listener{netL, ipamL} {
-		go func(s *http.Server, l net.Listener) {
-			if err := s.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func(s servedSocket) {
+			if err := s.Server.Serve(s.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- err
 			}
-		}(servers[i], l)
+		}(s)
+	}
+	if nets != nil {
+		go nets.Run(ctx, 2*time.Second)
 	}
 	log.Info("calico-libnetwork serving", "version", Version, "node", cfg.NodeName,
-		"network", netPath, "ipam", ipamPath, "vethMTU", mtu)
+		"sockets", socketPaths(servers), "vethMTU", mtu)
 
 	ticker := time.NewTicker(reconcileEvery)
 	defer ticker.Stop()
@@ -167,10 +173,9 @@ loop:
 	shutCtx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer scancel()
 	for _, s := range servers {
-		_ = s.Shutdown(shutCtx)
+		_ = s.Server.Shutdown(shutCtx)
+		os.Remove(s.Path)
 	}
-	os.Remove(netPath)
-	os.Remove(ipamPath)
 	return runErr
 }
 

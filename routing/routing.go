@@ -142,7 +142,7 @@ func (st *State) NAT() (nat, all []netip.Prefix) {
 			continue
 		}
 		all = append(all, pp)
-		if p.NATOutgoing && !p.Disabled {
+		if p.NATOutgoing { // disabled pools still hold running containers
 			nat = append(nat, pp)
 		}
 	}

@@ -1,0 +1,194 @@
+// Package dockerapi is the few Docker Engine API calls the daemon makes,
+// over the engine's unix socket. It is only ever used outside plugin
+// handlers: Docker may be waiting on a handler, so a handler that waited on
+// Docker could deadlock.
+package dockerapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Client talks to one Docker engine.
+type Client struct {
+	http    *http.Client
+	timeout time.Duration
+}
+
+// New returns a client for host ("unix:///var/run/docker.sock" or a path).
+func New(host string) (*Client, error) {
+	path := strings.TrimPrefix(host, "unix://")
+	if path == "" || strings.Contains(path, "://") {
+		return nil, fmt.Errorf("docker host %q: only unix sockets are supported (unix:///var/run/docker.sock)", host)
+	}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", path)
+	}}
+	return &Client{http: &http.Client{Transport: tr}, timeout: 20 * time.Second}, nil
+}
+
+// IPAMConfig is one subnet of a network.
+type IPAMConfig struct {
+	Subnet  string `json:"Subnet,omitempty"`
+	IPRange string `json:"IPRange,omitempty"`
+	Gateway string `json:"Gateway,omitempty"`
+}
+
+// Network is the part of Docker's network document we use.
+type Network struct {
+	ID         string            `json:"Id"`
+	Name       string            `json:"Name"`
+	Driver     string            `json:"Driver"`
+	EnableIPv6 bool              `json:"EnableIPv6"`
+	Options    map[string]string `json:"Options"`
+	Labels     map[string]string `json:"Labels"`
+	IPAM       struct {
+		Driver  string            `json:"Driver"`
+		Config  []IPAMConfig      `json:"Config"`
+		Options map[string]string `json:"Options"`
+	} `json:"IPAM"`
+	Containers map[string]json.RawMessage `json:"Containers"`
+}
+
+// CreateNetwork is the body of POST /networks/create.
+type CreateNetwork struct {
+	Name           string            `json:"Name"`
+	CheckDuplicate bool              `json:"CheckDuplicate"`
+	Driver         string            `json:"Driver"`
+	EnableIPv6     bool              `json:"EnableIPv6"`
+	IPAM           IPAM              `json:"IPAM"`
+	Options        map[string]string `json:"Options,omitempty"`
+	Labels         map[string]string `json:"Labels,omitempty"`
+}
+
+// IPAM is the IPAM part of CreateNetwork.
+type IPAM struct {
+	Driver  string            `json:"Driver"`
+	Config  []IPAMConfig      `json:"Config,omitempty"`
+	Options map[string]string `json:"Options,omitempty"`
+}
+
+// Container is the part of Docker's container document we use.
+type Container struct {
+	ID     string `json:"Id"`
+	Name   string `json:"Name"`
+	Config struct {
+		Labels map[string]string `json:"Labels"`
+	} `json:"Config"`
+}
+
+// StatusError is a non-2xx answer from Docker.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("docker: %d: %s", e.Code, e.Message) }
+
+// IsNotFound reports a 404.
+func IsNotFound(err error) bool {
+	se, ok := err.(*StatusError)
+	return ok && se.Code == http.StatusNotFound
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://docker"+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("docker API %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if resp.StatusCode/100 != 2 {
+		var m struct {
+			Message string `json:"message"`
+		}
+		_ = json.Unmarshal(data, &m)
+		if m.Message == "" {
+			m.Message = strings.TrimSpace(string(data))
+		}
+		return &StatusError{Code: resp.StatusCode, Message: m.Message}
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// Ping checks that the engine answers.
+func (c *Client) Ping(ctx context.Context) error { return c.do(ctx, http.MethodGet, "/_ping", nil, nil) }
+
+// Network inspects one network by ID or name.
+func (c *Client) Network(ctx context.Context, idOrName string) (*Network, error) {
+	var n Network
+	if err := c.do(ctx, http.MethodGet, "/networks/"+url.PathEscape(idOrName), nil, &n); err != nil {
+		return nil, err
+	}
+	return &n, nil
+}
+
+// Networks lists networks using driver.
+func (c *Client) Networks(ctx context.Context, driver string) ([]Network, error) {
+	f, _ := json.Marshal(map[string][]string{"driver": {driver}})
+	var ns []Network
+	if err := c.do(ctx, http.MethodGet, "/networks?filters="+url.QueryEscape(string(f)), nil, &ns); err != nil {
+		return nil, err
+	}
+	// The driver filter matches substrings on some engines: keep exact ones.
+	out := ns[:0]
+	for _, n := range ns {
+		if n.Driver == driver {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// CreateNetwork creates a network and returns its ID.
+func (c *Client) CreateNetwork(ctx context.Context, req CreateNetwork) (string, error) {
+	var out struct {
+		ID string `json:"Id"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/networks/create", req, &out); err != nil {
+		return "", err
+	}
+	return out.ID, nil
+}
+
+// RemoveNetwork deletes a network.
+func (c *Client) RemoveNetwork(ctx context.Context, idOrName string) error {
+	return c.do(ctx, http.MethodDelete, "/networks/"+url.PathEscape(idOrName), nil, nil)
+}
+
+// Container inspects one container.
+func (c *Client) Container(ctx context.Context, id string) (*Container, error) {
+	var ct Container
+	if err := c.do(ctx, http.MethodGet, "/containers/"+url.PathEscape(id)+"/json", nil, &ct); err != nil {
+		return nil, err
+	}
+	return &ct, nil
+}

@@ -1,0 +1,241 @@
+// Package netsync shares calico networks between hosts by name. Docker
+// keeps networks per host and never tells a driver a network's name, so the
+// daemon learns names from the Docker API (never from inside a plugin
+// handler), publishes each network in etcd, and creates the networks other
+// hosts published in its own Docker. Removing a network on any host removes
+// it everywhere.
+package netsync
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
+)
+
+// Prefix holds one SharedNetwork per name.
+const Prefix = datastore.Prefix + "sharednets/"
+
+// SharedLabel marks networks this daemon created because another host
+// published them.
+const SharedLabel = "org.projectcalico.shared"
+
+// Key is a shared network's key.
+func Key(name string) string { return Prefix + name }
+
+// Docker is what the syncer needs from the engine.
+type Docker interface {
+	Networks(ctx context.Context, driver string) ([]dockerapi.Network, error)
+	CreateNetwork(ctx context.Context, req dockerapi.CreateNetwork) (string, error)
+	RemoveNetwork(ctx context.Context, idOrName string) error
+}
+
+// Syncer keeps this host's calico networks and the shared records in step.
+type Syncer struct {
+	store      *datastore.Store
+	docker     Docker
+	host       string
+	driver     string // network driver name as Docker reports it
+	ipamDriver string
+	log        *slog.Logger
+	kick       chan struct{}
+	warned     map[string]bool
+}
+
+// New returns a syncer.
+func New(store *datastore.Store, docker Docker, host, driver, ipamDriver string, log *slog.Logger) *Syncer {
+	return &Syncer{store: store, docker: docker, host: host, driver: driver, ipamDriver: ipamDriver, log: log,
+		kick: make(chan struct{}, 1), warned: map[string]bool{}}
+}
+
+// Kick asks for a sync soon; it never blocks (handlers call it).
+func (s *Syncer) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run syncs on every kick, on every change to the shared records, and every
+// interval, until ctx ends.
+func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
+	go func() {
+		for ctx.Err() == nil {
+			wch := s.store.Client.Watch(clientv3.WithRequireLeader(ctx), Prefix, clientv3.WithPrefix())
+			for range wch {
+				s.Kick()
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
+			s.log.Debug("network sync incomplete", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+	}
+}
+
+// Sync runs one pass.
+func (s *Syncer) Sync(ctx context.Context) error {
+	local, err := s.docker.Networks(ctx, s.driver)
+	if err != nil {
+		return err
+	}
+	items, err := datastore.List[api.SharedNetwork](ctx, s.store, Prefix)
+	if err != nil {
+		return err
+	}
+	shared := map[string]api.SharedNetwork{}
+	for _, it := range items {
+		shared[it.Value.Name] = it.Value
+	}
+	var errs []error
+	localNames := map[string]bool{}
+	for _, n := range local {
+		localNames[n.Name] = true
+		if err := s.syncLocal(ctx, n, shared); err != nil {
+			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
+		}
+	}
+	names := make([]string, 0, len(shared))
+	for name := range shared {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if localNames[name] {
+			continue
+		}
+		sn := shared[name]
+		if _, err := s.docker.CreateNetwork(ctx, toCreate(sn, s.driver, s.ipamDriver)); err != nil {
+			if !s.warned["create/"+name] {
+				s.log.Warn("cannot create shared network in this host's Docker", "network", name, "err", err)
+				s.warned["create/"+name] = true
+			}
+			errs = append(errs, err)
+			continue
+		}
+		delete(s.warned, "create/"+name)
+		s.log.Info("created network shared by another host", "network", name, "createdBy", sn.CreatedBy)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[string]api.SharedNetwork) error {
+	var rec api.Network
+	_, err := s.store.Get(ctx, datastore.NetworksPrefix+n.ID, &rec)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return nil // created before this datastore, or not through us
+	}
+	if err != nil {
+		return err
+	}
+	sn, exists := shared[n.Name]
+	fromSync := n.Labels[SharedLabel] == "true"
+	switch {
+	case exists:
+		if !sameConfig(sn, fromDocker(n, s.host)) && !s.warned["differs/"+n.Name] {
+			s.log.Warn("network exists on another host with other settings; containers still share its name and pools", "network", n.Name)
+			s.warned["differs/"+n.Name] = true
+		}
+		return s.mark(ctx, n, true)
+	case rec.Published || fromSync:
+		// Removed on another host: remove here too.
+		if err := s.docker.RemoveNetwork(ctx, n.ID); err != nil {
+			if !s.warned["rm/"+n.Name] {
+				s.log.Warn("network was removed on another host but cannot be removed here (containers still attached?): remove them, then the network", "network", n.Name, "err", err)
+				s.warned["rm/"+n.Name] = true
+			}
+			return err
+		}
+		s.log.Info("removed network deleted on another host", "network", n.Name)
+		return nil
+	default:
+		sn := fromDocker(n, s.host)
+		if _, err := s.store.Create(ctx, Key(n.Name), sn); err != nil {
+			return err
+		}
+		s.log.Info("published network to other hosts", "network", n.Name)
+		return s.mark(ctx, n, true)
+	}
+}
+
+func (s *Syncer) mark(ctx context.Context, n dockerapi.Network, published bool) error {
+	return datastore.Update(ctx, s.store, datastore.NetworksPrefix+n.ID, func(cur *api.Network) (*api.Network, error) {
+		if cur == nil || (cur.Name == n.Name && cur.Published == published) {
+			return nil, datastore.ErrNoChange
+		}
+		cur.Name, cur.Published = n.Name, published
+		return cur, nil
+	})
+}
+
+// Forget removes a network's shared record: the user removed it on this
+// host, so every host removes it. Called from the DeleteNetwork handler; it
+// only touches etcd.
+func Forget(ctx context.Context, s *datastore.Store, name string) error {
+	if name == "" {
+		return nil
+	}
+	return s.Delete(ctx, Key(name))
+}
+
+func fromDocker(n dockerapi.Network, host string) api.SharedNetwork {
+	sn := api.SharedNetwork{Name: n.Name, EnableIPv6: n.EnableIPv6, CreatedBy: host, CreatedAt: time.Now().UTC()}
+	for _, c := range n.IPAM.Config {
+		if c.Subnet == "" {
+			continue
+		}
+		sub := api.Subnet{Subnet: c.Subnet, IPRange: c.IPRange}
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Addr().Is6() {
+			sn.IPv6 = append(sn.IPv6, sub)
+		} else {
+			sn.IPv4 = append(sn.IPv4, sub)
+		}
+	}
+	if len(n.Options) > 0 {
+		sn.Options = maps.Clone(n.Options)
+	}
+	if len(n.IPAM.Options) > 0 {
+		sn.IPAMOptions = maps.Clone(n.IPAM.Options)
+	}
+	return sn
+}
+
+func sameConfig(a, b api.SharedNetwork) bool {
+	return a.EnableIPv6 == b.EnableIPv6 && fmt.Sprint(a.IPv4) == fmt.Sprint(b.IPv4) && fmt.Sprint(a.IPv6) == fmt.Sprint(b.IPv6) &&
+		maps.Equal(a.Options, b.Options)
+}
+
+func toCreate(sn api.SharedNetwork, driver, ipamDriver string) dockerapi.CreateNetwork {
+	req := dockerapi.CreateNetwork{
+		Name: sn.Name, CheckDuplicate: true, Driver: driver, EnableIPv6: sn.EnableIPv6,
+		IPAM:    dockerapi.IPAM{Driver: ipamDriver, Options: sn.IPAMOptions},
+		Options: sn.Options, Labels: map[string]string{SharedLabel: "true"},
+	}
+	for _, sub := range append(append([]api.Subnet{}, sn.IPv4...), sn.IPv6...) {
+		req.IPAM.Config = append(req.IPAM.Config, dockerapi.IPAMConfig{Subnet: sub.Subnet, IPRange: sub.IPRange})
+	}
+	return req
+}

@@ -1,0 +1,113 @@
+package routing
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+)
+
+func state() *State {
+	st := newState()
+	st.Nodes["h1"] = api.Node{Name: "h1", IPv4Address: "10.0.1.1/24", IPv6Address: "fd00:1::1/64"}
+	st.Nodes["h2"] = api.Node{Name: "h2", IPv4Address: "10.0.1.2/24", IPv6Address: "fd00:1::2/64"}
+	st.Nodes["h3"] = api.Node{Name: "h3", IPv4Address: "10.0.2.3/24"}
+	return st
+}
+
+func TestDesired(t *testing.T) {
+	tests := []struct {
+		name  string
+		pools []api.IPPool
+		setup func(*State)
+		want  []string
+	}{
+		{
+			name:  "own block blackholed, remote blocks direct",
+			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}},
+			setup: func(st *State) {
+				st.Blocks["192.168.0.0/26"] = "h1"
+				st.Blocks["192.168.0.64/26"] = "h2"
+				st.Blocks["192.168.0.128/26"] = "h3"
+			},
+			want: []string{"blackhole 192.168.0.0/26", "192.168.0.128/26 via 10.0.2.3 (direct)", "192.168.0.64/26 via 10.0.1.2 (direct)"},
+		},
+		{
+			name:  "cross-subnet VXLAN only for the other subnet",
+			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapCrossSubnet, IPIPMode: api.EncapNever}},
+			setup: func(st *State) {
+				st.Blocks["192.168.0.64/26"] = "h2"
+				st.Blocks["192.168.0.128/26"] = "h3"
+			},
+			want: []string{"192.168.0.128/26 via 10.0.2.3 (vxlan)", "192.168.0.64/26 via 10.0.1.2 (direct)"},
+		},
+		{
+			name:  "VXLAN always",
+			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapAlways, IPIPMode: api.EncapNever}},
+			setup: func(st *State) { st.Blocks["192.168.0.64/26"] = "h2" },
+			want:  []string{"192.168.0.64/26 via 10.0.1.2 (vxlan)"},
+		},
+		{
+			name:  "IPIP cross-subnet",
+			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapCrossSubnet}},
+			setup: func(st *State) { st.Blocks["192.168.0.128/26"] = "h3" },
+			want:  []string{"192.168.0.128/26 via 10.0.2.3 (ipip)"},
+		},
+		{
+			name:  "borrowed address routed to its holder on every other host",
+			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}},
+			setup: func(st *State) {
+				st.Blocks["192.168.0.0/26"] = "h1"
+				st.Blocks["192.168.0.64/26"] = "h2"
+				// h3 borrowed .70 from h2's block; h2 borrowed .5 from ours.
+				st.Endpoints["h3/e1"] = api.Endpoint{ID: "e1", Host: "h3", IPv4: "192.168.0.70/32"}
+				st.Endpoints["h2/e2"] = api.Endpoint{ID: "e2", Host: "h2", IPv4: "192.168.0.5/32"}
+				// Our own endpoint needs nothing here (the veth route covers it).
+				st.Endpoints["h1/e3"] = api.Endpoint{ID: "e3", Host: "h1", IPv4: "192.168.0.66/32"}
+			},
+			want: []string{"blackhole 192.168.0.0/26", "192.168.0.5/32 via 10.0.1.2 (direct)", "192.168.0.64/26 via 10.0.1.2 (direct)", "192.168.0.70/32 via 10.0.2.3 (direct)"},
+		},
+		{
+			name:  "IPv6 block via the node's IPv6 address; none for a node without one",
+			pools: []api.IPPool{{Name: "p6", CIDR: "fd99::/48", BlockSize: 122, VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}},
+			setup: func(st *State) {
+				st.Blocks["fd99::40/122"] = "h2"
+				st.Blocks["fd99::80/122"] = "h3"
+			},
+			want: []string{"fd99::40/122 via fd00:1::2 (direct)"},
+		},
+		{
+			name:  "a block of a host that has no node record gets no route",
+			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26}},
+			setup: func(st *State) { st.Blocks["192.168.1.0/26"] = "gone" },
+			want:  nil,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := state()
+			for _, p := range tc.pools {
+				st.Pools[p.Name] = p
+			}
+			tc.setup(st)
+			var got []string
+			for _, r := range st.Desired("h1") {
+				got = append(got, r.String())
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("Desired:\n got  %v\n want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestNATPools(t *testing.T) {
+	st := newState()
+	st.Pools["a"] = api.IPPool{Name: "a", CIDR: "10.10.0.0/16", NATOutgoing: true}
+	st.Pools["b"] = api.IPPool{Name: "b", CIDR: "10.20.0.0/16"}
+	st.Pools["c"] = api.IPPool{Name: "c", CIDR: "10.30.0.0/16", NATOutgoing: true, Disabled: true}
+	nat, all := st.NAT()
+	if fmt.Sprint(nat) != "[10.10.0.0/16 10.30.0.0/16]" || fmt.Sprint(all) != "[10.10.0.0/16 10.20.0.0/16 10.30.0.0/16]" {
+		t.Fatalf("nat=%v all=%v", nat, all)
+	}
+}
