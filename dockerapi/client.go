@@ -140,7 +140,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 }
 
 // Ping checks that the engine answers.
-func (c *Client) Ping(ctx context.Context) error { return c.do(ctx, http.MethodGet, "/_ping", nil, nil) }
+func (c *Client) Ping(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/_ping", nil, nil)
+}
 
 // Network inspects one network by ID or name.
 func (c *Client) Network(ctx context.Context, idOrName string) (*Network, error) {
