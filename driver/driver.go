@@ -43,7 +43,7 @@ type Driver struct {
 	store   *datastore.Store
 	dp      *dataplane.Dataplane
 	host    string
-	mtu     int
+	mtu     func() int
 	log     *slog.Logger
 	timeout time.Duration
 	changed func() // told (without blocking) when networks change
@@ -58,7 +58,7 @@ type Config struct {
 	Store     *datastore.Store
 	Dataplane *dataplane.Dataplane
 	Host      string
-	MTU       int
+	MTU       func() int // veth MTU for the next Join; nil: the kernel default
 	Log       *slog.Logger
 	// NetworksChanged is called after CreateNetwork and DeleteNetwork; it
 	// must not block (the network syncer's Kick).
@@ -75,7 +75,11 @@ func New(c Config) *Driver {
 	if changed == nil {
 		changed = func() {}
 	}
-	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: c.MTU, log: log, timeout: 30 * time.Second, changed: changed}
+	mtu := c.MTU
+	if mtu == nil {
+		mtu = func() int { return 0 }
+	}
+	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: mtu, log: log, timeout: 30 * time.Second, changed: changed}
 }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
@@ -285,7 +289,7 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		}
 	}
 	if err := d.dp.SetupEndpoint(dataplane.Endpoint{
-		ID: req.EndpointID, HostIface: ep.HostIface, TempIface: tempIfaceName(req.EndpointID), Addrs: addrs, MTU: d.mtu,
+		ID: req.EndpointID, HostIface: ep.HostIface, TempIface: tempIfaceName(req.EndpointID), Addrs: addrs, MTU: d.mtu(),
 	}); err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ import (
 func newDriver(t *testing.T) (*Driver, *datastore.Store) {
 	t.Helper()
 	s := testetcd.Start(t)
-	return New(Config{Store: s, Dataplane: dataplane.New(nil, "host-a"), Host: "host-a", MTU: 1500}), s
+	return New(Config{Store: s, Dataplane: dataplane.New(nil, "host-a"), Host: "host-a", MTU: func() int { return 1500 }}), s
 }
 
 func calicoData(pool string) []*network.IPAMData {

@@ -97,15 +97,24 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			hostMTU = m
 		}
 	}
-	mtu := cfg.VethMTU
-	if mtu == 0 {
-		mtu = hostMTU
-		if pools, err := ipam.ListPools(startCtx, store); err == nil && anyVXLAN(pools) {
-			mtu = hostMTU - dataplane.VXLANOverhead
-		}
-	}
 	syncer := routing.New(store, hostRoutes{dp, dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))}, cfg.NodeName, log.With("part", "routing"))
+	// The veth MTU follows the pools: with a VXLAN pool it leaves room for
+	// the encapsulation, so containers never send what cannot cross hosts.
+	mtu := func() int {
+		if cfg.VethMTU > 0 {
+			return cfg.VethMTU
+		}
+		if syncer.UsesVXLAN() {
+			return hostMTU - dataplane.VXLANOverhead
+		}
+		return hostMTU
+	}
 	go syncer.Run(ctx)
+	select { // so the first Join already knows the pools' encapsulation
+	case <-syncer.Ready():
+	case <-time.After(10 * time.Second):
+		log.Warn("route sync has not read the datastore yet; starting anyway")
+	}
 
 	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
 	var nets *netsync.Syncer

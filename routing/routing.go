@@ -164,7 +164,12 @@ type Syncer struct {
 	status   Status
 	resync   time.Duration
 	debounce time.Duration
+	ready    chan struct{}
+	once     sync.Once
 }
+
+// Ready is closed once the first snapshot of etcd has been read.
+func (s *Syncer) Ready() <-chan struct{} { return s.ready }
 
 // Status is what `calicoctl node status` and logs report.
 type Status struct {
@@ -177,7 +182,20 @@ type Status struct {
 
 // New returns a syncer for host.
 func New(store *datastore.Store, dp Applier, host string, log *slog.Logger) *Syncer {
-	return &Syncer{store: store, dp: dp, host: host, log: log, st: newState(), resync: 30 * time.Second, debounce: 20 * time.Millisecond}
+	return &Syncer{store: store, dp: dp, host: host, log: log, st: newState(), resync: 30 * time.Second, debounce: 20 * time.Millisecond, ready: make(chan struct{})}
+}
+
+// UsesVXLAN reports whether any pool may send traffic through VXLAN, so
+// container MTUs must leave room for its header.
+func (s *Syncer) UsesVXLAN() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.st.Pools {
+		if p.VXLANMode == api.EncapAlways || p.VXLANMode == api.EncapCrossSubnet {
+			return true
+		}
+	}
+	return false
 }
 
 // Status returns the last apply's outcome.
@@ -201,6 +219,7 @@ func (s *Syncer) Run(ctx context.Context) {
 			continue
 		}
 		backoff = time.Second
+		s.once.Do(func() { close(s.ready) })
 		s.apply()
 		s.watch(ctx, rev)
 	}
