@@ -403,6 +403,29 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 	if err != nil {
 		return netip.Addr{}, false, err
 	}
+	// Other hosts may have freed addresses in this host's blocks (borrowed
+	// ones they released) behind the cache: refresh it from the listing, and
+	// if an own block turns out to have room, start over from own blocks.
+	ownHasRoom := false
+	for _, it := range items {
+		if it.Value.Affinity != a.host {
+			continue
+		}
+		if cb, ok := a.own[it.Value.CIDR]; ok && cb.rev == it.ModRevision {
+			continue
+		}
+		blk := it.Value.clone()
+		a.own[blk.CIDR] = cachedBlock{b: blk, rev: it.ModRevision}
+		pfx := blk.prefix()
+		if poolOf(cands, pfx) != nil && (!sel.Within.IsValid() || sel.Within.Overlaps(pfx)) {
+			if _, ord := blk.firstFree(sel.Within); ord >= 0 {
+				ownHasRoom = true
+			}
+		}
+	}
+	if ownHasRoom {
+		return conflictMarker, false, nil
+	}
 	for _, it := range items {
 		blk := it.Value
 		pfx := blk.prefix()
@@ -441,21 +464,30 @@ func poolOf(cands []poolEntry, blk netip.Prefix) *poolEntry {
 	return nil
 }
 
-// blockFor returns the current copy of the block holding ip: the cached one
-// for this host's blocks, else read from etcd. A nil block means none exists.
-func (a *Allocator) blockFor(ctx context.Context, cidr string) (*Block, int64, error) {
-	if cb, ok := a.own[cidr]; ok {
-		return cb.b.clone(), cb.rev, nil
+// blockFor returns a copy of the block cidr and its revision: the cached one
+// for this host's blocks unless fresh is set, else read from etcd. cached
+// says the copy came from the cache, which may be stale (other hosts borrow
+// and release in this host's blocks): a decision that writes nothing must be
+// confirmed with a fresh read. A nil block means none exists.
+func (a *Allocator) blockFor(ctx context.Context, cidr string, fresh bool) (blk *Block, rev int64, cached bool, err error) {
+	if cb, ok := a.own[cidr]; ok && !fresh {
+		return cb.b.clone(), cb.rev, true, nil
 	}
 	var b Block
-	rev, err := a.store.Get(ctx, BlockKey(cidr), &b)
+	rev, err = a.store.Get(ctx, BlockKey(cidr), &b)
 	if errors.Is(err, datastore.ErrNotFound) {
-		return nil, 0, nil
+		delete(a.own, cidr)
+		return nil, 0, false, nil
 	}
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
-	return &b, rev, nil
+	if b.Affinity == a.host {
+		a.own[cidr] = cachedBlock{b: b.clone(), rev: rev}
+	} else {
+		delete(a.own, cidr)
+	}
+	return &b, rev, false, nil
 }
 
 // Assign takes the specific address ip for handle. It is idempotent: the
@@ -466,6 +498,7 @@ func (a *Allocator) Assign(ctx context.Context, ip netip.Addr, handle string) er
 	if err := a.refreshPools(ctx); err != nil {
 		return err
 	}
+	fresh := false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		pool, ok := a.poolFor(ip)
 		if !ok {
@@ -475,7 +508,7 @@ func (a *Allocator) Assign(ctx context.Context, ip netip.Addr, handle string) er
 			return fmt.Errorf("address %s is in IP pool %q (%s), which is disabled: enable the pool or pick another address", ip, pool.Name, pool.CIDR)
 		}
 		cidr := netip.PrefixFrom(ip, pool.BlockSize).Masked().String()
-		blk, rev, err := a.blockFor(ctx, cidr)
+		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
 		if err != nil {
 			return err
 		}
@@ -486,6 +519,10 @@ func (a *Allocator) Assign(ctx context.Context, ip netip.Addr, handle string) er
 		}
 		ord := blk.ordinal(ip)
 		if h := blk.Allocations[ord]; h != "" {
+			if cached { // confirm with etcd before answering without a write
+				fresh = true
+				continue
+			}
 			if h == handle {
 				return nil
 			}
@@ -554,14 +591,19 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, onlyHandle strin
 	if err != nil || cidr == "" {
 		return false, err
 	}
+	fresh := false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		blk, rev, err := a.blockFor(ctx, cidr)
+		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
 		if err != nil || blk == nil {
 			return false, err
 		}
 		ord := blk.ordinal(ip)
 		h := blk.Allocations[ord]
 		if h == "" || (onlyHandle != "" && h != onlyHandle) {
+			if cached { // confirm with etcd before answering without a write
+				fresh = true
+				continue
+			}
 			return false, nil
 		}
 		blk.release(ord)

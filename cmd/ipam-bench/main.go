@@ -1,10 +1,14 @@
 // Command ipam-bench measures IPAM allocation throughput and latency against
 // the raw etcd compare-and-swap rate, measured in the same run, against the
-// same embedded etcd, at the same concurrency. It prints a markdown table.
+// same embedded etcd, at the same concurrency, and prints a markdown table.
 //
-//	go run ./cmd/ipam-bench -duration 5s
+//	go run ./cmd/ipam-bench -duration 3s -rounds 3
 //
 // Target: the allocation rate is at least half the raw CAS rate.
+//
+// Measurements are interleaved (CAS, then IPAM, at one concurrency, round
+// after round) so that both see the same background load; rates are totals
+// over all rounds, latencies are percentiles over every sample.
 package main
 
 import (
@@ -31,35 +35,50 @@ import (
 const target = 0.5
 
 func main() {
-	duration := flag.Duration("duration", 5*time.Second, "how long each measurement runs")
-	ops := flag.Int("ops", 0, "stop a measurement after this many operations (0: run for -duration)")
+	duration := flag.Duration("duration", 3*time.Second, "how long each measurement runs in each round")
+	ops := flag.Int("ops", 0, "stop a measurement after this many operations in a round (0: run for -duration)")
+	rounds := flag.Int("rounds", 3, "how many times every measurement is repeated, interleaved")
 	warmup := flag.Int("warmup", 20, "unmeasured operations per worker before each measurement")
 	flag.Parse()
-	if err := run(*duration, *ops, *warmup); err != nil {
+	if *rounds < 1 || *duration <= 0 {
+		fmt.Fprintln(os.Stderr, "ipam-bench: -rounds must be at least 1 and -duration positive")
+		os.Exit(2)
+	}
+	if err := run(config{duration: *duration, maxOps: *ops, rounds: *rounds, warmup: *warmup}); err != nil {
 		fmt.Fprintln(os.Stderr, "ipam-bench:", err)
 		os.Exit(1)
 	}
 }
 
-// result is one measurement.
-type result struct {
-	name        string
-	concurrency int
-	n           int
-	elapsed     time.Duration
-	p50, p99    time.Duration
+type config struct {
+	duration time.Duration
+	maxOps   int
+	rounds   int
+	warmup   int
 }
 
-func (r result) rate() float64 { return float64(r.n) / r.elapsed.Seconds() }
+// stats accumulates one measurement over all rounds.
+type stats struct {
+	n       int
+	elapsed time.Duration
+	lats    []time.Duration
+	rates   []float64 // per round
+}
 
-// measure runs op in workers goroutines until d has passed or maxOps
-// operations completed, and reports the rate and latency percentiles. op
-// returns how long the part to be timed took.
-func measure(name string, workers int, d time.Duration, maxOps, warmup int, op func(worker int) (time.Duration, error)) (result, error) {
+func (s *stats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
+
+func (s *stats) pct(p float64) time.Duration {
+	slices.Sort(s.lats)
+	return s.lats[min(len(s.lats)-1, int(float64(len(s.lats))*p))]
+}
+
+// measure runs op in workers goroutines until the duration has passed or
+// maxOps operations completed. op returns how long the timed part took.
+func measure(cfg config, workers int, op func(worker int) (time.Duration, error)) (n int, elapsed time.Duration, lats []time.Duration, err error) {
 	for w := 0; w < workers; w++ { // warm up: connections, caches, first block
-		for i := 0; i < warmup; i++ {
+		for i := 0; i < cfg.warmup; i++ {
 			if _, err := op(w); err != nil {
-				return result{}, fmt.Errorf("%s warm-up: %w", name, err)
+				return 0, 0, nil, fmt.Errorf("warm-up: %w", err)
 			}
 		}
 	}
@@ -68,16 +87,16 @@ func measure(name string, workers int, d time.Duration, maxOps, warmup int, op f
 		count    atomic.Int64
 		firstErr error
 		errOnce  sync.Once
-		lats     = make([][]time.Duration, workers)
+		per      = make([][]time.Duration, workers)
 	)
-	deadline := time.Now().Add(d)
 	start := time.Now()
+	deadline := start.Add(cfg.duration)
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for time.Now().Before(deadline) {
-				if maxOps > 0 && count.Add(1) > int64(maxOps) {
+				if cfg.maxOps > 0 && count.Add(1) > int64(cfg.maxOps) {
 					return
 				}
 				lat, err := op(w)
@@ -85,25 +104,33 @@ func measure(name string, workers int, d time.Duration, maxOps, warmup int, op f
 					errOnce.Do(func() { firstErr = err })
 					return
 				}
-				lats[w] = append(lats[w], lat)
+				per[w] = append(per[w], lat)
 			}
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed = time.Since(start)
 	if firstErr != nil {
-		return result{}, fmt.Errorf("%s: %w", name, firstErr)
+		return 0, 0, nil, firstErr
 	}
-	all := slices.Concat(lats...)
-	slices.Sort(all)
-	if len(all) == 0 {
-		return result{}, fmt.Errorf("%s: no operation completed", name)
+	lats = slices.Concat(per...)
+	if len(lats) == 0 {
+		return 0, 0, nil, fmt.Errorf("no operation completed")
 	}
-	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(float64(len(all))*p))] }
-	return result{name: name, concurrency: workers, n: len(all), elapsed: elapsed, p50: pct(0.50), p99: pct(0.99)}, nil
+	return len(lats), elapsed, lats, nil
 }
 
-func run(d time.Duration, maxOps, warmup int) error {
+// bench is one line of the table.
+type bench struct {
+	name        string
+	concurrency int
+	kind        string // "cas", "churn" (allocate + release), "fill" (allocate only)
+	hosts       int    // allocators; workers share them round-robin
+	target      bool   // the target is judged on this line
+	st          stats
+}
+
+func run(cfg config) error {
 	ctx := context.Background()
 	dir, err := os.MkdirTemp("", "ipam-bench-")
 	if err != nil {
@@ -117,7 +144,7 @@ func run(d time.Duration, maxOps, warmup int) error {
 	defer s.Close()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 
-	// "churn": every allocation is released again, so a /16 never fills.
+	// "churn": every allocation is released again, so the /16 never fills.
 	// "fill": allocations are kept; a /10 holds more than any run makes.
 	for _, p := range []api.IPPool{
 		{Name: "churn", CIDR: "10.0.0.0/16", BlockSize: 26},
@@ -132,131 +159,136 @@ func run(d time.Duration, maxOps, warmup int) error {
 		}
 	}
 
-	cas := func(workers int) (result, error) {
-		for w := 0; w < workers; w++ {
-			if _, err := s.Client.Put(ctx, casKey(workers, w), "0"); err != nil {
-				return result{}, err
+	casOp := func(workers int) func(int) (time.Duration, error) {
+		return func(w int) (time.Duration, error) {
+			k := fmt.Sprintf("/bench/cas/%d/%d", workers, w)
+			t0 := time.Now()
+			c, cancel := s.Ctx(ctx)
+			defer cancel()
+			g, err := s.Client.Get(c, k)
+			if err != nil {
+				return 0, err
 			}
+			var rev int64 // 0: the key does not exist yet
+			if len(g.Kvs) > 0 {
+				rev = g.Kvs[0].ModRevision
+			}
+			tr, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
+				Then(clientv3.OpPut(k, fmt.Sprint(rev))).Commit()
+			if err != nil {
+				return 0, err
+			}
+			if !tr.Succeeded {
+				return 0, fmt.Errorf("CAS on %s lost, but nobody else writes it", k)
+			}
+			return time.Since(t0), nil
 		}
-		return measure("raw etcd CAS: get + txn(ModRevision==rev) put, own key per worker", workers, d, maxOps, warmup,
-			func(w int) (time.Duration, error) {
-				t0 := time.Now()
-				c, cancel := s.Ctx(ctx)
-				defer cancel()
-				k := casKey(workers, w)
-				g, err := s.Client.Get(c, k)
-				if err != nil {
-					return 0, err
-				}
-				rev := g.Kvs[0].ModRevision
-				tr, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
-					Then(clientv3.OpPut(k, fmt.Sprint(rev))).Commit()
-				if err != nil {
-					return 0, err
-				}
-				if !tr.Succeeded {
-					return 0, fmt.Errorf("CAS on %s lost: nobody else writes it", k)
-				}
-				return time.Since(t0), nil
-			})
 	}
 
-	run := 0
-	alloc := func(name string, workers, hosts int, release bool) (result, error) {
-		run++
-		allocs := make([]*ipam.Allocator, hosts)
+	var seq atomic.Int64
+	allocOp := func(b *bench) func(int) (time.Duration, error) {
+		allocs := make([]*ipam.Allocator, b.hosts)
 		for h := range allocs {
-			allocs[h] = ipam.New(s, fmt.Sprintf("bench-%d-host-%d", run, h), quiet)
+			allocs[h] = ipam.New(s, fmt.Sprintf("bench-%d-host-%d", seq.Add(1), h), quiet)
 		}
-		sel := ipam.Selection{Family: 4, Pools: []string{"fill"}}
-		if release {
-			sel.Pools = []string{"churn"}
-		}
-		var seq atomic.Int64
-		return measure(name, workers, d, maxOps, warmup, func(w int) (time.Duration, error) {
-			a := allocs[w%hosts]
-			handle := fmt.Sprintf("bench.%d.%d", run, seq.Add(1))
+		sel := ipam.Selection{Family: 4, Pools: []string{b.kind}}
+		return func(w int) (time.Duration, error) {
+			a := allocs[w%len(allocs)]
+			handle := fmt.Sprintf("bench.%d", seq.Add(1))
 			t0 := time.Now()
 			ip, err := a.Allocate(ctx, handle, sel)
 			lat := time.Since(t0)
 			if err != nil {
 				return 0, err
 			}
-			if release {
+			if b.kind == "churn" {
 				if ok, err := a.Release(ctx, ip); err != nil || !ok {
 					return 0, fmt.Errorf("release %s: %v, %v", ip, ok, err)
 				}
 			}
 			return lat, nil
-		})
+		}
 	}
 
-	type row struct {
-		res    result
-		ratio  float64
-		target bool
-	}
-	var rows []row
-	casRate := map[int]float64{}
+	var benches []*bench
 	for _, c := range []int{1, 8} {
-		r, err := cas(c)
-		if err != nil {
-			return err
+		benches = append(benches, &bench{name: "raw etcd CAS (get + txn If ModRevision==rev put; own key per worker)", concurrency: c, kind: "cas"})
+		if c == 1 {
+			benches = append(benches,
+				&bench{name: "IPAM Allocate + Release, 1 host", concurrency: 1, kind: "churn", hosts: 1, target: true},
+				&bench{name: "IPAM Allocate only (pool never fills), 1 host", concurrency: 1, kind: "fill", hosts: 1},
+			)
+		} else {
+			benches = append(benches,
+				&bench{name: "IPAM Allocate + Release, 8 hosts (own allocator each)", concurrency: 8, kind: "churn", hosts: 8, target: true},
+				&bench{name: "IPAM Allocate + Release, 8 goroutines sharing 1 host's allocator", concurrency: 8, kind: "churn", hosts: 1},
+				&bench{name: "IPAM Allocate only (pool never fills), 8 hosts", concurrency: 8, kind: "fill", hosts: 8},
+			)
 		}
-		casRate[c] = r.rate()
-		rows = append(rows, row{res: r, ratio: 1})
 	}
-	for _, m := range []struct {
-		name           string
-		workers, hosts int
-		release        bool
-		target         bool
-	}{
-		{"IPAM Allocate + Release, 1 host", 1, 1, true, true},
-		{"IPAM Allocate + Release, 8 hosts (own allocator each)", 8, 8, true, true},
-		{"IPAM Allocate + Release, 8 goroutines sharing 1 host", 8, 1, true, false},
-		{"IPAM Allocate only (pool never fills), 1 host", 1, 1, false, false},
-		{"IPAM Allocate only (pool never fills), 8 hosts", 8, 8, false, false},
-	} {
-		r, err := alloc(m.name, m.workers, m.hosts, m.release)
-		if err != nil {
-			return err
+	for r := 0; r < cfg.rounds; r++ {
+		for _, b := range benches {
+			op := casOp(b.concurrency)
+			if b.kind != "cas" {
+				op = allocOp(b)
+			}
+			n, el, lats, err := measure(cfg, b.concurrency, op)
+			if err != nil {
+				return fmt.Errorf("%s, concurrency %d: %w", b.name, b.concurrency, err)
+			}
+			b.st.n += n
+			b.st.elapsed += el
+			b.st.lats = append(b.st.lats, lats...)
+			b.st.rates = append(b.st.rates, float64(n)/el.Seconds())
 		}
-		rows = append(rows, row{res: r, ratio: r.rate() / casRate[m.workers], target: m.target})
 	}
 
-	fmt.Printf("ipam-bench: %s, GOMAXPROCS=%d, %d CPUs, embedded single-member etcd (same process) in %s, %v per measurement",
-		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), os.TempDir(), d)
-	if maxOps > 0 {
-		fmt.Printf(" or %d operations", maxOps)
+	casOf := map[int]*bench{}
+	for _, b := range benches {
+		if b.kind == "cas" {
+			casOf[b.concurrency] = b
+		}
 	}
-	fmt.Printf(", %d warm-up operations per worker\n\n", warmup)
-	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | rate / CAS rate |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
-	for _, r := range rows {
-		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.2f |\n",
-			r.res.name, r.res.concurrency, r.res.n, r.res.rate(), ms(r.res.p50), ms(r.res.p99), r.ratio)
+	fmt.Printf("ipam-bench: %s, GOMAXPROCS=%d, %d CPUs; embedded single-member etcd in this process, data in %s;\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), os.TempDir())
+	fmt.Printf("%d interleaved rounds of %v per measurement", cfg.rounds, cfg.duration)
+	if cfg.maxOps > 0 {
+		fmt.Printf(" (or %d operations)", cfg.maxOps)
 	}
-	fmt.Println()
-	fmt.Println("Latency: one CAS (get + txn) or one Allocate call; Release is not timed. Allocate + Release rates count")
-	fmt.Println("allocations per second of wall time, with each allocation's release inside that time.")
-	fmt.Println()
+	fmt.Printf(", %d warm-up operations per worker.\n\n", cfg.warmup)
+	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | ratio to CAS (per round) |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---|")
 	var verdicts []string
-	for _, r := range rows {
-		if !r.target {
-			continue
+	for _, b := range benches {
+		cas := casOf[b.concurrency]
+		ratio := b.st.rate() / cas.st.rate()
+		perRound := make([]string, len(b.st.rates))
+		for i := range b.st.rates {
+			perRound[i] = fmt.Sprintf("%.2f", b.st.rates[i]/cas.st.rates[i])
 		}
-		v := "met"
-		if r.ratio < target {
-			v = "MISSED"
+		ratioCol := fmt.Sprintf("%.2f (%s)", ratio, strings.Join(perRound, ", "))
+		if b.kind == "cas" {
+			ratioCol = "1"
 		}
-		verdicts = append(verdicts, fmt.Sprintf("concurrency %d: %.2f (%s)", r.res.concurrency, r.ratio, v))
+		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %s |\n",
+			b.name, b.concurrency, b.st.n, b.st.rate(), ms(b.st.pct(0.50)), ms(b.st.pct(0.99)), ratioCol)
+		if b.target {
+			v := "met"
+			if ratio < target {
+				v = "MISSED"
+			}
+			verdicts = append(verdicts, fmt.Sprintf("concurrency %d: %.2f, %s", b.concurrency, ratio, v))
+		}
 	}
-	fmt.Printf("Target: allocation rate (Allocate + Release) >= %.1f x raw CAS rate at the same concurrency: %s\n",
+	fmt.Println()
+	fmt.Println("Latency is one CAS (get + txn) or one Allocate call; Release is not timed. Allocate + Release rows")
+	fmt.Println("count allocations per second of wall time with each allocation's Release inside that time (two")
+	fmt.Println("etcd writes per allocation); Allocate only rows keep every address, so they include a block claim")
+	fmt.Println("every 64 allocations.")
+	fmt.Println()
+	fmt.Printf("Target: allocation rate (Allocate + Release rows) >= %.1f x raw CAS rate at the same concurrency: %s.\n",
 		target, strings.Join(verdicts, "; "))
 	return nil
 }
-
-func casKey(workers, w int) string { return fmt.Sprintf("/bench/cas/%d/%d", workers, w) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

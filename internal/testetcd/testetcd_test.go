@@ -1,0 +1,34 @@
+package testetcd_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
+)
+
+func TestStartGivesAWorkingIsolatedEtcd(t *testing.T) {
+	ctx := context.Background()
+	a := testetcd.Start(t)
+	b := testetcd.Start(t)
+	if !strings.HasPrefix(a.EmbeddedEndpoint(), "http://127.0.0.1:") {
+		t.Fatalf("EmbeddedEndpoint() = %q, want a loopback URL", a.EmbeddedEndpoint())
+	}
+	if a.EmbeddedEndpoint() == b.EmbeddedEndpoint() {
+		t.Fatalf("two etcds share endpoint %s", a.EmbeddedEndpoint())
+	}
+	key := datastore.Prefix + "testetcd"
+	if err := a.Put(ctx, key, "x"); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	if _, err := a.Get(ctx, key, &got); err != nil || got != "x" {
+		t.Fatalf("Get after Put = %q, %v; want \"x\"", got, err)
+	}
+	if _, err := b.Get(ctx, key, &got); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("second etcd sees the first one's key (err %v)", err)
+	}
+}

@@ -1,0 +1,563 @@
+package ipam
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+)
+
+// The stress test runs allocators for many hosts at once against one real
+// etcd: some as goroutines in this process, some in child processes (this
+// test binary re-run in helper mode), as separate hosts would.
+//
+// Duplicate detection does not trust the allocator: after every successful
+// allocation the worker creates /test/claims/<ip> in etcd only if it does not
+// exist. Two holders of one address would collide on that key whichever
+// processes they live in. A worker deletes its claim before it releases.
+
+const (
+	stressPool      = "10.200.0.0/24" // 16 blocks of 16: fills, forces claims and borrowing
+	stressBlockSize = 28
+	claimsPrefix    = "/test/claims/"
+	readyPrefix     = "/test/ready/"
+	goKey           = "/test/go"
+	resultMarker    = "STRESS-RESULT "
+
+	envHelper   = "IPAM_STRESS_HELPER" // set in a child: the JSON stressJob to run
+	envEndpoint = "IPAM_STRESS_ETCD"
+	envOps      = "IPAM_STRESS_OPS" // operations per worker, to run longer than the default
+
+	stressTimeout = 10 * time.Minute
+)
+
+// stressJob is what one worker does.
+type stressJob struct {
+	Host   string `json:"host"`
+	Worker string `json:"worker"` // unique per worker; prefixes its handles
+	Ops    int    `json:"ops"`    // allocations + releases + assigns to attempt
+	Target int    `json:"target"` // most addresses held at once
+	Seed   uint64 `json:"seed"`
+}
+
+type heldAddr struct {
+	IP     netip.Addr `json:"ip"`
+	Handle string     `json:"handle"`
+}
+
+type stressResult struct {
+	Worker     string     `json:"worker"`
+	Allocs     int        `json:"allocs"`
+	Borrowed   int        `json:"borrowed"`
+	Assigns    int        `json:"assigns"`
+	AssignBusy int        `json:"assignBusy"`
+	Releases   int        `json:"releases"`
+	Exhausted  int        `json:"exhausted"`
+	Held       []heldAddr `json:"held"`
+}
+
+func claimKey(ip netip.Addr) string { return claimsPrefix + ip.String() }
+
+// claim records that handle now holds ip; an existing claim means the
+// allocator handed out an address that someone else still holds.
+func claim(ctx context.Context, cli *clientv3.Client, ip netip.Addr, handle string) error {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	k := claimKey(ip)
+	resp, err := cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, handle)).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return fmt.Errorf("claim %s: %w", ip, err)
+	}
+	if !resp.Succeeded {
+		other := "?"
+		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			other = string(kvs[0].Value)
+		}
+		return fmt.Errorf("DUPLICATE: %s handed to %s while %s still holds it", ip, handle, other)
+	}
+	return nil
+}
+
+func unclaim(ctx context.Context, cli *clientv3.Client, ip netip.Addr, handle string) error {
+	c, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	k := claimKey(ip)
+	resp, err := cli.Txn(c).If(clientv3.Compare(clientv3.Value(k), "=", handle)).Then(clientv3.OpDelete(k)).Commit()
+	if err != nil {
+		return fmt.Errorf("unclaim %s: %w", ip, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("claim on %s by %s was changed by someone else", ip, handle)
+	}
+	return nil
+}
+
+// runStressWorker allocates and releases at random, keeping at most
+// job.Target addresses, and returns what it still holds at the end.
+func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job stressJob) (stressResult, error) {
+	rng := rand.New(rand.NewPCG(job.Seed, 0x5eed))
+	res := stressResult{Worker: job.Worker}
+	pool := netip.MustParsePrefix(stressPool)
+	var held []heldAddr
+	drop := func(i int) { held[i] = held[len(held)-1]; held = held[:len(held)-1] }
+	// Fill up to Target first, so that the pool runs out of free blocks early
+	// and borrowing and exhaustion happen even in a short run; then churn.
+	filling := true
+
+	for op := 0; op < job.Ops; op++ {
+		handle := fmt.Sprintf("%s.%d", job.Worker, op)
+		r := rng.IntN(100)
+		switch {
+		case r < 5: // a specific address, as with docker run --ip
+			ip := netip.AddrFrom4([4]byte{10, 200, 0, byte(rng.IntN(256))})
+			err := a.Assign(ctx, ip, handle)
+			if errors.Is(err, ErrInUse) {
+				res.AssignBusy++
+				continue
+			}
+			if err != nil {
+				return res, fmt.Errorf("%s: Assign(%s): %w", job.Worker, ip, err)
+			}
+			if err := claim(ctx, s.Client, ip, handle); err != nil {
+				return res, err
+			}
+			res.Assigns++
+			held = append(held, heldAddr{ip, handle})
+
+		case len(held) < job.Target && (filling || len(held) == 0 || r < 60):
+			ip, err := a.Allocate(ctx, handle, Selection{Family: 4})
+			if err != nil && strings.Contains(err.Error(), "exhausted") {
+				res.Exhausted++
+				filling = false
+				continue
+			}
+			if err != nil {
+				return res, fmt.Errorf("%s: Allocate: %w", job.Worker, err)
+			}
+			if !pool.Contains(ip) {
+				return res, fmt.Errorf("%s: Allocate gave %s, outside pool %s", job.Worker, ip, pool)
+			}
+			if err := claim(ctx, s.Client, ip, handle); err != nil {
+				return res, err
+			}
+			a.mu.Lock()
+			_, own := a.own[netip.PrefixFrom(ip, stressBlockSize).Masked().String()]
+			a.mu.Unlock()
+			if !own {
+				res.Borrowed++
+			}
+			res.Allocs++
+			held = append(held, heldAddr{ip, handle})
+			filling = filling && len(held) < job.Target
+
+		default:
+			if len(held) == 0 {
+				continue
+			}
+			i := rng.IntN(len(held))
+			h := held[i]
+			if err := unclaim(ctx, s.Client, h.IP, h.Handle); err != nil {
+				return res, fmt.Errorf("%s: %w", job.Worker, err)
+			}
+			if rng.IntN(2) == 0 {
+				ok, err := a.Release(ctx, h.IP)
+				if err != nil || !ok {
+					return res, fmt.Errorf("%s: Release(%s) held by %s = %v, %v; want true", job.Worker, h.IP, h.Handle, ok, err)
+				}
+			} else {
+				n, err := a.ReleaseByHandle(ctx, h.Handle)
+				if err != nil || n != 1 {
+					return res, fmt.Errorf("%s: ReleaseByHandle(%s) = %d, %v; want 1", job.Worker, h.Handle, n, err)
+				}
+			}
+			if rng.IntN(10) == 0 { // Docker retries: a second release must be harmless
+				if n, err := a.ReleaseByHandle(ctx, h.Handle); err != nil || n != 0 {
+					return res, fmt.Errorf("%s: repeated ReleaseByHandle(%s) = %d, %v; want 0", job.Worker, h.Handle, n, err)
+				}
+			}
+			res.Releases++
+			drop(i)
+		}
+	}
+	res.Held = held
+	return res, nil
+}
+
+// TestStressHelperProcess is not a test: TestStressNoDuplicates runs this
+// binary again with envHelper set, and this function is then one host.
+func TestStressHelperProcess(t *testing.T) {
+	spec := os.Getenv(envHelper)
+	if spec == "" {
+		t.Skip("helper process for TestStressNoDuplicates")
+	}
+	var job stressJob
+	if err := json.Unmarshal([]byte(spec), &job); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stressTimeout)
+	defer cancel()
+	s, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{os.Getenv(envEndpoint)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a := New(s, job.Host, quietLog())
+	if _, err := s.Client.Put(ctx, readyPrefix+job.Worker, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitForKey(ctx, s.Client, goKey); err != nil {
+		t.Fatal(err)
+	}
+	res, err := runStressWorker(ctx, s, a, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := json.Marshal(res)
+	fmt.Printf("\n%s%s\n", resultMarker, out)
+}
+
+func waitForKey(ctx context.Context, cli *clientv3.Client, key string) error {
+	for {
+		resp, err := cli.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) > 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", key, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func TestStressNoDuplicates(t *testing.T) {
+	if os.Getenv(envHelper) != "" {
+		t.Skip("in a helper process")
+	}
+	const (
+		inProcHosts = 4 // goroutines, one allocator (host) each
+		procHosts   = 4 // child processes, one host each
+		target      = 32
+	)
+	ops := 500 // per worker: 10 workers make about 2400 allocations and 2200 releases
+	if testing.Short() {
+		ops = 150
+	}
+	if v := os.Getenv(envOps); v != "" { // a longer soak: IPAM_STRESS_OPS=5000
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a positive number of operations per worker", envOps, v)
+		}
+		ops = n
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, %d ops per worker", seed, ops)
+
+	s := setup(t, api.IPPool{Name: "stress", CIDR: stressPool, BlockSize: stressBlockSize})
+	ctx, cancel := context.WithTimeout(context.Background(), stressTimeout)
+	t.Cleanup(cancel)
+	start := time.Now()
+
+	// Child processes first: they take a moment to start. They wait for goKey.
+	type child struct {
+		job    stressJob
+		cmd    *exec.Cmd
+		stdout bytes.Buffer
+		stderr bytes.Buffer
+	}
+	var children []*child
+	for i := 0; i < procHosts; i++ {
+		job := stressJob{Host: fmt.Sprintf("host-p%d", i), Worker: fmt.Sprintf("host-p%d", i), Ops: ops, Target: target, Seed: seed + uint64(100+i)}
+		spec, _ := json.Marshal(job)
+		c := &child{job: job}
+		c.cmd = exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStressHelperProcess$", "-test.count=1", "-test.timeout="+stressTimeout.String())
+		c.cmd.Env = append(os.Environ(), envHelper+"="+string(spec), envEndpoint+"="+s.EmbeddedEndpoint())
+		c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
+		if err := c.cmd.Start(); err != nil {
+			t.Fatalf("start helper process: %v", err)
+		}
+		t.Cleanup(func() {
+			if c.cmd.ProcessState == nil {
+				_ = c.cmd.Process.Kill()
+				_ = c.cmd.Wait()
+			}
+		})
+		children = append(children, c)
+	}
+
+	// In-process hosts, plus one host whose allocator two goroutines share.
+	var jobs []stressJob
+	allocs := map[string]*Allocator{}
+	for i := 0; i < inProcHosts; i++ {
+		h := fmt.Sprintf("host-%d", i)
+		jobs = append(jobs, stressJob{Host: h, Worker: h, Ops: ops, Target: target, Seed: seed + uint64(i)})
+		allocs[h] = New(s, h, quietLog())
+	}
+	allocs["host-shared"] = New(s, "host-shared", quietLog())
+	for i := 0; i < 2; i++ {
+		jobs = append(jobs, stressJob{Host: "host-shared", Worker: fmt.Sprintf("host-shared-%d", i), Ops: ops, Target: target / 2, Seed: seed + uint64(50+i)})
+	}
+
+	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		resp, err := s.Client.Get(readyCtx, readyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			for _, c := range children {
+				t.Logf("%s stderr:\n%s", c.job.Worker, c.stderr.String())
+			}
+			t.Fatalf("waiting for helper processes: %v", err)
+		}
+		if resp.Count == int64(procHosts) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := s.Client.Put(ctx, goKey, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	var (
+		mu      sync.Mutex
+		results []stressResult
+		wg      sync.WaitGroup
+	)
+	for _, job := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := runStressWorker(ctx, s, allocs[job.Host], job)
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			results = append(results, res)
+			mu.Unlock()
+		}()
+	}
+	for _, c := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := c.cmd.Wait()
+			var res stressResult
+			found := false
+			sc := bufio.NewScanner(bytes.NewReader(c.stdout.Bytes()))
+			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			for sc.Scan() {
+				if line, ok := strings.CutPrefix(sc.Text(), resultMarker); ok {
+					found = json.Unmarshal([]byte(line), &res) == nil
+				}
+			}
+			if err != nil || !found {
+				t.Errorf("helper process %s: %v (result found: %v)\nstdout:\n%s\nstderr:\n%s",
+					c.job.Worker, err, found, lastLines(c.stdout.String(), 40), lastLines(c.stderr.String(), 40))
+				return
+			}
+			mu.Lock()
+			results = append(results, res)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	churn := time.Since(start)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// What the workers say they hold.
+	held := map[netip.Addr]string{}
+	var total stressResult
+	for _, r := range results {
+		t.Logf("%-14s allocs %4d (borrowed %3d)  assigns %3d (busy %3d)  releases %4d  exhausted %4d  holding %2d",
+			r.Worker, r.Allocs, r.Borrowed, r.Assigns, r.AssignBusy, r.Releases, r.Exhausted, len(r.Held))
+		total.Allocs += r.Allocs
+		total.Borrowed += r.Borrowed
+		total.Assigns += r.Assigns
+		total.Releases += r.Releases
+		total.Exhausted += r.Exhausted
+		for _, h := range r.Held {
+			if other, dup := held[h.IP]; dup {
+				t.Fatalf("DUPLICATE: %s held by %s and %s", h.IP, other, h.Handle)
+			}
+			held[h.IP] = h.Handle
+		}
+	}
+	t.Logf("%d workers (%d hosts in this process, %d in child processes, 1 shared by 2 goroutines): "+
+		"%d allocations (%d borrowed), %d assigns, %d releases, %d exhausted, in %v",
+		len(results), inProcHosts, procHosts, total.Allocs, total.Borrowed, total.Assigns, total.Releases, total.Exhausted, churn.Round(time.Millisecond))
+	if len(results) != len(jobs)+len(children) {
+		t.Fatalf("%d results from %d workers", len(results), len(jobs)+len(children))
+	}
+	if min := 8 * ops / 3; total.Allocs+total.Assigns < min || total.Releases < min/2 {
+		t.Errorf("only %d allocations and %d releases: the workload did not run", total.Allocs+total.Assigns, total.Releases)
+	}
+	if total.Borrowed == 0 {
+		t.Errorf("no allocation borrowed from another host's block: the pool never ran out of free blocks")
+	}
+	if total.Exhausted == 0 {
+		t.Errorf("the pool never ran out: the test did not exercise exhaustion")
+	}
+
+	// etcd must agree with the workers: claims, blocks, handles, affinities.
+	verifyAgainstEtcd(t, s, held)
+
+	// Release everything through another host's allocator, by handle.
+	cleaner := New(s, "host-cleaner", quietLog())
+	for ip, h := range held {
+		if n, err := cleaner.ReleaseByHandle(ctx, h); err != nil || n != 1 {
+			t.Fatalf("ReleaseByHandle(%s) for %s = %d, %v; want 1", h, ip, n, err)
+		}
+		if err := s.Delete(ctx, claimKey(ip)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	verifyAgainstEtcd(t, s, map[netip.Addr]string{})
+
+	// A host that took part (its caches went stale as others borrowed and
+	// released in its blocks) can now take every address of the pool, once.
+	a := allocs["host-0"]
+	seen := map[netip.Addr]bool{}
+	for i := 0; i < 256; i++ {
+		ip, err := a.Allocate(ctx, fmt.Sprintf("final.%d", i), Selection{Family: 4})
+		if err != nil {
+			t.Fatalf("after releasing everything, allocation %d of 256 failed: %v", i, err)
+		}
+		if seen[ip] {
+			t.Fatalf("DUPLICATE: %s handed out twice while filling the pool", ip)
+		}
+		seen[ip] = true
+	}
+	if _, err := a.Allocate(ctx, "final.extra", Selection{Family: 4}); err == nil || !strings.Contains(err.Error(), "exhausted") {
+		t.Fatalf("allocation 257 from a /24: err = %v, want exhausted", err)
+	}
+	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
+}
+
+// verifyAgainstEtcd checks that etcd records exactly the allocations in held
+// (ip -> handle), with a handle key each, and that blocks and affinities match.
+func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]string) {
+	t.Helper()
+	ctx := testCtx(t)
+	resp, err := s.Client.Get(ctx, claimsPrefix, clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := map[netip.Addr]string{}
+	for _, kv := range resp.Kvs {
+		claims[netip.MustParseAddr(strings.TrimPrefix(string(kv.Key), claimsPrefix))] = string(kv.Value)
+	}
+	if len(claims) != len(held) {
+		t.Errorf("%d claim keys, %d held addresses", len(claims), len(held))
+	}
+	for ip, h := range held {
+		if claims[ip] != h {
+			t.Errorf("claim on %s is %q, worker holds it as %q", ip, claims[ip], h)
+		}
+	}
+
+	blocks, err := datastore.List[Block](ctx, s, datastore.BlocksPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inUse := 0
+	perHost := map[string]int{}
+	for _, it := range blocks {
+		b := it.Value
+		checkBlock(t, &b)
+		perHost[b.Affinity]++
+		if it.Key != BlockKey(b.CIDR) {
+			t.Errorf("block %s stored under %s", b.CIDR, it.Key)
+		}
+		if n := len(b.Allocations); n != 1<<(32-stressBlockSize) {
+			t.Errorf("block %s has %d slots", b.CIDR, n)
+		}
+		for o, h := range b.Allocations {
+			if h == "" {
+				continue
+			}
+			inUse++
+			ip := b.addr(o)
+			if held[ip] != h {
+				t.Errorf("etcd: %s held by %q, workers: %q", ip, h, held[ip])
+			}
+		}
+	}
+	if inUse != len(held) {
+		t.Errorf("etcd blocks have %d addresses in use, workers hold %d", inUse, len(held))
+	}
+	if len(blocks) != 16 {
+		t.Errorf("%d blocks claimed, want all 16 of the pool", len(blocks))
+	}
+	multi := false
+	for _, n := range perHost {
+		multi = multi || n > 1
+	}
+	if !multi {
+		t.Errorf("no host claimed a second block: %v", perHost)
+	}
+
+	var wantHandles []string
+	for ip, h := range held {
+		wantHandles = append(wantHandles, h+"/"+ip.String())
+	}
+	gotHandles := keysUnder(t, s, datastore.HandlesPrefix)
+	if !sameSet(gotHandles, wantHandles) {
+		t.Errorf("handle keys do not match what is held: %d keys, %d held; extra %v, missing %v",
+			len(gotHandles), len(wantHandles), minus(gotHandles, wantHandles), minus(wantHandles, gotHandles))
+	}
+
+	var wantAff []string
+	for _, it := range blocks {
+		wantAff = append(wantAff, it.Value.Affinity+"/"+datastore.EscapeCIDR(it.Value.CIDR))
+	}
+	if got := keysUnder(t, s, datastore.AffinityPrefix); !sameSet(got, wantAff) {
+		t.Errorf("affinity keys %v do not match blocks' affinities %v", got, wantAff)
+	}
+}
+
+func sameSet(a, b []string) bool {
+	return len(minus(a, b)) == 0 && len(minus(b, a)) == 0 && len(a) == len(b)
+}
+
+func minus(a, b []string) []string {
+	in := map[string]bool{}
+	for _, x := range b {
+		in[x] = true
+	}
+	var out []string
+	for _, x := range a {
+		if !in[x] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{"..." + strconv.Itoa(len(lines)-n) + " lines omitted"}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
