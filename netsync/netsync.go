@@ -204,11 +204,14 @@ func Forget(ctx context.Context, s *datastore.Store, name string) error {
 func fromDocker(n dockerapi.Network, host string) api.SharedNetwork {
 	sn := api.SharedNetwork{Name: n.Name, EnableIPv6: n.EnableIPv6, CreatedBy: host, CreatedAt: time.Now().UTC()}
 	for _, c := range n.IPAM.Config {
-		if c.Subnet == "" {
+		p, err := netip.ParsePrefix(c.Subnet)
+		if c.Subnet == "" || (err == nil && p.Bits() == 0) {
+			// No --subnet: calico-ipam answered 0.0.0.0/0 (::/0), which
+			// means "any pool" and must not be passed on as a --subnet.
 			continue
 		}
 		sub := api.Subnet{Subnet: c.Subnet, IPRange: c.IPRange}
-		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Addr().Is6() {
+		if err == nil && p.Addr().Is6() {
 			sn.IPv6 = append(sn.IPv6, sub)
 		} else {
 			sn.IPv4 = append(sn.IPv4, sub)

@@ -7,12 +7,12 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/calico-libnetwork/calico-libnetwork/calicoctl"
+	"github.com/calico-libnetwork/calico-libnetwork/ctl"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := calicoctl.Main(ctx, os.Args[1:], calicoctl.OSEnv())
+	code := ctl.Main(ctx, os.Args[1:], ctl.OSEnv())
 	stop()
 	os.Exit(code)
 }

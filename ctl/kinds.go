@@ -1,0 +1,394 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/node"
+)
+
+// kindStore is how calicoctl reads, writes and prints one kind. A new kind
+// (profiles, policies) adds an api.Kind and one of these.
+type kindStore interface {
+	get(ctx context.Context, s *datastore.Store, name string) (api.Object, error)
+	list(ctx context.Context, s *datastore.Store) ([]api.Object, error)
+	// put writes o; it reports whether it created the record.
+	put(ctx context.Context, s *datastore.Store, o api.Object, mode ipam.PutMode) (bool, error)
+	// del deletes the record o names; the string is a warning for the user.
+	del(ctx context.Context, s *datastore.Store, o api.Object, force bool) (string, error)
+	header(wide bool) []string
+	row(o api.Object, wide bool, now time.Time) []string
+}
+
+var kindStores = map[*api.Kind]kindStore{
+	api.IPPoolKind:     poolStore{},
+	api.NodeKind:       nodeStore{},
+	api.IPAMConfigKind: ipamConfigStore{},
+}
+
+func storeFor(k *api.Kind) kindStore {
+	ks, ok := kindStores[k]
+	if !ok {
+		panic("calicoctl: no store for kind " + k.Name)
+	}
+	return ks
+}
+
+func parseRV(o api.Object) (int64, error) {
+	if o.ResourceVersion == "" {
+		return 0, nil
+	}
+	rv, err := strconv.ParseInt(o.ResourceVersion, 10, 64)
+	if err != nil || rv <= 0 {
+		return 0, fmt.Errorf("metadata.resourceVersion %q: give the number calicoctl get printed, or leave it out", o.ResourceVersion)
+	}
+	return rv, nil
+}
+
+func rvString(rev int64) string {
+	if rev == 0 {
+		return ""
+	}
+	return strconv.FormatInt(rev, 10)
+}
+
+// ---- IPPool ----
+
+type poolStore struct{}
+
+func (poolStore) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
+	p, rev, err := ipam.GetPool(ctx, s, name)
+	if err != nil {
+		return api.Object{}, err
+	}
+	return api.Object{Resource: &p, ResourceVersion: rvString(rev)}, nil
+}
+
+func (poolStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
+	items, err := ipam.ListPoolItems(ctx, s)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Object, 0, len(items))
+	for _, it := range items {
+		p := it.Value
+		out = append(out, api.Object{Resource: &p, ResourceVersion: rvString(it.ModRevision)})
+	}
+	return out, nil
+}
+
+// legacyName resolves a legacy pool that came without a name: an existing
+// pool with its CIDR is that pool.
+func legacyName(ctx context.Context, s *datastore.Store, o api.Object) (string, error) {
+	p := o.Resource.(*api.IPPool)
+	if !o.NameFromCIDR {
+		return p.Name, nil
+	}
+	cur, _, err := ipam.GetPool(ctx, s, p.CIDR)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return p.Name, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return cur.Name, nil
+}
+
+func (poolStore) put(ctx context.Context, s *datastore.Store, o api.Object, mode ipam.PutMode) (bool, error) {
+	p := *o.Resource.(*api.IPPool)
+	name, err := legacyName(ctx, s, o)
+	if err != nil {
+		return false, err
+	}
+	p.Name = name
+	rv, err := parseRV(o)
+	if err != nil {
+		return false, err
+	}
+	if mode == ipam.PutCreate {
+		rv = 0
+	}
+	return ipam.PutPool(ctx, s, p, mode, rv)
+}
+
+func (poolStore) del(ctx context.Context, s *datastore.Store, o api.Object, force bool) (string, error) {
+	p := o.Resource.(*api.IPPool)
+	target := p.Name
+	if o.NameFromCIDR || p.Name == "" {
+		target = p.CIDR
+	}
+	rv, err := parseRV(o)
+	if err != nil {
+		return "", err
+	}
+	d, err := ipam.DeletePool(ctx, s, target, force, rv)
+	if err != nil {
+		return "", err
+	}
+	if d.BlocksKept > 0 {
+		return fmt.Sprintf("IPPool %q was deleted with %d addresses still in use in %d blocks: their containers keep them until removed; no new address comes from it",
+			d.Pool.Name, d.InUse, d.BlocksKept), nil
+	}
+	return "", nil
+}
+
+func (poolStore) header(wide bool) []string {
+	if wide {
+		return []string{"NAME", "CIDR", "NAT", "IPIPMODE", "VXLANMODE", "DISABLED", "BLOCKSIZE", "SELECTOR"}
+	}
+	return []string{"NAME", "CIDR", "SELECTOR"}
+}
+
+func (poolStore) row(o api.Object, wide bool, _ time.Time) []string {
+	p := o.Resource.(*api.IPPool)
+	if wide {
+		return []string{p.Name, p.CIDR, strconv.FormatBool(p.NATOutgoing), string(p.IPIPMode), string(p.VXLANMode),
+			strconv.FormatBool(p.Disabled), strconv.Itoa(p.BlockSize), p.NodeSelector}
+	}
+	return []string{p.Name, p.CIDR, p.NodeSelector}
+}
+
+// ---- Node ----
+
+type nodeStore struct{}
+
+func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
+	var n api.Node
+	rev, err := s.Get(ctx, node.Key(name), &n)
+	if errors.Is(err, datastore.ErrNotFound) {
+		return api.Object{}, api.Mark(datastore.ErrNotFound, "Node %q does not exist (calicoctl get nodes lists them)", name)
+	}
+	if err != nil {
+		return api.Object{}, err
+	}
+	return api.Object{Resource: &n, ResourceVersion: rvString(rev)}, nil
+}
+
+func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
+	items, err := datastore.List[api.Node](ctx, s, node.NodesPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Object, 0, len(items))
+	for _, it := range items {
+		n := it.Value
+		out = append(out, api.Object{Resource: &n, ResourceVersion: rvString(it.ModRevision)})
+	}
+	return out, nil
+}
+
+func (nodeStore) put(ctx context.Context, s *datastore.Store, o api.Object, mode ipam.PutMode) (bool, error) {
+	n := *o.Resource.(*api.Node)
+	rv, err := parseRV(o)
+	if err != nil {
+		return false, err
+	}
+	if mode == ipam.PutCreate {
+		rv = 0
+	}
+	return casPut(ctx, s, node.Key(n.Name), "Node", n.Name, mode, rv, func(cur *api.Node) api.Node {
+		if cur != nil { // the daemon's part of the record stays
+			n.LastSeen, n.Version = cur.LastSeen, cur.Version
+		}
+		return n
+	})
+}
+
+func (nodeStore) del(ctx context.Context, s *datastore.Store, o api.Object, force bool) (string, error) {
+	name := o.Resource.ResourceName()
+	rv, err := parseRV(o)
+	if err != nil {
+		return "", err
+	}
+	if err := casDelete(ctx, s, node.Key(name), "Node", name, rv); err != nil {
+		return "", err
+	}
+	f, err := ipam.FreeHostBlocks(ctx, s, name)
+	if err != nil {
+		return "", fmt.Errorf("node %q deleted, but freeing its blocks failed: %w", name, err)
+	}
+	if f.Kept > 0 {
+		return fmt.Sprintf("Node %q was deleted; its %d blocks with %d addresses in use are kept (calicoctl ipam check lists them; calicoctl ipam release --ip frees an address)",
+			name, f.Kept, f.InUse), nil
+	}
+	return "", nil
+}
+
+func (nodeStore) header(wide bool) []string {
+	if wide {
+		return []string{"NAME", "IPV4", "IPV6", "VERSION", "LASTSEEN"}
+	}
+	return []string{"NAME"}
+}
+
+func (nodeStore) row(o api.Object, wide bool, now time.Time) []string {
+	n := o.Resource.(*api.Node)
+	if !wide {
+		return []string{n.Name}
+	}
+	seen := ""
+	if !n.LastSeen.IsZero() {
+		seen = age(now.Sub(n.LastSeen)) + " ago"
+	}
+	return []string{n.Name, n.IPv4Address, n.IPv6Address, n.Version, seen}
+}
+
+// age prints a duration as kubectl does: 45s, 3m, 2h5m, 4d.
+func age(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 24*time.Hour:
+		h := int(d.Hours())
+		if m := int(d.Minutes()) % 60; m > 0 {
+			return fmt.Sprintf("%dh%dm", h, m)
+		}
+		return fmt.Sprintf("%dh", h)
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// ---- IPAMConfiguration ----
+
+type ipamConfigStore struct{}
+
+func checkIPAMConfigName(name string) error {
+	if name != api.IPAMConfigName {
+		return api.Mark(datastore.ErrNotFound, "IPAMConfiguration %q does not exist: the IPAM configuration is named default", name)
+	}
+	return nil
+}
+
+func (ipamConfigStore) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
+	if err := checkIPAMConfigName(name); err != nil {
+		return api.Object{}, err
+	}
+	c := api.DefaultIPAMConfig()
+	rev, err := s.Get(ctx, datastore.ConfigKey, &c)
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return api.Object{}, err
+	}
+	return api.Object{Resource: &c, ResourceVersion: rvString(rev)}, nil
+}
+
+func (st ipamConfigStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
+	o, err := st.get(ctx, s, api.IPAMConfigName)
+	if err != nil {
+		return nil, err
+	}
+	return []api.Object{o}, nil
+}
+
+func (ipamConfigStore) put(ctx context.Context, s *datastore.Store, o api.Object, mode ipam.PutMode) (bool, error) {
+	c := *o.Resource.(*api.IPAMConfig)
+	rv, err := parseRV(o)
+	if err != nil {
+		return false, err
+	}
+	if mode == ipam.PutCreate {
+		rv = 0
+	}
+	if mode == ipam.PutReplace {
+		mode = ipam.PutApply // the defaults always exist, so there is always something to replace
+	}
+	return casPut(ctx, s, datastore.ConfigKey, "IPAMConfiguration", api.IPAMConfigName, mode, rv, func(*api.IPAMConfig) api.IPAMConfig { return c })
+}
+
+func (ipamConfigStore) del(ctx context.Context, s *datastore.Store, o api.Object, force bool) (string, error) {
+	if err := checkIPAMConfigName(o.Resource.ResourceName()); err != nil {
+		return "", err
+	}
+	rv, err := parseRV(o)
+	if err != nil {
+		return "", err
+	}
+	return "", casDelete(ctx, s, datastore.ConfigKey, "IPAMConfiguration", api.IPAMConfigName, rv)
+}
+
+func (ipamConfigStore) header(bool) []string {
+	return []string{"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"}
+}
+
+func (ipamConfigStore) row(o api.Object, _ bool, _ time.Time) []string {
+	c := o.Resource.(*api.IPAMConfig)
+	return []string{api.IPAMConfigName, strconv.FormatBool(c.StrictAffinity), strconv.FormatBool(c.AutoAllocateBlocks), strconv.Itoa(c.MaxBlocksPerHost)}
+}
+
+// ---- compare-and-swap helpers for simple records ----
+
+// casPut writes build(current) at key if nobody changed the key since it was
+// read, retrying on conflict. mode and rv (when not 0) say what must be
+// there. It reports whether it created the key.
+func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name string, mode ipam.PutMode, rv int64, build func(cur *T) T) (bool, error) {
+	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
+		var cur *T
+		var t T
+		rev, err := s.Get(ctx, key, &t)
+		switch {
+		case errors.Is(err, datastore.ErrNotFound):
+			rev = 0
+		case err != nil:
+			return false, err
+		default:
+			cur = &t
+		}
+		if cur != nil && mode == ipam.PutCreate {
+			return false, api.Mark(api.ErrExists, "%s %q already exists: use calicoctl apply or calicoctl replace to change it", kind, name)
+		}
+		if cur == nil && mode == ipam.PutReplace {
+			return false, api.Mark(datastore.ErrNotFound, "%s %q does not exist: use calicoctl create or calicoctl apply", kind, name)
+		}
+		if cur != nil && rv != 0 && rv != rev {
+			return false, api.Mark(api.ErrStale, "%s %q was changed since it was read (metadata.resourceVersion %d, now %d): get it again and reapply, or leave resourceVersion out", kind, name, rv, rev)
+		}
+		b, err := json.Marshal(build(cur))
+		if err != nil {
+			return false, err
+		}
+		c, cancel := s.Ctx(ctx)
+		resp, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(b))).Commit()
+		cancel()
+		if err != nil {
+			return false, fmt.Errorf("write %s %q: %w", kind, name, err)
+		}
+		if resp.Succeeded {
+			return cur == nil, nil
+		}
+	}
+	return false, fmt.Errorf("write %s %q: %w", kind, name, datastore.ErrConflict)
+}
+
+// casDelete deletes key, which must exist (and be at rv when rv is not 0).
+func casDelete(ctx context.Context, s *datastore.Store, key, kind, name string, rv int64) error {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	cmp := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+	if rv != 0 {
+		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rv)
+	}
+	resp, err := s.Client.Txn(c).If(cmp).Then(clientv3.OpDelete(key)).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return fmt.Errorf("delete %s %q: %w", kind, name, err)
+	}
+	if resp.Succeeded {
+		return nil
+	}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		return api.Mark(api.ErrStale, "%s %q was changed since it was read (metadata.resourceVersion %d, now %d): get it again, or leave resourceVersion out", kind, name, rv, kvs[0].ModRevision)
+	}
+	return api.Mark(datastore.ErrNotFound, "%s %q does not exist", kind, name)
+}

@@ -1,0 +1,300 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/node"
+)
+
+// Plugin socket names inside the plugin dir, as the daemon serves them.
+const (
+	NetworkSocket = "calico.sock"
+	IPAMSocket    = "calico-ipam.sock"
+)
+
+// probeTimeout bounds each question to the daemon's sockets.
+const probeTimeout = 3 * time.Second
+
+// nodeName is this host's node name, as the daemon picks it: --nodename,
+// else NODENAME, else the host name.
+func (a *app) nodeName() string {
+	if a.nodeNameFlag != "" {
+		return a.nodeNameFlag
+	}
+	if n := strings.TrimSpace(a.env.Getenv("NODENAME")); n != "" {
+		return n
+	}
+	if h, err := a.env.Hostname(); err == nil {
+		return strings.TrimSpace(h)
+	}
+	return ""
+}
+
+func socketClient(path string) *http.Client {
+	return &http.Client{
+		Timeout: probeTimeout,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", path)
+		}},
+	}
+}
+
+// pluginCall posts to a Docker plugin socket and decodes the JSON answer.
+func pluginCall(ctx context.Context, path, method string, out any) error {
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return errors.New("socket does not exist")
+		}
+		return err
+	}
+	c := socketClient(path)
+	defer c.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin/"+method, strings.NewReader("{}"))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/vnd.docker.plugins.v1.2+json")
+	resp, err := c.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("nothing answers on the socket (%v)", errors.Unwrap(op.Err))
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", method, resp.Status)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+}
+
+// socketState says whether a plugin socket serves the interface it should.
+type socketState struct {
+	name, path, want string
+	err              error
+}
+
+func probeSocket(ctx context.Context, dir, name, want string) socketState {
+	st := socketState{name: strings.TrimSuffix(name, ".sock"), path: filepath.Join(dir, name), want: want}
+	var act struct{ Implements []string }
+	if err := pluginCall(ctx, st.path, "Plugin.Activate", &act); err != nil {
+		st.err = err
+		return st
+	}
+	for _, i := range act.Implements {
+		if i == want {
+			return st
+		}
+	}
+	st.err = fmt.Errorf("answers, but implements %v instead of %s", act.Implements, want)
+	return st
+}
+
+// daemonVersion asks the local daemon for its version over its network
+// driver socket.
+func daemonVersion(ctx context.Context, pluginDir string) (string, error) {
+	var v struct {
+		Version   string
+		GitCommit string
+	}
+	if err := pluginCall(ctx, filepath.Join(pluginDir, NetworkSocket), "Calico.Version", &v); err != nil {
+		return "", err
+	}
+	if v.Version == "" {
+		return "", errors.New("no version in the answer")
+	}
+	if v.GitCommit != "" {
+		return v.Version + " (git commit " + v.GitCommit + ")", nil
+	}
+	return v.Version, nil
+}
+
+func (a *app) defaultPluginDir() string {
+	if d := a.env.Getenv("CALICO_PLUGIN_DIR"); d != "" {
+		return d
+	}
+	return a.env.DefaultPluginDir
+}
+
+func (a *app) nodeCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Show this host's node",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return usageErrorf(cmd, "give a node command: status")
+		},
+	}
+	var pluginDir string
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Is this host's daemon running and serving, is the datastore reachable, and what this node holds",
+		Long: `Report on this host: whether the calico-libnetwork daemon is running and serving
+both plugin sockets, whether the datastore answers, this node's record and the
+blocks it owns. The node is --nodename, else NODENAME, else the host name, as
+for the daemon. Exits 1 when the daemon is not running.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.nodeStatus(cmd.Context(), pluginDir)
+		},
+	}
+	status.Flags().StringVar(&pluginDir, "plugin-dir", a.defaultPluginDir(), "where the daemon serves its Docker plugin sockets (env CALICO_PLUGIN_DIR)")
+	status.Flags().StringVar(&a.nodeNameFlag, "nodename", "", "this host's node name (default: NODENAME, else the host name)")
+	cmd.AddCommand(status)
+	return cmd
+}
+
+func (a *app) nodeStatus(ctx context.Context, pluginDir string) error {
+	w := a.env.Stdout
+	socks := []socketState{
+		probeSocket(ctx, pluginDir, NetworkSocket, "NetworkDriver"),
+		probeSocket(ctx, pluginDir, IPAMSocket, "IpamDriver"),
+	}
+	running := socks[0].err == nil && socks[1].err == nil
+	switch {
+	case running:
+		fmt.Fprintln(w, "Calico process is running.")
+	case socks[0].err != nil && socks[1].err != nil:
+		fmt.Fprintln(w, "Calico process is not running.")
+	default:
+		fmt.Fprintln(w, "Calico process is not running: it serves only one of its plugin sockets.")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Daemon:")
+	for _, s := range socks {
+		state := fmt.Sprintf("serving (%s)", s.want)
+		if s.err != nil {
+			state = "not serving: " + s.err.Error()
+		}
+		fmt.Fprintf(w, "  %-12s %s: %s\n", s.name, s.path, state)
+	}
+	if running {
+		if v, err := daemonVersion(ctx, pluginDir); err == nil {
+			fmt.Fprintf(w, "  %-12s %s\n", "version", v)
+		}
+	}
+	fmt.Fprintln(w)
+
+	name := a.nodeName()
+	s, err := a.open(ctx)
+	fmt.Fprintln(w, "Datastore:")
+	if err != nil {
+		fmt.Fprintf(w, "  not reachable: %s\n", oneLine(err.Error()))
+	} else {
+		fmt.Fprintf(w, "  %s: reachable\n", a.ds.describe())
+	}
+	fmt.Fprintln(w)
+	if err == nil {
+		if err := a.printNode(ctx, w, s, name); err != nil {
+			return err
+		}
+	}
+	if !running {
+		return &silentError{}
+	}
+	return nil
+}
+
+func (a *app) printNode(ctx context.Context, w io.Writer, s *datastore.Store, name string) error {
+	var n api.Node
+	_, err := s.Get(ctx, node.Key(name), &n)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		fmt.Fprintf(w, "Node %s:\n  no node record in the datastore (the daemon writes it when it starts; NODENAME sets the name)\n", name)
+	case err != nil:
+		return err
+	default:
+		fmt.Fprintf(w, "Node %s:\n", name)
+		fmt.Fprintf(w, "  IPv4 address: %s\n", orNone(n.IPv4Address))
+		fmt.Fprintf(w, "  IPv6 address: %s\n", orNone(n.IPv6Address))
+		if n.Version != "" {
+			fmt.Fprintf(w, "  version:      %s\n", n.Version)
+		}
+		if n.LastSeen.IsZero() {
+			fmt.Fprintln(w, "  last seen:    never")
+		} else {
+			fmt.Fprintf(w, "  last seen:    %s ago (%s)\n", age(a.env.Now().Sub(n.LastSeen)), n.LastSeen.UTC().Format(time.RFC3339))
+		}
+	}
+	snap, err := ipam.LoadSnapshot(ctx, s)
+	if err != nil {
+		return err
+	}
+	blocks := snap.BlocksOf(name)
+	fmt.Fprintln(w)
+	if len(blocks) == 0 {
+		fmt.Fprintf(w, "Blocks owned by %s: none\n", name)
+		return nil
+	}
+	fmt.Fprintf(w, "Blocks owned by %s:\n", name)
+	rows := make([][]string, 0, len(blocks))
+	for _, b := range blocks {
+		rows = append(rows, append([]string{b.CIDR.String(), orNone(b.Pool)}, usageCells(big.NewInt(int64(b.Size)), b.InUse)...))
+	}
+	writeBox(w, []string{"BLOCK", "POOL", "IPS TOTAL", "IPS IN USE", "IPS FREE"}, rows)
+	return nil
+}
+
+func (a *app) versionCommand() *cobra.Command {
+	var pluginDir string
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Show the client's version and, if it is reachable, the local daemon's",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			w := a.env.Stdout
+			fmt.Fprintf(w, "Client Version:    %s\n", api.Version)
+			fmt.Fprintf(w, "Git commit:        %s\n", api.BuildCommit())
+			v, err := daemonVersion(cmd.Context(), pluginDir)
+			if err != nil {
+				v = a.versionFromNode(cmd.Context())
+			}
+			if v == "" {
+				sock := filepath.Join(pluginDir, NetworkSocket)
+				if probeSocket(cmd.Context(), pluginDir, NetworkSocket, "NetworkDriver").err == nil {
+					v = "unknown (the daemon on " + sock + " does not report its version)"
+				} else {
+					v = "unknown (no daemon answers on " + sock + ")"
+				}
+			}
+			fmt.Fprintf(w, "Daemon Version:    %s\n", v)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", a.defaultPluginDir(), "where the daemon serves its Docker plugin sockets (env CALICO_PLUGIN_DIR)")
+	return cmd
+}
+
+// versionFromNode reads the version the local daemon recorded in its node
+// record, or "".
+func (a *app) versionFromNode(ctx context.Context) string {
+	if _, err := a.resolveConfig(); err != nil {
+		return ""
+	}
+	s, err := a.open(ctx)
+	if err != nil {
+		return ""
+	}
+	var n api.Node
+	if _, err := s.Get(ctx, node.Key(a.nodeName()), &n); err != nil || n.Version == "" {
+		return ""
+	}
+	return n.Version + " (from node " + n.Name + "'s record)"
+}

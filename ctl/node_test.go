@@ -1,0 +1,145 @@
+package ctl
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/node"
+)
+
+func TestNodes(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	h.addPool("p1", "10.10.0.0/16", 26)
+	h.addNode(api.Node{Name: "host-1", IPv4Address: "172.16.0.1/24", IPv6Address: "fd00:172::1/64", LastSeen: testNow.Add(-7 * time.Second), Version: "v0.1.0"})
+	// Calico's spelling (spec.bgp) and the legacy form are read too.
+	h.ok(`apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: host-2}
+spec:
+  bgp: {ipv4Address: 172.16.0.2/24}
+---
+apiVersion: v1
+kind: node
+metadata: {name: host-3}
+spec:
+  bgp: {ipv4Address: 172.16.0.3, ipv6Address: "fd00:172::3/64"}
+`, "create", "-f", "-")
+	golden(t, "nodes_ps", h.ok("", "get", "nodes"))
+	golden(t, "nodes_wide", h.ok("", "get", "nodes", "-o", "wide"))
+	golden(t, "node_yaml", h.ok("", "get", "node", "host-1", "-o", "yaml"))
+
+	// apply by the user keeps what the daemon reported.
+	h.ok("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: host-1}\nspec: {ipv4Address: 172.16.0.11/24}\n", "apply", "-f", "-")
+	var n api.Node
+	if _, err := h.store.Get(ctx, node.Key("host-1"), &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.IPv4Address != "172.16.0.11/24" || n.IPv6Address != "" || n.Version != "v0.1.0" || !n.LastSeen.Equal(testNow.Add(-7*time.Second)) {
+		t.Errorf("node after apply: %+v", n)
+	}
+	// get -o yaml | apply round trips (status is accepted and ignored).
+	h.ok(h.ok("", "get", "node", "host-1", "-o", "yaml"), "apply", "-f", "-")
+
+	// Deleting a node frees its empty blocks and keeps those in use.
+	ip := h.allocate("host-2", "docker.1", 4)
+	h.allocate("host-2", "docker.2", 4)
+	h.allocate("host-3", "docker.3", 4)
+	if _, err := (newAllocator(h, "host-3")).Release(ctx, h.allocate("host-3", "docker.4", 4)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newAllocator(h, "host-3").ReleaseByHandle(ctx, "docker.3"); err != nil {
+		t.Fatal(err)
+	}
+	r := h.run("", "delete", "node", "host-2")
+	if r.code != 0 || !strings.Contains(r.err, `Warning: Node "host-2" was deleted; its 1 blocks with 2 addresses in use are kept`) {
+		t.Errorf("delete node host-2: exit %d, %q %q", r.code, r.out, r.err)
+	}
+	if got := h.ok("", "ipam", "show", "--ip", ip.String()); !strings.Contains(got, "is in use") {
+		t.Errorf("address of a deleted node's container lost:\n%s", got)
+	}
+	r = h.run("", "delete", "node", "host-3")
+	if r.code != 0 || r.err != "" {
+		t.Errorf("delete node host-3: exit %d, %q %q", r.code, r.out, r.err)
+	}
+	if got := h.ok("", "ipam", "show", "--show-blocks"); strings.Contains(got, "host-3") {
+		t.Errorf("host-3's empty block survived its node:\n%s", got)
+	}
+	golden(t, "nodes_after_delete", h.ok("", "get", "nodes", "-o", "wide"))
+}
+
+func TestNodeStatus(t *testing.T) {
+	h := newHarness(t)
+	h.addPool("p1", "10.10.0.0/16", 26)
+	h.addNode(api.Node{Name: "host-1", IPv4Address: "172.16.0.1/24", LastSeen: testNow.Add(-4 * time.Second), Version: "v0.1.0"})
+	h.allocate("host-1", "docker.1", 4)
+	h.allocate("host-1", "docker.2", 4)
+	h.allocate("host-2", "docker.3", 4)
+
+	// No daemon: exit 1 with Calico's words, and the rest still reported.
+	r := h.run("", "node", "status")
+	if r.code != 1 || r.err != "" {
+		t.Errorf("node status without a daemon: exit %d, stderr %q", r.code, r.err)
+	}
+	golden(t, "node_status_not_running", maskDirs(h, r.out))
+
+	fakeDaemon(t, h.pluginDir, "v0.1.0", NetworkSocket, IPAMSocket)
+	golden(t, "node_status_running", maskDirs(h, h.ok("", "node", "status")))
+
+	// Another name, with no record and no blocks.
+	golden(t, "node_status_other", maskDirs(h, h.ok("", "node", "status", "--nodename", "host-9")))
+	h.env["NODENAME"] = "host-2"
+	if out := h.ok("", "node", "status"); !strings.Contains(out, "Blocks owned by host-2:") {
+		t.Errorf("NODENAME not used:\n%s", out)
+	}
+}
+
+func TestNodeStatusHalfRunning(t *testing.T) {
+	h := newHarness(t)
+	fakeDaemon(t, h.pluginDir, "", NetworkSocket)
+	r := h.run("", "node", "status")
+	if r.code != 1 || !strings.HasPrefix(r.out, "Calico process is not running: it serves only one of its plugin sockets.") ||
+		!strings.Contains(r.out, "calico-ipam.sock: not serving: socket does not exist") {
+		t.Errorf("half-running daemon: exit %d\n%s", r.code, r.out)
+	}
+}
+
+func TestNodeStatusDatastoreDown(t *testing.T) {
+	h := newHarness(t)
+	fakeDaemon(t, h.pluginDir, "", NetworkSocket, IPAMSocket)
+	delete(h.env, "ETCD_ENDPOINTS")
+	r := h.run("", "node", "status")
+	if r.code != 0 || !strings.Contains(r.out, "Datastore:\n  not reachable: no datastore configured") {
+		t.Errorf("node status without a datastore: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	h := newHarness(t)
+	golden(t, "version_no_daemon", maskDirs(h, h.ok("", "version")))
+	fakeDaemon(t, h.pluginDir, "", NetworkSocket, IPAMSocket)
+	if out := h.ok("", "version"); !strings.Contains(out, "does not report its version") {
+		t.Errorf("version, daemon without Calico.Version:\n%s", out)
+	}
+	// The version the daemon put in this node's record.
+	h.addNode(api.Node{Name: "host-1", Version: "v0.0.9"})
+	if out := h.ok("", "version"); !strings.Contains(out, "Daemon Version:    v0.0.9 (from node host-1's record)") {
+		t.Errorf("version from the node record:\n%s", out)
+	}
+	h2 := newHarness(t)
+	fakeDaemon(t, h2.pluginDir, "v0.2.0", NetworkSocket, IPAMSocket)
+	golden(t, "version_daemon", maskDirs(h2, h2.ok("", "version")))
+}
+
+var commitRE = regexp.MustCompile(`(?m)^(Git commit: +)\S+`)
+
+func maskDirs(h *harness, s string) string {
+	s = strings.ReplaceAll(s, h.pluginDir, "<plugin-dir>")
+	s = strings.ReplaceAll(s, h.store.EmbeddedEndpoint(), "<etcd>")
+	s = strings.ReplaceAll(s, h.dataDir, "<data-dir>")
+	return commitRE.ReplaceAllString(s, "${1}<commit>")
+}
