@@ -6,7 +6,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DATE     ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 PKG      := github.com/calico-libnetwork/calico-libnetwork
-LDFLAGS  := -s -w -X $(PKG)/plugin.Version=$(VERSION) -X $(PKG)/plugin.Commit=$(COMMIT) -X $(PKG)/plugin.Date=$(DATE)
+LDFLAGS  := -s -w -X $(PKG)/api.Version=$(VERSION) -X $(PKG)/api.GitCommit=$(COMMIT) -X $(PKG)/plugin.Date=$(DATE)
 BINS     := calico-libnetwork $(notdir $(wildcard cmd/calicoctl))
 DATA_DIR ?= /var/lib/calico
 

@@ -26,6 +26,7 @@ const (
 	AffinityPrefix   = Prefix + "affinities/"
 	HandlesPrefix    = Prefix + "handles/"
 	NetworksPrefix   = Prefix + "networks/"
+	NodesPrefix      = Prefix + "nodes/"
 	EndpointsPrefix  = Prefix + "endpoints/"
 	ConfigKey        = Prefix + "config/ipam"
 	DefaultsDoneKey  = Prefix + "config/default-pools-created"

@@ -20,10 +20,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
-// nodesPrefix is where node records (api.Node) live: node.NodesPrefix,
-// which ipam cannot import (node may come to need ipam).
-const nodesPrefix = datastore.Prefix + "nodes/"
-
 // ErrNotAllocated is wrapped when an address to release is not in use.
 var ErrNotAllocated = errors.New("address not assigned")
 
@@ -56,7 +52,7 @@ type Snapshot struct {
 // in one transaction, so they are consistent with each other.
 func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
 	prefixes := []string{datastore.PoolsPrefix, datastore.BlocksPrefix, datastore.AffinityPrefix,
-		datastore.HandlesPrefix, datastore.EndpointsPrefix, nodesPrefix}
+		datastore.HandlesPrefix, datastore.EndpointsPrefix, datastore.NodesPrefix}
 	ops := make([]clientv3.Op, len(prefixes))
 	for i, p := range prefixes {
 		opts := []clientv3.OpOption{clientv3.WithPrefix()}

@@ -23,7 +23,7 @@ import (
 
 // Key layout.
 const (
-	NodesPrefix = datastore.Prefix + "nodes/"
+	NodesPrefix = datastore.NodesPrefix
 	claimPrefix = datastore.Prefix + "nodeclaims/"
 	idFile      = "node-id"
 	claimTTL    = 20 // seconds: how long a dead daemon's claim outlives it

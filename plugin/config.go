@@ -14,12 +14,9 @@ import (
 	"strings"
 )
 
-// Version is stamped at build time with -ldflags "-X ...plugin.Version=...".
-var (
-	Version = "dev"
-	Commit  = "unknown"
-	Date    = "unknown"
-)
+// Date is the build date, stamped at link time; the version and commit are
+// api.Version and api.GitCommit, shared with calicoctl.
+var Date = "unknown"
 
 // Config is everything the daemon is told at start.
 type Config struct {
@@ -42,7 +39,7 @@ type Config struct {
 	IPAMDriverName string
 	// Docker managed plugin mode (see managed.go).
 	SingleSocket bool   // serve both drivers on PluginDir/calico.sock
-	IPAMAliasDir string // also serve the IPAM driver as calico-ipam.sock here
+	LegacyDir    string // also serve calico.sock and calico-ipam.sock here
 }
 
 // ParseFlags reads flags, falling back to the environment for each, and
@@ -76,7 +73,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.StringVar(&c.DriverName, "network-driver-name", env("CALICO_NETWORK_DRIVER_NAME", "calico"), "the network driver's name as Docker reports it (a managed plugin's alias)")
 	fs.StringVar(&c.IPAMDriverName, "ipam-driver-name", env("CALICO_IPAM_DRIVER_NAME", "calico-ipam"), "the IPAM driver's name as Docker reports it")
 	fs.BoolVar(&c.SingleSocket, "single-socket", false, "serve the network and IPAM drivers both on one socket, calico.sock (a Docker managed plugin)")
-	fs.StringVar(&c.IPAMAliasDir, "ipam-alias-dir", "", "also serve the IPAM driver as calico-ipam.sock in this directory (a managed plugin's view of the host's /run/docker/plugins, so that --ipam-driver calico-ipam resolves)")
+	fs.StringVar(&c.LegacyDir, "legacy-plugin-dir", "", "also serve calico.sock and calico-ipam.sock in this directory: a managed plugin's view of the host's /run/docker/plugins, so that --driver calico and --ipam-driver calico-ipam resolve")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -140,8 +137,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	default:
 		return nil, fmt.Errorf("NO_DEFAULT_POOLS=%q: use true or false", getenv("NO_DEFAULT_POOLS"))
 	}
-	if c.IPAMAliasDir != "" && !c.SingleSocket && filepath.Clean(c.IPAMAliasDir) == filepath.Clean(c.PluginDir) {
-		return nil, fmt.Errorf("--ipam-alias-dir %s is the plugin dir, which already holds %s: drop the flag", c.IPAMAliasDir, IPAMSocket)
+	if c.LegacyDir != "" && filepath.Clean(c.LegacyDir) == filepath.Clean(c.PluginDir) {
+		return nil, fmt.Errorf("--legacy-plugin-dir %s is the plugin dir: give the managed plugin's mount of the host's /run/docker/plugins, or drop the flag", c.LegacyDir)
 	}
 	return &c, nil
 }

@@ -81,7 +81,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	reg, err := node.Register(startCtx, store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: Version}, log)
+	reg, err := node.Register(startCtx, store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: api.Version}, log)
 	if err != nil {
 		return err
 	}
@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if nets != nil {
 		go nets.Run(ctx, 2*time.Second)
 	}
-	log.Info("calico-libnetwork serving", "version", Version, "node", cfg.NodeName,
+	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
 		"sockets", socketPaths(servers), "vethMTU", mtu)
 
 	ticker := time.NewTicker(reconcileEvery)

@@ -16,6 +16,8 @@ import (
 	"github.com/docker/go-plugins-helpers/ipam"
 	"github.com/docker/go-plugins-helpers/network"
 	"github.com/docker/go-plugins-helpers/sdk"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // errorBody is Docker's error reply. A non-200 status with {"Err": ...} is
@@ -84,10 +86,18 @@ func activate(mux *http.ServeMux, implements string) {
 	})
 }
 
+// versionInfo answers /Calico.Version, which calicoctl asks.
+func versionInfo(mux *http.ServeMux) {
+	mux.HandleFunc("/Calico.Version", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, map[string]string{"Version": api.Version, "GitCommit": api.BuildCommit()})
+	})
+}
+
 // NetworkMux serves the NetworkDriver protocol for d.
 func NetworkMux(d network.Driver, log *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	activate(mux, "NetworkDriver")
+	versionInfo(mux)
 	route(mux, log, "/NetworkDriver.GetCapabilities", noArgs(d.GetCapabilities))
 	route(mux, log, "/NetworkDriver.CreateNetwork", noReply(d.CreateNetwork))
 	route(mux, log, "/NetworkDriver.AllocateNetwork", d.AllocateNetwork)

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/plugin"
 )
 
@@ -25,7 +26,7 @@ func main() {
 		os.Exit(2)
 	}
 	if cfg.ShowVersion {
-		fmt.Printf("calico-libnetwork %s (commit %s, built %s)\n", plugin.Version, plugin.Commit, plugin.Date)
+		fmt.Printf("calico-libnetwork %s (commit %s, built %s)\n", api.Version, api.BuildCommit(), plugin.Date)
 		return
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
