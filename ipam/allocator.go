@@ -38,6 +38,7 @@ type Allocator struct {
 
 	mu        sync.Mutex
 	pools     map[string]poolEntry
+	cfg       api.IPAMConfig
 	poolsAt   time.Time
 	own       map[string]cachedBlock // this host's blocks by CIDR
 	ownLoaded bool
@@ -109,19 +110,38 @@ func ListPools(ctx context.Context, s *datastore.Store) ([]api.IPPool, error) {
 	return out, nil
 }
 
+// refreshPools reads the pools and the IPAM configuration in one round trip.
 func (a *Allocator) refreshPools(ctx context.Context) error {
-	items, err := datastore.List[api.IPPool](ctx, a.store, datastore.PoolsPrefix)
+	c, cancel := a.store.Ctx(ctx)
+	defer cancel()
+	resp, err := a.store.Client.Txn(c).Then(
+		clientv3.OpGet(datastore.PoolsPrefix, clientv3.WithPrefix()),
+		clientv3.OpGet(datastore.ConfigKey),
+	).Commit()
 	if err != nil {
 		return fmt.Errorf("read IP pools: %w", err)
 	}
-	a.pools = make(map[string]poolEntry, len(items))
-	for _, it := range items {
-		pfx, err := netip.ParsePrefix(it.Value.CIDR)
-		if err != nil {
-			a.log.Warn("ignoring pool with a bad CIDR", "pool", it.Value.Name, "cidr", it.Value.CIDR)
+	kvs := resp.Responses[0].GetResponseRange().Kvs
+	a.pools = make(map[string]poolEntry, len(kvs))
+	for _, kv := range kvs {
+		var p api.IPPool
+		if err := json.Unmarshal(kv.Value, &p); err != nil {
+			a.log.Warn("ignoring undecodable pool", "key", string(kv.Key), "err", err)
 			continue
 		}
-		a.pools[it.Value.Name] = poolEntry{IPPool: it.Value, rev: it.ModRevision, pfx: pfx}
+		pfx, err := netip.ParsePrefix(p.CIDR)
+		if err != nil {
+			a.log.Warn("ignoring pool with a bad CIDR", "pool", p.Name, "cidr", p.CIDR)
+			continue
+		}
+		a.pools[p.Name] = poolEntry{IPPool: p, rev: kv.ModRevision, pfx: pfx}
+	}
+	a.cfg = api.DefaultIPAMConfig()
+	if cfgKVs := resp.Responses[1].GetResponseRange().Kvs; len(cfgKVs) > 0 {
+		if err := json.Unmarshal(cfgKVs[0].Value, &a.cfg); err != nil {
+			a.log.Warn("ignoring undecodable IPAM configuration", "err", err)
+			a.cfg = api.DefaultIPAMConfig()
+		}
 	}
 	a.poolsAt = time.Now()
 	return nil
@@ -286,19 +306,23 @@ func (a *Allocator) Allocate(ctx context.Context, handle string, sel Selection) 
 		if ip.IsValid() { // conflict: caches refreshed, go again
 			continue
 		}
-		ip, done, err = a.claim(ctx, handle, sel, cands)
-		if err != nil || done {
-			return ip, err
+		if a.mayClaim() {
+			ip, done, err = a.claim(ctx, handle, sel, cands)
+			if err != nil || done {
+				return ip, err
+			}
+			if ip.IsValid() {
+				continue
+			}
 		}
-		if ip.IsValid() {
-			continue
-		}
-		ip, done, err = a.borrow(ctx, handle, sel, cands)
-		if err != nil || done {
-			return ip, err
-		}
-		if ip.IsValid() {
-			continue
+		if !a.cfg.StrictAffinity {
+			ip, done, err = a.borrow(ctx, handle, sel, cands)
+			if err != nil || done {
+				return ip, err
+			}
+			if ip.IsValid() {
+				continue
+			}
 		}
 		if !refreshed { // maybe a pool was added or enabled since we looked
 			refreshed = true
@@ -311,8 +335,15 @@ func (a *Allocator) Allocate(ctx context.Context, handle string, sel Selection) 
 		for _, p := range cands {
 			names = append(names, fmt.Sprintf("%s (%s)", p.Name, p.CIDR))
 		}
-		return netip.Addr{}, fmt.Errorf("IP pool %s exhausted: no free %s address; add a pool with calicoctl or remove unused containers",
-			strings.Join(names, ", "), sel)
+		why := ""
+		if !a.mayClaim() {
+			why += "; this host may claim no more blocks (IPAMConfiguration autoAllocateBlocks/maxBlocksPerHost)"
+		}
+		if a.cfg.StrictAffinity {
+			why += "; strictAffinity forbids borrowing from other hosts' blocks"
+		}
+		return netip.Addr{}, fmt.Errorf("IP pool %s exhausted: no free %s address%s; add a pool with calicoctl or remove unused containers",
+			strings.Join(names, ", "), sel, why)
 	}
 	return netip.Addr{}, fmt.Errorf("allocate %s: %w", sel, datastore.ErrConflict)
 }
@@ -453,6 +484,14 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 		return ip, true, nil
 	}
 	return netip.Addr{}, false, nil
+}
+
+// mayClaim applies the IPAM configuration's limits on claiming blocks.
+func (a *Allocator) mayClaim() bool {
+	if !a.cfg.AutoAllocateBlocks {
+		return false
+	}
+	return a.cfg.MaxBlocksPerHost <= 0 || len(a.own) < a.cfg.MaxBlocksPerHost
 }
 
 func poolOf(cands []poolEntry, blk netip.Prefix) *poolEntry {

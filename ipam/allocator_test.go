@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -790,5 +791,55 @@ func TestRandomULAAvoids(t *testing.T) {
 	}
 	if s, err := randomULA([]netip.Prefix{pfx("fd00::/8")}); err == nil {
 		t.Fatalf("randomULA with all of fd00::/8 to avoid = %s, want an error", s)
+	}
+}
+
+func TestIPAMConfigLimits(t *testing.T) {
+	s := testetcd.Start(t)
+	ctx := context.Background()
+	pool := api.IPPool{Name: "p", CIDR: "10.77.0.0/28", BlockSize: 30}
+	pool.Normalize()
+	if err := s.Put(ctx, PoolKey("p"), pool); err != nil {
+		t.Fatal(err)
+	}
+	a := New(s, "host-a", nil)
+	b := New(s, "host-b", nil)
+	sel := Selection{Family: 4}
+	// host-a takes one block (4 addresses) with one allocation.
+	if _, err := a.Allocate(ctx, "a0", sel); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		cfg     api.IPAMConfig
+		alloc   *Allocator
+		n       int
+		wantErr string
+	}{
+		{"maxBlocksPerHost stops claims", api.IPAMConfig{AutoAllocateBlocks: true, MaxBlocksPerHost: 1, StrictAffinity: true}, a, 4, "maxBlocksPerHost"},
+		{"autoAllocateBlocks false: no claim, strictAffinity: no borrow", api.IPAMConfig{AutoAllocateBlocks: false, StrictAffinity: true}, b, 1, "strictAffinity"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := s.Put(ctx, datastore.ConfigKey, tc.cfg); err != nil {
+				t.Fatal(err)
+			}
+			tc.alloc.poolsAt = time.Time{} // read the new configuration now
+			var err error
+			for i := 0; i < tc.n && err == nil; i++ {
+				_, err = tc.alloc.Allocate(ctx, fmt.Sprintf("%s-%d", tc.name, i), sel)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want one mentioning %q", err, tc.wantErr)
+			}
+		})
+	}
+	// Defaults again: host-b claims a block of its own.
+	if err := s.Delete(ctx, datastore.ConfigKey); err != nil {
+		t.Fatal(err)
+	}
+	b.poolsAt = time.Time{}
+	if _, err := b.Allocate(ctx, "b-last", sel); err != nil {
+		t.Fatalf("with the default configuration: %v", err)
 	}
 }
