@@ -6,9 +6,11 @@ package plugin
 // alias, e.g. calico:latest). So in that mode the daemon
 //   - serves both drivers on one socket (--single-socket), whose
 //     Plugin.Activate answers NetworkDriver and IpamDriver;
-//   - can also serve the IPAM driver alone as calico-ipam.sock in the host's
-//     legacy plugin dir (--ipam-alias-dir), so that
-//     `--ipam-driver calico-ipam` still resolves: one plugin has one name;
+//   - also serves calico.sock (NetworkDriver) and calico-ipam.sock
+//     (IpamDriver) in the host's legacy plugin dir (--legacy-plugin-dir),
+//     so that the usual `--driver calico --ipam-driver calico-ipam` resolve
+//     through Docker's legacy lookup: a managed plugin has one name, NAME:TAG,
+//     and Docker finds its drivers only by that full name;
 //   - makes /proc/sys writable: runc mounts it read-only in plugin
 //     containers, and the data plane sets sysctls (CAP_SYS_ADMIN needed).
 
@@ -33,12 +35,14 @@ type socketSpec struct {
 }
 
 // socketPlan lists the sockets cfg asks for, in the order to create them:
-// the IPAM alias first, so that it exists by the time Docker, which waits
-// only for the main socket, goes on to use the plugin.
+// the legacy ones first, so that they exist by the time Docker, which waits
+// only for the managed plugin's socket, goes on to restore containers.
 func socketPlan(cfg *Config, netMux, ipamMux http.Handler) []socketSpec {
 	var out []socketSpec
-	if cfg.IPAMAliasDir != "" {
-		out = append(out, socketSpec{filepath.Join(cfg.IPAMAliasDir, IPAMSocket), ipamMux})
+	if cfg.LegacyDir != "" {
+		out = append(out,
+			socketSpec{filepath.Join(cfg.LegacyDir, NetworkSocket), netMux},
+			socketSpec{filepath.Join(cfg.LegacyDir, IPAMSocket), ipamMux})
 	}
 	if cfg.SingleSocket {
 		return append(out, socketSpec{filepath.Join(cfg.PluginDir, NetworkSocket), CombinedMux(netMux, ipamMux)})

@@ -16,6 +16,10 @@
 # (containers, shims, veths, mounts) outlives `down`, even after a failure.
 #
 #   scripts/plugin-sandbox.sh up DIR          start; then export DOCKER_HOST=unix://DIR/docker.sock
+#   scripts/plugin-sandbox.sh hold DIR        (optional, before up) run the namespace holder in
+#                                             the foreground: a caller that must not leak the
+#                                             sandbox when it dies runs this with a parent-death
+#                                             signal (the e2e test does)
 #   scripts/plugin-sandbox.sh stop-docker DIR stop dockerd (SIGTERM, as a host shutdown does)
 #   scripts/plugin-sandbox.sh start-docker DIR
 #   scripts/plugin-sandbox.sh exec DIR CMD... run CMD in the sandbox (e.g. ip route, iptables -S)
@@ -29,7 +33,7 @@ die() { echo "plugin-sandbox: $*" >&2; exit 1; }
 
 cmd=${1:-}
 dir=${2:-}
-[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 up|stop-docker|start-docker|exec|down DIR [CMD...]"
+[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: $0 up|hold|stop-docker|start-docker|exec|down DIR [CMD...]"
 [ "$(id -u)" = 0 ] || die "run as root"
 case "$dir" in /*) ;; *) dir=$PWD/$dir ;; esac
 
@@ -57,6 +61,7 @@ start_docker() {
 		if docker -H "unix://$dir/docker.sock" info >/dev/null 2>&1; then
 			return 0
 		fi
+		kill -0 "$(init_pid)" 2>/dev/null || die "the sandbox is gone"
 		sleep 1
 	done
 	tail -n 30 "$dir/dockerd.log" >&2 || true
@@ -76,30 +81,13 @@ stop_docker() {
 	in_ns kill -KILL "$pid" 2>/dev/null || true
 }
 
-up() {
-	for tool in unshare nsenter ip dockerd docker docker-registry; do
-		command -v "$tool" >/dev/null || die "$tool is missing (packages: util-linux iproute2 docker.io docker-registry)"
-	done
-	[ ${#dir} -le 40 ] || die "DIR $dir is too long (max 40 bytes): unix socket paths below it must stay under 108"
-	[ ! -e "$dir/holder.pid" ] || die "$dir already holds a sandbox: run down first"
-	mkdir -p "$dir/registry" "$dir/docker"
-	echo '{}' >"$dir/daemon.json"
-	cat >"$dir/registry.yml" <<-EOF
-		version: 0.1
-		log:
-		  level: warn
-		storage:
-		  filesystem:
-		    rootdirectory: $dir/registry
-		  delete:
-		    enabled: true
-		http:
-		  addr: 127.0.0.1:5000
-	EOF
-	# The holder: unshare stays in the host's namespaces and waits; its child
-	# is PID 1 of the new PID namespace and dies (SIGKILL, taking every
-	# process of the namespace with it) when the holder goes.
-	setsid unshare --pid --fork --kill-child=SIGKILL --mount --mount-proc --net --propagation private -- \
+# The holder: unshare stays in the host's namespaces and waits; its child
+# is PID 1 of the new PID namespace and dies (SIGKILL, taking every process
+# of the namespace with it) when the holder goes.
+hold() {
+	mkdir -p "$dir"
+	echo $$ >"$dir/holder.pid"
+	exec unshare --pid --fork --kill-child=SIGKILL --mount --mount-proc --net --propagation private -- \
 		bash -c '
 			set -e
 			mount -t tmpfs -o mode=0755 tmpfs /run
@@ -115,11 +103,36 @@ up() {
 			touch /run/sandbox-ready
 			trap "exit 0" TERM
 			while :; do sleep 3600 & wait $! || true; done
-		' >"$dir/holder.log" 2>&1 </dev/null &
-	echo $! >"$dir/holder.pid"
+		'
+}
+
+up() {
+	for tool in unshare nsenter ip dockerd docker docker-registry; do
+		command -v "$tool" >/dev/null || die "$tool is missing (packages: util-linux iproute2 docker.io docker-registry)"
+	done
+	[ ${#dir} -le 40 ] || die "DIR $dir is too long (max 40 bytes): unix socket paths below it must stay under 108"
+	[ ! -e "$dir/init.pid" ] || die "$dir already holds a sandbox: run down first"
+	mkdir -p "$dir/registry" "$dir/docker"
+	echo '{}' >"$dir/daemon.json"
+	cat >"$dir/registry.yml" <<-EOF
+		version: 0.1
+		log:
+		  level: warn
+		storage:
+		  filesystem:
+		    rootdirectory: $dir/registry
+		  delete:
+		    enabled: true
+		http:
+		  addr: 127.0.0.1:5000
+	EOF
+	if [ -z "$(holder_pid)" ] || ! kill -0 "$(holder_pid)" 2>/dev/null; then
+		setsid "$0" hold "$dir" >"$dir/holder.log" 2>&1 </dev/null &
+	fi
 	local init=""
 	for _ in $(seq 1 50); do
-		init=$(ps -o pid= --ppid "$(holder_pid)" 2>/dev/null | tr -d ' ' || true)
+		init=""
+		[ -n "$(holder_pid)" ] && init=$(ps -o pid= --ppid "$(holder_pid)" 2>/dev/null | tr -d ' ' || true)
 		if [ -n "$init" ] && nsenter -t "$init" -m -- test -e /run/sandbox-ready 2>/dev/null; then
 			break
 		fi
@@ -140,6 +153,9 @@ up() {
 
 down() {
 	local holder
+	[ -d "$dir" ] || return 0
+	if rmdir "$dir" 2>/dev/null; then return 0; fi # empty: a sandbox never started
+	[ -e "$dir/holder.pid" ] || [ -e "$dir/daemon.json" ] || die "$dir does not look like a sandbox (no holder.pid or daemon.json): not removing it"
 	holder=$(holder_pid)
 	if [ -n "$holder" ] && kill -0 "$holder" 2>/dev/null; then
 		# Stop the engine first so that it stops containers and plugins the
@@ -173,6 +189,7 @@ down() {
 }
 
 case "$cmd" in
+hold) hold ;;
 up) up ;;
 down) down ;;
 stop-docker) stop_docker ;;
@@ -181,5 +198,5 @@ exec)
 	shift 2
 	in_ns "$@"
 	;;
-*) die "unknown command $cmd: use up, stop-docker, start-docker, exec or down" ;;
+*) die "unknown command $cmd: use up, hold, stop-docker, start-docker, exec or down" ;;
 esac
