@@ -34,7 +34,7 @@ unit:
 
 e2e: build
 	scripts/ensure-docker.sh
-	CALICO_E2E_REQUIRED=1 $(GO) test -tags e2e -count=1 -v -timeout 30m ./e2e/
+	CALICO_E2E_REQUIRED=1 $(GO) test -tags e2e -p 1 -count=1 -v -timeout 45m ./e2e/...
 
 # Installs and starts Docker's engine if needed, then runs the daemon in the
 # foreground on the embedded datastore (set ETCD_ENDPOINTS for a cluster).
@@ -49,10 +49,10 @@ bench: build
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./e2e/
+	$(GO) vet -tags e2e ./e2e/...
 
 clean:
-	rm -rf bin dist
+	rm -rf bin dist build
 
 # ---- Image, managed plugin, releases --------------------------------------
 # README: "Managed plugin (docker plugin install)" and "systemd". DOCKER_HOST

@@ -14,14 +14,19 @@ make -s lint
 echo "== unit tests (real embedded etcd, real network namespaces)"
 CALICO_REQUIRE_ROOT_TESTS=1 go test -race -count=1 -timeout 20m ./...
 
-echo "== end-to-end tests (real dockerd)"
+echo "== end-to-end tests: real dockerd (single host), three namespace hosts with an etcd TLS cluster (multi-host), managed plugin via a local registry"
 scripts/ensure-docker.sh
-marker=$(mktemp)
-rm -f "$marker"
-trap 'rm -f "$marker"' EXIT
-CALICO_E2E_REQUIRED=1 CALICO_E2E_MARKER="$marker" go test -tags e2e -count=1 -v -timeout 30m ./e2e/
-if [ ! -s "$marker" ]; then
-  echo "FAIL: the end-to-end suite did not run (no marker written)" >&2
-  exit 1
-fi
-echo "== e2e suite ran: $(cat "$marker")"
+markers=$(mktemp -d)
+trap 'rm -rf "$markers"' EXIT
+# -p 1: the suites start dockerds and namespaces of their own; one at a time.
+CALICO_E2E_REQUIRED=1 \
+CALICO_E2E_MARKER="$markers/single-host" \
+CALICO_E2E_MULTIHOST_MARKER="$markers/multi-host" \
+  go test -tags e2e -p 1 -count=1 -v -timeout 45m ./e2e/...
+for m in single-host multi-host; do
+  if [ ! -s "$markers/$m" ]; then
+    echo "FAIL: the $m end-to-end suite did not run (no marker written)" >&2
+    exit 1
+  fi
+  echo "== $m e2e suite ran: $(cat "$markers/$m")"
+done
