@@ -3,6 +3,7 @@
 package plugin
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -53,7 +54,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	}
 	hostname, _ := os.Hostname()
 	fs := flag.NewFlagSet("calico-libnetwork", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// Usage only on --help; a bad flag is one line (returned below).
+	var usage strings.Builder
+	fs.SetOutput(&usage)
 	var c Config
 	var endpoints, mtu, level string
 	fs.StringVar(&c.DataDir, "data-dir", env("CALICO_DATA_DIR", "/var/lib/calico"), "state directory; holds the embedded etcd when no endpoints are given")
@@ -75,7 +78,11 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.BoolVar(&c.SingleSocket, "single-socket", false, "serve the network and IPAM drivers both on one socket, calico.sock (a Docker managed plugin)")
 	fs.StringVar(&c.LegacyDir, "legacy-plugin-dir", "", "also serve calico.sock and calico-ipam.sock in this directory: a managed plugin's view of the host's /run/docker/plugins, so that --driver calico and --ipam-driver calico-ipam resolve")
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usage.String())
+			return nil, err
+		}
+		return nil, fmt.Errorf("%v (see --help)", err)
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: all settings are --flags (see --help)", fs.Arg(0))

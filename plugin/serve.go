@@ -40,9 +40,15 @@ func route[Req any, Resp any](mux *http.ServeMux, log *slog.Logger, path string,
 				reply(w, http.StatusInternalServerError, errorBody{Err: fmt.Sprintf("internal error in %s: %v", path, p)})
 			}
 		}()
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody))
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 		if err != nil {
 			reply(w, http.StatusBadRequest, errorBody{Err: fmt.Sprintf("read request to %s: %v", path, err)})
+			return
+		}
+		if len(body) > maxBody {
+			// Read the rest so the client gets this answer, not a reset.
+			_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64*maxBody))
+			reply(w, http.StatusRequestEntityTooLarge, errorBody{Err: fmt.Sprintf("request to %s is larger than %d bytes", path, maxBody)})
 			return
 		}
 		req := new(Req)

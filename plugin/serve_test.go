@@ -80,6 +80,7 @@ func TestHandlerReplies(t *testing.T) {
 		{"wrong type", "/IpamDriver.RequestPool", `{"Pool":42}`, 400, "invalid JSON", "Err"},
 		{"handler error", "/IpamDriver.RequestPool", `{"Pool":"bad"}`, 500, "create it first", "Err"},
 		{"handler panic", "/IpamDriver.RequestPool", `{"Pool":"panic"}`, 500, "boom", "Err"},
+		{"oversized body", "/IpamDriver.RequestPool", strings.Repeat("x", 2<<20), 413, "larger than", "Err"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
