@@ -219,10 +219,14 @@ func (b *BlockRoutes) Apply(want []BlockRoute) (ApplyResult, error) {
 				continue
 			}
 			if nr.LinkIndex == 0 {
-				// Resolve the device now so the key matches what the kernel reports.
-				if rs, err := netlink.RouteGet(r.Via.AsSlice()); err == nil && len(rs) > 0 {
-					nr.LinkIndex = rs[0].LinkIndex
+				// Resolve the device now so the key matches what the kernel
+				// reports; a next hop behind a router cannot carry a plain route.
+				rs, err := netlink.RouteGet(r.Via.AsSlice())
+				if err != nil || len(rs) == 0 || rs[0].Gw != nil {
+					res.Skipped = append(res.Skipped, fmt.Sprintf("%s: host %s is not on a directly connected subnet; set the pool's vxlanMode to CrossSubnet or Always", r, r.Via))
+					continue
 				}
+				nr.LinkIndex = rs[0].LinkIndex
 			}
 		}
 		wanted[keyOf(nr)] = nr

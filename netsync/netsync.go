@@ -58,8 +58,15 @@ func New(store *datastore.Store, docker Docker, host, driver, ipamDriver string,
 		kick: make(chan struct{}, 1), warned: map[string]bool{}}
 }
 
-// Kick asks for a sync soon; it never blocks (handlers call it).
+// Kick asks for a sync now and again shortly: CreateNetwork runs before
+// Docker has recorded the network, so the first pass may not see it yet. It
+// never blocks (handlers call it).
 func (s *Syncer) Kick() {
+	s.kickNow()
+	time.AfterFunc(300*time.Millisecond, s.kickNow)
+}
+
+func (s *Syncer) kickNow() {
 	select {
 	case s.kick <- struct{}{}:
 	default:
@@ -73,7 +80,7 @@ func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
 		for ctx.Err() == nil {
 			wch := s.store.Client.Watch(clientv3.WithRequireLeader(ctx), Prefix, clientv3.WithPrefix())
 			for range wch {
-				s.Kick()
+				s.kickNow()
 			}
 			select {
 			case <-ctx.Done():

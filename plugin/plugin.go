@@ -152,7 +152,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		go nets.Run(ctx, 2*time.Second)
 	}
 	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
-		"sockets", socketPaths(servers), "vethMTU", mtu)
+		"sockets", socketPaths(servers), "vethMTU", mtu())
 
 	ticker := time.NewTicker(reconcileEvery)
 	defer ticker.Stop()

@@ -365,6 +365,10 @@ func (s *Syncer) apply() {
 	natErr := s.dp.SetNATOutgoing(nat, all)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	reported := map[string]bool{}
+	for _, sk := range s.status.Skipped {
+		reported[sk] = true
+	}
 	s.status = Status{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Synced: err == nil && natErr == nil}
 	if err != nil {
 		s.status.LastError = err.Error()
@@ -377,6 +381,8 @@ func (s *Syncer) apply() {
 		s.log.Info("routes to other hosts updated", "added", res.Added, "removed", res.Removed, "wanted", len(want))
 	}
 	for _, sk := range res.Skipped {
-		s.log.Warn("route not installed", "route", sk)
+		if !reported[sk] { // once, not at every resync
+			s.log.Warn("route not installed", "route", sk)
+		}
 	}
 }
