@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `sudo make bench`: every benchmark, each printing ratios against a baseline
+# measured in the same run. Results go to stdout and bench-results.md;
+# BENCHMARKS.md records a run and its command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+out=bench-results.md
+: > "$out"
+section() { echo; echo "## $1"; echo; } >> "$out"
+
+section "IPAM allocation rate vs raw etcd CAS (go run ./cmd/ipam-bench)"
+go run ./cmd/ipam-bench | tee -a "$out"
+
+scripts/ensure-docker.sh
+section "docker run --rm: calico vs user-defined bridge"
+CALICO_BENCH=1 CALICO_BENCH_OUT="$out.tmp" go test -tags e2e -count=1 -v -run TestDockerRunBench ./e2e/ | tail -20
+cat "$out.tmp" >> "$out" 2>/dev/null || true
+rm -f "$out.tmp"
+
+if ls e2e/multihost/bench_test.go >/dev/null 2>&1; then
+  section "Throughput, latency and route convergence across namespace hosts"
+  CALICO_BENCH=1 CALICO_E2E_REQUIRED=1 go test -tags e2e -count=1 -v -run Bench -timeout 30m ./e2e/multihost/ | tee -a "$out"
+fi
+if [ -d cmd/policy-bench ]; then
+  section "Policy: 1,000 endpoints, 100 policies"
+  go run ./cmd/policy-bench | tee -a "$out"
+fi
+echo "results in $out"
