@@ -20,6 +20,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
+	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
 // Plugin socket names inside the plugin dir, as the daemon serves them.
@@ -191,6 +192,12 @@ func (a *app) nodeStatus(ctx context.Context, pluginDir string) error {
 		}
 	}
 	fmt.Fprintln(w)
+	if running {
+		var st daemonStatus
+		if err := pluginCall(ctx, filepath.Join(pluginDir, NetworkSocket), "Calico.Status", &st); err == nil {
+			a.printDaemonStatus(w, st)
+		}
+	}
 
 	name := a.nodeName()
 	s, err := a.open(ctx)
@@ -297,4 +304,64 @@ func (a *app) versionFromNode(ctx context.Context) string {
 		return ""
 	}
 	return n.Version + " (from node " + n.Name + "'s record)"
+}
+
+// daemonStatus is the daemon's answer to /Calico.Status.
+type daemonStatus struct {
+	Node     string         `json:"node"`
+	Routing  routing.Status `json:"routing"`
+	Peers    []routing.Peer `json:"peers"`
+	Carriers []struct {
+		Mode      string `json:"mode"`
+		Available bool   `json:"available"`
+		Reason    string `json:"reason"`
+	} `json:"carriers"`
+}
+
+func (a *app) printDaemonStatus(w io.Writer, st daemonStatus) {
+	fmt.Fprintln(w, "Route sync:")
+	r := st.Routing
+	switch {
+	case r.LastApply.IsZero():
+		fmt.Fprintln(w, "  not applied yet")
+	default:
+		state := "in sync"
+		if !r.Synced {
+			state = "errors: " + oneLine(r.LastError)
+		}
+		fmt.Fprintf(w, "  %d routes to other hosts' blocks, last applied %s ago: %s\n", r.Routes, age(a.env.Now().Sub(r.LastApply)), state)
+	}
+	for _, sk := range r.Skipped {
+		fmt.Fprintf(w, "  not installed: %s\n", sk)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Encapsulation on this host:")
+	for _, c := range st.Carriers {
+		if c.Available {
+			fmt.Fprintf(w, "  %-6s available\n", c.Mode)
+		} else {
+			fmt.Fprintf(w, "  %-6s NOT AVAILABLE: %s\n", c.Mode, c.Reason)
+		}
+	}
+	fmt.Fprintln(w)
+	if len(st.Peers) == 0 {
+		fmt.Fprintln(w, "Peers: none (no other node is registered)")
+		fmt.Fprintln(w)
+		return
+	}
+	fmt.Fprintln(w, "Peers:")
+	rows := make([][]string, 0, len(st.Peers))
+	for _, p := range st.Peers {
+		path := "other subnet"
+		if p.SameSubnet {
+			path = "same subnet"
+		}
+		seen := "never"
+		if !p.LastSeen.IsZero() {
+			seen = age(a.env.Now().Sub(p.LastSeen)) + " ago"
+		}
+		rows = append(rows, []string{p.Name, orNone(p.IPv4), orNone(p.IPv6), path, seen})
+	}
+	writeBox(w, []string{"NODE", "IPV4", "IPV6", "PATH", "LAST SEEN"}, rows)
+	fmt.Fprintln(w)
 }

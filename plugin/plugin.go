@@ -97,7 +97,19 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			hostMTU = m
 		}
 	}
-	syncer := routing.New(store, hostRoutes{dp, dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))}, cfg.NodeName, log.With("part", "routing"))
+	blockRoutes := dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))
+	syncer := routing.New(store, hostRoutes{dp, blockRoutes}, cfg.NodeName, log.With("part", "routing"))
+	var carriers []CarrierSupport
+	for _, m := range []dataplane.RouteMode{dataplane.ModeVXLAN, dataplane.ModeIPIP} {
+		ok, why := blockRoutes.Carrier(m).Available()
+		if !ok {
+			log.Warn("encapsulation not available on this host", "mode", m, "reason", why)
+		}
+		carriers = append(carriers, CarrierSupport{Mode: string(m), Available: ok, Reason: why})
+	}
+	status := func() DaemonStatus {
+		return DaemonStatus{Node: cfg.NodeName, Routing: syncer.Status(), Peers: syncer.Peers(), Carriers: carriers}
+	}
 	// The veth MTU follows the pools: with a VXLAN pool it leaves room for
 	// the encapsulation, so containers never send what cannot cross hosts.
 	mtu := func() int {
@@ -135,7 +147,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Info("data plane reconciled", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "linksRemoved", res.LinksRemoved)
 	}
 
-	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, log.With("socket", NetworkSocket)),
+	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", NetworkSocket)),
 		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", IPAMSocket))))
 	if err != nil {
 		return err

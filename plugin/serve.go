@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/sdk"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
 // errorBody is Docker's error reply. A non-200 status with {"Err": ...} is
@@ -99,11 +100,39 @@ func versionInfo(mux *http.ServeMux) {
 	})
 }
 
-// NetworkMux serves the NetworkDriver protocol for d.
-func NetworkMux(d network.Driver, log *slog.Logger) *http.ServeMux {
+// DaemonStatus is the answer to /Calico.Status, which `calicoctl node
+// status` shows.
+type DaemonStatus struct {
+	Node     string           `json:"node"`
+	Routing  routing.Status   `json:"routing"`
+	Peers    []routing.Peer   `json:"peers"`
+	Carriers []CarrierSupport `json:"carriers"`
+}
+
+// CarrierSupport says whether this kernel can carry a route mode.
+type CarrierSupport struct {
+	Mode      string `json:"mode"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+func statusInfo(mux *http.ServeMux, status func() DaemonStatus) {
+	mux.HandleFunc("/Calico.Status", func(w http.ResponseWriter, r *http.Request) {
+		if status == nil {
+			reply(w, http.StatusNotFound, errorBody{Err: "this daemon reports no status"})
+			return
+		}
+		reply(w, http.StatusOK, status())
+	})
+}
+
+// NetworkMux serves the NetworkDriver protocol for d, plus the daemon's
+// version and status (status may be nil).
+func NetworkMux(d network.Driver, status func() DaemonStatus, log *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	activate(mux, "NetworkDriver")
 	versionInfo(mux)
+	statusInfo(mux, status)
 	route(mux, log, "/NetworkDriver.GetCapabilities", noArgs(d.GetCapabilities))
 	route(mux, log, "/NetworkDriver.CreateNetwork", noReply(d.CreateNetwork))
 	route(mux, log, "/NetworkDriver.AllocateNetwork", d.AllocateNetwork)

@@ -114,7 +114,7 @@ func TestHandlerReplies(t *testing.T) {
 
 func TestNetworkMuxImplements(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	_, c := serveOn(t, NetworkMux(driver.New(driver.Config{}), log)) // only Activate is called
+	_, c := serveOn(t, NetworkMux(driver.New(driver.Config{}), nil, log)) // only Activate is called
 	resp, err := c.Post("http://plugin/Plugin.Activate", "", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -198,6 +198,35 @@ func (s *Syncer) UsesVXLAN() bool {
 	return false
 }
 
+// Peer is another node as this one sees it.
+type Peer struct {
+	Name       string    `json:"name"`
+	IPv4       string    `json:"ipv4,omitempty"`
+	IPv6       string    `json:"ipv6,omitempty"`
+	SameSubnet bool      `json:"sameSubnet"`
+	LastSeen   time.Time `json:"lastSeen"`
+}
+
+// Peers lists the other nodes, by name.
+func (s *Syncer) Peers() []Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	my4, _ := netip.ParsePrefix(s.st.Nodes[s.host].IPv4Address)
+	var out []Peer
+	for name, n := range s.st.Nodes {
+		if name == s.host {
+			continue
+		}
+		p := Peer{Name: name, IPv4: n.IPv4Address, IPv6: n.IPv6Address, LastSeen: n.LastSeen}
+		if rp, err := netip.ParsePrefix(n.IPv4Address); err == nil && my4.IsValid() {
+			p.SameSubnet = my4.Contains(rp.Addr())
+		}
+		out = append(out, p)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
 // Status returns the last apply's outcome.
 func (s *Syncer) Status() Status {
 	s.mu.Lock()
