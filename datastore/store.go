@@ -21,16 +21,21 @@ const Prefix = "/calico/libnetwork/v1/"
 
 // Key layout, relative to Prefix.
 const (
-	PoolsPrefix      = Prefix + "pools/"
-	BlocksPrefix     = Prefix + "blocks/"
-	AffinityPrefix   = Prefix + "affinities/"
-	HandlesPrefix    = Prefix + "handles/"
-	NetworksPrefix   = Prefix + "networks/"
-	NodesPrefix      = Prefix + "nodes/"
-	EndpointsPrefix  = Prefix + "endpoints/"
-	ConfigKey        = Prefix + "config/ipam"
-	DefaultsDoneKey  = Prefix + "config/default-pools-created"
-	DefaultOpTimeout = 10 * time.Second
+	PoolsPrefix    = Prefix + "pools/"
+	BlocksPrefix   = Prefix + "blocks/"
+	AffinityPrefix = Prefix + "affinities/"
+	HandlesPrefix  = Prefix + "handles/"
+	NetworksPrefix = Prefix + "networks/"
+	NodesPrefix    = Prefix + "nodes/"
+	// Policy resources, as JSON of policy.Profile, policy.NetworkPolicy and
+	// policy.GlobalNetworkPolicy, keyed by name.
+	ProfilesPrefix              = Prefix + "profiles/"
+	NetworkPoliciesPrefix       = Prefix + "networkpolicies/"
+	GlobalNetworkPoliciesPrefix = Prefix + "globalnetworkpolicies/"
+	EndpointsPrefix             = Prefix + "endpoints/"
+	ConfigKey                   = Prefix + "config/ipam"
+	DefaultsDoneKey             = Prefix + "config/default-pools-created"
+	DefaultOpTimeout            = 10 * time.Second
 )
 
 // ErrNotFound is returned by Get when the key does not exist.

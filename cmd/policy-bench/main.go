@@ -1,0 +1,414 @@
+// Command policy-bench measures the nftables policy data plane (issue #5,
+// item 6) in a throwaway network namespace, and prints markdown tables:
+//
+//   - with 1,000 endpoints and 100 policies on one host: the time to apply
+//     one policy change and one new endpoint (compute + kernel transaction),
+//     the first full apply, a restarted daemon's resync, and the size of
+//     the table;
+//   - the number of kernel rules as endpoints and policies grow (it follows
+//     the policies, not endpoints × policies);
+//   - same-host TCP throughput between two endpoints with policy on and off.
+//
+// It needs root (network namespaces, nftables) and touches nothing outside
+// the namespaces it creates.
+//
+//	go run ./cmd/policy-bench -rounds 5
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
+	"github.com/calico-libnetwork/calico-libnetwork/policy"
+)
+
+const (
+	node     = "bench"
+	networks = 10
+	roles    = 20
+)
+
+func main() {
+	endpoints := flag.Int("endpoints", 1000, "local endpoints")
+	policies := flag.Int("policies", 100, "policies")
+	rounds := flag.Int("rounds", 5, "repetitions of each change (the median is reported)")
+	tputTime := flag.Duration("throughput-time", 3*time.Second, "how long each throughput run lasts (0: skip)")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "policy-bench: run as root: it creates network namespaces and nftables tables")
+		os.Exit(2)
+	}
+	if err := run(*endpoints, *policies, *rounds, *tputTime); err != nil {
+		fmt.Fprintln(os.Stderr, "policy-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// benchModel: endpoints spread over networks (each with its default
+// profile) and roles; policy j selects role r(j mod roles), lets the next
+// role in on its own TCP port, and some also deny, pass, log or police
+// egress.
+func benchModel(nEP, nPol int) *policy.Model {
+	m := &policy.Model{}
+	for n := 0; n < networks; n++ {
+		name := fmt.Sprintf("net%d", n)
+		m.Profiles = append(m.Profiles, policy.DefaultProfile(name, "calico/network", name, false))
+	}
+	for i := 0; i < nEP; i++ {
+		m.Endpoints = append(m.Endpoints, benchEndpoint(i))
+	}
+	for j := 0; j < nPol; j++ {
+		m.NetworkPolicies = append(m.NetworkPolicies, benchPolicy(j, 5000+j))
+	}
+	return m
+}
+
+func benchEndpoint(i int) policy.Endpoint {
+	return policy.Endpoint{
+		Name:     fmt.Sprintf("ep%d", i),
+		Node:     node,
+		Iface:    fmt.Sprintf("cali%011x", i),
+		IPs:      []netip.Addr{netip.AddrFrom4([4]byte{10, 64, byte(i / 250), byte(i%250 + 1)}), netip.MustParseAddr(fmt.Sprintf("fd00:64::%x", i+1))},
+		Labels:   map[string]string{"role": fmt.Sprintf("r%d", (i/networks)%roles)},
+		Profiles: []string{fmt.Sprintf("net%d", i%networks)},
+	}
+}
+
+func benchPolicy(j, port int) policy.NetworkPolicy {
+	order := float64(j)
+	p := policy.NetworkPolicy{Name: fmt.Sprintf("policy-%d", j), PolicySpec: policy.PolicySpec{
+		Order:    &order,
+		Selector: fmt.Sprintf("role == 'r%d'", j%roles),
+		Ingress: []policy.Rule{{
+			Action: policy.Allow, Protocol: "TCP",
+			Source:      policy.EntityRule{Selector: fmt.Sprintf("role == 'r%d'", (j+1)%roles)},
+			Destination: policy.EntityRule{Ports: []policy.Port{policy.Port(fmt.Sprint(port))}},
+		}},
+	}}
+	if j%3 == 0 {
+		p.Ingress = append([]policy.Rule{{Action: policy.Deny, Protocol: "UDP", Source: policy.EntityRule{NotNets: []string{"10.0.0.0/8", "192.168.0.0/16"}}}}, p.Ingress...)
+	}
+	if j%7 == 0 {
+		p.Ingress = append(p.Ingress, policy.Rule{Action: policy.Pass, Source: policy.EntityRule{Selector: fmt.Sprintf("role in {'r%d', 'r%d'}", (j+2)%roles, (j+3)%roles)}})
+	}
+	if j%10 == 0 {
+		p.Types = []string{"Ingress", "Egress"}
+		p.Egress = []policy.Rule{{Action: policy.Log, Protocol: "TCP", Destination: policy.EntityRule{Ports: []policy.Port{"22", "2000:2100"}}}, {Action: policy.Allow}}
+	}
+	return p
+}
+
+type timing struct {
+	compute, apply time.Duration
+	stats          nftpolicy.Stats
+}
+
+func median(ts []timing) timing {
+	slices.SortFunc(ts, func(a, b timing) int { return int((a.compute + a.apply) - (b.compute + b.apply)) })
+	return ts[len(ts)/2]
+}
+
+func step(e *nftpolicy.Enforcer, m *policy.Model) (timing, error) {
+	t0 := time.Now()
+	ds, err := policy.Compute(m, node)
+	if err != nil {
+		return timing{}, err
+	}
+	t1 := time.Now()
+	st, err := e.Apply(ds)
+	return timing{compute: t1.Sub(t0), apply: time.Since(t1), stats: st}, err
+}
+
+func newNS() (ns.NetNS, func(), error) {
+	n, err := testutils.NewNS()
+	if err != nil {
+		return nil, nil, fmt.Errorf("create a network namespace: %w", err)
+	}
+	return n, func() { _ = n.Close(); _ = testutils.UnmountNS(n) }, nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
+
+func run(nEP, nPol, rounds int, tputTime time.Duration) error {
+	host, done, err := newNS()
+	if err != nil {
+		return err
+	}
+	defer done()
+	e, err := nftpolicy.New(nftpolicy.Config{NetNS: int(host.Fd())})
+	if err != nil {
+		return err
+	}
+	m := benchModel(nEP, nPol)
+
+	first, err := step(e, m)
+	if err != nil {
+		return fmt.Errorf("first apply: %w", err)
+	}
+	counts, err := e.Counts()
+	if err != nil {
+		return err
+	}
+
+	// One policy change: a port of one policy, back and forth.
+	var change []timing
+	mid := nPol / 2
+	for r := 0; r < rounds; r++ {
+		m.NetworkPolicies[mid] = benchPolicy(mid, 6000+r)
+		t, err := step(e, m)
+		if err != nil {
+			return fmt.Errorf("policy change: %w", err)
+		}
+		change = append(change, t)
+	}
+	// One new endpoint with labels already in use, then removed again.
+	var add []timing
+	for r := 0; r < rounds; r++ {
+		m.Endpoints = append(m.Endpoints, benchEndpoint(nEP))
+		t, err := step(e, m)
+		if err != nil {
+			return fmt.Errorf("new endpoint: %w", err)
+		}
+		add = append(add, t)
+		m.Endpoints = m.Endpoints[:nEP]
+		if _, err := step(e, m); err != nil {
+			return err
+		}
+	}
+	afterAdd, _ := e.Counts()
+	// A restarted daemon: reads the kernel, finds nothing to do.
+	var restart []timing
+	for r := 0; r < rounds; r++ {
+		fresh, _ := nftpolicy.New(nftpolicy.Config{NetNS: int(host.Fd())})
+		t, err := step(fresh, m)
+		if err != nil {
+			return fmt.Errorf("restart: %w", err)
+		}
+		restart = append(restart, t)
+	}
+	// Re-applying the same state.
+	var same []timing
+	for r := 0; r < rounds; r++ {
+		t, err := step(e, m)
+		if err != nil {
+			return err
+		}
+		same = append(same, t)
+	}
+
+	fmt.Printf("## Policy data plane: %d endpoints, %d policies on one host\n\n", nEP, nPol)
+	fmt.Printf("nftables table `inet %s`: %d rules in %d chains, %d sets, %d set/map elements (selector sets, verdict maps, anti-spoofing).\n",
+		nftpolicy.DefaultTable, counts.Rules, counts.Chains, counts.Sets, counts.Elements)
+	fmt.Printf("Medians of %d rounds; compute is policy.Compute (the whole desired state), apply is one nftables transaction.\n\n", rounds)
+	fmt.Println("| operation | compute | apply | total | kernel changes |")
+	fmt.Println("|---|---:|---:|---:|---|")
+	row := func(name string, t timing) {
+		fmt.Printf("| %s | %s | %s | %s | %s |\n", name, ms(t.compute), ms(t.apply), ms(t.compute+t.apply), t.stats)
+	}
+	row("first apply (empty kernel)", first)
+	row("one policy change (a port)", median(change))
+	row("one new endpoint (known labels)", median(add))
+	row("restarted daemon (read kernel, converge)", median(restart))
+	row("same state again", median(same))
+	fmt.Printf("\nRules before/after a new endpoint: %d / %d.\n\n", counts.Rules, afterAdd.Rules)
+
+	if err := scaling(); err != nil {
+		return err
+	}
+	if tputTime > 0 {
+		if err := throughput(m, tputTime); err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+	}
+	return nil
+}
+
+// scaling prints the kernel rule count as endpoints and policies grow.
+func scaling() error {
+	fmt.Println("### Kernel rules as the host grows")
+	fmt.Println()
+	fmt.Println("Calico-style per-endpoint chains would need one jump per endpoint and policy that selects it (last column).")
+	fmt.Println()
+	fmt.Println("| endpoints | policies | rules | chains | elements | endpoint × selecting-policy pairs |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|")
+	for _, c := range [][2]int{{250, 100}, {500, 100}, {1000, 100}, {2000, 100}, {1000, 25}, {1000, 50}, {1000, 200}} {
+		host, done, err := newNS()
+		if err != nil {
+			return err
+		}
+		e, _ := nftpolicy.New(nftpolicy.Config{NetNS: int(host.Fd())})
+		m := benchModel(c[0], c[1])
+		ds, err := policy.Compute(m, node)
+		if err != nil {
+			done()
+			return err
+		}
+		if _, err := e.Apply(ds); err != nil {
+			done()
+			return err
+		}
+		cnt, err := e.Counts()
+		done()
+		if err != nil {
+			return err
+		}
+		pairs := 0
+		for _, ep := range ds.Endpoints {
+			pairs += len(ep.Ingress.Policies) + len(ep.Egress.Policies)
+		}
+		fmt.Printf("| %d | %d | %d | %d | %d | %d |\n", c[0], c[1], cnt.Rules, cnt.Chains, cnt.Elements, pairs)
+	}
+	fmt.Println()
+	return nil
+}
+
+// throughput measures one TCP stream between two endpoints of the same
+// host, through the host's routing, with the full policy table (plus a
+// policy that selects the receiver) and with no table.
+func throughput(m *policy.Model, d time.Duration) error {
+	host, done, err := newNS()
+	if err != nil {
+		return err
+	}
+	defer done()
+	sh := func(n ns.NetNS, cmd string) error {
+		out, err := exec.Command("nsenter", "--net="+n.Path(), "sh", "-c", cmd).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %v: %s", cmd, err, out)
+		}
+		return nil
+	}
+	if err := sh(host, "ip link set lo up; ip link add uplink0 type veth peer name uplink1; ip addr add 10.99.99.1/24 dev uplink0; "+
+		"ip link set uplink0 up; ip link set uplink1 up; ip route add default via 10.99.99.2; sysctl -qw net.ipv4.ip_forward=1"); err != nil {
+		return err
+	}
+	var ctrs []ns.NetNS
+	addrs := []string{"10.65.0.1", "10.65.0.2"}
+	ifaces := []string{"calitput00001", "calitput00002"}
+	for i := range addrs {
+		c, cdone, err := newNS()
+		if err != nil {
+			return err
+		}
+		defer cdone()
+		ctrs = append(ctrs, c)
+		tmp := fmt.Sprintf("tmptput%d", i)
+		if err := sh(host, fmt.Sprintf("ip link add %s type veth peer name %s; ip link set %s address ee:ee:ee:ee:ee:ee; "+
+			"sysctl -qw net.ipv4.conf.%s.proxy_arp=1 net.ipv4.neigh.%s.proxy_delay=0; ip link set %s up; ip link set %s netns %s; ip route add %s/32 dev %s",
+			ifaces[i], tmp, ifaces[i], ifaces[i], ifaces[i], ifaces[i], tmp, c.Path(), addrs[i], ifaces[i])); err != nil {
+			return err
+		}
+		if err := sh(c, fmt.Sprintf("ip link set lo up; ip link set %s name cali0; ip addr add %s/32 dev cali0; ip link set cali0 up; "+
+			"ip route add 169.254.1.1 dev cali0 scope link; ip route add default via 169.254.1.1 dev cali0", tmp, addrs[i])); err != nil {
+			return err
+		}
+	}
+	m.Profiles = append(m.Profiles, policy.DefaultProfile("tput", "calico/network", "tput", false))
+	for i := range addrs {
+		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: ifaces[i], Node: node, Iface: ifaces[i], IPs: []netip.Addr{netip.MustParseAddr(addrs[i])},
+			Labels: map[string]string{"role": fmt.Sprintf("tput%d", i)}, Profiles: []string{"tput"}})
+	}
+	m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies, policy.GlobalNetworkPolicy{Name: "tput", PolicySpec: policy.PolicySpec{
+		Selector: "role == 'tput1'", Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP",
+			Source: policy.EntityRule{Selector: "role == 'tput0'"}, Destination: policy.EntityRule{Ports: []policy.Port{"5201"}}}}}})
+	e, _ := nftpolicy.New(nftpolicy.Config{NetNS: int(host.Fd())})
+	ds, err := policy.Compute(m, node)
+	if err != nil {
+		return err
+	}
+	var ln net.Listener
+	if err := ctrs[1].Do(func(ns.NetNS) error { ln, err = net.Listen("tcp", ":5201"); return err }); err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
+		}
+	}()
+	measure := func() (float64, error) {
+		var gbps float64
+		err := ctrs[0].Do(func(ns.NetNS) error {
+			c, err := net.DialTimeout("tcp", addrs[1]+":5201", 2*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			buf := make([]byte, 256<<10)
+			var sent int64
+			start := time.Now()
+			for time.Since(start) < d {
+				n, err := c.Write(buf)
+				sent += int64(n)
+				if err != nil {
+					return err
+				}
+			}
+			gbps = float64(sent*8) / time.Since(start).Seconds() / 1e9
+			return nil
+		})
+		return gbps, err
+	}
+	var off, on []float64
+	for round := 0; round < 3; round++ {
+		if err := e.Remove(); err != nil {
+			return err
+		}
+		g, err := measure()
+		if err != nil {
+			return fmt.Errorf("policy off: %w", err)
+		}
+		off = append(off, g)
+		if _, err := e.Apply(ds); err != nil {
+			return err
+		}
+		if g, err = measure(); err != nil {
+			return fmt.Errorf("policy on: %w", err)
+		}
+		on = append(on, g)
+	}
+	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+	samples := func(v []float64) string {
+		var out []string
+		for _, g := range v {
+			out = append(out, fmt.Sprintf("%.2f", g))
+		}
+		return strings.Join(out, ", ")
+	}
+	fmt.Printf("### Same-host throughput (one TCP stream, %s per run, endpoint to endpoint through the host)\n\n", d)
+	fmt.Println("| policy | Gbit/s (median) | runs |")
+	fmt.Println("|---|---:|---|")
+	fmt.Printf("| off (no table) | %.2f | %s |\n", med(off), samples(off))
+	fmt.Printf("| on (%d endpoints, %d policies in the table; the receiver selected by one) | %.2f | %s |\n\n",
+		len(ds.Endpoints), len(m.NetworkPolicies)+len(m.GlobalNetworkPolicies), med(on), samples(on))
+	// With policy on, a connection policy forbids must not get through.
+	err = ctrs[1].Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addrs[0]+":5201", 500*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return errors.New("a connection the policy forbids got through")
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return nil
+}

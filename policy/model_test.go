@@ -1,0 +1,335 @@
+package policy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// testModel: two networks with default profiles; frontend, db and other on
+// net1 (other on another node), x on net2, and an endpoint without profile.
+func testModel() *Model {
+	ep := func(name, node, iface, net string, labels map[string]string, ips ...string) Endpoint {
+		e := Endpoint{Name: name, Node: node, Iface: iface, Labels: labels}
+		if net != "" {
+			e.Profiles = []string{net}
+		}
+		for _, ip := range ips {
+			e.IPs = append(e.IPs, netip.MustParseAddr(ip))
+		}
+		return e
+	}
+	return &Model{
+		Profiles: []Profile{
+			DefaultProfile("net1", "calico/network", "net1", false),
+			DefaultProfile("net2", "calico/network", "net2", false),
+			DefaultProfile("open", "calico/network", "open", true),
+		},
+		Endpoints: []Endpoint{
+			ep("fe", "a", "calife", "net1", map[string]string{"role": "frontend"}, "10.0.1.1", "fd00:1::1"),
+			ep("db", "a", "calidb", "net1", map[string]string{"role": "db"}, "10.0.1.2", "fd00:1::2"),
+			ep("other", "b", "caliother", "net1", map[string]string{"role": "other"}, "10.0.1.3"),
+			ep("x", "a", "calix", "net2", map[string]string{"role": "frontend"}, "10.0.2.1"),
+			ep("web", "a", "caliweb", "open", nil, "10.0.3.1"),
+			ep("bare", "a", "calibare", "", nil, "10.0.4.1"),
+		},
+	}
+}
+
+func (m *Model) endpoint(name string) *Endpoint {
+	for i := range m.Endpoints {
+		if m.Endpoints[i].Name == name {
+			return &m.Endpoints[i]
+		}
+	}
+	return nil
+}
+
+func gnp(name string, order *float64, sel string, in, out []Rule, types ...string) GlobalNetworkPolicy {
+	return GlobalNetworkPolicy{Name: name, PolicySpec: PolicySpec{Order: order, Selector: sel, Ingress: in, Egress: out, Types: types}}
+}
+
+func np(name string, order *float64, sel string, in, out []Rule, types ...string) NetworkPolicy {
+	return NetworkPolicy{Name: name, PolicySpec: PolicySpec{Order: order, Selector: sel, Ingress: in, Egress: out, Types: types}}
+}
+
+type flow struct {
+	src, dst string // endpoint names, "host" (this host) or an address
+	proto    uint8
+	port     uint16
+	v6       bool
+}
+
+func (m *Model) packetFor(t *testing.T, f flow) (src, dst *Endpoint, pkt Packet) {
+	t.Helper()
+	addr := func(who string) (*Endpoint, netip.Addr) {
+		if a, err := netip.ParseAddr(who); err == nil {
+			return nil, a
+		}
+		if who == "host" {
+			if f.v6 {
+				return nil, netip.MustParseAddr("fd99::1")
+			}
+			return nil, netip.MustParseAddr("10.99.0.1")
+		}
+		e := m.endpoint(who)
+		if e == nil {
+			t.Fatalf("no endpoint %q", who)
+		}
+		for _, a := range e.IPs {
+			if a.Is6() == f.v6 {
+				return e, a
+			}
+		}
+		t.Fatalf("endpoint %q has no address of that family", who)
+		return nil, netip.Addr{}
+	}
+	src, s := addr(f.src)
+	dst, d := addr(f.dst)
+	return src, dst, Packet{Proto: f.proto, Src: s, Dst: d, SrcPort: 40000, DstPort: f.port, FromHost: f.src == "host"}
+}
+
+func TestDecide(t *testing.T) {
+	tcp := func(port uint16) Rule {
+		return Rule{Action: Allow, Protocol: "TCP", Destination: EntityRule{Ports: []Port{Port(itoa(port))}}}
+	}
+	allowDB := np("allow-db", ptr(100.0), "role == 'db'", []Rule{{
+		Action: Allow, Protocol: "TCP",
+		Source:      EntityRule{Selector: "role == 'frontend'"},
+		Destination: EntityRule{Ports: []Port{"5432"}},
+	}}, nil)
+	type check struct {
+		f      flow
+		allow  bool
+		reason string // a part of the verdict's reason
+	}
+	tests := []struct {
+		name   string
+		np     []NetworkPolicy
+		gnp    []GlobalNetworkPolicy
+		checks []check
+	}{
+		{name: "profiles isolate networks", checks: []check{
+			{flow{"fe", "db", ProtoTCP, 80, false}, true, `Profile "net1" ingress[0]: Allow`},
+			{flow{"fe", "db", ProtoICMP, 0, false}, true, ""},
+			{flow{"fe", "db", ProtoICMPv6, 0, true}, true, ""},
+			{flow{"other", "db", ProtoUDP, 53, false}, true, ""},
+			{flow{"x", "db", ProtoTCP, 80, false}, false, "db ingress: no profile allowed ingress"},
+			{flow{"db", "x", ProtoICMP, 0, false}, false, "x ingress"},
+			{flow{"x", "8.8.8.8", ProtoTCP, 443, false}, true, `Profile "net2" egress[0]`},
+			{flow{"8.8.8.8", "fe", ProtoTCP, 80, false}, false, ""},
+			{flow{"host", "fe", ProtoTCP, 80, false}, true, "from the host itself"},
+			{flow{"host", "x", ProtoICMP, 0, false}, true, "from the host itself"},
+			{flow{"8.8.8.8", "web", ProtoTCP, 80, false}, true, `Profile "open"`},
+			{flow{"fe", "bare", ProtoTCP, 80, false}, false, "no profile allowed"},
+			{flow{"bare", "8.8.8.8", ProtoTCP, 80, false}, false, "bare egress: no profile allowed egress"},
+		}},
+		{name: "frontend to db on 5432 only", np: []NetworkPolicy{allowDB}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 5432, false}, true, `NetworkPolicy "allow-db" ingress[0]: Allow`},
+			{flow{"fe", "db", ProtoTCP, 5432, true}, true, ""},
+			{flow{"fe", "db", ProtoTCP, 5433, false}, false, `selected by NetworkPolicy "allow-db" in ingress and no rule allowed`},
+			{flow{"fe", "db", ProtoICMP, 0, false}, false, "selected by"},
+			{flow{"other", "db", ProtoTCP, 5432, false}, false, "selected by"},
+			// x is a frontend on another network: the policy allows it.
+			{flow{"x", "db", ProtoTCP, 5432, false}, true, ""},
+			{flow{"db", "fe", ProtoICMP, 0, false}, true, "fe ingress"}, // egress is not selected
+			{flow{"host", "db", ProtoTCP, 22, false}, true, "from the host itself"},
+		}},
+		{name: "lower order deny beats allow", np: []NetworkPolicy{np("allow-all", ptr(10.0), "", []Rule{{Action: Allow}}, nil)},
+			gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
+			checks: []check{
+				{flow{"fe", "db", ProtoICMP, 0, false}, false, `GlobalNetworkPolicy "deny-icmp" ingress[0]: Deny`},
+				{flow{"x", "db", ProtoTCP, 1, false}, true, `NetworkPolicy "allow-all" ingress[0]: Allow`},
+				{flow{"fe", "db", ProtoICMPv6, 0, true}, true, "allow-all"}, // ICMP is IPv4 only
+			}},
+		{name: "higher order deny loses", np: []NetworkPolicy{np("allow-all", ptr(1.0), "", []Rule{{Action: Allow}}, nil)},
+			gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
+			checks: []check{
+				{flow{"fe", "db", ProtoICMP, 0, false}, true, "allow-all"},
+			}},
+		{name: "no order is last", gnp: []GlobalNetworkPolicy{
+			gnp("a-deny", nil, "", []Rule{{Action: Deny}}, nil),
+			gnp("z-allow-tcp", ptr(1000.0), "", []Rule{{Action: Allow, Protocol: "TCP"}}, nil),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 1, false}, true, "z-allow-tcp"},
+			{flow{"fe", "db", ProtoUDP, 1, false}, false, `"a-deny" ingress[0]: Deny`},
+		}},
+		{name: "ties broken by name", gnp: []GlobalNetworkPolicy{
+			gnp("b-allow", ptr(1.0), "", []Rule{{Action: Allow}}, nil),
+			gnp("a-deny", ptr(1.0), "", []Rule{{Action: Deny, Protocol: "UDP"}}, nil),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoUDP, 1, false}, false, "a-deny"},
+			{flow{"fe", "db", ProtoTCP, 1, false}, true, "b-allow"},
+		}},
+		{name: "pass skips to the profiles", gnp: []GlobalNetworkPolicy{
+			gnp("pass-net-traffic", ptr(1.0), "", []Rule{{Action: Pass, Source: EntityRule{Selector: "has(calico/network)"}}}, nil),
+			gnp("deny-all", ptr(2.0), "", []Rule{{Action: Deny}}, nil),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 1, false}, true, `Profile "net1" ingress[0]`},
+			{flow{"x", "db", ProtoTCP, 1, false}, false, "no profile allowed"}, // passed, but net1's profile refuses net2
+			{flow{"8.8.8.8", "web", ProtoTCP, 1, false}, false, `"deny-all" ingress[0]: Deny`},
+		}},
+		{name: "selected without a matching rule is denied even if the profile allows", gnp: []GlobalNetworkPolicy{
+			gnp("nothing", ptr(1.0), "role == 'db'", []Rule{{Action: Allow, Protocol: "SCTP"}}, nil),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 80, false}, false, `selected by GlobalNetworkPolicy "nothing"`},
+			{flow{"fe", "db", ProtoSCTP, 80, false}, true, "nothing"},
+		}},
+		{name: "log goes on", gnp: []GlobalNetworkPolicy{
+			gnp("log", ptr(1.0), "", []Rule{{Action: Log, Protocol: "TCP"}, {Action: Allow}}, nil),
+		}, checks: []check{
+			{flow{"x", "db", ProtoTCP, 1, false}, true, `"log" ingress[1]: Allow`},
+		}},
+		{name: "egress-only types deny all egress of selected", gnp: []GlobalNetworkPolicy{
+			gnp("lockdown", nil, "role == 'frontend'", nil, nil, "Egress"),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 5432, false}, false, "fe egress: selected by"},
+			{flow{"db", "fe", ProtoTCP, 80, false}, true, ""},
+			{flow{"host", "fe", ProtoTCP, 80, false}, true, ""},
+		}},
+		{name: "egress rules only make an egress policy", gnp: []GlobalNetworkPolicy{
+			gnp("web-out", nil, "role == 'frontend'", nil, []Rule{tcp(443)}),
+		}, checks: []check{
+			{flow{"fe", "1.1.1.1", ProtoTCP, 443, false}, true, `"web-out" egress[0]: Allow`},
+			{flow{"fe", "1.1.1.1", ProtoTCP, 80, false}, false, "fe egress: selected"},
+			{flow{"db", "fe", ProtoTCP, 80, false}, true, ""}, // ingress not selected
+		}},
+		{name: "nets and notNets", gnp: []GlobalNetworkPolicy{
+			gnp("nets", nil, "role == 'db'", []Rule{{Action: Allow, Source: EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.1.3"}}}}, nil),
+		}, checks: []check{
+			{flow{"x", "db", ProtoTCP, 1, false}, true, "nets"},
+			{flow{"other", "db", ProtoTCP, 1, false}, false, "selected"},
+			{flow{"192.168.7.7", "db", ProtoTCP, 1, false}, true, ""},
+			{flow{"10.1.0.1", "db", ProtoTCP, 1, false}, false, ""},
+			{flow{"fe", "db", ProtoTCP, 1, true}, false, ""}, // IPv4 nets never match IPv6
+		}},
+		{name: "protocol, notProtocol, port ranges and notPorts", gnp: []GlobalNetworkPolicy{
+			gnp("ports", nil, "role == 'db'", []Rule{
+				{Action: Allow, Protocol: "UDP", Destination: EntityRule{Ports: []Port{"5000:5999", "7000"}, NotPorts: []Port{"5500"}}},
+				{Action: Allow, NotProtocol: "UDP", Source: EntityRule{NotSelector: "role == 'frontend'"}},
+			}, nil),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoUDP, 5000, false}, true, "ingress[0]"},
+			{flow{"fe", "db", ProtoUDP, 5999, false}, true, "ingress[0]"},
+			{flow{"fe", "db", ProtoUDP, 7000, false}, true, "ingress[0]"},
+			{flow{"fe", "db", ProtoUDP, 5500, false}, false, ""},
+			{flow{"fe", "db", ProtoUDP, 6000, false}, false, ""},
+			{flow{"fe", "db", ProtoTCP, 5000, false}, false, ""}, // frontend excluded by notSelector
+			{flow{"other", "db", ProtoTCP, 80, false}, true, "ingress[1]"},
+			{flow{"other", "db", ProtoUDP, 80, false}, false, ""},
+			{flow{"8.8.8.8", "db", ProtoICMP, 0, false}, true, "ingress[1]"},
+		}},
+		{name: "source ports", gnp: []GlobalNetworkPolicy{
+			gnp("sport", nil, "role == 'db'", []Rule{{Action: Allow, Protocol: "TCP", Source: EntityRule{Ports: []Port{"40000"}}}}, nil),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 1, false}, true, "sport"},
+		}},
+		{name: "egress destination selector", np: []NetworkPolicy{
+			np("to-db", nil, "role == 'frontend'", nil, []Rule{{Action: Allow, Destination: EntityRule{Selector: "role == 'db'"}}}),
+		}, checks: []check{
+			{flow{"fe", "db", ProtoTCP, 1, false}, true, "to-db"},
+			{flow{"fe", "db", ProtoICMPv6, 1, true}, true, "to-db"},
+			{flow{"fe", "other", ProtoTCP, 1, false}, false, "fe egress"},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := testModel()
+			m.NetworkPolicies = tc.np
+			m.GlobalNetworkPolicies = tc.gnp
+			e, err := NewEvaluator(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range tc.checks {
+				src, dst, pkt := m.packetFor(t, c.f)
+				v := e.Path(src, dst, pkt)
+				if v.Allow != c.allow || !strings.Contains(v.Reason, c.reason) {
+					t.Errorf("%v: %v, want allow=%v with reason containing %q", c.f, v, c.allow, c.reason)
+				}
+			}
+		})
+	}
+}
+
+func TestDecideStatefulAndLogged(t *testing.T) {
+	m := testModel()
+	m.GlobalNetworkPolicies = []GlobalNetworkPolicy{gnp("log-deny", nil, "", []Rule{{Action: Log}, {Action: Deny}}, nil)}
+	db := m.endpoint("db")
+	pkt := Packet{Dir: Ingress, Proto: ProtoTCP, Src: netip.MustParseAddr("10.0.1.1"), Dst: netip.MustParseAddr("10.0.1.2"), DstPort: 80}
+	v, err := Decide(m, db, pkt)
+	if err != nil || v.Allow || len(v.Logged) != 1 || v.Logged[0] != `GlobalNetworkPolicy "log-deny" ingress[0]` {
+		t.Fatalf("verdict = %+v, %v", v, err)
+	}
+	pkt.Established = true
+	if v, _ := Decide(m, db, pkt); !v.Allow {
+		t.Fatalf("established packet denied: %v", v)
+	}
+}
+
+func TestProfilesInOrderAndLabelsToApply(t *testing.T) {
+	m := &Model{
+		Profiles: []Profile{
+			{Name: "first", ProfileSpec: ProfileSpec{
+				Ingress:       []Rule{{Action: Pass, Protocol: "UDP"}, {Action: Deny, Protocol: "TCP", Destination: EntityRule{Ports: []Port{"22"}}}},
+				LabelsToApply: map[string]string{"tier": "a", "env": "prod"},
+			}},
+			{Name: "second", ProfileSpec: ProfileSpec{
+				Ingress:       []Rule{{Action: Allow}},
+				LabelsToApply: map[string]string{"tier": "b"},
+			}},
+		},
+		Endpoints: []Endpoint{{Name: "e", Node: "n", Iface: "calie", Profiles: []string{"missing", "first", "second", "first"}, Labels: map[string]string{"env": "dev"},
+			IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}},
+	}
+	e, err := NewEvaluator(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := &m.Endpoints[0]
+	if l := e.EffectiveLabels(ep); l["tier"] != "b" || l["env"] != "dev" {
+		t.Fatalf("effective labels = %v, want tier=b (later profile) env=dev (own label)", l)
+	}
+	pkt := func(proto uint8, port uint16) Packet {
+		return Packet{Dir: Ingress, Proto: proto, Src: netip.MustParseAddr("1.2.3.4"), Dst: netip.MustParseAddr("10.0.0.1"), DstPort: port}
+	}
+	if v := e.Decide(ep, pkt(ProtoUDP, 53)); !v.Allow || !strings.Contains(v.Reason, `"second"`) {
+		t.Errorf("UDP: %v, want allowed by the second profile after Pass", v)
+	}
+	if v := e.Decide(ep, pkt(ProtoTCP, 22)); v.Allow || !strings.Contains(v.Reason, `"first" ingress[1]: Deny`) {
+		t.Errorf("TCP/22: %v, want denied by the first profile", v)
+	}
+	if v := e.Decide(ep, Packet{Dir: Egress, Proto: ProtoTCP, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("1.2.3.4")}); v.Allow {
+		t.Errorf("egress with no egress rules anywhere: %v, want denied", v)
+	}
+}
+
+func TestNewEvaluatorReportsEveryInvalidResource(t *testing.T) {
+	m := &Model{
+		Profiles:              []Profile{{Name: "p", ProfileSpec: ProfileSpec{Ingress: []Rule{{Action: "Bogus"}}}}, {Name: "q"}, {Name: "q"}},
+		NetworkPolicies:       []NetworkPolicy{np("bad-sel", nil, "a ==", nil, nil)},
+		GlobalNetworkPolicies: []GlobalNetworkPolicy{gnp("Bad", nil, "", nil, nil)},
+	}
+	_, err := NewEvaluator(m)
+	if err == nil {
+		t.Fatal("invalid model accepted")
+	}
+	for _, want := range []string{`Profile "p": spec.ingress[0].action`, `Profile "q" is given twice`, `NetworkPolicy "bad-sel": spec.selector`, `GlobalNetworkPolicy "Bad": metadata.name`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}
+
+func itoa(n uint16) string {
+	var b [5]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
