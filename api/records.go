@@ -26,6 +26,12 @@ type Endpoint struct {
 	MAC       string    `json:"mac"`
 	HostIface string    `json:"hostIface"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Labels are the container's org.projectcalico.label.* labels, prefix
+	// stripped, learnt from the Docker API after the container starts;
+	// LabelsKnown says that lookup is done.
+	Labels      map[string]string `json:"labels,omitempty"`
+	ContainerID string            `json:"containerID,omitempty"`
+	LabelsKnown bool              `json:"labelsKnown,omitempty"`
 }
 
 // SharedNetwork is a calico network as every host sees it, by name: created

@@ -186,6 +186,29 @@ func (c *Client) RemoveNetwork(ctx context.Context, idOrName string) error {
 	return c.do(ctx, http.MethodDelete, "/networks/"+url.PathEscape(idOrName), nil, nil)
 }
 
+// ContainerSummary is one entry of the container list.
+type ContainerSummary struct {
+	ID              string            `json:"Id"`
+	Labels          map[string]string `json:"Labels"`
+	NetworkSettings struct {
+		Networks map[string]struct {
+			NetworkID  string `json:"NetworkID"`
+			EndpointID string `json:"EndpointID"`
+		} `json:"Networks"`
+	} `json:"NetworkSettings"`
+}
+
+// ContainersOnNetwork lists the containers (running or not) attached to a
+// network.
+func (c *Client) ContainersOnNetwork(ctx context.Context, networkID string) ([]ContainerSummary, error) {
+	f, _ := json.Marshal(map[string][]string{"network": {networkID}})
+	var out []ContainerSummary
+	if err := c.do(ctx, http.MethodGet, "/containers/json?all=1&filters="+url.QueryEscape(string(f)), nil, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // Container inspects one container.
 func (c *Client) Container(ctx context.Context, id string) (*Container, error) {
 	var ct Container

@@ -25,12 +25,21 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 )
 
+// Policy is told of each endpoint as it joins, before Join answers, so the
+// endpoint's traffic is governed from its first packet.
+type Policy interface {
+	EndpointJoined(ctx context.Context, ep api.Endpoint) error
+}
+
 // Docker's option keys.
 const (
 	optGeneric    = "com.docker.network.generic"
 	optEnableIPv6 = "com.docker.network.enable_ipv6"
 	optEnableIPv4 = "com.docker.network.enable_ipv4"
 	optInternal   = "com.docker.network.internal"
+	// optOpen (-o open=true) lets every endpoint reach the network's
+	// containers; by default only the same network may.
+	optOpen = "open"
 
 	// IfacePrefix is the host-side veth prefix and Docker's DstPrefix.
 	IfacePrefix = "cali"
@@ -47,6 +56,8 @@ type Driver struct {
 	log     *slog.Logger
 	timeout time.Duration
 	changed func() // told (without blocking) when networks change
+	policy  Policy
+	joined  func()
 
 	// Handlers share the lock; Reconcile takes it alone so that it never
 	// sees a veth whose endpoint it has not read yet.
@@ -63,6 +74,11 @@ type Config struct {
 	// NetworksChanged is called after CreateNetwork and DeleteNetwork; it
 	// must not block (the network syncer's Kick).
 	NetworksChanged func()
+	// Policy, when set, enforces network policy for joining endpoints.
+	Policy Policy
+	// EndpointJoined is called (it must not block) after each Join: the
+	// label resolver's Kick.
+	EndpointJoined func()
 }
 
 // New returns a driver.
@@ -79,7 +95,12 @@ func New(c Config) *Driver {
 	if mtu == nil {
 		mtu = func() int { return 0 }
 	}
-	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: mtu, log: log, timeout: 30 * time.Second, changed: changed}
+	joined := c.EndpointJoined
+	if joined == nil {
+		joined = func() {}
+	}
+	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: mtu, log: log, timeout: 30 * time.Second,
+		changed: changed, policy: c.Policy, joined: joined}
 }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
@@ -124,13 +145,19 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 			switch {
 			case k == optEnableIPv4 || k == optEnableIPv6 || strings.HasPrefix(k, "com.docker.network."):
 				opts[k] = fmt.Sprint(v)
+			case k == optOpen:
+				val := strings.ToLower(fmt.Sprint(v))
+				if val != "true" && val != "false" {
+					return fmt.Errorf("-o %s=%v: use true (accept traffic from anywhere) or false (only from this network, the default)", optOpen, v)
+				}
+				opts[k] = val
 			default:
 				unknown = append(unknown, k)
 			}
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return fmt.Errorf("unknown network option(s) %s: the calico driver accepts no -o options yet; remove them", strings.Join(unknown, ", "))
+			return fmt.Errorf("unknown network option(s) %s: the calico driver accepts only -o %s=true|false; remove them", strings.Join(unknown, ", "), optOpen)
 		}
 	}
 	nw := api.Network{ID: req.NetworkID, Options: opts, CreatedBy: d.host, CreatedAt: time.Now().UTC()}
@@ -293,6 +320,14 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if d.policy != nil {
+		if err := d.policy.EndpointJoined(ctx, *ep); err != nil {
+			// Without its policy the endpoint passes nothing: undo and say so.
+			_ = d.dp.TeardownEndpoint(ep.HostIface, addrs)
+			return nil, fmt.Errorf("apply network policy for the endpoint: %w", err)
+		}
+	}
+	d.joined()
 	resp := &network.JoinResponse{
 		InterfaceName: network.InterfaceName{SrcName: tempIfaceName(req.EndpointID), DstPrefix: IfacePrefix},
 		Gateway:       dataplane.GatewayIPv4,

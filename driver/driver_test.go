@@ -39,6 +39,8 @@ func TestCreateNetwork(t *testing.T) {
 		{"internal", network.CreateNetworkRequest{NetworkID: "n4", IPv4Data: calicoData("0.0.0.0/0"), Options: map[string]interface{}{optInternal: true}}, "--internal is not supported"},
 		{"unknown -o", network.CreateNetworkRequest{NetworkID: "n5", IPv4Data: calicoData("0.0.0.0/0"), Options: map[string]interface{}{optGeneric: map[string]interface{}{"zeta": "1", "alpha": "2"}}}, "alpha, zeta"},
 		{"no id", network.CreateNetworkRequest{IPv4Data: calicoData("0.0.0.0/0")}, "NetworkID"},
+		{"open network", network.CreateNetworkRequest{NetworkID: "n6", IPv4Data: calicoData("0.0.0.0/0"), Options: map[string]interface{}{optGeneric: map[string]interface{}{"open": "true"}}}, ""},
+		{"open with a bad value", network.CreateNetworkRequest{NetworkID: "n7", IPv4Data: calicoData("0.0.0.0/0"), Options: map[string]interface{}{optGeneric: map[string]interface{}{"open": "maybe"}}}, "use true"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -91,9 +91,10 @@ func TestHostSide(t *testing.T) {
 	}
 }
 
-// TestPing: two containers on one network ping each other; a container on
-// another calico network and the host reach them too (calico networks are
-// routed, not bridged).
+// TestPing: two containers on one network ping each other and the host
+// reaches them; a container on another calico network does not (networks
+// are isolated by default), in either direction, by ICMP or TCP, unless its
+// network is open (-o open=true), which lets others in but not it out.
 func TestPing(t *testing.T) {
 	begin(t)
 	net1 := newNetwork(t)
@@ -103,10 +104,30 @@ func TestPing(t *testing.T) {
 	aIP, bIP, cIP := a.ip(t, net1), b.ip(t, net1), c.ip(t, net2)
 	a.mustPing(t, bIP)
 	b.mustPing(t, aIP)
-	c.mustPing(t, aIP)
-	a.mustPing(t, cIP)
+	c.mustNotPing(t, aIP)
+	a.mustNotPing(t, cIP)
 	if err := hostPing(bIP); err != nil {
 		t.Error(err)
+	}
+	if err := hostPing(cIP); err != nil {
+		t.Error(err)
+	}
+	docker(t, "exec", "-d", c.name, "sh", "-c", "while true; do echo hello | nc -l -p 8081; done")
+	if a.tcpReach(cIP, 8081) {
+		t.Errorf("TCP from %s (%s) reached %s:8081 on another network", a.name, net1, cIP)
+	}
+	open := newNetwork(t, "--subnet", "192.168.203.0/24", "-o", "open=true")
+	o := runContainer(t, open)
+	oIP := o.ip(t, open)
+	a.mustPing(t, oIP) // into the open network: allowed
+	o.mustNotPing(t, aIP)
+	docker(t, "exec", "-d", o.name, "sh", "-c", "while true; do echo hello | nc -l -p 8082; done")
+	reached := false
+	for i := 0; i < 10 && !reached; i++ {
+		reached = c.tcpReach(oIP, 8082)
+	}
+	if !reached {
+		t.Errorf("TCP from %s into the open network's %s:8082 failed", c.name, oIP)
 	}
 	// TCP too, not just ICMP.
 	docker(t, "exec", "-d", b.name, "sh", "-c", "echo hello-from-b | nc -l -p 8080")

@@ -435,6 +435,26 @@ func (c *container) mustPing(t testing.TB, ip string) {
 	}
 }
 
+// mustNotPing checks that policy stops c's pings to ip (3 echo requests, 1 s
+// each: an allowed path answers the first within milliseconds).
+func (c *container) mustNotPing(t testing.TB, ip string) {
+	t.Helper()
+	args := []string{"exec", c.name, "ping", "-c", "3", "-W", "1"}
+	if strings.Contains(ip, ":") {
+		args = append(args, "-6")
+	}
+	if out, _, err := dockerRun(append(args, ip)...); err == nil {
+		t.Fatalf("%s reached %s, which policy should stop:\n%s", c.name, ip, out)
+	}
+}
+
+// tcpReach reports whether c can open a TCP connection to ip:port, where
+// the peer runs `nc -l -p port` answering "hello".
+func (c *container) tcpReach(ip string, port int) bool {
+	out, _, _ := dockerRun("exec", c.name, "sh", "-c", fmt.Sprintf("nc -w 2 %s %d </dev/null", ip, port))
+	return strings.Contains(out, "hello")
+}
+
 // ---------------------------------------------------------------- kernel
 
 type link struct {

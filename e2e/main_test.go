@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 )
 
 // Image is the test image, imported from the host's static busybox.
@@ -227,7 +229,15 @@ func setUp() (func(ok bool), error) {
 	// suite's pools) also outlive it by design; the suite removes those it
 	// did not find.
 	preChains := ourChains()
-	cleanupChains = func() { removeChains(preChains) }
+	// So does its nftables policy table (it keeps enforcing while no
+	// daemon runs); the suite removes it if it made it.
+	preTable := policyTableExists()
+	cleanupChains = func() {
+		removeChains(preChains)
+		if !preTable {
+			removePolicyTable()
+		}
+	}
 	if err := dmn.start(); err != nil {
 		return cleanup, err
 	}
@@ -519,4 +529,19 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+func policyTableExists() bool {
+	out, err := exec.Command("nft", "list", "tables").Output()
+	return err == nil && strings.Contains(string(out), "inet "+nftpolicy.DefaultTable)
+}
+
+func removePolicyTable() {
+	enf, err := nftpolicy.New(nftpolicy.Config{})
+	if err == nil {
+		err = enf.Remove()
+	}
+	if err != nil {
+		fmt.Println("e2e: removing the policy table:", err)
+	}
 }

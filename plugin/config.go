@@ -36,6 +36,7 @@ type Config struct {
 	NoDefaultPools bool
 	ShowVersion    bool
 	DockerHost     string
+	Policy         bool // enforce network policy (nftables)
 	DriverName     string
 	IPAMDriverName string
 	// Docker managed plugin mode (see managed.go).
@@ -72,6 +73,8 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.StringVar(&mtu, "veth-mtu", env("CALICO_LIBNETWORK_VETH_MTU", ""), "MTU of container veths; default: the host interface's (env CALICO_LIBNETWORK_VETH_MTU)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
+	var pol string
+	fs.StringVar(&pol, "policy", env("CALICO_POLICY", "on"), "network policy enforcement with nftables: on or off (env CALICO_POLICY); off leaves every container reachable")
 	fs.StringVar(&c.DockerHost, "docker-host", env("DOCKER_HOST", "unix:///var/run/docker.sock"), "Docker engine socket, used to share networks by name between hosts (env DOCKER_HOST)")
 	fs.StringVar(&c.DriverName, "network-driver-name", env("CALICO_NETWORK_DRIVER_NAME", "calico"), "the network driver's name as Docker reports it (a managed plugin's alias)")
 	fs.StringVar(&c.IPAMDriverName, "ipam-driver-name", env("CALICO_IPAM_DRIVER_NAME", "calico-ipam"), "the IPAM driver's name as Docker reports it")
@@ -97,6 +100,13 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 			}
 			c.EtcdEndpoints = append(c.EtcdEndpoints, e)
 		}
+	}
+	switch strings.ToLower(pol) {
+	case "on", "true", "1":
+		c.Policy = true
+	case "off", "false", "0":
+	default:
+		return nil, fmt.Errorf("--policy %q: use on or off", pol)
 	}
 	if mtu != "" {
 		n, err := strconv.Atoi(mtu)

@@ -13,12 +13,15 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
+	"github.com/calico-libnetwork/calico-libnetwork/policy"
+	"github.com/calico-libnetwork/calico-libnetwork/policysync"
 	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
@@ -130,17 +133,42 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
 	var nets *netsync.Syncer
-	if dc, err := dockerapi.New(cfg.DockerHost); err != nil {
-		log.Warn("networks will not be shared with other hosts", "err", err)
+	dc, err := dockerapi.New(cfg.DockerHost)
+	if err != nil {
+		log.Warn("networks will not be shared with other hosts and container labels are not read", "err", err)
 	} else {
 		nets = netsync.New(store, dc, cfg.NodeName, cfg.DriverName, cfg.IPAMDriverName, log.With("part", "netsync"))
+	}
+	var pol driver.Policy
+	joined := func() {}
+	if cfg.Policy {
+		enf, err := nftpolicy.New(nftpolicy.Config{Log: log.With("part", "nftables")})
+		if err != nil {
+			return err
+		}
+		ps := policysync.New(store, enforcer{enf}, cfg.NodeName, log.With("part", "policy"))
+		go ps.Run(ctx, 30*time.Second)
+		select { // the kernel holds the full policy before any Join
+		case <-ps.Ready():
+		case <-time.After(30 * time.Second):
+			log.Warn("network policy not applied yet; Joins wait for it")
+		}
+		pol = ps
+		if dc != nil {
+			lr := policysync.NewLabelResolver(store, dc, cfg.NodeName, log.With("part", "labels"))
+			go lr.Run(ctx)
+			joined = lr.Kick
+		}
+	} else {
+		log.Warn("network policy is off (--policy=off): containers on different networks can reach each other")
 	}
 	kick := func() {
 		if nets != nil {
 			nets.Kick()
 		}
 	}
-	drv := driver.New(driver.Config{Store: store, Dataplane: dp, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick})
+	drv := driver.New(driver.Config{Store: store, Dataplane: dp, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick,
+		Policy: pol, EndpointJoined: joined})
 	if res, err := drv.Reconcile(startCtx); err != nil {
 		log.Warn("initial data plane reconcile incomplete", "err", err)
 	} else {
@@ -267,4 +295,15 @@ func nodeAddresses(cfg *Config, log *slog.Logger) (v4, v6 string, err error) {
 		return "", "", err
 	}
 	return v4, v6, nil
+}
+
+// enforcer adapts the nftables enforcer to what the policy syncer needs.
+type enforcer struct{ *nftpolicy.Enforcer }
+
+func (e enforcer) Apply(ds *policy.DesiredState) (fmt.Stringer, error) {
+	return e.Enforcer.Apply(ds)
+}
+
+func (e enforcer) Resync(ds *policy.DesiredState) (fmt.Stringer, error) {
+	return e.Enforcer.Resync(ds)
 }

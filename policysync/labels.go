@@ -1,0 +1,122 @@
+package policysync
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
+)
+
+// LabelPrefix marks the container labels that become endpoint labels.
+const LabelPrefix = "org.projectcalico.label."
+
+// Docker is what the label resolver needs from the engine.
+type Docker interface {
+	ContainersOnNetwork(ctx context.Context, networkID string) ([]dockerapi.ContainerSummary, error)
+}
+
+// LabelResolver learns each local endpoint's container labels from Docker
+// and writes them into the endpoint record. Docker does not tell a driver
+// which container an endpoint belongs to, and a handler must never wait on
+// Docker, so this runs on its own, polling briefly after each Join.
+type LabelResolver struct {
+	store  *datastore.Store
+	docker Docker
+	host   string
+	log    *slog.Logger
+	kick   chan struct{}
+	// giveUp is how long an endpoint may stay without a container before
+	// it is taken to have no labels.
+	giveUp time.Duration
+}
+
+// NewLabelResolver returns a resolver for host's endpoints.
+func NewLabelResolver(store *datastore.Store, docker Docker, host string, log *slog.Logger) *LabelResolver {
+	return &LabelResolver{store: store, docker: docker, host: host, log: log, kick: make(chan struct{}, 1), giveUp: 2 * time.Minute}
+}
+
+// Kick asks for a pass now; it never blocks.
+func (r *LabelResolver) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run resolves until ctx ends: every 200 ms while some endpoint waits,
+// else on a kick or every 10 s.
+func (r *LabelResolver) Run(ctx context.Context) {
+	for {
+		pending := r.pass(ctx)
+		wait := 10 * time.Second
+		if pending {
+			wait = 200 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.kick:
+		case <-time.After(wait):
+		}
+	}
+}
+
+// pass resolves what it can and reports whether endpoints still wait.
+func (r *LabelResolver) pass(ctx context.Context) bool {
+	items, err := datastore.List[api.Endpoint](ctx, r.store, datastore.EndpointsPrefix+r.host+"/")
+	if err != nil {
+		return true
+	}
+	byNet := map[string][]api.Endpoint{}
+	for _, it := range items {
+		if !it.Value.LabelsKnown {
+			byNet[it.Value.NetworkID] = append(byNet[it.Value.NetworkID], it.Value)
+		}
+	}
+	pending := false
+	for netID, eps := range byNet {
+		cs, err := r.docker.ContainersOnNetwork(ctx, netID)
+		if err != nil {
+			pending = true
+			continue
+		}
+		byEP := map[string]dockerapi.ContainerSummary{}
+		for _, c := range cs {
+			for _, n := range c.NetworkSettings.Networks {
+				byEP[n.EndpointID] = c
+			}
+		}
+		for _, ep := range eps {
+			c, found := byEP[ep.ID]
+			if !found && time.Since(ep.CreatedAt) < r.giveUp {
+				pending = true
+				continue
+			}
+			labels := map[string]string{}
+			for k, v := range c.Labels {
+				if key, ok := strings.CutPrefix(k, LabelPrefix); ok && key != "" {
+					labels[key] = v
+				}
+			}
+			err := datastore.Update(ctx, r.store, datastore.EndpointsPrefix+r.host+"/"+ep.ID, func(cur *api.Endpoint) (*api.Endpoint, error) {
+				if cur == nil || cur.LabelsKnown {
+					return nil, datastore.ErrNoChange
+				}
+				cur.Labels, cur.ContainerID, cur.LabelsKnown = labels, c.ID, true
+				return cur, nil
+			})
+			if err != nil {
+				pending = true
+				continue
+			}
+			if len(labels) > 0 {
+				r.log.Info("endpoint labels learnt", "endpoint", ep.ID, "labels", labels)
+			}
+		}
+	}
+	return pending
+}

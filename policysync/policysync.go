@@ -1,0 +1,347 @@
+// Package policysync keeps this host's policy enforcement in line with etcd:
+// it turns endpoints (of every host), networks, profiles and policies into
+// the policy model, computes this host's desired state and hands it to the
+// kernel enforcer. It also learns containers' labels from Docker, outside
+// any plugin handler.
+package policysync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/policy"
+)
+
+// NetworkLabel is the label every endpoint of a network carries (through
+// its network's profile); the default profile admits what carries it.
+const NetworkLabel = "calico/network"
+
+// OpenOption is the network option (-o open=true) that makes a network's
+// default profile accept traffic from anywhere.
+const OpenOption = "open"
+
+// Enforcer is the kernel side.
+type Enforcer interface {
+	Apply(*policy.DesiredState) (fmt.Stringer, error)
+	Resync(*policy.DesiredState) (fmt.Stringer, error)
+}
+
+type state struct {
+	endpoints map[string]api.Endpoint // by key below EndpointsPrefix
+	networks  map[string]api.Network  // by Docker network ID
+	profiles  map[string]policy.Profile
+	netpols   map[string]policy.NetworkPolicy
+	gnps      map[string]policy.GlobalNetworkPolicy
+}
+
+func newState() *state {
+	return &state{endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{}, profiles: map[string]policy.Profile{},
+		netpols: map[string]policy.NetworkPolicy{}, gnps: map[string]policy.GlobalNetworkPolicy{}}
+}
+
+var prefixes = []string{datastore.EndpointsPrefix, datastore.NetworksPrefix, datastore.ProfilesPrefix,
+	datastore.NetworkPoliciesPrefix, datastore.GlobalNetworkPoliciesPrefix}
+
+func (st *state) put(key string, val []byte) {
+	name := func(p string) string { return strings.TrimPrefix(key, p) }
+	switch {
+	case strings.HasPrefix(key, datastore.EndpointsPrefix):
+		var e api.Endpoint
+		if json.Unmarshal(val, &e) == nil {
+			st.endpoints[name(datastore.EndpointsPrefix)] = e
+		}
+	case strings.HasPrefix(key, datastore.NetworksPrefix):
+		var n api.Network
+		if json.Unmarshal(val, &n) == nil {
+			st.networks[name(datastore.NetworksPrefix)] = n
+		}
+	case strings.HasPrefix(key, datastore.ProfilesPrefix):
+		var p policy.Profile
+		if json.Unmarshal(val, &p) == nil {
+			st.profiles[name(datastore.ProfilesPrefix)] = p
+		}
+	case strings.HasPrefix(key, datastore.NetworkPoliciesPrefix):
+		var p policy.NetworkPolicy
+		if json.Unmarshal(val, &p) == nil {
+			st.netpols[name(datastore.NetworkPoliciesPrefix)] = p
+		}
+	case strings.HasPrefix(key, datastore.GlobalNetworkPoliciesPrefix):
+		var p policy.GlobalNetworkPolicy
+		if json.Unmarshal(val, &p) == nil {
+			st.gnps[name(datastore.GlobalNetworkPoliciesPrefix)] = p
+		}
+	}
+}
+
+func (st *state) del(key string) {
+	for _, p := range prefixes {
+		if n, ok := strings.CutPrefix(key, p); ok {
+			switch p {
+			case datastore.EndpointsPrefix:
+				delete(st.endpoints, n)
+			case datastore.NetworksPrefix:
+				delete(st.networks, n)
+			case datastore.ProfilesPrefix:
+				delete(st.profiles, n)
+			case datastore.NetworkPoliciesPrefix:
+				delete(st.netpols, n)
+			case datastore.GlobalNetworkPoliciesPrefix:
+				delete(st.gnps, n)
+			}
+		}
+	}
+}
+
+// NetworkName is the name policy knows a network by: its Docker name once
+// the daemon has learnt it, else a name derived from its ID.
+func NetworkName(n api.Network, id string) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return "docker-network-" + id
+}
+
+// Model builds the policy model: every endpoint with its network's profile;
+// a stored profile named after a network replaces that network's default.
+func (st *state) Model() *policy.Model {
+	m := &policy.Model{}
+	defaults := map[string]bool{} // network profile name -> open
+	keys := make([]string, 0, len(st.endpoints))
+	for k := range st.endpoints {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		e := st.endpoints[k]
+		nw := st.networks[e.NetworkID]
+		prof := NetworkName(nw, e.NetworkID)
+		defaults[prof] = defaults[prof] || nw.Options[OpenOption] == "true"
+		var ips []netip.Addr
+		for _, s := range []string{e.IPv4, e.IPv6} {
+			if p, err := netip.ParsePrefix(s); err == nil {
+				ips = append(ips, p.Addr())
+			}
+		}
+		labels := map[string]string{}
+		for lk, lv := range e.Labels {
+			labels[lk] = lv
+		}
+		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: e.ID, Node: e.Host, Iface: e.HostIface, IPs: ips, Labels: labels, Profiles: []string{prof}})
+	}
+	for name, open := range defaults {
+		if _, stored := st.profiles[name]; !stored {
+			m.Profiles = append(m.Profiles, policy.DefaultProfile(name, NetworkLabel, name, open))
+		}
+	}
+	for _, p := range st.profiles {
+		m.Profiles = append(m.Profiles, p)
+	}
+	for _, p := range st.netpols {
+		m.NetworkPolicies = append(m.NetworkPolicies, p)
+	}
+	for _, p := range st.gnps {
+		m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies, p)
+	}
+	sort.Slice(m.Profiles, func(i, j int) bool { return m.Profiles[i].Name < m.Profiles[j].Name })
+	sort.Slice(m.NetworkPolicies, func(i, j int) bool { return m.NetworkPolicies[i].Name < m.NetworkPolicies[j].Name })
+	sort.Slice(m.GlobalNetworkPolicies, func(i, j int) bool { return m.GlobalNetworkPolicies[i].Name < m.GlobalNetworkPolicies[j].Name })
+	return m
+}
+
+// Syncer watches etcd and applies this host's policy.
+type Syncer struct {
+	store *datastore.Store
+	enf   Enforcer
+	host  string
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	st      *state
+	loaded  bool
+	lastErr string
+	applyMu sync.Mutex // one kernel transaction at a time
+	ready   chan struct{}
+	once    sync.Once
+}
+
+// New returns a syncer for host.
+func New(store *datastore.Store, enf Enforcer, host string, log *slog.Logger) *Syncer {
+	return &Syncer{store: store, enf: enf, host: host, log: log, st: newState(), ready: make(chan struct{})}
+}
+
+// Ready is closed after the first full snapshot was applied.
+func (s *Syncer) Ready() <-chan struct{} { return s.ready }
+
+// EndpointJoined puts a just-joined endpoint into the enforced state at
+// once (a cali interface the state does not list passes nothing), before
+// Join answers Docker.
+func (s *Syncer) EndpointJoined(ctx context.Context, ep api.Endpoint) error {
+	s.mu.Lock()
+	s.st.endpoints[ep.Host+"/"+ep.ID] = ep
+	loaded := s.loaded
+	s.mu.Unlock()
+	if !loaded {
+		// Still starting: the first full apply, which includes this
+		// endpoint's record, comes before long.
+		select {
+		case <-s.ready:
+		case <-ctx.Done():
+			return fmt.Errorf("policy not applied yet: %w", ctx.Err())
+		}
+	}
+	return s.apply(false)
+}
+
+// Run loads, applies and watches until ctx ends. While etcd is unreachable
+// the kernel keeps the last applied policy.
+func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
+	for ctx.Err() == nil {
+		rev, err := s.load(ctx)
+		if err != nil {
+			s.log.Warn("policy sync: cannot read etcd; keeping the current policy", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		if err := s.apply(true); err != nil {
+			s.log.Warn("policy sync: apply failed", "err", err)
+		}
+		s.once.Do(func() { close(s.ready) })
+		s.watch(ctx, rev, resync)
+	}
+}
+
+func (s *Syncer) load(ctx context.Context) (int64, error) {
+	c, cancel := s.store.Ctx(ctx)
+	defer cancel()
+	var ops []clientv3.Op
+	for _, p := range prefixes {
+		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
+	}
+	resp, err := s.store.Client.Txn(c).Then(ops...).Commit()
+	if err != nil {
+		return 0, err
+	}
+	st := newState()
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			st.put(string(kv.Key), kv.Value)
+		}
+	}
+	s.mu.Lock()
+	s.st, s.loaded = st, true
+	s.mu.Unlock()
+	return resp.Header.Revision, nil
+}
+
+func relevant(key string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Syncer) watch(ctx context.Context, rev int64, resync time.Duration) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.store.Client.Watch(wctx, datastore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	t := time.NewTicker(resync)
+	defer t.Stop()
+	var pending <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := s.apply(true); err != nil {
+				s.log.Warn("policy resync failed", "err", err)
+			}
+		case <-pending:
+			pending = nil
+			if err := s.apply(false); err != nil {
+				s.log.Warn("policy apply failed", "err", err)
+			}
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				return
+			}
+			changed := false
+			s.mu.Lock()
+			for _, ev := range wr.Events {
+				k := string(ev.Kv.Key)
+				if !relevant(k) {
+					continue
+				}
+				changed = true
+				if ev.Type == clientv3.EventTypeDelete {
+					s.st.del(k)
+				} else {
+					s.st.put(k, ev.Kv.Value)
+				}
+			}
+			s.mu.Unlock()
+			if changed && pending == nil {
+				pending = time.After(10 * time.Millisecond)
+			}
+		}
+	}
+}
+
+// apply computes and enforces; a model error (an invalid resource) keeps
+// the last good policy in the kernel.
+func (s *Syncer) apply(resync bool) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	m := s.st.Model()
+	s.mu.Unlock()
+	ds, err := policy.Compute(m, s.host)
+	if err != nil {
+		s.noteErr(err)
+		return fmt.Errorf("policy model: %w (the last good policy stays in force)", err)
+	}
+	var stats fmt.Stringer
+	if resync {
+		stats, err = s.enf.Resync(ds)
+	} else {
+		stats, err = s.enf.Apply(ds)
+	}
+	s.noteErr(err)
+	if err != nil {
+		return err
+	}
+	s.log.Debug("policy applied", "changes", stats.String(), "endpoints", len(ds.Endpoints))
+	return nil
+}
+
+func (s *Syncer) noteErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if msg != "" && msg != s.lastErr {
+		s.log.Warn("policy not applied", "err", msg)
+	}
+	s.lastErr = msg
+}
