@@ -5,9 +5,10 @@ package api
 //
 // A document is {apiVersion, kind, metadata, spec[, status]}. The current
 // form is apiVersion projectcalico.org/v3; the legacy form (apiVersion v1,
-// kind ipPool/node) from old walkthroughs is converted on input and never
-// printed. Every field of a document is checked: an unknown field is an
-// error that names it, so a typo never silently does nothing.
+// kind ipPool, node, profile or policy) from old walkthroughs is converted
+// on input and never printed. Every field of a document is checked: an
+// unknown field is an error that names it, so a typo never silently does
+// nothing.
 //
 // A new kind plugs in by adding a *Kind to Kinds with its decode and encode
 // functions; the CLI's commands, the unknown-field check and the list form
@@ -125,7 +126,7 @@ func (k *Kind) Document(r Resource, resourceVersion string) any {
 }
 
 // Kinds are the resource kinds in the order they are listed to users.
-var Kinds = []*Kind{IPPoolKind, NodeKind, IPAMConfigKind}
+var Kinds = []*Kind{IPPoolKind, NodeKind, IPAMConfigKind, ProfileKind, NetworkPolicyKind, GlobalNetworkPolicyKind}
 
 // LookupKind finds a kind by any of its names, case-insensitively, singular
 // or plural.
@@ -182,11 +183,15 @@ func Encode(objs []Object, kind *Kind, asList bool, format string) ([]byte, erro
 	}
 	switch format {
 	case "json":
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
+		// Not HTML-escaped: selectors print as role == 'db' && has(x).
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(v); err != nil {
 			return nil, err
 		}
-		return append(b, '\n'), nil
+		return buf.Bytes(), nil
 	case "yaml":
 		return yaml.Marshal(v)
 	}
@@ -548,6 +553,9 @@ func valueWord(v string) string {
 		return "a mapping"
 	case "bool":
 		return "true or false"
+	}
+	if strings.HasPrefix(v, "number") {
+		return "a " + v
 	}
 	return v
 }

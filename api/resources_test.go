@@ -139,8 +139,8 @@ func TestLookupKind(t *testing.T) {
 			t.Errorf("LookupKind(%q) = %v, %v", name, k, err)
 		}
 	}
-	if _, err := api.LookupKind("policy"); err == nil || !strings.Contains(err.Error(), "use IPPool, Node or IPAMConfiguration") {
-		t.Errorf("LookupKind(policy) = %v", err)
+	if _, err := api.LookupKind("hostendpoint"); err == nil || !strings.Contains(err.Error(), "use IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy or GlobalNetworkPolicy") {
+		t.Errorf("LookupKind(hostendpoint) = %v", err)
 	}
 }
 

@@ -116,9 +116,10 @@ func oneLine(s string) string {
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "calicoctl",
-		Short: "Manage IP pools, nodes and IPAM of calico-libnetwork",
-		Long: `calicoctl manages the IP pools, nodes and IPAM data that calico-libnetwork
-daemons share through etcd, in the manner of Calico's calicoctl.
+		Short: "Manage IP pools, nodes, IPAM and network policy of calico-libnetwork",
+		Long: `calicoctl manages the IP pools, nodes, IPAM data, profiles and network
+policies that calico-libnetwork daemons share through etcd, in the manner of
+Calico's calicoctl.
 
 The datastore is found from --config (default /etc/calico/calicoctl.cfg, used
 when it exists), else the ETCD_ENDPOINTS, ETCD_CA_CERT_FILE, ETCD_CERT_FILE and

@@ -1,6 +1,7 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +18,8 @@ import (
 )
 
 // kindStore is how calicoctl reads, writes and prints one kind. A new kind
-// (profiles, policies) adds an api.Kind and one of these.
+// adds an api.Kind and one of these (a kind kept as one JSON record per
+// name can use recordStore, as the policy kinds do).
 type kindStore interface {
 	get(ctx context.Context, s *datastore.Store, name string) (api.Object, error)
 	list(ctx context.Context, s *datastore.Store) ([]api.Object, error)
@@ -33,6 +35,10 @@ var kindStores = map[*api.Kind]kindStore{
 	api.IPPoolKind:     poolStore{},
 	api.NodeKind:       nodeStore{},
 	api.IPAMConfigKind: ipamConfigStore{},
+	// policy.go
+	api.ProfileKind:             profileStore,
+	api.NetworkPolicyKind:       networkPolicyStore,
+	api.GlobalNetworkPolicyKind: globalNetworkPolicyStore,
 }
 
 func storeFor(k *api.Kind) kindStore {
@@ -332,7 +338,8 @@ func (ipamConfigStore) row(o api.Object, _ bool, _ time.Time) []string {
 
 // casPut writes build(current) at key if nobody changed the key since it was
 // read, retrying on conflict. mode and rv (when not 0) say what must be
-// there. It reports whether it created the key.
+// there. It reports whether it created the key. A value equal to the
+// current one is not written.
 func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name string, mode ipam.PutMode, rv int64, build func(cur *T) T) (bool, error) {
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		var cur *T
@@ -358,6 +365,14 @@ func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name stri
 		b, err := json.Marshal(build(cur))
 		if err != nil {
 			return false, err
+		}
+		if cur != nil {
+			// A write that changes nothing is skipped: the record keeps its
+			// revision (a printed document still applies) and watchers
+			// see no event.
+			if was, err := json.Marshal(cur); err == nil && bytes.Equal(was, b) {
+				return false, nil
+			}
 		}
 		c, cancel := s.Ctx(ctx)
 		resp, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(b))).Commit()

@@ -65,7 +65,7 @@ func (a *app) putCommand(verb, short string, mode ipam.PutMode) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     verb + " -f FILE",
 		Short:   short,
-		Long:    long + "\n\nKinds: " + api.KindList() + ". Both the current form (apiVersion projectcalico.org/v3) and the legacy one (apiVersion v1, kind ipPool) are read.",
+		Long:    long + "\n\nKinds: " + api.KindList() + ". Both the current form (apiVersion projectcalico.org/v3) and the legacy one (apiVersion v1, kind ipPool, node, profile or policy) are read.",
 		Example: fmt.Sprintf("  calicoctl %s -f new-pool.yaml\n  cat pools.yaml | calicoctl %s -f -", verb, verb),
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -208,6 +208,9 @@ func nameOnly(k *api.Kind, name string) api.Object {
 		}
 		return api.Object{Resource: &api.IPAMConfig{}}
 	}
+	if n, ok := storeFor(k).(interface{ nameOnly(string) api.Object }); ok {
+		return n.nameOnly(name)
+	}
 	panic("calicoctl: nameOnly: kind " + k.Name)
 }
 
@@ -225,8 +228,10 @@ func (a *app) getCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME...]",
 		Short: "Show resources",
-		Long: `Show resources of KIND (ipPool, node, ipamConfig; any case, singular or
-plural), all of them or the ones named. An IP pool may be named by its CIDR.
+		Long: `Show resources of KIND (ipPool, node, ipamConfig, profile, networkPolicy,
+globalNetworkPolicy; any case, singular or plural), all of them or the ones
+named. An IP pool may be named by its CIDR. Profiles are the stored ones: a
+network without one of its name has its default profile, not listed.
 
 Output (-o): ps (default, a table), wide (more columns), yaml, json.`,
 		Example: "  calicoctl get ipPool -o wide\n  calicoctl get ippool default-ipv4-ippool -o yaml\n  calicoctl get nodes",

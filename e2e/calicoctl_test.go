@@ -40,12 +40,7 @@ func mustCalicoctl(t *testing.T, bin, stdin string, args ...string) string {
 func TestCalicoctlWalkthrough(t *testing.T) {
 	begin(t)
 	ensureDaemon(t)
-	bin := filepath.Join(workDir, "calicoctl")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/calicoctl")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build calicoctl: %v\n%s", err, out)
-	}
+	bin := buildCalicoctl(t)
 	const poolCIDR = "10.50.0.0/16"
 	legacy := `- apiVersion: v1
   kind: ipPool

@@ -500,9 +500,19 @@ func TestMultiHost(t *testing.T) {
 		if !netip.MustParsePrefix(net2Subnet).Contains(c6.IP) {
 			t.Errorf("%s: address outside net2's subnet %s", c6, net2Subnet)
 		}
-		// net2 and net1 are both in the pool: containers on either reach
-		// each other (pure layer 3).
-		pingAllPairs(t, []*Container{c6, c2, c3}, 30*time.Second)
+		// net2's containers reach each other across hosts (a new block on
+		// host 3 too); networks stay isolated from each other, across hosts
+		// and both ways (network policy, on by default).
+		c7, err := h3.RunErr("c7", "net2")
+		if err != nil {
+			t.Fatalf("after etcd recovered: %v", err)
+		}
+		pingAllPairs(t, []*Container{c6, c7}, 30*time.Second)
+		for _, pair := range [][2]*Container{{c6, c2}, {c3, c6}, {c7, c1}, {c1, c7}} {
+			if err := pair[0].PingErr(pair[1].IP, 2); err == nil {
+				t.Errorf("%s reached %s on another network: networks must be isolated", pair[0], pair[1])
+			}
+		}
 	})
 
 	step("daemon kill -9 and restart", func(t *testing.T) {

@@ -68,7 +68,7 @@ func TestManagedPlugin(t *testing.T) {
 	if out := e.docker("network", "inspect", "-f", "{{.Driver}}/{{.IPAM.Driver}}", "net1", "net2"); out != "calico/calico-ipam\n"+fullName+"/"+fullName+"\n" {
 		t.Fatalf("network drivers: %q", out)
 	}
-	for _, c := range [][2]string{{"c1", "net1"}, {"c2", "net1"}, {"c3", "net2"}} {
+	for _, c := range [][2]string{{"c1", "net1"}, {"c2", "net1"}, {"c3", "net2"}, {"c4", "net2"}} {
 		e.docker("run", "-d", "--name", c[0], "--net", c[1], "--restart=always", "--stop-timeout", "2", image, "sleep", "1d")
 	}
 	e.pingAll()
@@ -86,7 +86,7 @@ func TestManagedPlugin(t *testing.T) {
 	logBefore := len(readFile(filepath.Join(e.dir, "dockerd.log")))
 	e.mustSandbox("stop-docker")
 	e.mustSandbox("start-docker")
-	e.waitRunning(90*time.Second, "c1", "c2", "c3")
+	e.waitRunning(90*time.Second, "c1", "c2", "c3", "c4")
 	e.pingAll()
 	after := readFile(filepath.Join(e.dir, "dockerd.log"))[logBefore:]
 	for _, bad := range []string{"endpoint already exists", "already exists in network", "failed to create endpoint"} {
@@ -103,7 +103,7 @@ func TestManagedPlugin(t *testing.T) {
 	}
 
 	t.Log("step 6: clean up; disable and remove the plugin")
-	e.docker("rm", "-f", "c1", "c2", "c3")
+	e.docker("rm", "-f", "c1", "c2", "c3", "c4")
 	e.docker("network", "rm", "net1", "net2")
 	e.docker("plugin", "disable", alias)
 	e.docker("plugin", "rm", alias)
@@ -290,11 +290,12 @@ func (e *env) ip(container string) string {
 	return ip
 }
 
-// pingAll pings c2 (same network) and c3 (other network) from c1, and c1
-// from c3.
+// pingAll pings within each network, both ways: c1 and c2 on net1 (the
+// usual names), c3 and c4 on net2 (the plugin's own name). The networks are
+// isolated from each other by policy.
 func (e *env) pingAll() {
 	e.t.Helper()
-	for _, p := range [][2]string{{"c1", "c2"}, {"c1", "c3"}, {"c3", "c1"}} {
+	for _, p := range [][2]string{{"c1", "c2"}, {"c2", "c1"}, {"c3", "c4"}, {"c4", "c3"}} {
 		ip := e.ip(p[1])
 		if out, err := e.dockerErr("exec", p[0], "ping", "-c", "2", "-W", "2", ip); err != nil {
 			e.t.Fatalf("%s cannot ping %s (%s): %v\n%s\nroutes in the sandbox:\n%s", p[0], p[1], ip, err, out, e.sandboxExec("ip", "route"))

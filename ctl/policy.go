@@ -1,0 +1,182 @@
+package ctl
+
+// Profiles, NetworkPolicies and GlobalNetworkPolicies: each stored as the
+// JSON of its policy struct at its prefix + name, written with casPut and
+// deleted with casDelete. The daemon's per-network default profiles are
+// not stored, so get lists only the profiles someone applied.
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/policy"
+)
+
+// recordStore is a kindStore for a kind kept as one JSON record of T per
+// name under prefix.
+type recordStore[T any] struct {
+	kind     *api.Kind
+	prefix   string
+	notFound string // added to "X "n" does not exist"
+	// wrap makes the resource of a record; the name is the key's.
+	wrap   func(t T, name string) api.Resource
+	unwrap func(r api.Resource) T
+	hdr    func(wide bool) []string
+	cells  func(r api.Resource, wide bool) []string
+}
+
+func (st recordStore[T]) key(name string) string { return st.prefix + name }
+
+func (st recordStore[T]) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
+	var t T
+	rev := int64(0)
+	err := datastore.ErrNotFound
+	if validName(name) {
+		rev, err = s.Get(ctx, st.key(name), &t)
+	}
+	if errors.Is(err, datastore.ErrNotFound) {
+		return api.Object{}, api.Mark(datastore.ErrNotFound, "%s %q does not exist%s", st.kind.Name, name, st.notFound)
+	}
+	if err != nil {
+		return api.Object{}, err
+	}
+	return api.Object{Resource: st.wrap(t, name), ResourceVersion: rvString(rev)}, nil
+}
+
+// validName: a name from the command line that could not be a record's
+// (one that reaches into another key) is simply not found.
+func validName(name string) bool { return name != "" && !strings.Contains(name, "/") }
+
+func (st recordStore[T]) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
+	items, err := datastore.List[T](ctx, s, st.prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Object, 0, len(items))
+	for _, it := range items {
+		name := strings.TrimPrefix(it.Key, st.prefix)
+		out = append(out, api.Object{Resource: st.wrap(it.Value, name), ResourceVersion: rvString(it.ModRevision)})
+	}
+	return out, nil
+}
+
+func (st recordStore[T]) put(ctx context.Context, s *datastore.Store, o api.Object, mode ipam.PutMode) (bool, error) {
+	v := st.unwrap(o.Resource)
+	name := o.Resource.ResourceName()
+	rv, err := parseRV(o)
+	if err != nil {
+		return false, err
+	}
+	if mode == ipam.PutCreate {
+		rv = 0
+	}
+	return casPut(ctx, s, st.key(name), st.kind.Name, name, mode, rv, func(*T) T { return v })
+}
+
+func (st recordStore[T]) del(ctx context.Context, s *datastore.Store, o api.Object, _ bool) (string, error) {
+	name := o.Resource.ResourceName()
+	if !validName(name) {
+		return "", api.Mark(datastore.ErrNotFound, "%s %q does not exist", st.kind.Name, name)
+	}
+	rv, err := parseRV(o)
+	if err != nil {
+		return "", err
+	}
+	return "", casDelete(ctx, s, st.key(name), st.kind.Name, name, rv)
+}
+
+func (st recordStore[T]) header(wide bool) []string { return st.hdr(wide) }
+
+func (st recordStore[T]) row(o api.Object, wide bool, _ time.Time) []string {
+	return st.cells(o.Resource, wide)
+}
+
+// nameOnly is an object of the kind that carries just name (delete KIND NAME).
+func (st recordStore[T]) nameOnly(name string) api.Object {
+	var t T
+	return api.Object{Resource: st.wrap(t, name)}
+}
+
+var profileStore = recordStore[policy.Profile]{
+	kind:     api.ProfileKind,
+	prefix:   datastore.ProfilesPrefix,
+	notFound: " (calicoctl get profiles lists the stored ones; a network without a stored profile of its name has the default one)",
+	wrap: func(p policy.Profile, name string) api.Resource {
+		p.Name = name
+		return &api.Profile{Profile: p}
+	},
+	unwrap: func(r api.Resource) policy.Profile { return r.(*api.Profile).Profile },
+	hdr: func(wide bool) []string {
+		if wide {
+			return []string{"NAME", "LABELS"}
+		}
+		return []string{"NAME"}
+	},
+	cells: func(r api.Resource, wide bool) []string {
+		p := r.(*api.Profile)
+		if wide {
+			return []string{p.Name, api.LabelList(p.LabelsToApply)}
+		}
+		return []string{p.Name}
+	},
+}
+
+var networkPolicyStore = recordStore[policy.NetworkPolicy]{
+	kind:     api.NetworkPolicyKind,
+	prefix:   datastore.NetworkPoliciesPrefix,
+	notFound: " (calicoctl get networkpolicies lists them)",
+	wrap: func(p policy.NetworkPolicy, name string) api.Resource {
+		p.Name = name
+		return &api.NetworkPolicy{NetworkPolicy: p}
+	},
+	unwrap: func(r api.Resource) policy.NetworkPolicy { return r.(*api.NetworkPolicy).NetworkPolicy },
+	hdr:    policyHeader,
+	cells: func(r api.Resource, wide bool) []string {
+		p := r.(*api.NetworkPolicy)
+		return policyRow(p.Name, &p.PolicySpec, wide)
+	},
+}
+
+var globalNetworkPolicyStore = recordStore[policy.GlobalNetworkPolicy]{
+	kind:     api.GlobalNetworkPolicyKind,
+	prefix:   datastore.GlobalNetworkPoliciesPrefix,
+	notFound: " (calicoctl get globalnetworkpolicies lists them)",
+	wrap: func(p policy.GlobalNetworkPolicy, name string) api.Resource {
+		p.Name = name
+		return &api.GlobalNetworkPolicy{GlobalNetworkPolicy: p}
+	},
+	unwrap: func(r api.Resource) policy.GlobalNetworkPolicy {
+		return r.(*api.GlobalNetworkPolicy).GlobalNetworkPolicy
+	},
+	hdr: policyHeader,
+	cells: func(r api.Resource, wide bool) []string {
+		p := r.(*api.GlobalNetworkPolicy)
+		return policyRow(p.Name, &p.PolicySpec, wide)
+	},
+}
+
+// policyHeader is calicoctl's: NAME, and ORDER and SELECTOR when wide (no
+// NAMESPACE column: there are no namespaces).
+func policyHeader(wide bool) []string {
+	if wide {
+		return []string{"NAME", "ORDER", "SELECTOR"}
+	}
+	return []string{"NAME"}
+}
+
+func policyRow(name string, s *policy.PolicySpec, wide bool) []string {
+	if !wide {
+		return []string{name}
+	}
+	order := ""
+	if s.Order != nil {
+		order = strconv.FormatFloat(*s.Order, 'g', -1, 64)
+	}
+	return []string{name, order, s.Selector}
+}
