@@ -127,6 +127,9 @@ func (st *state) Model() *policy.Model {
 	sort.Strings(keys)
 	for _, k := range keys {
 		e := st.endpoints[k]
+		if e.HostIface == "" || e.ID == "" {
+			continue // not a record the driver wrote; one bad record must not stall every update
+		}
 		nw := st.networks[e.NetworkID]
 		prof := NetworkName(nw, e.NetworkID)
 		defaults[prof] = defaults[prof] || nw.Options[OpenOption] == "true"
