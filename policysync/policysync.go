@@ -16,8 +16,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
@@ -178,7 +176,6 @@ type Syncer struct {
 	lastErr string
 	applyMu sync.Mutex // one kernel transaction at a time
 	ready   chan struct{}
-	once    sync.Once
 }
 
 // New returns a syncer for host.
@@ -209,104 +206,48 @@ func (s *Syncer) EndpointJoined(ctx context.Context, ep api.Endpoint) error {
 	return s.apply(false)
 }
 
-// Run loads, applies and watches until ctx ends. While etcd is unreachable
+// Run mirrors etcd and applies until ctx ends. While etcd is unreachable
 // the kernel keeps the last applied policy.
 func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
-	for ctx.Err() == nil {
-		rev, err := s.load(ctx)
-		if err != nil {
-			s.log.Warn("policy sync: cannot read etcd; keeping the current policy", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(2 * time.Second):
-			}
-			continue
-		}
-		if err := s.apply(true); err != nil {
-			s.log.Warn("policy sync: apply failed", "err", err)
-		}
-		s.once.Do(func() { close(s.ready) })
-		s.watch(ctx, rev, resync)
-	}
+	s.store.Mirror(ctx, prefixes, s, datastore.MirrorOptions{
+		Debounce: 10 * time.Millisecond, Resync: resync,
+		Ready: func() { close(s.ready) },
+	})
 }
 
-func (s *Syncer) load(ctx context.Context) (int64, error) {
-	c, cancel := s.store.Ctx(ctx)
-	defer cancel()
-	var ops []clientv3.Op
-	for _, p := range prefixes {
-		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
-	}
-	resp, err := s.store.Client.Txn(c).Then(ops...).Commit()
-	if err != nil {
-		return 0, err
-	}
+// Reset, Put, Delete, Sync and Failed make the Syncer a
+// datastore.MirrorHandler.
+func (s *Syncer) Reset(kvs []datastore.KV) {
 	st := newState()
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			st.put(string(kv.Key), kv.Value)
-		}
+	for _, kv := range kvs {
+		st.put(kv.Key, kv.Value)
 	}
 	s.mu.Lock()
 	s.st, s.loaded = st, true
 	s.mu.Unlock()
-	return resp.Header.Revision, nil
 }
 
-func relevant(key string) bool {
-	for _, p := range prefixes {
-		if strings.HasPrefix(key, p) {
-			return true
-		}
-	}
-	return false
+func (s *Syncer) Put(key string, val []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.put(key, val)
 }
 
-func (s *Syncer) watch(ctx context.Context, rev int64, resync time.Duration) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := s.store.Client.Watch(wctx, datastore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	t := time.NewTicker(resync)
-	defer t.Stop()
-	var pending <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := s.apply(true); err != nil {
-				s.log.Warn("policy resync failed", "err", err)
-			}
-		case <-pending:
-			pending = nil
-			if err := s.apply(false); err != nil {
-				s.log.Warn("policy apply failed", "err", err)
-			}
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil {
-				return
-			}
-			changed := false
-			s.mu.Lock()
-			for _, ev := range wr.Events {
-				k := string(ev.Kv.Key)
-				if !relevant(k) {
-					continue
-				}
-				changed = true
-				if ev.Type == clientv3.EventTypeDelete {
-					s.st.del(k)
-				} else {
-					s.st.put(k, ev.Kv.Value)
-				}
-			}
-			s.mu.Unlock()
-			if changed && pending == nil {
-				pending = time.After(10 * time.Millisecond)
-			}
-		}
+func (s *Syncer) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.del(key)
+}
+
+// Sync applies; a full sync re-reads the kernel and repairs drift.
+func (s *Syncer) Sync(full bool) {
+	if err := s.apply(full); err != nil {
+		s.log.Warn("policy apply failed", "full", full, "err", err)
 	}
+}
+
+func (s *Syncer) Failed(err error) {
+	s.log.Warn("policy sync: cannot read etcd; keeping the current policy", "err", err)
 }
 
 // apply computes and enforces; a model error (an invalid resource) keeps

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -165,7 +163,6 @@ type Syncer struct {
 	resync   time.Duration
 	debounce time.Duration
 	ready    chan struct{}
-	once     sync.Once
 }
 
 // Ready is closed once the first snapshot of etcd has been read.
@@ -234,62 +231,50 @@ func (s *Syncer) Status() Status {
 	return s.status
 }
 
-// Run lists, then watches, and applies until ctx ends. While etcd is
-// unreachable it keeps the last known routes in place and retries.
+// prefixes are the records routes depend on.
+var prefixes = []string{node.NodesPrefix, datastore.PoolsPrefix, datastore.BlocksPrefix, datastore.EndpointsPrefix}
+
+// Run mirrors etcd and applies until ctx ends. While etcd is unreachable it
+// keeps the last known routes in place and retries.
 func (s *Syncer) Run(ctx context.Context) {
-	backoff := time.Second
-	for ctx.Err() == nil {
-		rev, err := s.load(ctx)
-		if err != nil {
-			s.log.Warn("route sync: cannot read etcd; keeping current routes", "err", err)
-			s.setErr(err)
-			sleep(ctx, backoff)
-			backoff = min(backoff*2, 10*time.Second)
-			continue
-		}
-		backoff = time.Second
-		s.once.Do(func() { close(s.ready) })
-		s.apply()
-		s.watch(ctx, rev)
-	}
+	s.store.Mirror(ctx, prefixes, s, datastore.MirrorOptions{
+		Debounce: s.debounce, Resync: s.resync,
+		Ready: func() { close(s.ready) },
+	})
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
-
-func (s *Syncer) setErr(err error) {
-	s.mu.Lock()
-	s.status.LastError = err.Error()
-	s.mu.Unlock()
-}
-
-// load reads everything in one consistent snapshot.
-func (s *Syncer) load(ctx context.Context) (int64, error) {
-	c, cancel := s.store.Ctx(ctx)
-	defer cancel()
-	resp, err := s.store.Client.Txn(c).Then(
-		clientv3.OpGet(node.NodesPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(datastore.PoolsPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(datastore.BlocksPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(datastore.EndpointsPrefix, clientv3.WithPrefix()),
-	).Commit()
-	if err != nil {
-		return 0, err
-	}
+// Reset, Put, Delete, Sync and Failed make the Syncer a
+// datastore.MirrorHandler.
+func (s *Syncer) Reset(kvs []datastore.KV) {
 	st := newState()
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			st.put(string(kv.Key), kv.Value)
-		}
+	for _, kv := range kvs {
+		st.put(kv.Key, kv.Value)
 	}
 	s.mu.Lock()
 	s.st = st
 	s.mu.Unlock()
-	return resp.Header.Revision, nil
+}
+
+func (s *Syncer) Put(key string, val []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.put(key, val)
+}
+
+func (s *Syncer) Delete(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.st.del(key)
+}
+
+// Sync applies; a full sync also repairs routes someone removed by hand.
+func (s *Syncer) Sync(bool) { s.apply() }
+
+func (s *Syncer) Failed(err error) {
+	s.log.Warn("route sync: cannot read etcd; keeping current routes", "err", err)
+	s.mu.Lock()
+	s.status.LastError = err.Error()
+	s.mu.Unlock()
 }
 
 func (st *State) put(key string, val []byte) {
@@ -327,61 +312,6 @@ func (st *State) del(key string) {
 		delete(st.Blocks, datastore.UnescapeCIDR(strings.TrimPrefix(key, datastore.BlocksPrefix)))
 	case strings.HasPrefix(key, datastore.EndpointsPrefix):
 		delete(st.Endpoints, strings.TrimPrefix(key, datastore.EndpointsPrefix))
-	}
-}
-
-func relevant(key string) bool {
-	for _, p := range []string{node.NodesPrefix, datastore.PoolsPrefix, datastore.BlocksPrefix, datastore.EndpointsPrefix} {
-		if strings.HasPrefix(key, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// watch applies changes until the watch fails or ctx ends.
-func (s *Syncer) watch(ctx context.Context, rev int64) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := s.store.Client.Watch(wctx, datastore.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	resync := time.NewTicker(s.resync)
-	defer resync.Stop()
-	var pending <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-resync.C:
-			s.apply() // repairs routes someone removed by hand
-		case <-pending:
-			pending = nil
-			s.apply()
-		case wr, ok := <-wch:
-			if !ok || wr.Err() != nil {
-				if wr.Err() != nil {
-					s.log.Warn("route sync: watch ended; relisting", "err", wr.Err())
-				}
-				return
-			}
-			changed := false
-			s.mu.Lock()
-			for _, ev := range wr.Events {
-				k := string(ev.Kv.Key)
-				if !relevant(k) {
-					continue
-				}
-				changed = true
-				if ev.Type == clientv3.EventTypeDelete {
-					s.st.del(k)
-				} else {
-					s.st.put(k, ev.Kv.Value)
-				}
-			}
-			s.mu.Unlock()
-			if changed && pending == nil {
-				pending = time.After(s.debounce)
-			}
-		}
 	}
 }
 
