@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"archive/tar"
 	"bytes"
-	"debug/elf"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
+	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 )
 
 // Image is the test image, imported from the host's static busybox.
@@ -249,39 +248,18 @@ func setUp() (func(ok bool), error) {
 	return cleanup, nil
 }
 
-var aptUpdated bool
-
+// The shared helpers' errors are missing prerequisites here.
 func aptInstall(pkg string) error {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return prereq("%s is missing and there is no apt-get to install it", pkg)
-	}
 	fmt.Printf("e2e: installing %s with apt-get\n", pkg)
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if !aptUpdated {
-		c := exec.Command("apt-get", "update")
-		c.Env = env
-		if out, err := c.CombinedOutput(); err != nil {
-			return prereq("apt-get update failed (needed to install %s): %v\n%s", pkg, err, lastLines(string(out), 10))
-		}
-		aptUpdated = true
-	}
-	c := exec.Command("apt-get", "install", "-y", "--no-install-recommends", pkg)
-	c.Env = env
-	if out, err := c.CombinedOutput(); err != nil {
-		return prereq("apt-get install %s failed: %v\n%s", pkg, err, lastLines(string(out), 10))
+	if err := e2eutil.AptInstall(pkg); err != nil {
+		return prereq("%v", err)
 	}
 	return nil
 }
 
 func ensureTool(bin, pkg string) error {
-	if _, err := exec.LookPath(bin); err == nil {
-		return nil
-	}
-	if err := aptInstall(pkg); err != nil {
-		return err
-	}
-	if _, err := exec.LookPath(bin); err != nil {
-		return prereq("%s still missing after installing %s", bin, pkg)
+	if err := e2eutil.EnsureTool(bin, pkg); err != nil {
+		return prereq("%v", err)
 	}
 	return nil
 }
@@ -289,38 +267,11 @@ func ensureTool(bin, pkg string) error {
 // ensureStaticBusybox finds a statically linked busybox (busybox-static),
 // installing it when needed: the image has no libc.
 func ensureStaticBusybox() (string, error) {
-	find := func() string {
-		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-			if isStatic(p) {
-				return p
-			}
-		}
-		return ""
-	}
-	if p := find(); p != "" {
-		return p, nil
-	}
-	if err := aptInstall("busybox-static"); err != nil {
-		return "", err
-	}
-	if p := find(); p != "" {
-		return p, nil
-	}
-	return "", prereq("no statically linked busybox found after installing busybox-static")
-}
-
-func isStatic(path string) bool {
-	f, err := elf.Open(path)
+	p, err := e2eutil.StaticBusybox()
 	if err != nil {
-		return false
+		return "", prereq("%v", err)
 	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
+	return p, nil
 }
 
 // ensureDockerd starts dockerd in the background when `docker info` fails.
@@ -359,58 +310,14 @@ func ensureDockerd() error {
 }
 
 // importImage builds calico-e2e/busybox from the host's static busybox with
-// every applet symlinked, by `docker import` of a tar made here.
+// every applet linked, by `docker import` of a tar made here.
 func importImage() error {
-	out, err := exec.Command(busybox, "--list").Output()
-	if err != nil {
-		return fmt.Errorf("%s --list: %w", busybox, err)
-	}
-	bb, err := os.ReadFile(busybox)
+	rootfs, err := e2eutil.BusyboxRootfs(busybox)
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "var/www"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode, ModTime: now}); err != nil {
-			return err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb)), ModTime: now}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(bb); err != nil {
-		return err
-	}
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" || strings.Contains(applet, "/") {
-			continue
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: now}); err != nil {
-			return err
-		}
-	}
-	for name, body := range map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
-		"etc/group":  "root:x:0:\n",
-	} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: now}); err != nil {
-			return err
-		}
-		if _, err := tw.Write([]byte(body)); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	cmd := exec.Command("docker", "import", "--change", `CMD ["sh"]`, "--change", "ENV PATH=/bin", "-", Image)
-	cmd.Stdin = &buf
+	cmd := exec.Command("docker", e2eutil.ImportArgs(Image)...)
+	cmd.Stdin = bytes.NewReader(rootfs)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("docker import: %v: %s", err, out)
 	}
@@ -521,15 +428,7 @@ func readFile(path string) string {
 	return string(b)
 }
 
-func tail(path string, n int) string { return lastLines(readFile(path), n) }
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(path string, n int) string { return e2eutil.LastLines(readFile(path), n) }
 
 func policyTableExists() bool {
 	out, err := exec.Command("nft", "list", "tables").Output()

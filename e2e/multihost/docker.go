@@ -3,7 +3,6 @@
 package multihost
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -21,56 +20,6 @@ import (
 // Image is the test image in every host's dockerd: the static busybox with
 // its applets.
 const Image = "calico-multihost/busybox"
-
-// rootfsTar builds the image's root file system.
-func rootfsTar(busybox string) ([]byte, error) {
-	out, err := exec.Command(busybox, "--list").Output()
-	if err != nil {
-		return nil, fmt.Errorf("%s --list: %w", busybox, err)
-	}
-	bb, err := os.ReadFile(busybox)
-	if err != nil {
-		return nil, err
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, d := range []string{"bin", "dev", "etc", "proc", "sys", "tmp", "root", "var", "var/www"} {
-		mode := int64(0o755)
-		if d == "tmp" {
-			mode = 0o1777
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: mode, ModTime: now}); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb)), ModTime: now}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(bb); err != nil {
-		return nil, err
-	}
-	for _, applet := range strings.Fields(string(out)) {
-		if applet == "busybox" || strings.Contains(applet, "/") {
-			continue
-		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: now}); err != nil {
-			return nil, err
-		}
-	}
-	for name, body := range map[string]string{"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n", "etc/group": "root:x:0:\n"} {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(body)), ModTime: now}); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write([]byte(body)); err != nil {
-			return nil, err
-		}
-	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
 
 func (h *Host) importImage(rootfs []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -27,7 +27,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"debug/elf"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -44,6 +43,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 )
 
 // Topology. The addresses only exist inside the namespaces this package
@@ -147,11 +147,6 @@ func prereqFail(t testing.TB, format string, a ...any) {
 	t.Skipf("SKIPPED: prerequisite missing: %s (set CALICO_E2E_REQUIRED=1 to make this a failure)", msg)
 }
 
-var (
-	aptMu      sync.Mutex
-	aptUpdated bool
-)
-
 // ensureTools finds each binary, installing its Debian package when it is
 // missing and apt-get exists.
 func ensureTools(t testing.TB, tools [][2]string) {
@@ -161,7 +156,7 @@ func ensureTools(t testing.TB, tools [][2]string) {
 		if _, err := exec.LookPath(bin); err == nil {
 			continue
 		}
-		if err := aptInstall(pkg); err != nil {
+		if err := e2eutil.AptInstall(pkg); err != nil {
 			prereqFail(t, "%s is missing: %v", bin, err)
 		}
 		if _, err := exec.LookPath(bin); err != nil {
@@ -170,65 +165,14 @@ func ensureTools(t testing.TB, tools [][2]string) {
 	}
 }
 
-func aptInstall(pkg string) error {
-	aptMu.Lock()
-	defer aptMu.Unlock()
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return fmt.Errorf("package %s is needed and there is no apt-get to install it", pkg)
-	}
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if !aptUpdated {
-		c := exec.Command("apt-get", "update", "-qq")
-		c.Env = env
-		if out, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get update: %v: %s", err, lastLines(string(out), 5))
-		}
-		aptUpdated = true
-	}
-	c := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", pkg)
-	c.Env = env
-	if out, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get install %s: %v: %s", pkg, err, lastLines(string(out), 5))
-	}
-	return nil
-}
-
 // staticBusybox returns a statically linked busybox (the image has no libc).
 func staticBusybox(t testing.TB) string {
 	t.Helper()
-	find := func() string {
-		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-			if isStatic(p) {
-				return p
-			}
-		}
-		return ""
-	}
-	if p := find(); p != "" {
-		return p
-	}
-	if err := aptInstall("busybox-static"); err != nil {
-		prereqFail(t, "no static busybox: %v", err)
-	}
-	if p := find(); p != "" {
-		return p
-	}
-	prereqFail(t, "no statically linked busybox after installing busybox-static")
-	return ""
-}
-
-func isStatic(path string) bool {
-	f, err := elf.Open(path)
+	p, err := e2eutil.StaticBusybox()
 	if err != nil {
-		return false
+		prereqFail(t, "%v", err)
 	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return false
-		}
-	}
-	return true
+	return p
 }
 
 // CheckPrereqs fails (CALICO_E2E_REQUIRED=1) or skips when the machine
@@ -289,7 +233,7 @@ func New(t testing.TB, opts Options) *Testbed {
 	go func() { defer wg.Done(); st := time.Now(); buildErr = tb.buildBinaries(); buildTook = time.Since(st) }()
 	var imgErr error
 	wg.Add(1)
-	go func() { defer wg.Done(); tb.image, imgErr = rootfsTar(staticBusybox(t)) }()
+	go func() { defer wg.Done(); tb.image, imgErr = e2eutil.BusyboxRootfs(staticBusybox(t)) }()
 
 	if err := tb.makeTopology(); err != nil {
 		wg.Wait()
@@ -891,13 +835,7 @@ func tail(path string, n int) string {
 	return lastLines(string(b), n)
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func lastLines(s string, n int) string { return e2eutil.LastLines(s, n) }
 
 // Eventually retries f until it returns nil or timeout passes; the last
 // error is returned.

@@ -3,9 +3,7 @@
 package plugin_e2e
 
 import (
-	"archive/tar"
 	"bytes"
-	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 )
 
 const (
@@ -137,7 +137,7 @@ func setUp(t *testing.T) *env {
 			skip("%v", err)
 		}
 	}
-	busybox, err := staticBusybox()
+	busybox, err := e2eutil.StaticBusybox()
 	if err != nil {
 		skip("%v", err)
 	}
@@ -321,25 +321,10 @@ func (e *env) waitRunning(timeout time.Duration, names ...string) {
 // importBusybox makes the test image from the host's static busybox.
 func (e *env) importBusybox(busybox string) {
 	e.t.Helper()
-	bb, err := os.ReadFile(busybox)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	now := time.Now()
-	for _, d := range []string{"bin/", "etc/", "tmp/"} {
-		must(e.t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: now}))
-	}
-	must(e.t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bb)), ModTime: now}))
-	_, err = tw.Write(bb)
+	rootfs, err := e2eutil.BusyboxRootfs(busybox)
 	must(e.t, err)
-	for _, applet := range []string{"sh", "sleep", "ping", "ip", "cat"} {
-		must(e.t, tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: now}))
-	}
-	must(e.t, tw.Close())
-	c := e.cmd("docker", "import", "--change", `CMD ["sh"]`, "--change", "ENV PATH=/bin", "-", image)
-	c.Stdin = &buf
+	c := e.cmd("docker", e2eutil.ImportArgs(image)...)
+	c.Stdin = bytes.NewReader(rootfs)
 	if out, err := c.CombinedOutput(); err != nil {
 		e.t.Fatalf("docker import: %v\n%s", err, out)
 	}
@@ -352,79 +337,17 @@ func must(t *testing.T, err error) {
 	}
 }
 
-var aptUpdated bool
-
-func aptInstall(pkg string) error {
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return fmt.Errorf("package %s is missing and there is no apt-get", pkg)
+// ensureTool installs what the test needs; Debian starts a packaged service
+// such as docker-registry on install, but this test runs its own, inside the
+// sandbox, and leaves the host alone.
+func ensureTool(bin, pkg string) error {
+	if err := e2eutil.EnsureTool(bin, pkg); err != nil {
+		return err
 	}
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	if !aptUpdated {
-		c := exec.Command("apt-get", "update")
-		c.Env = env
-		if out, err := c.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get update (for %s): %v\n%s", pkg, err, lastLines(string(out), 10))
-		}
-		aptUpdated = true
-	}
-	c := exec.Command("apt-get", "install", "-y", "--no-install-recommends", pkg)
-	c.Env = env
-	if out, err := c.CombinedOutput(); err != nil {
-		return fmt.Errorf("apt-get install %s: %v\n%s", pkg, err, lastLines(string(out), 10))
-	}
-	// Debian starts a packaged service such as docker-registry on install:
-	// this test runs its own, inside the sandbox, and leaves the host alone.
 	if pkg == "docker-registry" {
 		_ = exec.Command("service", "docker-registry", "stop").Run()
 	}
 	return nil
-}
-
-func ensureTool(bin, pkg string) error {
-	if _, err := exec.LookPath(bin); err == nil {
-		return nil
-	}
-	if err := aptInstall(pkg); err != nil {
-		return err
-	}
-	if _, err := exec.LookPath(bin); err != nil {
-		return fmt.Errorf("%s still missing after installing %s", bin, pkg)
-	}
-	return nil
-}
-
-// staticBusybox finds a statically linked busybox for the test image (it
-// has no libc), installing busybox-static when needed.
-func staticBusybox() (string, error) {
-	find := func() string {
-		for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
-			f, err := elf.Open(p)
-			if err != nil {
-				continue
-			}
-			static := true
-			for _, prog := range f.Progs {
-				if prog.Type == elf.PT_INTERP {
-					static = false
-				}
-			}
-			f.Close()
-			if static {
-				return p
-			}
-		}
-		return ""
-	}
-	if p := find(); p != "" {
-		return p, nil
-	}
-	if err := aptInstall("busybox-static"); err != nil {
-		return "", err
-	}
-	if p := find(); p != "" {
-		return p, nil
-	}
-	return "", fmt.Errorf("no statically linked busybox after installing busybox-static")
 }
 
 func readFile(path string) string {
@@ -442,10 +365,4 @@ func grepLines(s, substr string) string {
 	return strings.Join(out, "\n")
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func lastLines(s string, n int) string { return e2eutil.LastLines(s, n) }
