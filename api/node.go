@@ -22,6 +22,9 @@ type Node struct {
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	// Version is the daemon's version (api.Version of its build).
 	Version string `json:"version,omitempty"`
+	// Blocks are the blocks affine to the node, filled in for display by
+	// calicoctl from the affinity records; never stored here.
+	Blocks []string `json:"-"`
 }
 
 // ResourceKind implements Resource.

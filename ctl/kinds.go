@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -176,7 +177,29 @@ func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.
 	if err != nil {
 		return api.Object{}, err
 	}
+	blocks, err := nodeBlocks(ctx, s)
+	if err != nil {
+		return api.Object{}, err
+	}
+	n.Blocks = blocks[n.Name]
 	return api.Object{Resource: &n, ResourceVersion: rvString(rev)}, nil
+}
+
+// nodeBlocks lists each node's blocks from the affinity records.
+func nodeBlocks(ctx context.Context, s *datastore.Store) (map[string][]string, error) {
+	keys, err := s.Keys(ctx, datastore.AffinityPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]string{}
+	for _, k := range keys {
+		rest := strings.TrimPrefix(k, datastore.AffinityPrefix)
+		host, blk, ok := strings.Cut(rest, "/")
+		if ok {
+			out[host] = append(out[host], datastore.UnescapeCIDR(blk))
+		}
+	}
+	return out, nil
 }
 
 func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
@@ -184,9 +207,14 @@ func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, er
 	if err != nil {
 		return nil, err
 	}
+	blocks, err := nodeBlocks(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]api.Object, 0, len(items))
 	for _, it := range items {
 		n := it.Value
+		n.Blocks = blocks[n.Name]
 		out = append(out, api.Object{Resource: &n, ResourceVersion: rvString(it.ModRevision)})
 	}
 	return out, nil
@@ -231,7 +259,7 @@ func (nodeStore) del(ctx context.Context, s *datastore.Store, o api.Object, forc
 
 func (nodeStore) header(wide bool) []string {
 	if wide {
-		return []string{"NAME", "IPV4", "IPV6", "VERSION", "LASTSEEN"}
+		return []string{"NAME", "IPV4", "IPV6", "BLOCKS", "VERSION", "LASTSEEN"}
 	}
 	return []string{"NAME"}
 }
@@ -245,7 +273,7 @@ func (nodeStore) row(o api.Object, wide bool, now time.Time) []string {
 	if !n.LastSeen.IsZero() {
 		seen = age(now.Sub(n.LastSeen)) + " ago"
 	}
-	return []string{n.Name, n.IPv4Address, n.IPv6Address, n.Version, seen}
+	return []string{n.Name, n.IPv4Address, n.IPv6Address, strings.Join(n.Blocks, ","), n.Version, seen}
 }
 
 // age prints a duration as kubectl does: 45s, 3m, 2h5m, 4d.

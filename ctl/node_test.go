@@ -30,6 +30,7 @@ spec:
   bgp: {ipv4Address: 172.16.0.3, ipv6Address: "fd00:172::3/64"}
 `, "create", "-f", "-")
 	golden(t, "nodes_ps", h.ok("", "get", "nodes"))
+	h.allocate("host-1", "docker.0", 4) // host-1 claims a block: BLOCKS shows it
 	golden(t, "nodes_wide", h.ok("", "get", "nodes", "-o", "wide"))
 	golden(t, "node_yaml", h.ok("", "get", "node", "host-1", "-o", "yaml"))
 

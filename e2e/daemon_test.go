@@ -45,6 +45,10 @@ func TestDaemonRestart(t *testing.T) {
 			b.mustPing(t, epA.IPAddress)
 			// A ping that runs through the whole restart.
 			docker(t, "exec", "-d", a.name, "sh", "-c", "ping -i 0.2 "+epB.IPAddress+" >/tmp/ping.log 2>&1")
+			// And one from another network, which policy stops before,
+			// during and after the restart: isolation never opens.
+			outsider := runContainer(t, newNetwork(t))
+			docker(t, "exec", "-d", outsider.name, "sh", "-c", "ping -i 0.2 "+epA.IPAddress+" >/tmp/ping.log 2>&1")
 
 			oldPid := dmn.pid()
 			err := dmn.stop(tc.sig)
@@ -103,20 +107,15 @@ func TestDaemonRestart(t *testing.T) {
 
 			// The continuous ping lost nothing (one in flight at the
 			// interrupt is allowed).
-			a.exec(t, "killall", "-INT", "ping")
-			var sent, recv int
-			for i := 0; i < 20; i++ {
-				m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindStringSubmatch(a.exec(t, "cat", "/tmp/ping.log"))
-				if m != nil {
-					sent, _ = strconv.Atoi(m[1])
-					recv, _ = strconv.Atoi(m[2])
-					break
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			sent, recv := a.stopPing(t)
 			t.Logf("continuous ping across the restart: %d sent, %d received", sent, recv)
 			if sent < 5 || sent-recv > 1 {
 				t.Errorf("continuous ping across the restart: %d sent, %d received:\n%s", sent, recv, a.exec(t, "cat", "/tmp/ping.log"))
+			}
+			oSent, oRecv := outsider.stopPing(t)
+			t.Logf("ping from another network across the restart: %d sent, %d received", oSent, oRecv)
+			if oSent < 5 || oRecv != 0 {
+				t.Errorf("isolation across the restart: %d sent from another network, %d answered (want 0)", oSent, oRecv)
 			}
 
 			// Everything is removed cleanly.
@@ -250,4 +249,21 @@ func TestDaemonStartupErrors(t *testing.T) {
 			t.Logf("exit %d after %s: %s", ee.ExitCode(), time.Since(start).Round(time.Millisecond), msg)
 		})
 	}
+}
+
+// stopPing interrupts the background `ping ... >/tmp/ping.log` in c and
+// returns its counts.
+func (c *container) stopPing(t *testing.T) (sent, recv int) {
+	t.Helper()
+	c.exec(t, "killall", "-INT", "ping")
+	for i := 0; i < 20; i++ {
+		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindStringSubmatch(c.exec(t, "cat", "/tmp/ping.log"))
+		if m != nil {
+			sent, _ = strconv.Atoi(m[1])
+			recv, _ = strconv.Atoi(m[2])
+			return sent, recv
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return 0, 0
 }
