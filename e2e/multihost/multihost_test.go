@@ -4,9 +4,12 @@ package multihost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -596,6 +599,86 @@ func TestMultiHost(t *testing.T) {
 		c5 := h.Run(t, "c5", netName)
 		c5.MustReach(t, c1.IP, 20*time.Second)
 		c2.MustReach(t, c5.IP, 20*time.Second)
+	})
+
+	step("policy across hosts: only role=frontend reaches role=db, on tcp/5432", func(t *testing.T) {
+		role := func(r string) []string { return []string{"--label", "org.projectcalico.label.role=" + r} }
+		db := h3.Run(t, "pdb", netName, role("db")...) // behind VXLAN from host 1
+		front := h1.Run(t, "pfront", netName, role("frontend")...)
+		other := h2.Run(t, "pother", netName, role("other")...)
+		for _, port := range []string{"5432", "8080"} {
+			l, err := ListenInNetNS(db.NSPath(), "tcp", ":"+port)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					c.Close()
+				}
+			}()
+		}
+		reach := func(c *Container, port string) bool {
+			conn, err := DialInNetNS(c.NSPath(), "tcp", net.JoinHostPort(db.IP.String(), port), time.Second)
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		}
+		want := func(what string, f func() bool) {
+			t.Helper()
+			if err := Eventually(15*time.Second, 200*time.Millisecond, func() error {
+				if !f() {
+					return errors.New(what)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The network's profile: the same network, on any host, may talk.
+		want("frontend reaches db:8080 across hosts before any policy", func() bool { return reach(front, "8080") })
+		file := filepath.Join(tb.Dir, "db-from-frontend.yaml")
+		if err := os.WriteFile(file, []byte(`apiVersion: projectcalico.org/v3
+kind: NetworkPolicy
+metadata: {name: db-from-frontend}
+spec:
+  order: 100
+  selector: role == 'db'
+  types: [Ingress]
+  ingress:
+  - action: Allow
+    protocol: TCP
+    source: {selector: role == 'frontend'}
+    destination: {ports: [5432]}
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := tb.Calicoctl(h2, "apply", "-f", file); err != nil {
+			t.Fatalf("calicoctl apply: %v: %s", err, out)
+		}
+		t.Cleanup(func() { tb.Calicoctl(h2, "delete", "networkpolicy", "db-from-frontend") })
+		want("frontend loses db:8080 under the policy", func() bool { return !reach(front, "8080") })
+		want("frontend (host 1) reaches db (host 3) on tcp/5432", func() bool { return reach(front, "5432") })
+		for i := 0; i < 3; i++ {
+			if reach(other, "5432") {
+				t.Fatalf("role=other on host 2 reached db:5432")
+			}
+		}
+		if err := front.PingErr(db.IP, 2); err == nil {
+			t.Errorf("ICMP from frontend to db passed; the policy allows only tcp/5432")
+		}
+		if out, err := tb.Calicoctl(h1, "delete", "networkpolicy", "db-from-frontend"); err != nil {
+			t.Fatalf("calicoctl delete: %v: %s", err, out)
+		}
+		want("deleting the policy restores the profile", func() bool { return reach(other, "8080") })
+		for _, c := range []*Container{db, front, other} {
+			c.Host.Docker(t, "rm", "-f", c.Name)
+		}
 	})
 
 	step("borrowed addresses", func(t *testing.T) {
