@@ -646,6 +646,16 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, onlyHandle strin
 			return false, nil
 		}
 		blk.release(ord)
+		if blk.inUse() == 0 && a.inNoPool(ctx, blk.prefix()) {
+			// The last address of a deleted pool's block: the block and
+			// its affinity go with it, in the same transaction.
+			ok, err := a.dropBlock(ctx, blk, rev, clientv3.OpDelete(HandleKey(h, ip)))
+			if err != nil || ok {
+				return ok, err
+			}
+			fresh = true
+			continue
+		}
 		ok, err := a.commit(ctx, nil, blk, rev, clientv3.OpDelete(HandleKey(h, ip)))
 		if err != nil {
 			return false, err
@@ -655,6 +665,35 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, onlyHandle strin
 		}
 	}
 	return false, fmt.Errorf("release %s: %w", ip, datastore.ErrConflict)
+}
+
+// inNoPool reports whether no pool holds blk, from a fresh read of the
+// pools (only asked when a release empties a block).
+func (a *Allocator) inNoPool(ctx context.Context, blk netip.Prefix) bool {
+	if err := a.refreshPools(ctx); err != nil {
+		return false
+	}
+	_, ok := a.poolFor(blk.Addr())
+	return !ok
+}
+
+// dropBlock deletes blk and its affinity if blk is still at rev.
+func (a *Allocator) dropBlock(ctx context.Context, blk *Block, rev int64, extra ...clientv3.Op) (bool, error) {
+	ops := append([]clientv3.Op{clientv3.OpDelete(BlockKey(blk.CIDR))}, extra...)
+	if blk.Affinity != "" {
+		ops = append(ops, clientv3.OpDelete(AffinityKey(blk.Affinity, blk.CIDR)))
+	}
+	c, cancel := a.store.Ctx(ctx)
+	defer cancel()
+	resp, err := a.store.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(BlockKey(blk.CIDR)), "=", rev)).Then(ops...).Commit()
+	if err != nil {
+		return false, fmt.Errorf("etcd transaction on block %s: %w", blk.CIDR, err)
+	}
+	if resp.Succeeded {
+		delete(a.own, blk.CIDR)
+		a.log.Info("removed the empty block of a deleted pool", "block", blk.CIDR)
+	}
+	return resp.Succeeded, nil
 }
 
 // blockCIDRFor finds the block that holds ip: by its pool's block size, or,

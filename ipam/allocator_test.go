@@ -515,8 +515,10 @@ func TestReleaseIsIdempotent(t *testing.T) {
 	if ok, err := fresh.Release(ctx, y); err != nil || !ok {
 		t.Fatalf("Release(%s) after its pool was deleted = %v, %v; want true", y, ok, err)
 	}
-	if b := readBlock(t, s, "10.70.0.0/26"); b.inUse() != 0 {
-		t.Fatalf("block still has %d in use", b.inUse())
+	// That was its block's last address, and no pool holds the block any
+	// more: the block goes with it.
+	if b := readBlock(t, s, "10.70.0.0/26"); b != nil {
+		t.Fatalf("the emptied block of a deleted pool is still there, %d in use", b.inUse())
 	}
 	if got := keysUnder(t, s, datastore.HandlesPrefix); len(got) != 0 {
 		t.Fatalf("handle keys left: %v", got)
@@ -841,5 +843,49 @@ func TestIPAMConfigLimits(t *testing.T) {
 	b.poolsAt = time.Time{}
 	if _, err := b.Allocate(ctx, "b-last", sel); err != nil {
 		t.Fatalf("with the default configuration: %v", err)
+	}
+}
+
+func TestReleaseDropsEmptyBlockOfDeletedPool(t *testing.T) {
+	s := testetcd.Start(t)
+	ctx := context.Background()
+	pool := api.IPPool{Name: "gone", CIDR: "10.78.0.0/24"}
+	pool.Normalize()
+	if err := s.Put(ctx, PoolKey("gone"), pool); err != nil {
+		t.Fatal(err)
+	}
+	a := New(s, "host-a", nil)
+	ip1, err := a.Allocate(ctx, "h1", Selection{Family: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip2, err := a.Allocate(ctx, "h2", Selection{Family: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pool is deleted while addresses are in use (calicoctl --force).
+	if err := s.Delete(ctx, PoolKey("gone")); err != nil {
+		t.Fatal(err)
+	}
+	blockKey := BlockKey("10.78.0.0/26")
+	if ok, err := a.Release(ctx, ip1); err != nil || !ok {
+		t.Fatalf("release %s: %v %v", ip1, ok, err)
+	}
+	var b Block
+	if _, err := s.Get(ctx, blockKey, &b); err != nil {
+		t.Fatalf("block removed while %s still uses it: %v", ip2, err)
+	}
+	if ok, err := a.Release(ctx, ip2); err != nil || !ok {
+		t.Fatalf("release %s: %v %v", ip2, ok, err)
+	}
+	if _, err := s.Get(ctx, blockKey, &b); !errors.Is(err, datastore.ErrNotFound) {
+		t.Fatalf("the empty block of a deleted pool is still there: %v", err)
+	}
+	if keys, _ := s.Keys(ctx, datastore.AffinityPrefix); len(keys) != 0 {
+		t.Fatalf("affinity left: %v", keys)
+	}
+	// Releasing again is still a no-op.
+	if ok, err := a.Release(ctx, ip2); err != nil || ok {
+		t.Fatalf("second release: %v %v", ok, err)
 	}
 }
