@@ -14,6 +14,7 @@ import (
 	"maps"
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -45,16 +46,27 @@ type Syncer struct {
 	store      *datastore.Store
 	docker     Docker
 	host       string
-	driver     string // network driver name as Docker reports it
+	drivers    []string // network driver names as Docker reports them; the first creates
 	ipamDriver string
 	log        *slog.Logger
 	kick       chan struct{}
 	warned     map[string]bool
 }
 
-// New returns a syncer.
+// New returns a syncer. driver is a comma-separated list of the names
+// Docker may report for this driver (the legacy name, a managed plugin's
+// NAME:TAG); networks are created on other hosts with the first.
 func New(store *datastore.Store, docker Docker, host, driver, ipamDriver string, log *slog.Logger) *Syncer {
-	return &Syncer{store: store, docker: docker, host: host, driver: driver, ipamDriver: ipamDriver, log: log,
+	var drivers []string
+	for _, d := range strings.Split(driver, ",") {
+		if d = strings.TrimSpace(d); d != "" {
+			drivers = append(drivers, d)
+		}
+	}
+	if len(drivers) == 0 {
+		drivers = []string{"calico"}
+	}
+	return &Syncer{store: store, docker: docker, host: host, drivers: drivers, ipamDriver: ipamDriver, log: log,
 		kick: make(chan struct{}, 1), warned: map[string]bool{}}
 }
 
@@ -105,9 +117,19 @@ func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
 
 // Sync runs one pass.
 func (s *Syncer) Sync(ctx context.Context) error {
-	local, err := s.docker.Networks(ctx, s.driver)
-	if err != nil {
-		return err
+	var local []dockerapi.Network
+	seen := map[string]bool{}
+	for _, d := range s.drivers {
+		ns, err := s.docker.Networks(ctx, d)
+		if err != nil {
+			return err
+		}
+		for _, n := range ns {
+			if !seen[n.ID] {
+				seen[n.ID] = true
+				local = append(local, n)
+			}
+		}
 	}
 	items, err := datastore.List[api.SharedNetwork](ctx, s.store, Prefix)
 	if err != nil {
@@ -135,7 +157,7 @@ func (s *Syncer) Sync(ctx context.Context) error {
 			continue
 		}
 		sn := shared[name]
-		if _, err := s.docker.CreateNetwork(ctx, toCreate(sn, s.driver, s.ipamDriver)); err != nil {
+		if _, err := s.docker.CreateNetwork(ctx, toCreate(sn, s.drivers[0], s.ipamDriver)); err != nil {
 			if !s.warned["create/"+name] {
 				s.log.Warn("cannot create shared network in this host's Docker", "network", name, "err", err)
 				s.warned["create/"+name] = true
