@@ -667,11 +667,15 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, onlyHandle strin
 	return false, fmt.Errorf("release %s: %w", ip, datastore.ErrConflict)
 }
 
-// inNoPool reports whether no pool holds blk, from a fresh read of the
-// pools (only asked when a release empties a block).
+// inNoPool reports whether no pool holds blk, by the pool list (read again
+// when older than poolTTL). It is asked whenever a release empties a block,
+// so it must not cost a round trip each time: a pool deleted within the
+// last poolTTL may leave its emptied block behind, which is harmless.
 func (a *Allocator) inNoPool(ctx context.Context, blk netip.Prefix) bool {
-	if err := a.refreshPools(ctx); err != nil {
-		return false
+	if time.Since(a.poolsAt) > poolTTL {
+		if err := a.refreshPools(ctx); err != nil {
+			return false
+		}
 	}
 	_, ok := a.poolFor(blk.Addr())
 	return !ok

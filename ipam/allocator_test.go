@@ -863,10 +863,12 @@ func TestReleaseDropsEmptyBlockOfDeletedPool(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The pool is deleted while addresses are in use (calicoctl --force).
+	// The pool is deleted while addresses are in use (calicoctl --force),
+	// and the allocator's pool list is older than poolTTL.
 	if err := s.Delete(ctx, PoolKey("gone")); err != nil {
 		t.Fatal(err)
 	}
+	a.poolsAt = time.Time{}
 	blockKey := BlockKey("10.78.0.0/26")
 	if ok, err := a.Release(ctx, ip1); err != nil || !ok {
 		t.Fatalf("release %s: %v %v", ip1, ok, err)
