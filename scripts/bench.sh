@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
-out=bench-results.md
+out="$PWD/bench-results.md" # absolute: go test runs in each package's directory
 : > "$out"
 section() { echo; echo "## $1"; echo; } >> "$out"
 
