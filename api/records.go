@@ -26,6 +26,13 @@ type Endpoint struct {
 	MAC       string    `json:"mac"`
 	HostIface string    `json:"hostIface"`
 	CreatedAt time.Time `json:"createdAt"`
+	// Handle is the IPAM handle its addresses are allocated to (the
+	// allocation records name this endpoint as their holder).
+	Handle string `json:"handle,omitempty"`
+	// Adopted: rebuilt from the kernel after the datastore lost the
+	// endpoint's record; NetworkID and MAC are filled in from the Docker
+	// engine once it answers.
+	Adopted bool `json:"adopted,omitempty"`
 	// Labels are the container's org.projectcalico.label.* labels, prefix
 	// stripped, learnt from the Docker API after the container starts;
 	// LabelsKnown says that lookup is done.

@@ -223,5 +223,7 @@ func fakeDaemon(t *testing.T, dir, version string, sockets ...string) {
 
 // newAllocator is the daemon's allocator acting as host, logging nowhere.
 func newAllocator(h *harness, host string) *ipam.Allocator {
-	return ipam.New(h.store, host, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a := ipam.New(h.store, host, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a.SetClock(func() time.Time { return testNow })
+	return a
 }

@@ -1,14 +1,17 @@
 package ctl
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/big"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
@@ -173,13 +176,19 @@ func orNone(s string) string {
 }
 
 func (a *app) ipamCheckCommand() *cobra.Command {
-	return &cobra.Command{
+	var fix bool
+	var grace, nodeTimeout time.Duration
+	cmd := &cobra.Command{
 		Use:   "check",
-		Short: "Look for leaked addresses, endpoints without addresses and blocks of gone hosts",
-		Long: `Cross-check IPAM against the endpoints and nodes: addresses allocated that no
-endpoint holds, endpoints whose address is not allocated, blocks whose host has
-no node record, blocks in no pool, and handle or affinity records that disagree
-with the blocks. It changes nothing.`,
+		Short: "Look for leaked addresses and records; --fix releases what the garbage collector would",
+		Long: `Cross-check IPAM against the endpoints and nodes, with the daemons' own
+garbage rules: addresses given out that no endpoint took, addresses of deleted
+endpoints that Docker never released, addresses and endpoints of nodes that are
+gone (deleted, or not seen for --node-timeout), stale handle records; and, for
+information, endpoints whose address is not allocated, blocks in no pool and
+records that disagree with the blocks. Every daemon collects its own garbage
+once it is older than the grace period (--ipam-gc-grace); --fix releases now
+what is due, changing only records that are still as they were read.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := a.open(cmd.Context())
@@ -190,13 +199,47 @@ with the blocks. It changes nothing.`,
 			if err != nil {
 				return err
 			}
-			printCheck(a.env.Stdout, snap.Check())
+			opt := ipam.CollectOptions{Now: a.env.Now(), Grace: grace, NodeGoneAfter: nodeTimeout}
+			r := snap.Check(opt)
+			printCheck(a.env.Stdout, r, opt.Now)
+			if fix {
+				return a.fixGarbage(cmd.Context(), s, r.Garbage, opt.Now)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&fix, "fix", false, "release the garbage that is due, now")
+	cmd.Flags().DurationVar(&grace, "grace", 10*time.Minute, "how old garbage must be to be due (the daemons' --ipam-gc-grace)")
+	cmd.Flags().DurationVar(&nodeTimeout, "node-timeout", 24*time.Hour, "a node whose daemon has not been seen for this long is gone; 0: only deleted nodes (the daemons' --ipam-gc-node-timeout)")
+	return cmd
 }
 
-func printCheck(w io.Writer, r ipam.CheckReport) {
+func (a *app) fixGarbage(ctx context.Context, s *datastore.Store, garbage []ipam.Finding, now time.Time) error {
+	fixed, skipped := 0, 0
+	for _, f := range garbage {
+		if f.Due.After(now) {
+			continue
+		}
+		ok, err := ipam.Apply(ctx, s, f)
+		if err != nil {
+			return fmt.Errorf("releasing %s: %w", f, err)
+		}
+		if ok {
+			fixed++
+			fmt.Fprintf(a.env.Stdout, "Released %s\n", f)
+		} else {
+			skipped++
+		}
+	}
+	fmt.Fprintf(a.env.Stdout, "Fixed %s", plural(fixed, "problem"))
+	if skipped > 0 {
+		fmt.Fprintf(a.env.Stdout, " (%d changed since they were read and were left alone)", skipped)
+	}
+	fmt.Fprintln(a.env.Stdout, ".")
+	return nil
+}
+
+func printCheck(w io.Writer, r ipam.CheckReport, now time.Time) {
 	fmt.Fprintln(w, "Checking IPAM for inconsistencies...")
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Found %s, %s, %s in use, %s, %s.\n", plural(r.Pools, "IP pool"), plural(r.Blocks, "block"),
@@ -209,25 +252,26 @@ func printCheck(w io.Writer, r ipam.CheckReport) {
 		}
 	}
 	var rows [][]string
-	for _, l := range r.LeakedAllocations {
-		rows = append(rows, []string{l.IP.String(), "handle " + l.Handle, "block " + l.Block, "host " + orNone(l.Host)})
+	for _, f := range r.Garbage {
+		what := f.Key
+		if f.IP.IsValid() {
+			what = f.IP.String()
+		} else if f.Block != "" {
+			what = "block " + f.Block
+		}
+		due := "due now"
+		if f.Due.After(now) {
+			due = "due in " + age(f.Due.Sub(now))
+		}
+		rows = append(rows, []string{what, string(f.Kind), "host " + orNone(f.Host), due, f.Reason})
 	}
-	section("Allocations with no endpoint", rows)
+	section("Garbage (released by the collector once due)", rows)
 	rows = nil
 	for _, e := range r.EndpointsWithoutAllocation {
 		rows = append(rows, []string{e.IP.String(), "endpoint " + shortID(e.Endpoint.ID), "host " + e.Endpoint.Host,
 			"network " + shortID(e.Endpoint.NetworkID), e.Reason})
 	}
 	section("Endpoints with no allocation", rows)
-	if r.NodesKnown {
-		rows = nil
-		for _, b := range r.BlocksHostGone {
-			rows = append(rows, []string{b.CIDR, "host " + b.Host, fmt.Sprintf("%d in use", b.InUse), b.Reason})
-		}
-		section("Blocks whose host is gone", rows)
-	} else {
-		fmt.Fprintln(w, "Blocks whose host is gone: not checked (no node records in the datastore)")
-	}
 	rows = nil
 	for _, b := range r.BlocksNoPool {
 		rows = append(rows, []string{b.CIDR, "host " + orNone(b.Host), fmt.Sprintf("%d in use", b.InUse)})
@@ -243,9 +287,6 @@ func printCheck(w io.Writer, r ipam.CheckReport) {
 		fmt.Fprintln(w, "Check complete: no problems found.")
 	} else {
 		fmt.Fprintf(w, "Check complete: found %s.\n", plural(n, "problem"))
-		if len(r.LeakedAllocations) > 0 {
-			fmt.Fprintln(w, "An address allocated moments ago may belong to a container still starting: check again before releasing it with calicoctl ipam release --ip ADDR.")
-		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -68,7 +69,7 @@ func TestIPAMCheck(t *testing.T) {
 	// An endpoint with no allocation.
 	h.addEndpoint("host-1", "ep6fffffffffffffffffffff", "net1nnnnnnnnnnnnnnnn", netip.MustParseAddr("10.10.0.50"), "02:42:c0:a8:00:06")
 	// A stale handle record.
-	if err := h.store.Put(ctx, ipam.HandleKey("docker.stale", netip.MustParseAddr("10.10.0.51")), ""); err != nil {
+	if err := h.store.Put(ctx, ipam.HandleKey("host-1", "docker.stale", netip.MustParseAddr("10.10.0.51")), ""); err != nil {
 		t.Fatal(err)
 	}
 	// A block in no pool: a pool deleted with --force while in use.
@@ -77,6 +78,26 @@ func TestIPAMCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "ipam_check_problems", checkAfterForceDelete(t, h))
+
+	// Once past the grace period the garbage is due; --fix releases it,
+	// and what an endpoint holds stays.
+	golden(t, "ipam_check_due", h.ok("", "ipam", "check", "--grace", "0s"))
+	golden(t, "ipam_check_fix", h.ok("", "ipam", "check", "--grace", "0s", "--fix"))
+	golden(t, "ipam_check_after_fix", h.ok("", "ipam", "check", "--grace", "0s"))
+	snap, err := ipam.LoadSnapshot(ctx, h.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []netip.Addr{sc.c1, sc.c2, sc.v6} {
+		if snap.Lookup(ip).Owner == nil {
+			t.Errorf("--fix released %s, which an endpoint holds", ip)
+		}
+	}
+	for _, ip := range []netip.Addr{sc.leaked, sc.c3} {
+		if o := snap.Lookup(ip).Owner; o != nil {
+			t.Errorf("--fix left %s held by %s (host-2 has no node record: it is gone)", ip, o)
+		}
+	}
 }
 
 // checkAfterForceDelete force-deletes pool "old" and returns ipam check.
@@ -185,8 +206,8 @@ func TestIPAMRelease(t *testing.T) {
 			t.Errorf("handle record %s/%s left after release", hr.Handle, hr.IP)
 		}
 	}
-	r := snap.Check()
-	if len(r.LeakedAllocations) != 0 || len(r.EndpointsWithoutAllocation) != 1 || len(r.RecordIssues) != 0 {
+	r := snap.Check(ipam.CollectOptions{Now: testNow, Grace: 10 * time.Minute})
+	if len(r.Garbage) != 0 || len(r.EndpointsWithoutAllocation) != 1 || len(r.RecordIssues) != 0 {
 		t.Errorf("after release, check: %+v", r)
 	}
 }

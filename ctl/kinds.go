@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
@@ -402,9 +400,10 @@ func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name stri
 				return false, nil
 			}
 		}
-		c, cancel := s.Ctx(ctx)
-		resp, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(clientv3.OpPut(key, string(b))).Commit()
-		cancel()
+		resp, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.PutRaw(key, string(b))})
+		if errors.Is(err, datastore.ErrUncertain) {
+			continue // the next read shows whether it went (an equal record is then left alone)
+		}
 		if err != nil {
 			return false, fmt.Errorf("write %s %q: %w", kind, name, err)
 		}
@@ -417,21 +416,19 @@ func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name stri
 
 // casDelete deletes key, which must exist (and be at rv when rv is not 0).
 func casDelete(ctx context.Context, s *datastore.Store, key, kind, name string, rv int64) error {
-	c, cancel := s.Ctx(ctx)
-	defer cancel()
-	cmp := clientv3.Compare(clientv3.CreateRevision(key), ">", 0)
+	cond := datastore.Present(key)
 	if rv != 0 {
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", rv)
+		cond = datastore.Unchanged(key, rv)
 	}
-	resp, err := s.Client.Txn(c).If(cmp).Then(clientv3.OpDelete(key)).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
+	resp, err := s.Txn(ctx, []datastore.Cond{cond}, []datastore.Op{datastore.Delete(key)}, datastore.Get(key))
 	if err != nil {
 		return fmt.Errorf("delete %s %q: %w", kind, name, err)
 	}
 	if resp.Succeeded {
 		return nil
 	}
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		return api.Mark(api.ErrStale, "%s %q was changed since it was read (metadata.resourceVersion %d, now %d): get it again, or leave resourceVersion out", kind, name, rv, kvs[0].ModRevision)
+	if rec, ok := resp.One(0); ok {
+		return api.Mark(api.ErrStale, "%s %q was changed since it was read (metadata.resourceVersion %d, now %d): get it again, or leave resourceVersion out", kind, name, rv, rec.ModRevision)
 	}
 	return api.Mark(datastore.ErrNotFound, "%s %q does not exist", kind, name)
 }

@@ -218,11 +218,13 @@ func TestReconcileTouchesOnlyOurs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Reconcile: %v", err)
 		}
-		if res.LinksRemoved != 1 || res.RoutesAdded != 1 || res.RoutesRemoved < 1 {
-			t.Errorf("result = %+v, want 1 link removed, 1 route added, stale routes removed", res)
+		if res.RoutesAdded != 1 || res.RoutesRemoved < 1 {
+			t.Errorf("result = %+v, want 1 route added, stale routes removed", res)
 		}
-		if LinkExists(leak.HostIface) {
-			t.Error("leaked veth not removed")
+		// A veth with no wanted endpoint may carry a running container
+		// whose record was lost: reconcile never removes it.
+		if !LinkExists(leak.HostIface) || len(ourRoutesOn(t, leak.HostIface)) != 1 {
+			t.Error("a veth of no wanted endpoint was removed or lost its route")
 		}
 		if !LinkExists("califoreign01") {
 			t.Error("foreign veth removed")

@@ -19,7 +19,7 @@ func HostPrefixes() ([]netip.Prefix, error) {
 			return nil, err
 		}
 		for _, r := range rs {
-			if r.Dst == nil || r.Protocol == RouteProtocol || isDefault(r.Dst) {
+			if r.Dst == nil || r.Protocol == RouteProtocol || r.Protocol == BlockRouteProtocol || isDefault(r.Dst) {
 				continue
 			}
 			if p, ok := netip.AddrFromSlice(r.Dst.IP); ok {

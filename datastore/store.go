@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -33,9 +34,15 @@ const (
 	NetworkPoliciesPrefix       = Prefix + "networkpolicies/"
 	GlobalNetworkPoliciesPrefix = Prefix + "globalnetworkpolicies/"
 	EndpointsPrefix             = Prefix + "endpoints/"
-	ConfigKey                   = Prefix + "config/ipam"
-	DefaultsDoneKey             = Prefix + "config/default-pools-created"
-	DefaultOpTimeout            = 10 * time.Second
+	// ClaimsPrefix holds each live daemon's claim on its node name, bound
+	// to the daemon's etcd lease.
+	ClaimsPrefix = Prefix + "nodeclaims/"
+	// GCLeaderKey is held (lease-bound) by the one daemon that collects
+	// the garbage of nodes that are gone.
+	GCLeaderKey      = Prefix + "gc-leader"
+	ConfigKey        = Prefix + "config/ipam"
+	DefaultsDoneKey  = Prefix + "config/default-pools-created"
+	DefaultOpTimeout = 10 * time.Second
 )
 
 // ErrNotFound is returned by Get when the key does not exist.
@@ -57,10 +64,30 @@ type Config struct {
 
 // Store is a thin typed layer over an etcd v3 client.
 type Store struct {
-	Client   *clientv3.Client
-	timeout  time.Duration
-	embedded *Embedded
+	Client    *clientv3.Client
+	timeout   time.Duration
+	embedded  *Embedded
+	endpoints []string
+	// down is set while etcd does not answer: every call then gives up
+	// after DownTimeout instead of its full timeout, so that a Docker
+	// command making several calls still fails within seconds. The first
+	// call that succeeds clears it.
+	down atomic.Bool
 }
+
+// DownTimeout bounds each call while the datastore is known unreachable.
+const DownTimeout = time.Second
+
+// Down reports whether the last calls found the datastore unreachable.
+func (s *Store) Down() bool { return s.down.Load() }
+
+func (s *Store) up() { s.down.Store(false) }
+
+// describe names the datastore in errors.
+func (s *Store) describe() string { return strings.Join(s.endpoints, ",") }
+
+// Endpoints are the etcd URLs the store talks to.
+func (s *Store) Endpoints() []string { return append([]string(nil), s.endpoints...) }
 
 // Connect opens a client to the given endpoints and checks that the cluster
 // answers, so a wrong address fails at start-up with a clear message.
@@ -89,7 +116,7 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	s := &Store{Client: cli, timeout: timeout}
+	s := &Store{Client: cli, timeout: timeout, endpoints: append([]string(nil), cfg.Endpoints...)}
 	if err := s.Ping(ctx); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("etcd at %s is not reachable (check --etcd-endpoints/ETCD_ENDPOINTS and TLS files): %w",
@@ -137,6 +164,9 @@ func (s *Store) EmbeddedEndpoint() string {
 
 // Ctx bounds one remote call.
 func (s *Store) Ctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.down.Load() {
+		return context.WithTimeout(ctx, min(s.timeout, DownTimeout))
+	}
 	return context.WithTimeout(ctx, s.timeout)
 }
 
@@ -144,18 +174,24 @@ func (s *Store) Ctx(ctx context.Context) (context.Context, context.CancelFunc) {
 func (s *Store) Ping(ctx context.Context) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
-	_, err := s.Client.Get(c, Prefix+"ping", clientv3.WithCountOnly())
-	return err
+	start := time.Now()
+	if _, err := s.Client.Get(c, Prefix+"ping", clientv3.WithCountOnly()); err != nil {
+		return s.wrapErr(err, start)
+	}
+	s.up()
+	return nil
 }
 
 // Get decodes the value at key into v and returns its mod revision.
 func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	resp, err := s.Client.Get(c, key)
 	if err != nil {
-		return 0, fmt.Errorf("etcd get %s: %w", key, err)
+		return 0, s.wrapErr(fmt.Errorf("etcd get %s: %w", key, err), start)
 	}
+	s.up()
 	if len(resp.Kvs) == 0 {
 		return 0, ErrNotFound
 	}
@@ -174,37 +210,33 @@ func (s *Store) Put(ctx context.Context, key string, v any) error {
 	}
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	if _, err := s.Client.Put(c, key, string(b)); err != nil {
-		return fmt.Errorf("etcd put %s: %w", key, err)
+		return s.wrapErr(fmt.Errorf("etcd put %s: %w", key, err), start)
 	}
+	s.up()
 	return nil
 }
 
 // Create writes v at key only if the key does not exist. It reports whether
 // it created the key.
 func (s *Store) Create(ctx context.Context, key string, v any) (bool, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return false, fmt.Errorf("encode %s: %w", key, err)
-	}
-	c, cancel := s.Ctx(ctx)
-	defer cancel()
-	resp, err := s.Client.Txn(c).
-		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-		Then(clientv3.OpPut(key, string(b))).Commit()
+	res, err := s.Txn(ctx, []Cond{Absent(key)}, []Op{Put(key, v)})
 	if err != nil {
 		return false, fmt.Errorf("etcd create %s: %w", key, err)
 	}
-	return resp.Succeeded, nil
+	return res.Succeeded, nil
 }
 
 // Delete removes key; a missing key is not an error.
 func (s *Store) Delete(ctx context.Context, key string) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	if _, err := s.Client.Delete(c, key); err != nil {
-		return fmt.Errorf("etcd delete %s: %w", key, err)
+		return s.wrapErr(fmt.Errorf("etcd delete %s: %w", key, err), start)
 	}
+	s.up()
 	return nil
 }
 
@@ -219,10 +251,12 @@ type Item[T any] struct {
 func List[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("etcd list %s: %w", prefix, err)
+		return nil, s.wrapErr(fmt.Errorf("etcd list %s: %w", prefix, err), start)
 	}
+	s.up()
 	out := make([]Item[T], 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		var v T
@@ -238,10 +272,12 @@ func List[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], error
 func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
+	start := time.Now()
 	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
-		return nil, fmt.Errorf("etcd list %s: %w", prefix, err)
+		return nil, s.wrapErr(fmt.Errorf("etcd list %s: %w", prefix, err), start)
 	}
+	s.up()
 	out := make([]string, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		out = append(out, string(kv.Key))
@@ -258,20 +294,18 @@ const MaxCASAttempts = 50
 // returning ErrNoChange leaves it alone.
 func Update[T any](ctx context.Context, s *Store, key string, fn func(cur *T) (*T, error)) error {
 	for attempt := 0; attempt < MaxCASAttempts; attempt++ {
-		c, cancel := s.Ctx(ctx)
-		resp, err := s.Client.Get(c, key)
-		cancel()
+		res, err := s.Read(ctx, Get(key))
 		if err != nil {
 			return fmt.Errorf("etcd get %s: %w", key, err)
 		}
 		var cur *T
 		var rev int64
-		if len(resp.Kvs) > 0 {
+		if rec, ok := res.One(0); ok {
 			cur = new(T)
-			if err := json.Unmarshal(resp.Kvs[0].Value, cur); err != nil {
-				return fmt.Errorf("decode %s: %w", key, err)
+			if err := rec.Decode(cur); err != nil {
+				return err
 			}
-			rev = resp.Kvs[0].ModRevision
+			rev = rec.ModRevision
 		}
 		next, err := fn(cur)
 		if errors.Is(err, ErrNoChange) {
@@ -280,22 +314,21 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(cur *T) (*
 		if err != nil {
 			return err
 		}
-		var op clientv3.Op
+		var op Op
 		if next == nil {
 			if cur == nil {
 				return nil
 			}
-			op = clientv3.OpDelete(key)
+			op = Delete(key)
 		} else {
-			b, err := json.Marshal(next)
-			if err != nil {
-				return fmt.Errorf("encode %s: %w", key, err)
-			}
-			op = clientv3.OpPut(key, string(b))
+			op = Put(key, next)
 		}
-		c, cancel = s.Ctx(ctx)
-		tr, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(op).Commit()
-		cancel()
+		tr, err := s.Txn(ctx, []Cond{Unchanged(key, rev)}, []Op{op})
+		if errors.Is(err, ErrUncertain) {
+			// Applied or not, the next pass reads the key again and fn
+			// decides from what is there.
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("etcd txn %s: %w", key, err)
 		}

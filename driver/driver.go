@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/docker/go-plugins-helpers/network"
@@ -24,6 +23,16 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 )
+
+// IPAM records which endpoint holds the addresses Docker's IPAM driver gave
+// out (ipam.Allocator).
+type IPAM interface {
+	Bind(ctx context.Context, handle string, ips []netip.Addr, endpointID string, ops ...datastore.Op) error
+	Unbind(ctx context.Context, handle string, ips []netip.Addr, endpointID string, ops ...datastore.Op) error
+	Adopt(ctx context.Context, ip netip.Addr, handle, endpointID string) (string, error)
+	ReleaseByHandle(ctx context.Context, handle string) (int, error)
+	ReleaseEndpoint(ctx context.Context, handle string, ips []netip.Addr, endpointID, why string) (int, error)
+}
 
 // Policy is told of each endpoint as it joins, before Join answers, so the
 // endpoint's traffic is governed from its first packet.
@@ -51,6 +60,7 @@ const (
 type Driver struct {
 	store   *datastore.Store
 	dp      *dataplane.Dataplane
+	ipam    IPAM
 	host    string
 	mtu     func() int
 	log     *slog.Logger
@@ -58,16 +68,13 @@ type Driver struct {
 	changed func() // told (without blocking) when networks change
 	policy  Policy
 	joined  func()
-
-	// Handlers share the lock; Reconcile takes it alone so that it never
-	// sees a veth whose endpoint it has not read yet.
-	mu sync.RWMutex
 }
 
 // Config wires a driver.
 type Config struct {
 	Store     *datastore.Store
 	Dataplane *dataplane.Dataplane
+	IPAM      IPAM
 	Host      string
 	MTU       func() int // veth MTU for the next Join; nil: the kernel default
 	Log       *slog.Logger
@@ -99,9 +106,13 @@ func New(c Config) *Driver {
 	if joined == nil {
 		joined = func() {}
 	}
-	return &Driver{store: c.Store, dp: c.Dataplane, host: c.Host, mtu: mtu, log: log, timeout: 30 * time.Second,
+	return &Driver{store: c.Store, dp: c.Dataplane, ipam: c.IPAM, host: c.Host, mtu: mtu, log: log, timeout: HandlerTimeout,
 		changed: changed, policy: c.Policy, joined: joined}
 }
+
+// HandlerTimeout bounds every handler, so that Docker gets an answer (an
+// error naming the datastore) within 10 s even while etcd is unreachable.
+const HandlerTimeout = 6 * time.Second
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.timeout)
@@ -208,8 +219,6 @@ func (d *Driver) AllocateNetwork(req *network.AllocateNetworkRequest) (*network.
 func (d *Driver) FreeNetwork(req *network.FreeNetworkRequest) error { return nil }
 
 func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.CreateEndpointResponse, error) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
 	if req.EndpointID == "" || req.NetworkID == "" {
 		return nil, errors.New("CreateEndpoint needs a NetworkID and an EndpointID")
 	}
@@ -225,7 +234,8 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		}
 		return nil, err
 	}
-	if _, err := dataplane.ParseAddrs(req.Interface.Address, req.Interface.AddressIPv6); err != nil {
+	addrs, err := dataplane.ParseAddrs(req.Interface.Address, req.Interface.AddressIPv6)
+	if err != nil {
 		return nil, err
 	}
 	resp := &network.CreateEndpointResponse{}
@@ -240,25 +250,41 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		ID: req.EndpointID, NetworkID: req.NetworkID, Host: d.host,
 		IPv4: req.Interface.Address, IPv6: req.Interface.AddressIPv6,
 		MAC: mac, HostIface: HostIfaceName(req.EndpointID), CreatedAt: time.Now().UTC(),
+		Handle: ipam.HandleFor(mac),
 	}
-	if err := d.store.Put(ctx, EndpointKey(d.host, req.EndpointID), ep); err != nil {
+	// The record and the allocations' binding to it go in one transaction:
+	// from here on, a release naming only the address cannot free it.
+	if err := d.ipam.Bind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Put(EndpointKey(d.host, ep.ID), ep)); err != nil {
 		return nil, fmt.Errorf("save endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.log.Info("endpoint created", "endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac)
 	return resp, nil
 }
 
+func hostAddrs(ps []netip.Prefix) []netip.Addr {
+	out := make([]netip.Addr, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.Addr())
+	}
+	return out
+}
+
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
 	ctx, cancel := d.ctx()
 	defer cancel()
-	ep, _ := d.endpoint(ctx, req.EndpointID)
+	ep, err := d.endpoint(ctx, req.EndpointID)
 	// Leave normally removed the veth; after a crash it may still be here.
-	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); err != nil {
+	// It goes even when the datastore cannot be read: the container is gone.
+	if terr := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); terr != nil {
+		return terr
+	}
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
 		return err
 	}
-	if err := d.store.Delete(ctx, EndpointKey(d.host, req.EndpointID)); err != nil {
+	if ep == nil {
+		return nil // deleted before: a replay
+	}
+	if err := d.ipam.Unbind(ctx, ep.Handle, hostAddrs(addrsOf(ep)), ep.ID, datastore.Delete(EndpointKey(d.host, ep.ID))); err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.log.Info("endpoint deleted", "endpoint", req.EndpointID)
@@ -295,8 +321,6 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 }
 
 func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
 	ctx, cancel := d.ctx()
 	defer cancel()
 	ep, err := d.endpoint(ctx, req.EndpointID)
@@ -346,13 +370,10 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 	return resp, nil
 }
 
+// Leave removes the endpoint's veth; its host routes go with it, so no
+// datastore read is needed and Leave works while etcd is unreachable.
 func (d *Driver) Leave(req *network.LeaveRequest) error {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	ctx, cancel := d.ctx()
-	defer cancel()
-	ep, _ := d.endpoint(ctx, req.EndpointID)
-	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); err != nil {
+	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), nil); err != nil {
 		return err
 	}
 	d.log.Info("endpoint left", "endpoint", req.EndpointID)
@@ -373,24 +394,6 @@ func (d *Driver) ProgramExternalConnectivity(req *network.ProgramExternalConnect
 
 func (d *Driver) RevokeExternalConnectivity(*network.RevokeExternalConnectivityRequest) error {
 	return nil
-}
-
-// Reconcile brings this host's veths and routes in line with the endpoint
-// records: after a restart or crash it restores missing routes and removes
-// leaked veths and routes.
-func (d *Driver) Reconcile(ctx context.Context) (dataplane.ReconcileResult, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	items, err := datastore.List[api.Endpoint](ctx, d.store, datastore.EndpointsPrefix+d.host+"/")
-	if err != nil {
-		return dataplane.ReconcileResult{}, err
-	}
-	want := make(map[string]dataplane.Endpoint, len(items))
-	for _, it := range items {
-		ep := it.Value
-		want[ep.ID] = dataplane.Endpoint{ID: ep.ID, HostIface: ep.HostIface, Addrs: addrsOf(&ep)}
-	}
-	return d.dp.Reconcile(want)
 }
 
 func randomMAC() string {

@@ -17,8 +17,23 @@ import (
 
 func newDriver(t *testing.T) (*Driver, *datastore.Store) {
 	t.Helper()
+	d, s, _ := newDriverIPAM(t)
+	return d, s
+}
+
+// newDriverIPAM returns a driver with a real allocator over pools
+// 10.1.0.0/16 and fd00:1::/64.
+func newDriverIPAM(t *testing.T) (*Driver, *datastore.Store, *ipam.Allocator) {
+	t.Helper()
 	s := testetcd.Start(t)
-	return New(Config{Store: s, Dataplane: dataplane.New(nil, "host-a"), Host: "host-a", MTU: func() int { return 1500 }}), s
+	for _, p := range []api.IPPool{{Name: "p4", CIDR: "10.1.0.0/16"}, {Name: "p6", CIDR: "fd00:1::/64"}} {
+		p.Normalize()
+		if err := s.Put(context.Background(), ipam.PoolKey(p.Name), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alloc := ipam.New(s, "host-a", nil)
+	return New(Config{Store: s, Dataplane: dataplane.New(nil, "host-a"), IPAM: alloc, Host: "host-a", MTU: func() int { return 1500 }}), s, alloc
 }
 
 func calicoData(pool string) []*network.IPAMData {
@@ -141,27 +156,37 @@ func TestEndpointLifecycle(t *testing.T) {
 				t.Errorf("replayed Join: %v", err)
 			}
 		}
-		// A crash lost the record of one endpoint: reconcile removes its veth.
+		// The datastore lost the record of one endpoint: reconcile keeps
+		// its veth (the container still runs) and rebuilds the record.
 		if err := s.Delete(ctx, EndpointKey("host-a", v4ID)); err != nil {
 			t.Fatal(err)
 		}
 		res, err := d.Reconcile(ctx)
-		if err != nil || res.LinksRemoved != 1 || dataplane.LinkExists("cali"+v4ID[:11]) {
-			t.Fatalf("reconcile = %+v, %v; leaked veth must go", res, err)
+		if err != nil || res.Adopted != 1 || !dataplane.LinkExists("cali"+v4ID[:11]) {
+			t.Fatalf("reconcile = %+v, %v; the veth must stay and its record come back", res, err)
+		}
+		var adopted api.Endpoint
+		if _, err := s.Get(ctx, EndpointKey("host-a", v4ID), &adopted); err != nil || !adopted.Adopted || adopted.IPv4 != "10.1.0.1/32" {
+			t.Fatalf("adopted record = %+v, %v", adopted, err)
 		}
 		if !dataplane.LinkExists("cali" + dsID[:11]) {
 			t.Fatal("reconcile removed a live endpoint's veth")
 		}
-		for i := 0; i < 2; i++ {
-			if err := d.Leave(&network.LeaveRequest{NetworkID: "net1", EndpointID: dsID}); err != nil {
-				t.Fatalf("Leave #%d: %v", i+1, err)
-			}
-			if err := d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: "net1", EndpointID: dsID}); err != nil {
-				t.Fatalf("DeleteEndpoint #%d: %v", i+1, err)
-			}
+		if res, err := d.Reconcile(ctx); err != nil || res.Adopted != 0 {
+			t.Fatalf("second reconcile = %+v, %v; want nothing adopted", res, err)
 		}
-		if dataplane.LinkExists("cali" + dsID[:11]) {
-			t.Fatal("veth left after Leave")
+		for _, id := range []string{dsID, v4ID} {
+			for i := 0; i < 2; i++ {
+				if err := d.Leave(&network.LeaveRequest{NetworkID: "net1", EndpointID: id}); err != nil {
+					t.Fatalf("Leave #%d: %v", i+1, err)
+				}
+				if err := d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: "net1", EndpointID: id}); err != nil {
+					t.Fatalf("DeleteEndpoint #%d: %v", i+1, err)
+				}
+			}
+			if dataplane.LinkExists("cali" + id[:11]) {
+				t.Fatal("veth left after Leave")
+			}
 		}
 		if rs, _ := dataplane.OurRoutes(); len(rs) != 0 {
 			t.Fatalf("routes left after Leave: %v", rs)

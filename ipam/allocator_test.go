@@ -83,6 +83,16 @@ func readBlock(t testing.TB, s *datastore.Store, cidr string) *Block {
 	return &b
 }
 
+// ownerOf returns the allocation etcd records for ip.
+func ownerOf(t testing.TB, s *datastore.Store, ip netip.Addr, bits int) Owner {
+	t.Helper()
+	b := readBlock(t, s, netip.PrefixFrom(ip, bits).Masked().String())
+	if b == nil || b.holder(ip) == nil {
+		t.Fatalf("%s is not allocated", ip)
+	}
+	return *b.holder(ip)
+}
+
 // holder returns the handle etcd records for ip in the block of size bits.
 func holder(t testing.TB, s *datastore.Store, ip netip.Addr, bits int) (handle, affinity string) {
 	t.Helper()
@@ -90,7 +100,10 @@ func holder(t testing.TB, s *datastore.Store, ip netip.Addr, bits int) (handle, 
 	if b == nil {
 		return "", ""
 	}
-	return b.Allocations[b.ordinal(ip)], b.Affinity
+	if o := b.holder(ip); o != nil {
+		return o.Handle, b.Affinity
+	}
+	return "", b.Affinity
 }
 
 func keysUnder(t testing.TB, s *datastore.Store, prefix string) []string {
@@ -167,7 +180,7 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 		t.Fatalf("first allocation = %s, want 10.10.0.0", ip1)
 	}
 	b := readBlock(t, s, "10.10.0.0/26")
-	if b == nil || b.Affinity != "host-a" || b.Allocations[0] != "h1" {
+	if b == nil || b.Affinity != "host-a" || b.Allocations[0].Handle != "h1" {
 		t.Fatalf("block after first allocation = %+v, want affinity host-a and ordinal 0 held by h1", b)
 	}
 	if got := keysUnder(t, s, datastore.AffinityPrefix); !slices.Equal(got, []string{"host-a/10.10.0.0-26"}) {
@@ -179,9 +192,9 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 	for i, want := range []string{"10.10.0.1", "10.10.0.2", "10.10.0.3"} {
 		// Keep the pool list fresh so that its TTL cannot expire on a slow
 		// machine and add a read: the point is the allocation's own cost.
-		a.mu.Lock()
+		a.lock <- struct{}{}
 		a.poolsAt = time.Now()
-		a.mu.Unlock()
+		a.unlock()
 		before := kv.total()
 		ip := mustAlloc(t, a, "h2", v4)
 		if ip != addr(want) {
@@ -200,7 +213,7 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 		t.Fatalf("releasing from an own block took %d etcd requests, want 1 transaction", n)
 	}
 
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"h2/10.10.0.1", "h2/10.10.0.2", "h2/10.10.0.3"}) {
+	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/h2/10.10.0.1", "host-a/h2/10.10.0.2", "host-a/h2/10.10.0.3"}) {
 		t.Fatalf("handle keys = %v", got)
 	}
 	if b := readBlock(t, s, "10.10.0.0/26"); b.inUse() != 3 {
@@ -325,9 +338,9 @@ func TestDisabledPoolIsNotAllocatedFromEvenWithStaleCache(t *testing.T) {
 
 	first.Disabled = true
 	putPool(t, s, first) // as calicoctl would, behind the allocator's back
-	a.mu.Lock()
+	a.lock <- struct{}{}
 	stale := !a.pools["first"].Disabled && time.Since(a.poolsAt) < poolTTL
-	a.mu.Unlock()
+	a.unlock()
 	if !stale {
 		t.Fatal("test set-up: the allocator's pool cache should still think pool first is enabled")
 	}
@@ -367,7 +380,7 @@ func TestAssign(t *testing.T) {
 	if err := a.Assign(ctx, x, "h1"); err != nil {
 		t.Fatalf("Assign free %s: %v", x, err)
 	}
-	if blk := readBlock(t, s, "10.60.0.0/26"); blk == nil || blk.Affinity != "host-a" || blk.Allocations[10] != "h1" || blk.inUse() != 1 {
+	if blk := readBlock(t, s, "10.60.0.0/26"); blk == nil || blk.Affinity != "host-a" || blk.Allocations[10].Handle != "h1" || blk.inUse() != 1 {
 		t.Fatalf("block after Assign = %+v, want a new host-a block with ordinal 10 held by h1", blk)
 	}
 	if err := a.Assign(ctx, x, "h1"); err != nil {
@@ -376,7 +389,7 @@ func TestAssign(t *testing.T) {
 	if blk := readBlock(t, s, "10.60.0.0/26"); blk.inUse() != 1 {
 		t.Fatalf("repeated Assign left %d addresses in use, want 1", blk.inUse())
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"h1/10.60.0.10"}) {
+	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/h1/10.60.0.10"}) {
 		t.Fatalf("handle keys = %v", got)
 	}
 
@@ -448,8 +461,11 @@ func TestAssignAndReleaseDoNotTrustAStaleCache(t *testing.T) {
 	if err := a.Assign(ctx, x, "h1"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := b.Release(ctx, x); err != nil || !ok {
-		t.Fatalf("host-b Release(%s) = %v, %v", x, ok, err)
+	if ok, err := b.Release(ctx, x); err != nil || ok {
+		t.Fatalf("host-b Release(%s) of host-a's address = %v, %v; want refused", x, ok, err)
+	}
+	if ok, err := b.ReleaseOwned(ctx, x, ownerOf(t, s, x, 26), "test"); err != nil || !ok {
+		t.Fatalf("host-b ReleaseOwned(%s) = %v, %v", x, ok, err)
 	}
 	// host-a still caches x as held by h1. Asking again must really take it.
 	if err := a.Assign(ctx, x, "h1"); err != nil {
@@ -466,8 +482,8 @@ func TestAssignAndReleaseDoNotTrustAStaleCache(t *testing.T) {
 	if err := b.Assign(ctx, y, "hb"); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := a.Release(ctx, y); err != nil || !ok {
-		t.Fatalf("host-a Release(%s), held by hb in host-a's block = %v, %v; want true", y, ok, err)
+	if ok, err := a.ReleaseOwned(ctx, y, ownerOf(t, s, y, 26), "test"); err != nil || !ok {
+		t.Fatalf("host-a ReleaseOwned(%s), held by hb in host-a's block = %v, %v; want true", y, ok, err)
 	}
 	if h, _ := holder(t, s, y, 26); h != "" {
 		t.Fatalf("%s still held by %q after Release", y, h)
@@ -502,7 +518,7 @@ func TestReleaseIsIdempotent(t *testing.T) {
 			t.Errorf("Release(%s), never allocated = %v, %v; want false, nil", ip, ok, err)
 		}
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"h/" + y.String()}) {
+	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/h/" + y.String()}) {
 		t.Fatalf("handle keys = %v, want only y's", got)
 	}
 
@@ -511,7 +527,7 @@ func TestReleaseIsIdempotent(t *testing.T) {
 	if err := s.Delete(ctx, PoolKey("p")); err != nil {
 		t.Fatal(err)
 	}
-	fresh := New(s, "host-z", quietLog())
+	fresh := New(s, "host-a", quietLog()) // the daemon restarted
 	if ok, err := fresh.Release(ctx, y); err != nil || !ok {
 		t.Fatalf("Release(%s) after its pool was deleted = %v, %v; want true", y, ok, err)
 	}
@@ -537,8 +553,9 @@ func TestReleaseByHandle(t *testing.T) {
 	if err := a.Assign(ctx, addr("10.80.0.100"), "h1"); err != nil {
 		t.Fatal(err)
 	}
-	h1 = append(h1, addr("10.80.0.100"), mustAlloc(t, b, "h1", v4)) // one from another host
-	keep := map[netip.Addr]string{mustAlloc(t, a, "h10", v4): "h10", mustAlloc(t, a, "h2", v6): "h2"}
+	h1 = append(h1, addr("10.80.0.100"))
+	// A handle is one host's: host-b's h1 is another handle.
+	keep := map[netip.Addr]string{mustAlloc(t, a, "h10", v4): "h10", mustAlloc(t, a, "h2", v6): "h2", mustAlloc(t, b, "h1", v4): "h1"}
 
 	n, err := a.ReleaseByHandle(ctx, "h1")
 	if err != nil || n != len(h1) {
@@ -562,23 +579,29 @@ func TestReleaseByHandle(t *testing.T) {
 			t.Errorf("%s held by %q, want %q (ReleaseByHandle(h1) must not touch it)", ip, h, want)
 		}
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix+"h1/"); len(got) != 0 {
+	if got := keysUnder(t, s, HandlePrefix("host-a", "h1")); len(got) != 0 {
 		t.Fatalf("h1 handle keys left: %v", got)
 	}
 	if n, err := a.ReleaseByHandle(ctx, "h1"); err != nil || n != 0 {
 		t.Fatalf("second ReleaseByHandle(h1) = %d, %v; want 0, nil", n, err)
 	}
-	if n, err := b.ReleaseByHandle(ctx, "h10"); err != nil || n != 1 {
-		t.Fatalf("ReleaseByHandle(h10) from another host = %d, %v; want 1", n, err)
+	if n, err := b.ReleaseByHandle(ctx, "h10"); err != nil || n != 0 {
+		t.Fatalf("ReleaseByHandle(h10) from another host = %d, %v; want 0: host-a's handle is not host-b's", n, err)
+	}
+	if n, err := b.ReleaseByHandle(ctx, "h1"); err != nil || n != 1 {
+		t.Fatalf("host-b ReleaseByHandle(h1) = %d, %v; want 1", n, err)
+	}
+	if n, err := a.ReleaseByHandle(ctx, "h10"); err != nil || n != 1 {
+		t.Fatalf("ReleaseByHandle(h10) = %d, %v; want 1", n, err)
 	}
 	// A handle key whose address is no longer held by it is cleaned up.
-	if err := s.Put(ctx, HandleKey("ghost", addr("10.80.0.200")), ""); err != nil {
+	if err := s.Put(ctx, HandleKey("host-a", "ghost", addr("10.80.0.200")), ""); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := a.ReleaseByHandle(ctx, "ghost"); err != nil || n != 0 {
 		t.Fatalf("ReleaseByHandle(ghost) = %d, %v; want 0", n, err)
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); len(got) != 1 || !strings.HasPrefix(got[0], "h2/") {
+	if got := keysUnder(t, s, datastore.HandlesPrefix); len(got) != 1 || !strings.HasPrefix(got[0], "host-a/h2/") {
 		t.Fatalf("handle keys = %v, want only h2's", got)
 	}
 }
@@ -708,7 +731,7 @@ func TestEnsureDefaultPools(t *testing.T) {
 	ctx := testCtx(t)
 	s := setup(t)
 	avoid := []netip.Prefix{pfx("fd00::/9")}
-	created, err := EnsureDefaultPools(ctx, s, avoid)
+	created, err := EnsureDefaultPools(ctx, s, avoid, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -736,13 +759,13 @@ func TestEnsureDefaultPools(t *testing.T) {
 		t.Fatalf("stored pools = %+v, want %+v and %+v", stored, p4, p6)
 	}
 
-	if again, err := EnsureDefaultPools(ctx, s, nil); err != nil || len(again) != 0 {
+	if again, err := EnsureDefaultPools(ctx, s, nil, nil); err != nil || len(again) != 0 {
 		t.Fatalf("second EnsureDefaultPools = %+v, %v; want nothing created", again, err)
 	}
 	if err := s.Delete(ctx, PoolKey(DefaultPoolV4Name)); err != nil {
 		t.Fatal(err)
 	}
-	if again, err := EnsureDefaultPools(ctx, s, nil); err != nil || len(again) != 0 {
+	if again, err := EnsureDefaultPools(ctx, s, nil, nil); err != nil || len(again) != 0 {
 		t.Fatalf("EnsureDefaultPools after the user deleted a default pool = %+v, %v; want nothing created", again, err)
 	}
 	if stored, _ := ListPools(ctx, s); len(stored) != 1 || stored[0] != p6 {
@@ -757,7 +780,7 @@ func TestEnsureDefaultPools(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, err := EnsureDefaultPools(ctx, s2, nil)
+			got, err := EnsureDefaultPools(ctx, s2, nil, nil)
 			if err != nil {
 				t.Error(err)
 			}
@@ -773,7 +796,7 @@ func TestEnsureDefaultPools(t *testing.T) {
 
 	// A pool the user made first is kept; only the missing family is added.
 	s3 := setup(t, api.IPPool{Name: "mine", CIDR: "10.0.0.0/16"})
-	got, err := EnsureDefaultPools(ctx, s3, nil)
+	got, err := EnsureDefaultPools(ctx, s3, nil, nil)
 	if err != nil || len(got) != 1 || got[0].Name != DefaultPoolV6Name {
 		t.Fatalf("EnsureDefaultPools with a user IPv4 pool = %+v, %v; want only the IPv6 default", got, err)
 	}

@@ -181,7 +181,7 @@ func TestFirstFreeWithin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBlock(pfx(tc.block), "h")
 			for _, o := range tc.taken {
-				if !b.takeOrdinal(o, "x") {
+				if b.takeOrdinal(o, "h", "x") == nil {
 					t.Fatalf("takeOrdinal(%d) failed on a fresh block", o)
 				}
 			}
@@ -207,23 +207,18 @@ func TestFirstFreeWithin(t *testing.T) {
 // either allocated or queued as free exactly once.
 func checkBlock(t *testing.T, b *Block) {
 	t.Helper()
-	queued := map[int]bool{}
-	for _, o := range b.Unallocated {
-		if o < 0 || o >= len(b.Allocations) {
-			t.Fatalf("free queue holds ordinal %d, outside the block", o)
-		}
-		if queued[o] {
-			t.Fatalf("ordinal %d is queued twice: %v", o, b.Unallocated)
-		}
-		if b.Allocations[o] != "" {
-			t.Fatalf("ordinal %d is queued as free but allocated to %q", o, b.Allocations[o])
-		}
-		queued[o] = true
+	if err := b.Validate(); err != nil {
+		t.Fatal(err)
 	}
-	for o, h := range b.Allocations {
-		if h == "" && !queued[o] {
-			t.Fatalf("ordinal %d is free but not in the free queue", o)
+	seqs := map[uint64]bool{}
+	for o, a := range b.Allocations {
+		if a == nil {
+			continue
 		}
+		if a.Seq > b.Seq || seqs[a.Seq] {
+			t.Fatalf("ordinal %d: sequence number %d reused or beyond the block's %d", o, a.Seq, b.Seq)
+		}
+		seqs[a.Seq] = true
 	}
 }
 
@@ -233,7 +228,7 @@ func allocNext(t *testing.T, b *Block, handle string) int {
 	if ord < 0 {
 		t.Fatalf("block %s is full", b.CIDR)
 	}
-	b.take(qpos, ord, handle)
+	b.take(qpos, ord, "h", handle)
 	checkBlock(t, b)
 	return ord
 }
@@ -245,13 +240,13 @@ func TestBlockFIFOAfterRelease(t *testing.T) {
 			t.Fatalf("fresh block handed out ordinal %d, want %d", got, want)
 		}
 	}
-	if h := b.release(1); h != "a" {
+	if h := b.release(1); h == nil || h.Handle != "a" {
 		t.Fatalf("release(1) returned handle %q, want \"a\"", h)
 	}
-	if h := b.release(0); h != "a" {
+	if h := b.release(0); h == nil || h.Handle != "a" {
 		t.Fatalf("release(0) returned handle %q, want \"a\"", h)
 	}
-	if h := b.release(0); h != "" {
+	if h := b.release(0); h != nil {
 		t.Fatalf("second release(0) returned %q, want \"\" (already free)", h)
 	}
 	checkBlock(t, b)
@@ -275,13 +270,13 @@ func TestBlockFIFOAfterRelease(t *testing.T) {
 
 func TestBlockTakeOrdinal(t *testing.T) {
 	b := newBlock(pfx("10.0.0.0/30"), "h")
-	if !b.takeOrdinal(2, "x") {
+	if b.takeOrdinal(2, "h", "x") == nil {
 		t.Fatal("takeOrdinal(2) on a free ordinal failed")
 	}
-	if b.takeOrdinal(2, "y") {
+	if b.takeOrdinal(2, "h", "y") != nil {
 		t.Fatal("takeOrdinal(2) succeeded twice")
 	}
-	if b.Allocations[2] != "x" {
+	if b.Allocations[2].Handle != "x" {
 		t.Fatalf("ordinal 2 held by %q, want the first taker \"x\"", b.Allocations[2])
 	}
 	checkBlock(t, b)
@@ -295,13 +290,13 @@ func TestBlockCloneIsIndependent(t *testing.T) {
 	c := b.clone()
 	allocNext(t, c, "x")
 	c.release(0)
-	if b.Allocations[0] != "" || len(b.Unallocated) != 4 || !slices.Equal(b.Unallocated, []int{0, 1, 2, 3}) {
+	if b.Allocations[0] != nil || len(b.Unallocated) != 4 || !slices.Equal(b.Unallocated, []int{0, 1, 2, 3}) {
 		t.Fatalf("changing a clone changed the original: %+v", b)
 	}
 	// take must not write through a shared backing array either.
 	b2 := newBlock(pfx("10.0.0.0/30"), "h")
 	q := b2.Unallocated
-	b2.take(0, 0, "x")
+	b2.take(0, 0, "h", "x")
 	if !slices.Equal(q, []int{0, 1, 2, 3}) {
 		t.Fatalf("take rewrote the previous free queue in place: %v", q)
 	}

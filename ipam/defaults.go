@@ -3,11 +3,9 @@ package ipam
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -25,7 +23,11 @@ const (
 // datastore: a marker key is written in the same transaction, so hosts that
 // start together create one set, and a user who deletes a default pool does
 // not see it come back.
-func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.Prefix) ([]api.IPPool, error) {
+//
+// inUse are addresses this host's containers already hold (found in the
+// kernel after the datastore lost its records): a default pool is chosen to
+// contain them, so that they can be claimed again.
+func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.Prefix, inUse []netip.Addr) ([]api.IPPool, error) {
 	existing, err := ListPools(ctx, s)
 	if err != nil {
 		return nil, err
@@ -43,26 +45,32 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 		want = append(want, api.IPPool{Name: DefaultPoolV4Name, CIDR: DefaultPoolV4CIDR, NATOutgoing: true})
 	}
 	if !has6 {
-		cidr, err := randomULA(avoid)
+		cidr, err := ulaHolding(inUse)
+		if cidr == "" && err == nil {
+			cidr, err = randomULA(avoid)
+		}
 		if err != nil {
 			return nil, err
 		}
 		want = append(want, api.IPPool{Name: DefaultPoolV6Name, CIDR: cidr})
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(datastore.DefaultsDoneKey), "=", 0)}
-	ops := []clientv3.Op{clientv3.OpPut(datastore.DefaultsDoneKey, `"done"`)}
+	cmps := []datastore.Cond{datastore.Absent(datastore.DefaultsDoneKey)}
+	ops := []datastore.Op{datastore.PutRaw(datastore.DefaultsDoneKey, `"done"`)}
 	for i := range want {
 		want[i].Normalize()
 		if err := want[i].Validate(); err != nil {
 			return nil, fmt.Errorf("default pool: %w", err)
 		}
-		b, _ := json.Marshal(want[i])
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(PoolKey(want[i].Name)), "=", 0))
-		ops = append(ops, clientv3.OpPut(PoolKey(want[i].Name), string(b)))
+		cmps = append(cmps, datastore.Absent(PoolKey(want[i].Name)))
+		ops = append(ops, datastore.Put(PoolKey(want[i].Name), want[i]))
 	}
-	c, cancel := s.Ctx(ctx)
-	defer cancel()
-	resp, err := s.Client.Txn(c).If(cmps...).Then(ops...).Commit()
+	resp, err := s.Txn(ctx, cmps, ops)
+	if errors.Is(err, datastore.ErrUncertain) {
+		var done string
+		if _, gerr := s.Get(ctx, datastore.DefaultsDoneKey, &done); gerr == nil {
+			return want, nil // applied (or another host's set: either way, pools exist)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create default pools: %w", err)
 	}
@@ -70,6 +78,18 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 		return nil, nil // done before, or by another host
 	}
 	return want, nil
+}
+
+// ulaHolding returns the ULA /48 holding the first IPv6 ULA address of
+// inUse, or "".
+func ulaHolding(inUse []netip.Addr) (string, error) {
+	ula := netip.MustParsePrefix("fd00::/8")
+	for _, a := range inUse {
+		if a.Is6() && ula.Contains(a) {
+			return netip.PrefixFrom(a, 48).Masked().String(), nil
+		}
+	}
+	return "", nil
 }
 
 // randomULA picks an fdXX:XXXX:XXXX::/48 that overlaps none of avoid.

@@ -2,8 +2,6 @@ package ipam
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -28,6 +26,10 @@ const (
 	macAddressOptKey = "com.docker.network.endpoint.macaddress"
 )
 
+// HandlerTimeout bounds every IPAM call, so that Docker gets an answer (an
+// error naming the datastore) within 10 s even while etcd is unreachable.
+const HandlerTimeout = 6 * time.Second
+
 // Driver answers Docker's IpamDriver calls. Pool IDs carry everything needed
 // to serve later calls, so nothing about them needs storing and they survive
 // restarts.
@@ -39,7 +41,7 @@ type Driver struct {
 
 // NewDriver wraps an allocator.
 func NewDriver(a *Allocator, log *slog.Logger) *Driver {
-	return &Driver{alloc: a, log: log, timeout: 30 * time.Second}
+	return &Driver{alloc: a, log: log, timeout: HandlerTimeout}
 }
 
 func (d *Driver) ctx() (context.Context, context.CancelFunc) {
@@ -182,17 +184,6 @@ func selection(poolID string) (Selection, netip.Prefix, error) {
 	return sel, subnet, nil
 }
 
-// HandleFor names an allocation after the endpoint's MAC, which Docker sends
-// because of RequiresMACAddress; without one the handle is random.
-func HandleFor(mac string) string {
-	if mac != "" {
-		return "docker." + strings.ReplaceAll(strings.ToLower(mac), ":", "")
-	}
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "docker.anon." + hex.EncodeToString(b[:])
-}
-
 func (d *Driver) RequestAddress(req *dipam.RequestAddressRequest) (*dipam.RequestAddressResponse, error) {
 	if req.Options[requestTypeKey] == gatewayDataKey {
 		return nil, fmt.Errorf("--gateway is not supported: calico networks have no gateway address, containers route via 169.254.1.1; remove --gateway")
@@ -201,7 +192,7 @@ func (d *Driver) RequestAddress(req *dipam.RequestAddressRequest) (*dipam.Reques
 	if err != nil {
 		return nil, err
 	}
-	handle := SanitizeHandle(HandleFor(req.Options[macAddressOptKey]))
+	handle := HandleFor(req.Options[macAddressOptKey])
 	ctx, cancel := d.ctx()
 	defer cancel()
 	bits := 32
@@ -225,7 +216,7 @@ func (d *Driver) RequestAddress(req *dipam.RequestAddressRequest) (*dipam.Reques
 		d.log.Info("assigned requested address", "ip", ip, "handle", handle)
 		return &dipam.RequestAddressResponse{Address: netip.PrefixFrom(ip, bits).String()}, nil
 	}
-	ip, err := d.alloc.Allocate(ctx, handle, sel)
+	ip, err := d.alloc.AllocateOnce(ctx, handle, sel)
 	if err != nil {
 		return nil, err
 	}

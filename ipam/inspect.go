@@ -6,7 +6,6 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -14,25 +13,22 @@ import (
 	"sort"
 	"strings"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
-// ErrNotAllocated is wrapped when an address to release is not in use.
-var ErrNotAllocated = errors.New("address not assigned")
-
-// HandleRef is one handle record: handle holds IP.
-type HandleRef struct {
-	Handle string
-	IP     netip.Addr
-}
-
 // AffinityRef is one affinity record: Host owns the block CIDR.
 type AffinityRef struct {
-	Host string
-	CIDR string
+	Host        string
+	CIDR        string
+	ModRevision int64
+}
+
+// HandleItem is one handle record as stored.
+type HandleItem struct {
+	HandleRef
+	Record      HandleRecord
+	ModRevision int64
 }
 
 // Snapshot is every IPAM-related record, read at one revision.
@@ -41,92 +37,80 @@ type Snapshot struct {
 	Pools      []datastore.Item[api.IPPool]
 	Blocks     []datastore.Item[Block]
 	Affinities []AffinityRef
-	Handles    []HandleRef
+	Handles    []HandleItem
 	Endpoints  []datastore.Item[api.Endpoint]
 	Nodes      []datastore.Item[api.Node]
+	// Claims are the node names a running daemon holds (lease-bound keys).
+	Claims map[string]bool
 	// Undecodable lists records that could not be read ("key: error").
 	Undecodable []string
 }
 
-// LoadSnapshot reads pools, blocks, affinities, handles, endpoints and nodes
-// in one transaction, so they are consistent with each other.
+// LoadSnapshot reads pools, blocks, affinities, handles, endpoints, nodes and
+// node claims in one transaction, so they are consistent with each other.
 func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
-	prefixes := []string{datastore.PoolsPrefix, datastore.BlocksPrefix, datastore.AffinityPrefix,
-		datastore.HandlesPrefix, datastore.EndpointsPrefix, datastore.NodesPrefix}
-	ops := make([]clientv3.Op, len(prefixes))
-	for i, p := range prefixes {
-		opts := []clientv3.OpOption{clientv3.WithPrefix()}
-		if p == datastore.AffinityPrefix || p == datastore.HandlesPrefix {
-			opts = append(opts, clientv3.WithKeysOnly())
-		}
-		ops[i] = clientv3.OpGet(p, opts...)
-	}
-	c, cancel := s.Ctx(ctx)
-	defer cancel()
-	resp, err := s.Client.Txn(c).Then(ops...).Commit()
+	res, err := s.Read(ctx,
+		datastore.GetPrefix(datastore.PoolsPrefix), datastore.GetPrefix(datastore.BlocksPrefix),
+		datastore.KeysUnder(datastore.AffinityPrefix), datastore.GetPrefix(datastore.HandlesPrefix),
+		datastore.GetPrefix(datastore.EndpointsPrefix), datastore.GetPrefix(datastore.NodesPrefix),
+		datastore.KeysUnder(datastore.ClaimsPrefix))
 	if err != nil {
 		return nil, fmt.Errorf("read IPAM records: %w", err)
 	}
-	snap := &Snapshot{Revision: resp.Header.Revision}
-	bad := func(key []byte, err error) {
+	snap := &Snapshot{Revision: res.Revision, Claims: map[string]bool{}}
+	bad := func(key string, err error) {
 		snap.Undecodable = append(snap.Undecodable, fmt.Sprintf("%s: %v", key, err))
 	}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
-		var p api.IPPool
-		if err := json.Unmarshal(kv.Value, &p); err != nil {
-			bad(kv.Key, err)
+	snap.Pools = decodeAll[api.IPPool](res.Reads[0], bad)
+	for _, rec := range res.Reads[1] {
+		b, err := decodeBlock(rec)
+		if err != nil {
+			bad(rec.Key, err)
 			continue
 		}
-		snap.Pools = append(snap.Pools, datastore.Item[api.IPPool]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: p})
+		snap.Blocks = append(snap.Blocks, datastore.Item[Block]{Key: rec.Key, ModRevision: rec.ModRevision, Value: *b})
 	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		var b Block
-		if err := json.Unmarshal(kv.Value, &b); err != nil {
-			bad(kv.Key, err)
-			continue
-		}
-		if !b.prefix().IsValid() || len(b.Allocations) != 1<<(b.prefix().Addr().BitLen()-b.prefix().Bits()) {
-			bad(kv.Key, fmt.Errorf("block %q has %d allocation slots", b.CIDR, len(b.Allocations)))
-			continue
-		}
-		snap.Blocks = append(snap.Blocks, datastore.Item[Block]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: b})
-	}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), datastore.AffinityPrefix)
+	for _, rec := range res.Reads[2] {
+		rest := strings.TrimPrefix(rec.Key, datastore.AffinityPrefix)
 		i := strings.LastIndex(rest, "/")
 		if i < 0 {
-			bad(kv.Key, errors.New("not host/cidr"))
+			bad(rec.Key, errors.New("not host/cidr"))
 			continue
 		}
-		snap.Affinities = append(snap.Affinities, AffinityRef{Host: rest[:i], CIDR: datastore.UnescapeCIDR(rest[i+1:])})
+		snap.Affinities = append(snap.Affinities, AffinityRef{Host: rest[:i], CIDR: datastore.UnescapeCIDR(rest[i+1:]), ModRevision: rec.ModRevision})
 	}
-	for _, kv := range resp.Responses[3].GetResponseRange().Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), datastore.HandlesPrefix)
-		i := strings.LastIndex(rest, "/")
-		ip, err := netip.ParseAddr(rest[i+1:])
-		if i < 0 || err != nil {
-			bad(kv.Key, errors.New("not handle/ip"))
+	for _, rec := range res.Reads[3] {
+		ref, ok := ParseHandleKey(rec.Key)
+		if !ok {
+			bad(rec.Key, errors.New("not host/handle/ip"))
 			continue
 		}
-		snap.Handles = append(snap.Handles, HandleRef{Handle: rest[:i], IP: ip})
+		hr, err := decodeHandle(rec.Value)
+		if err != nil {
+			bad(rec.Key, err)
+			continue
+		}
+		snap.Handles = append(snap.Handles, HandleItem{HandleRef: ref, Record: hr, ModRevision: rec.ModRevision})
 	}
-	for _, kv := range resp.Responses[4].GetResponseRange().Kvs {
-		var e api.Endpoint
-		if err := json.Unmarshal(kv.Value, &e); err != nil {
-			bad(kv.Key, err)
-			continue
-		}
-		snap.Endpoints = append(snap.Endpoints, datastore.Item[api.Endpoint]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: e})
-	}
-	for _, kv := range resp.Responses[5].GetResponseRange().Kvs {
-		var n api.Node
-		if err := json.Unmarshal(kv.Value, &n); err != nil {
-			bad(kv.Key, err)
-			continue
-		}
-		snap.Nodes = append(snap.Nodes, datastore.Item[api.Node]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: n})
+	snap.Endpoints = decodeAll[api.Endpoint](res.Reads[4], bad)
+	snap.Nodes = decodeAll[api.Node](res.Reads[5], bad)
+	for _, rec := range res.Reads[6] {
+		snap.Claims[strings.TrimPrefix(rec.Key, datastore.ClaimsPrefix)] = true
 	}
 	return snap, nil
+}
+
+func decodeAll[T any](recs []datastore.Record, bad func(string, error)) []datastore.Item[T] {
+	var out []datastore.Item[T]
+	for _, rec := range recs {
+		var v T
+		if err := rec.Decode(&v); err != nil {
+			bad(rec.Key, err)
+			continue
+		}
+		out = append(out, datastore.Item[T]{Key: rec.Key, ModRevision: rec.ModRevision, Value: v})
+	}
+	return out
 }
 
 // BlockUsage is one block's occupancy.
@@ -217,6 +201,8 @@ type IPInfo struct {
 	Pool   *api.IPPool // the pool containing IP, nil when none
 	Block  *BlockUsage // the block containing IP, nil when none is carved
 	Handle string      // the allocation's handle, "" when IP is free
+	Owner  *Owner      // the allocation, nil when IP is free
+	State  HandleState // the allocation's state, from its handle record
 	// Endpoints are the endpoint records with this address (normally at most one).
 	Endpoints []api.Endpoint
 }
@@ -237,7 +223,14 @@ func (s *Snapshot) Lookup(ip netip.Addr) IPInfo {
 			if info.Pool != nil {
 				info.Block.Pool = info.Pool.Name
 			}
-			info.Handle = b.Allocations[b.ordinal(ip)]
+			if o := b.holder(ip); o != nil {
+				info.Owner, info.Handle = o, o.Handle
+				for _, h := range s.Handles {
+					if h.IP == ip && h.Handle == o.Handle && (h.Host == o.Host || h.Host == "") {
+						info.State = h.Record.State
+					}
+				}
+			}
 			break
 		}
 	}
@@ -274,14 +267,6 @@ func endpointHas(e api.Endpoint, ip netip.Addr) bool {
 	return false
 }
 
-// Allocation is one address in use.
-type Allocation struct {
-	IP     netip.Addr
-	Handle string
-	Block  string
-	Host   string // the block's host
-}
-
 // EndpointIssue is an endpoint whose address IPAM does not hold for it.
 type EndpointIssue struct {
 	Endpoint api.Endpoint
@@ -297,7 +282,7 @@ type BlockIssue struct {
 	Reason string
 }
 
-// RecordIssue is a handle or affinity record that disagrees with the blocks.
+// RecordIssue is a record that disagrees with the blocks or cannot be read.
 type RecordIssue struct {
 	Key    string
 	Reason string
@@ -307,116 +292,69 @@ type RecordIssue struct {
 type CheckReport struct {
 	Pools, Blocks, InUse, Endpoints, Nodes int
 
-	// LeakedAllocations are addresses in use that no endpoint holds.
-	LeakedAllocations []Allocation
+	// Garbage is what the garbage collector releases (each with when).
+	Garbage []Finding
 	// EndpointsWithoutAllocation are endpoints whose address is free, or
-	// that share their address with an earlier endpoint.
+	// that share their address with an earlier endpoint. The daemon of the
+	// endpoint's host claims such addresses again when it can.
 	EndpointsWithoutAllocation []EndpointIssue
-	// BlocksHostGone are blocks affine to a host with no node record. It is
-	// only filled when NodesKnown.
-	BlocksHostGone []BlockIssue
-	// NodesKnown is false when there are no node records at all, so hosts
-	// cannot be judged.
-	NodesKnown bool
 	// BlocksNoPool are blocks inside no pool (their pool was deleted).
 	BlocksNoPool []BlockIssue
-	// RecordIssues are handle and affinity records that disagree with the
-	// blocks, and records that could not be decoded.
+	// RecordIssues are affinity records that disagree with the blocks, and
+	// records that could not be decoded.
 	RecordIssues []RecordIssue
 }
 
 // Problems counts everything found.
 func (r *CheckReport) Problems() int {
-	return len(r.LeakedAllocations) + len(r.EndpointsWithoutAllocation) + len(r.BlocksHostGone) +
-		len(r.BlocksNoPool) + len(r.RecordIssues)
+	return len(r.Garbage) + len(r.EndpointsWithoutAllocation) + len(r.BlocksNoPool) + len(r.RecordIssues)
 }
 
-// Check cross-checks blocks, handles, affinities, endpoints and nodes.
-// An address allocated a moment ago for a container that is still starting
-// shows as leaked until its endpoint is written.
-func (s *Snapshot) Check() CheckReport {
-	r := CheckReport{Pools: len(s.Pools), Blocks: len(s.Blocks), Endpoints: len(s.Endpoints), Nodes: len(s.Nodes), NodesKnown: len(s.Nodes) > 0}
+// Check cross-checks blocks, handles, affinities, endpoints and nodes, and
+// lists the garbage the collector would release with opt.
+func (s *Snapshot) Check(opt CollectOptions) CheckReport {
+	r := CheckReport{Pools: len(s.Pools), Blocks: len(s.Blocks), Endpoints: len(s.Endpoints), Nodes: len(s.Nodes)}
 	for _, u := range s.Undecodable {
 		r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: u, Reason: "cannot be decoded"})
 	}
+	r.Garbage = s.Garbage(opt)
 	byIP := map[netip.Addr][]api.Endpoint{}
 	for _, it := range s.Endpoints {
 		for _, a := range EndpointAddrs(it.Value) {
 			byIP[a] = append(byIP[a], it.Value)
 		}
 	}
-	handles := map[HandleRef]bool{}
-	for _, h := range s.Handles {
-		handles[h] = true
-	}
-	nodes := map[string]bool{}
-	for _, n := range s.Nodes {
-		nodes[n.Value.Name] = true
-	}
-	affinities := map[AffinityRef]bool{}
+	affinities := map[string]string{}
 	for _, a := range s.Affinities {
-		affinities[a] = true
+		affinities[a.Host+"/"+a.CIDR] = a.CIDR
 	}
-	allocated := map[netip.Addr]string{}
-	blocks := s.sortedBlocks()
-	for _, it := range blocks {
+	allocated := map[netip.Addr]bool{}
+	blockHost := map[string]string{}
+	for _, it := range s.sortedBlocks() {
 		b := it.Value
-		inUse := b.inUse()
-		r.InUse += inUse
-		for ord, h := range b.Allocations {
-			if h == "" {
-				continue
-			}
-			ip := b.addr(ord)
-			allocated[ip] = h
-			if len(byIP[ip]) == 0 {
-				r.LeakedAllocations = append(r.LeakedAllocations, Allocation{IP: ip, Handle: h, Block: b.CIDR, Host: b.Affinity})
-			}
-			if !handles[HandleRef{Handle: h, IP: ip}] {
-				r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: HandleKey(h, ip), Reason: fmt.Sprintf("missing: %s is allocated to handle %s in block %s", ip, h, b.CIDR)})
+		blockHost[b.CIDR] = b.Affinity
+		r.InUse += b.inUse()
+		for ord, o := range b.Allocations {
+			if o != nil {
+				allocated[b.addr(ord)] = true
 			}
 		}
-		if r.NodesKnown && b.Affinity != "" && !nodes[b.Affinity] {
-			r.BlocksHostGone = append(r.BlocksHostGone, BlockIssue{CIDR: b.CIDR, Host: b.Affinity, InUse: inUse, Reason: "no node record for its host"})
+		if !s.inSomePool(b.prefix()) {
+			r.BlocksNoPool = append(r.BlocksNoPool, BlockIssue{CIDR: b.CIDR, Host: b.Affinity, InUse: b.inUse(), Reason: "inside no IP pool"})
 		}
-		inPool := false
-		for _, p := range s.Pools {
-			pp := p.Value.Prefix()
-			if pp.Bits() <= b.prefix().Bits() && pp.Contains(b.prefix().Addr()) {
-				inPool = true
-			}
-		}
-		if !inPool {
-			r.BlocksNoPool = append(r.BlocksNoPool, BlockIssue{CIDR: b.CIDR, Host: b.Affinity, InUse: inUse, Reason: "inside no IP pool"})
-		}
-		if b.Affinity != "" && !affinities[AffinityRef{Host: b.Affinity, CIDR: b.CIDR}] {
+		if _, ok := affinities[b.Affinity+"/"+b.CIDR]; b.Affinity != "" && !ok {
 			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: AffinityKey(b.Affinity, b.CIDR), Reason: fmt.Sprintf("missing: block %s is affine to %s", b.CIDR, b.Affinity)})
 		}
 	}
-	for _, h := range s.Handles {
-		if allocated[h.IP] != h.Handle {
-			why := "the address is free"
-			if other := allocated[h.IP]; other != "" {
-				why = "the address is allocated to " + other
-			}
-			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: HandleKey(h.Handle, h.IP), Reason: "stale: " + why})
-		}
-	}
-	blockHost := map[string]string{}
-	for _, it := range s.Blocks {
-		blockHost[it.Value.CIDR] = it.Value.Affinity
-	}
 	for _, a := range s.Affinities {
-		if h, ok := blockHost[a.CIDR]; !ok {
-			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: AffinityKey(a.Host, a.CIDR), Reason: "stale: no such block"})
-		} else if h != a.Host {
+		if h, ok := blockHost[a.CIDR]; ok && h != a.Host {
 			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: AffinityKey(a.Host, a.CIDR), Reason: fmt.Sprintf("stale: the block is affine to %q", h)})
 		}
 	}
 	for _, it := range s.Endpoints {
 		e := it.Value
 		for _, ip := range EndpointAddrs(e) {
-			if _, ok := allocated[ip]; !ok {
+			if !allocated[ip] {
 				r.EndpointsWithoutAllocation = append(r.EndpointsWithoutAllocation, EndpointIssue{Endpoint: e, IP: ip, Reason: "address not allocated"})
 			} else if others := byIP[ip]; len(others) > 1 && others[0].ID != e.ID {
 				r.EndpointsWithoutAllocation = append(r.EndpointsWithoutAllocation, EndpointIssue{Endpoint: e, IP: ip,
@@ -431,74 +369,43 @@ func (s *Snapshot) Check() CheckReport {
 	return r
 }
 
+func (s *Snapshot) inSomePool(b netip.Prefix) bool {
+	for _, p := range s.Pools {
+		if pp := p.Value.Prefix(); pp.Bits() <= b.Bits() && pp.Contains(b.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
 // ReleaseIP frees ip whoever holds it, for `calicoctl ipam release`. An
 // address an endpoint record still holds is refused unless force: its
-// container would keep an address IPAM may hand out again. A block left empty
-// that lies in no pool is removed with its affinity. It returns the handle
-// that held the address; an address not in use wraps ErrNotAllocated.
+// container would keep an address IPAM may hand out again. It frees exactly
+// the allocation it found (a new one made meanwhile is left alone). It
+// returns the handle that held the address; an address not in use wraps
+// ErrNotAllocated.
 func ReleaseIP(ctx context.Context, s *datastore.Store, ip netip.Addr, force bool) (string, error) {
-	if !force {
-		eps, err := datastore.List[api.Endpoint](ctx, s, datastore.EndpointsPrefix)
-		if err != nil {
-			return "", err
-		}
-		for _, it := range eps {
-			if e := it.Value; endpointHas(e, ip) {
-				return "", fmt.Errorf("IP address %s is held by endpoint %s on host %s (network %s): remove that container, or pass --force to release it anyway",
-					ip, abbrevID(e.ID), e.Host, abbrevID(e.NetworkID))
-			}
-		}
+	snap, err := LoadSnapshot(ctx, s)
+	if err != nil {
+		return "", err
 	}
-	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		v, err := readPoolView(ctx, s)
-		if err != nil {
-			return "", err
-		}
-		var blk *datastore.Item[Block]
-		for i := range v.blocks {
-			if v.blocks[i].Value.prefix().Contains(ip) {
-				blk = &v.blocks[i]
-				break
-			}
-		}
-		if blk == nil {
-			return "", api.Mark(ErrNotAllocated, "IP address %s is not assigned: no block holds it", ip)
-		}
-		b := blk.Value.clone()
-		h := b.release(b.ordinal(ip))
-		if h == "" {
-			return "", api.Mark(ErrNotAllocated, "IP address %s is not assigned", ip)
-		}
-		inPool := false
-		for _, p := range v.pools {
-			if pp := p.Value.Prefix(); pp.Bits() <= b.prefix().Bits() && pp.Contains(b.prefix().Addr()) {
-				inPool = true
-			}
-		}
-		ops := []clientv3.Op{clientv3.OpDelete(HandleKey(h, ip))}
-		if b.inUse() == 0 && !inPool {
-			ops = append(ops, clientv3.OpDelete(blk.Key))
-			if b.Affinity != "" {
-				ops = append(ops, clientv3.OpDelete(AffinityKey(b.Affinity, b.CIDR)))
-			}
-		} else {
-			val, err := json.Marshal(b)
-			if err != nil {
-				return "", err
-			}
-			ops = append(ops, clientv3.OpPut(blk.Key, string(val)))
-		}
-		c, cancel := s.Ctx(ctx)
-		resp, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(blk.Key), "=", blk.ModRevision)).Then(ops...).Commit()
-		cancel()
-		if err != nil {
-			return "", fmt.Errorf("release %s: %w", ip, err)
-		}
-		if resp.Succeeded {
-			return h, nil
-		}
+	info := snap.Lookup(ip)
+	if !force && len(info.Endpoints) > 0 {
+		e := info.Endpoints[0]
+		return "", fmt.Errorf("IP address %s is held by endpoint %s on host %s (network %s): remove that container, or pass --force to release it anyway",
+			ip, abbrevID(e.ID), e.Host, abbrevID(e.NetworkID))
 	}
-	return "", fmt.Errorf("release %s: %w", ip, datastore.ErrConflict)
+	if info.Owner == nil {
+		return "", api.Mark(ErrNotAllocated, "IP address %s is not assigned", ip)
+	}
+	ok, err := FreeOwned(ctx, s, ip, *info.Owner)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return "", fmt.Errorf("IP address %s changed hands while releasing it: check again with calicoctl ipam show --ip %s", ip, ip)
+	}
+	return info.Owner.Handle, nil
 }
 
 // HostBlocksFreed reports what FreeHostBlocks did.
@@ -507,8 +414,9 @@ type HostBlocksFreed struct {
 }
 
 // FreeHostBlocks removes host's empty blocks with their affinities, for when
-// its node is deleted; blocks with addresses in use are kept and counted.
-// Affinity records of host that point at no block are removed too.
+// its node is deleted; blocks with addresses in use are kept and counted
+// (the garbage collector releases them after its grace period). Affinity
+// records of host that point at no block are removed too.
 func FreeHostBlocks(ctx context.Context, s *datastore.Store, host string) (HostBlocksFreed, error) {
 	var out HostBlocksFreed
 	keys, err := s.Keys(ctx, datastore.AffinityPrefix+host+"/")
@@ -517,14 +425,18 @@ func FreeHostBlocks(ctx context.Context, s *datastore.Store, host string) (HostB
 	}
 	for _, k := range keys {
 		cidr := datastore.UnescapeCIDR(k[strings.LastIndex(k, "/")+1:])
-		var b Block
-		_, err := s.Get(ctx, BlockKey(cidr), &b)
-		if errors.Is(err, datastore.ErrNotFound) {
+		res, err := s.Read(ctx, datastore.Get(BlockKey(cidr)))
+		if err != nil {
+			return out, err
+		}
+		rec, ok := res.One(0)
+		if !ok {
 			if err := s.Delete(ctx, k); err != nil {
 				return out, err
 			}
 			continue
 		}
+		b, err := decodeBlock(rec)
 		if err != nil {
 			return out, err
 		}

@@ -6,14 +6,11 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
 	"strings"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -42,29 +39,24 @@ type poolView struct {
 }
 
 func readPoolView(ctx context.Context, s *datastore.Store) (*poolView, error) {
-	c, cancel := s.Ctx(ctx)
-	defer cancel()
-	resp, err := s.Client.Txn(c).Then(
-		clientv3.OpGet(datastore.PoolsPrefix, clientv3.WithPrefix()),
-		clientv3.OpGet(datastore.BlocksPrefix, clientv3.WithPrefix()),
-	).Commit()
+	res, err := s.Read(ctx, datastore.GetPrefix(datastore.PoolsPrefix), datastore.GetPrefix(datastore.BlocksPrefix))
 	if err != nil {
 		return nil, fmt.Errorf("read IP pools and blocks: %w", err)
 	}
-	v := &poolView{rev: resp.Header.Revision}
-	for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+	v := &poolView{rev: res.Revision}
+	for _, rec := range res.Reads[0] {
 		var p api.IPPool
-		if err := json.Unmarshal(kv.Value, &p); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+		if err := rec.Decode(&p); err != nil {
+			return nil, err
 		}
-		v.pools = append(v.pools, datastore.Item[api.IPPool]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: p})
+		v.pools = append(v.pools, datastore.Item[api.IPPool]{Key: rec.Key, ModRevision: rec.ModRevision, Value: p})
 	}
-	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
-		var b Block
-		if err := json.Unmarshal(kv.Value, &b); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+	for _, rec := range res.Reads[1] {
+		b, err := decodeBlock(rec)
+		if err != nil {
+			return nil, err
 		}
-		v.blocks = append(v.blocks, datastore.Item[Block]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: b})
+		v.blocks = append(v.blocks, datastore.Item[Block]{Key: rec.Key, ModRevision: rec.ModRevision, Value: *b})
 	}
 	return v, nil
 }
@@ -140,17 +132,18 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 		return false, err
 	}
 	key := PoolKey(p.Name)
-	val, err := json.Marshal(p)
-	if err != nil {
-		return false, err
-	}
+	uncertain, existed := false, false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		v, err := readPoolView(ctx, s)
 		if err != nil {
 			return false, err
 		}
-		var cmps []clientv3.Cmp
+		var cmps []datastore.Cond
 		cur, exists := v.find(p.Name)
+		if uncertain && exists && cur.Value == p {
+			return !existed, nil // the unconfirmed write did go through
+		}
+		existed = exists
 		if exists {
 			if mode == PutCreate {
 				return false, api.Mark(api.ErrExists, "IPPool %q already exists: use calicoctl apply or calicoctl replace to change it", p.Name)
@@ -169,7 +162,7 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 			if cur.Value == p {
 				return false, nil
 			}
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", cur.ModRevision))
+			cmps = append(cmps, datastore.Unchanged(key, cur.ModRevision))
 		} else {
 			if mode == PutReplace {
 				return false, api.Mark(datastore.ErrNotFound, "IPPool %q does not exist: use calicoctl create or calicoctl apply", p.Name)
@@ -186,11 +179,13 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 			}
 			// No pool may have been created or changed since the read, so two
 			// overlapping pools created at once cannot both pass the check.
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(datastore.PoolsPrefix).WithPrefix(), "<", v.rev+1))
+			cmps = append(cmps, datastore.UnchangedUnder(datastore.PoolsPrefix, v.rev))
 		}
-		c, cancel := s.Ctx(ctx)
-		resp, err := s.Client.Txn(c).If(cmps...).Then(clientv3.OpPut(key, string(val))).Commit()
-		cancel()
+		resp, err := s.Txn(ctx, cmps, []datastore.Op{datastore.Put(key, p)})
+		if errors.Is(err, datastore.ErrUncertain) {
+			uncertain = true
+			continue
+		}
 		if err != nil {
 			return false, fmt.Errorf("write IPPool %q: %w", p.Name, err)
 		}
@@ -252,15 +247,16 @@ func DeletePool(ctx context.Context, s *datastore.Store, nameOrCIDR string, forc
 		if inUse > 0 && !force {
 			return PoolDeletion{}, api.Mark(ErrPoolInUse, "IPPool %q (%s) still has %d addresses in use: disable it first (spec.disabled: true, then calicoctl apply), remove the containers using it, then delete it; or pass --force to delete it anyway", p.Name, p.CIDR, inUse)
 		}
-		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(it.Key), "=", it.ModRevision)}
+		cmps := []datastore.Cond{datastore.Unchanged(it.Key, it.ModRevision)}
 		if !force {
 			// No block may have changed since the read: an allocation made in
 			// between would otherwise be orphaned.
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(datastore.BlocksPrefix).WithPrefix(), "<", v.rev+1))
+			cmps = append(cmps, datastore.UnchangedUnder(datastore.BlocksPrefix, v.rev))
 		}
-		c, cancel := s.Ctx(ctx)
-		resp, err := s.Client.Txn(c).If(cmps...).Then(clientv3.OpDelete(it.Key)).Commit()
-		cancel()
+		resp, err := s.Txn(ctx, cmps, []datastore.Op{datastore.Delete(it.Key)})
+		if errors.Is(err, datastore.ErrUncertain) {
+			continue // the next read tells: gone means deleted
+		}
 		if err != nil {
 			return PoolDeletion{}, fmt.Errorf("delete IPPool %q: %w", p.Name, err)
 		}
@@ -291,28 +287,33 @@ func DeletePool(ctx context.Context, s *datastore.Store, nameOrCIDR string, forc
 func freeBlockIfEmpty(ctx context.Context, s *datastore.Store, cidr, host string) (bool, error) {
 	key := BlockKey(cidr)
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		var b Block
-		rev, err := s.Get(ctx, key, &b)
-		if errors.Is(err, datastore.ErrNotFound) {
+		res, err := s.Read(ctx, datastore.Get(key))
+		if err != nil {
+			return false, err
+		}
+		rec, ok := res.One(0)
+		if !ok {
 			return true, nil
 		}
-		if err != nil {
+		var b Block
+		if err := rec.Decode(&b); err != nil {
 			return false, err
 		}
 		if b.inUse() > 0 || (host != "" && b.Affinity != host) {
 			return false, nil
 		}
-		ops := []clientv3.Op{clientv3.OpDelete(key)}
+		ops := []datastore.Op{datastore.Delete(key)}
 		if b.Affinity != "" {
-			ops = append(ops, clientv3.OpDelete(AffinityKey(b.Affinity, b.CIDR)))
+			ops = append(ops, datastore.Delete(AffinityKey(b.Affinity, b.CIDR)))
 		}
-		c, cancel := s.Ctx(ctx)
-		resp, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(ops...).Commit()
-		cancel()
+		tr, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)}, ops)
+		if errors.Is(err, datastore.ErrUncertain) {
+			continue // the next read says whether it went
+		}
 		if err != nil {
 			return false, fmt.Errorf("delete block %s: %w", cidr, err)
 		}
-		if resp.Succeeded {
+		if tr.Succeeded {
 			return true, nil
 		}
 	}

@@ -49,7 +49,7 @@ func TestDeletePoolRacingAllocations(t *testing.T) {
 		inUse := 0
 		for _, b := range snap.Blocks {
 			for _, h := range b.Value.Allocations {
-				if h != "" {
+				if h != nil {
 					inUse++
 				}
 			}

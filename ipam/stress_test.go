@@ -157,9 +157,9 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 			if err := claim(ctx, s.Client, ip, handle); err != nil {
 				return res, err
 			}
-			a.mu.Lock()
+			a.lock <- struct{}{}
 			_, own := a.own[netip.PrefixFrom(ip, stressBlockSize).Masked().String()]
-			a.mu.Unlock()
+			a.unlock()
 			if !own {
 				res.Borrowed++
 			}
@@ -422,11 +422,23 @@ func TestStressNoDuplicates(t *testing.T) {
 	// etcd must agree with the workers: claims, blocks, handles, affinities.
 	verifyAgainstEtcd(t, s, held)
 
-	// Release everything through another host's allocator, by handle.
+	// Release everything through another host's allocator, naming each
+	// allocation exactly (as the garbage collector does).
 	cleaner := New(s, "host-cleaner", quietLog())
+	snap, err := LoadSnapshot(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for ip, h := range held {
-		if n, err := cleaner.ReleaseByHandle(ctx, h); err != nil || n != 1 {
-			t.Fatalf("ReleaseByHandle(%s) for %s = %d, %v; want 1", h, ip, n, err)
+		owner := snap.Lookup(ip).Owner
+		if owner == nil || owner.Handle != h {
+			t.Fatalf("%s: etcd says held by %v, worker by %s", ip, owner, h)
+		}
+		if ok, err := cleaner.ReleaseOwned(ctx, ip, *owner, "test"); err != nil || !ok {
+			t.Fatalf("ReleaseOwned(%s, %v) = %v, %v; want true", ip, owner, ok, err)
+		}
+		if ok, err := cleaner.ReleaseOwned(ctx, ip, *owner, "test"); err != nil || ok {
+			t.Fatalf("second ReleaseOwned(%s, %v) = %v, %v; want false", ip, owner, ok, err)
 		}
 		if err := s.Delete(ctx, claimKey(ip)); err != nil {
 			t.Fatal(err)
@@ -493,13 +505,13 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 			t.Errorf("block %s has %d slots", b.CIDR, n)
 		}
 		for o, h := range b.Allocations {
-			if h == "" {
+			if h == nil {
 				continue
 			}
 			inUse++
 			ip := b.addr(o)
-			if held[ip] != h {
-				t.Errorf("etcd: %s held by %q, workers: %q", ip, h, held[ip])
+			if held[ip] != h.Handle {
+				t.Errorf("etcd: %s held by %q, workers: %q", ip, h.Handle, held[ip])
 			}
 		}
 	}
@@ -521,7 +533,14 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 	for ip, h := range held {
 		wantHandles = append(wantHandles, h+"/"+ip.String())
 	}
-	gotHandles := keysUnder(t, s, datastore.HandlesPrefix)
+	var gotHandles []string
+	for _, k := range keysUnder(t, s, datastore.HandlesPrefix) {
+		ref, ok := ParseHandleKey(datastore.HandlesPrefix + k)
+		if !ok || ref.Host == "" || !strings.HasPrefix(ref.Handle, ref.Host) {
+			t.Errorf("handle key %s does not name the host that made it", k)
+		}
+		gotHandles = append(gotHandles, ref.Handle+"/"+ref.IP.String())
+	}
 	if !sameSet(gotHandles, wantHandles) {
 		t.Errorf("handle keys do not match what is held: %d keys, %d held; extra %v, missing %v",
 			len(gotHandles), len(wantHandles), minus(gotHandles, wantHandles), minus(wantHandles, gotHandles))

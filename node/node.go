@@ -6,16 +6,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -24,7 +22,7 @@ import (
 // Key layout.
 const (
 	NodesPrefix = datastore.NodesPrefix
-	claimPrefix = datastore.Prefix + "nodeclaims/"
+	claimPrefix = datastore.ClaimsPrefix
 	idFile      = "node-id"
 	claimTTL    = 20 // seconds: how long a dead daemon's claim outlives it
 )
@@ -46,7 +44,7 @@ type Registration struct {
 	store  *datastore.Store
 	node   api.Node
 	hostID string
-	lease  clientv3.LeaseID
+	lease  atomic.Int64 // datastore.Lease: replaced by Heartbeat, read by Lease
 	log    *slog.Logger
 }
 
@@ -103,49 +101,53 @@ func Register(ctx context.Context, s *datastore.Store, cfg Config, log *slog.Log
 func (r *Registration) Node() api.Node { return r.node }
 
 func (r *Registration) claim(ctx context.Context) error {
-	c, cancel := r.store.Ctx(ctx)
-	defer cancel()
-	lease, err := r.store.Client.Grant(c, claimTTL)
+	lease, err := r.store.Grant(ctx, claimTTL*time.Second)
 	if err != nil {
 		return fmt.Errorf("etcd lease for node %s: %w", r.node.Name, err)
 	}
-	val, _ := json.Marshal(claim{HostID: r.hostID, PID: os.Getpid(), Since: time.Now().UTC()})
+	val := claim{HostID: r.hostID, PID: os.Getpid(), Since: time.Now().UTC()}
 	key := claimPrefix + r.node.Name
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		resp, err := r.store.Client.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease.ID))).
-			Else(clientv3.OpGet(key)).Commit()
-		if err != nil {
+		res, err := r.store.Txn(ctx, []datastore.Cond{datastore.Absent(key)},
+			[]datastore.Op{datastore.PutLeased(key, val, lease)}, datastore.Get(key))
+		if err != nil && !errors.Is(err, datastore.ErrUncertain) {
 			return fmt.Errorf("claim node name %s: %w", r.node.Name, err)
 		}
-		if resp.Succeeded {
-			r.lease = lease.ID
+		if err == nil && res.Succeeded {
+			r.lease.Store(int64(lease))
 			return nil
 		}
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
+		if err != nil { // unconfirmed: the next pass reads the claim, ours or not
+			continue
+		}
+		rec, ok := res.One(0)
+		if !ok {
 			continue
 		}
 		var other claim
-		_ = json.Unmarshal(kvs[0].Value, &other)
+		_ = rec.Decode(&other)
 		if other.HostID != r.hostID {
-			_, _ = r.store.Client.Revoke(c, lease.ID)
+			_ = r.store.Revoke(ctx, lease)
 			return fmt.Errorf("node name %q is held by another running daemon (pid %d, since %s): give this host its own --nodename (NODENAME): %w",
 				r.node.Name, other.PID, other.Since.Format(time.RFC3339), ErrNameTaken)
 		}
 		// Our own earlier life (restart, kill -9): take the claim over.
-		tr, err := r.store.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(key), "=", kvs[0].ModRevision)).
-			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease.ID))).Commit()
-		if err != nil {
+		tr, err := r.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)},
+			[]datastore.Op{datastore.PutLeased(key, val, lease)})
+		if err != nil && !errors.Is(err, datastore.ErrUncertain) {
 			return fmt.Errorf("claim node name %s: %w", r.node.Name, err)
 		}
-		if tr.Succeeded {
-			r.lease = lease.ID
+		if err == nil && tr.Succeeded {
+			r.lease.Store(int64(lease))
 			return nil
 		}
 	}
 	return fmt.Errorf("claim node name %s: %w", r.node.Name, datastore.ErrConflict)
 }
+
+// Lease is the etcd lease the node's claim lives on: keys written with it
+// (the garbage collector's leadership) go when the daemon does.
+func (r *Registration) Lease() datastore.Lease { return datastore.Lease(r.lease.Load()) }
 
 func (r *Registration) writeRecord(ctx context.Context) error {
 	r.node.LastSeen = time.Now().UTC().Truncate(time.Second)
@@ -167,10 +169,7 @@ func (r *Registration) Heartbeat(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		c, cancel := r.store.Ctx(ctx)
-		_, err := r.store.Client.KeepAliveOnce(c, r.lease)
-		cancel()
-		if err != nil {
+		if err := r.store.KeepAliveOnce(ctx, r.Lease()); err != nil {
 			r.log.Warn("node claim lapsed; claiming again", "node", r.node.Name, "err", err)
 			if err := r.claim(ctx); err != nil {
 				r.log.Error("cannot reclaim node name", "node", r.node.Name, "err", err)
@@ -186,9 +185,7 @@ func (r *Registration) Heartbeat(ctx context.Context, interval time.Duration) {
 // Release drops the claim (the record stays: other hosts keep routing to
 // this node's containers while it restarts).
 func (r *Registration) Release(ctx context.Context) {
-	c, cancel := r.store.Ctx(ctx)
-	defer cancel()
-	_, _ = r.store.Client.Revoke(c, r.lease)
+	_ = r.store.Revoke(ctx, r.Lease())
 }
 
 // List returns every node record.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Date is the build date, stamped at link time; the version and commit are
@@ -42,6 +43,9 @@ type Config struct {
 	// Docker managed plugin mode (see managed.go).
 	SingleSocket bool   // serve both drivers on PluginDir/calico.sock
 	LegacyDir    string // also serve calico.sock and calico-ipam.sock here
+	// Garbage collection (gc package).
+	GCGrace       time.Duration // how old an orphan must be before it is released
+	GCNodeTimeout time.Duration // a node not seen for this long is gone (0: only deleted nodes)
 }
 
 // ParseFlags reads flags, falling back to the environment for each, and
@@ -80,6 +84,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.StringVar(&c.IPAMDriverName, "ipam-driver-name", env("CALICO_IPAM_DRIVER_NAME", "calico-ipam"), "the IPAM driver's name as Docker reports it")
 	fs.BoolVar(&c.SingleSocket, "single-socket", false, "serve the network and IPAM drivers both on one socket, calico.sock (a Docker managed plugin)")
 	fs.StringVar(&c.LegacyDir, "legacy-plugin-dir", "", "also serve calico.sock and calico-ipam.sock in this directory: a managed plugin's view of the host's /run/docker/plugins, so that --driver calico and --ipam-driver calico-ipam resolve")
+	var grace, nodeTimeout string
+	fs.StringVar(&grace, "ipam-gc-grace", env("CALICO_IPAM_GC_GRACE", "10m"), "how old an orphaned address or endpoint record must be before the garbage collector releases it, as a Go duration (env CALICO_IPAM_GC_GRACE)")
+	fs.StringVar(&nodeTimeout, "ipam-gc-node-timeout", env("CALICO_IPAM_GC_NODE_TIMEOUT", "24h"), "a node whose daemon has not been seen for this long is gone: its blocks and addresses are released; 0 releases only deleted nodes' (env CALICO_IPAM_GC_NODE_TIMEOUT)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage.String())
@@ -154,8 +161,23 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	default:
 		return nil, fmt.Errorf("NO_DEFAULT_POOLS=%q: use true or false", getenv("NO_DEFAULT_POOLS"))
 	}
+	var err error
+	if c.GCGrace, err = parseDuration("--ipam-gc-grace", grace); err != nil {
+		return nil, err
+	}
+	if c.GCNodeTimeout, err = parseDuration("--ipam-gc-node-timeout", nodeTimeout); err != nil {
+		return nil, err
+	}
 	if c.LegacyDir != "" && filepath.Clean(c.LegacyDir) == filepath.Clean(c.PluginDir) {
 		return nil, fmt.Errorf("--legacy-plugin-dir %s is the plugin dir: give the managed plugin's mount of the host's /run/docker/plugins, or drop the flag", c.LegacyDir)
 	}
 	return &c, nil
+}
+
+func parseDuration(flag, v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s %q: give a duration such as 10m, 90s or 24h", flag, v)
+	}
+	return d, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/gc"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
@@ -69,7 +70,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		created, err := ipam.EnsureDefaultPools(startCtx, store, avoid)
+		created, err := ipam.EnsureDefaultPools(startCtx, store, avoid, runningAddrs(dp, log))
 		if err != nil {
 			return err
 		}
@@ -131,7 +132,6 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("route sync has not read the datastore yet; starting anyway")
 	}
 
-	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
 	var nets *netsync.Syncer
 	dc, err := dockerapi.New(cfg.DockerHost)
 	if err != nil {
@@ -167,13 +167,22 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			nets.Kick()
 		}
 	}
-	drv := driver.New(driver.Config{Store: store, Dataplane: dp, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick,
+	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
+	drv := driver.New(driver.Config{Store: store, Dataplane: dp, IPAM: alloc, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick,
 		Policy: pol, EndpointJoined: joined})
+	// Before serving: running containers' addresses are claimed again (if
+	// the datastore lost them) before any new container can be given one.
 	if res, err := drv.Reconcile(startCtx); err != nil {
 		log.Warn("initial data plane reconcile incomplete", "err", err)
 	} else {
-		log.Info("data plane reconciled", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "linksRemoved", res.LinksRemoved)
+		log.Info("data plane reconciled", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
 	}
+	var eng gc.Engine
+	if dc != nil {
+		eng = newEngine(dc, cfg.DriverName)
+	}
+	col := gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout,
+		Engine: eng, Endpoints: drv, Lease: reg.Lease, Log: log.With("part", "gc")})
 
 	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", NetworkSocket)),
 		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", IPAMSocket))))
@@ -191,6 +200,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if nets != nil {
 		go nets.Run(ctx, 2*time.Second)
 	}
+	go col.Run(ctx)
 	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
 		"sockets", socketPaths(servers), "vethMTU", mtu())
 
@@ -212,8 +222,8 @@ loop:
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 			if res, err := drv.Reconcile(rctx); err != nil {
 				log.Warn("data plane reconcile failed", "err", err)
-			} else if res != (dataplane.ReconcileResult{}) {
-				log.Info("data plane repaired", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "linksRemoved", res.LinksRemoved)
+			} else if res != (driver.RepairResult{}) {
+				log.Info("data plane repaired", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
 			}
 			rcancel()
 		}
@@ -226,6 +236,24 @@ loop:
 		os.Remove(s.Path)
 	}
 	return runErr
+}
+
+// runningAddrs are the addresses of the containers this host runs, from the
+// kernel: after the datastore lost its records, the default pools are chosen
+// to hold them.
+func runningAddrs(dp *dataplane.Dataplane, log *slog.Logger) []netip.Addr {
+	inv, err := dp.Inventory()
+	if err != nil {
+		log.Warn("cannot list this host's veths", "err", err)
+		return nil
+	}
+	var out []netip.Addr
+	for _, ke := range inv {
+		for _, a := range ke.Addrs {
+			out = append(out, a.Addr())
+		}
+	}
+	return out
 }
 
 // hostRoutes adapts the data plane to what the route syncer needs.

@@ -1,0 +1,267 @@
+package datastore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Cond is one comparison of a multi-key transaction. Build them with
+// Unchanged, Absent, NothingUnder and UnchangedUnder.
+type Cond struct{ cmp clientv3.Cmp }
+
+// Unchanged holds while key's mod revision is still rev (0: the key is absent).
+func Unchanged(key string, rev int64) Cond {
+	return Cond{clientv3.Compare(clientv3.ModRevision(key), "=", rev)}
+}
+
+// Absent holds while key does not exist.
+func Absent(key string) Cond {
+	return Cond{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+}
+
+// Present holds while key exists.
+func Present(key string) Cond {
+	return Cond{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
+}
+
+// NothingUnder holds while no key exists under prefix.
+func NothingUnder(prefix string) Cond {
+	return Cond{clientv3.Compare(clientv3.CreateRevision(prefix), "=", 0).WithPrefix()}
+}
+
+// UnchangedUnder holds while no key under prefix was written after revision
+// rev (a key created or modified later fails it; a deletion does not).
+func UnchangedUnder(prefix string, rev int64) Cond {
+	return Cond{clientv3.Compare(clientv3.ModRevision(prefix), "<", rev+1).WithPrefix()}
+}
+
+// Op is one operation of a transaction: Put (JSON), PutRaw, Delete, Get,
+// GetPrefix or KeysUnder.
+type Op struct {
+	op   clientv3.Op
+	read bool
+	err  error
+}
+
+// Put writes v as JSON at key.
+func Put(key string, v any) Op {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Op{err: fmt.Errorf("encode %s: %w", key, err)}
+	}
+	return Op{op: clientv3.OpPut(key, string(b))}
+}
+
+// PutLeased writes v as JSON at key, bound to lease: the key goes when the
+// lease expires.
+func PutLeased(key string, v any, lease Lease) Op {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Op{err: fmt.Errorf("encode %s: %w", key, err)}
+	}
+	return Op{op: clientv3.OpPut(key, string(b), clientv3.WithLease(clientv3.LeaseID(lease)))}
+}
+
+// PutRaw writes value as is at key.
+func PutRaw(key, value string) Op { return Op{op: clientv3.OpPut(key, value)} }
+
+// Delete removes key (a missing key is not an error).
+func Delete(key string) Op { return Op{op: clientv3.OpDelete(key)} }
+
+// DeleteUnder removes every key under prefix.
+func DeleteUnder(prefix string) Op { return Op{op: clientv3.OpDelete(prefix, clientv3.WithPrefix())} }
+
+// Get reads key.
+func Get(key string) Op { return Op{op: clientv3.OpGet(key), read: true} }
+
+// GetPrefix reads every key under prefix.
+func GetPrefix(prefix string) Op {
+	return Op{op: clientv3.OpGet(prefix, clientv3.WithPrefix()), read: true}
+}
+
+// KeysUnder reads the keys under prefix without their values.
+func KeysUnder(prefix string) Op {
+	return Op{op: clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()), read: true}
+}
+
+// Record is one stored key of a transaction's read.
+type Record struct {
+	Key         string
+	Value       []byte
+	ModRevision int64
+}
+
+// Decode unmarshals the record's JSON value.
+func (r Record) Decode(v any) error {
+	if err := json.Unmarshal(r.Value, v); err != nil {
+		return fmt.Errorf("decode %s: %w", r.Key, err)
+	}
+	return nil
+}
+
+// TxnResult is what a transaction did. Reads holds, per read operation of the
+// branch that ran (Then on success, Else otherwise) and in its order, the
+// records it found.
+type TxnResult struct {
+	Succeeded bool
+	Revision  int64
+	Reads     [][]Record
+}
+
+// One returns the single record of read i, or false when the key was absent.
+func (r TxnResult) One(i int) (Record, bool) {
+	if i >= len(r.Reads) || len(r.Reads[i]) == 0 {
+		return Record{}, false
+	}
+	return r.Reads[i][0], true
+}
+
+// ErrUncertain marks a write whose outcome is unknown: the request may have
+// been applied before the connection or the deadline failed. The caller must
+// read back what it wrote to decide, never blindly write again.
+var ErrUncertain = errors.New("the datastore did not confirm whether the write was applied")
+
+// Txn runs one compare-and-swap transaction: if every cond holds, then runs,
+// else els. It is the only way the project writes several keys together.
+// A failure after the request may have reached etcd is returned wrapping
+// ErrUncertain.
+func (s *Store) Txn(ctx context.Context, conds []Cond, then []Op, els ...Op) (TxnResult, error) {
+	cmps := make([]clientv3.Cmp, len(conds))
+	for i, c := range conds {
+		cmps[i] = c.cmp
+	}
+	thenOps, thenReads, err := unwrapOps(then)
+	if err != nil {
+		return TxnResult{}, err
+	}
+	elseOps, elseReads, err := unwrapOps(els)
+	if err != nil {
+		return TxnResult{}, err
+	}
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	start := time.Now()
+	resp, err := s.Client.Txn(c).If(cmps...).Then(thenOps...).Else(elseOps...).Commit()
+	if err != nil {
+		if writes(then) || writes(els) {
+			return TxnResult{}, s.wrapErr(fmt.Errorf("%w: %w", ErrUncertain, err), start)
+		}
+		return TxnResult{}, s.wrapErr(err, start)
+	}
+	s.up()
+	out := TxnResult{Succeeded: resp.Succeeded, Revision: resp.Header.Revision}
+	reads := elseReads
+	if resp.Succeeded {
+		reads = thenReads
+	}
+	for _, i := range reads {
+		var recs []Record
+		for _, kv := range resp.Responses[i].GetResponseRange().Kvs {
+			recs = append(recs, Record{Key: string(kv.Key), Value: kv.Value, ModRevision: kv.ModRevision})
+		}
+		out.Reads = append(out.Reads, recs)
+	}
+	return out, nil
+}
+
+// Read runs the read operations ops at one revision.
+func (s *Store) Read(ctx context.Context, ops ...Op) (TxnResult, error) {
+	return s.Txn(ctx, nil, ops)
+}
+
+func unwrapOps(ops []Op) ([]clientv3.Op, []int, error) {
+	out := make([]clientv3.Op, len(ops))
+	var reads []int
+	for i, o := range ops {
+		if o.err != nil {
+			return nil, nil, o.err
+		}
+		out[i] = o.op
+		if o.read {
+			reads = append(reads, i)
+		}
+	}
+	return out, reads, nil
+}
+
+func writes(ops []Op) bool {
+	for _, o := range ops {
+		if !o.read {
+			return true
+		}
+	}
+	return false
+}
+
+// Lease is an etcd lease: keys written with it go when it expires.
+type Lease int64
+
+// Grant creates a lease of ttl.
+func (s *Store) Grant(ctx context.Context, ttl time.Duration) (Lease, error) {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	start := time.Now()
+	resp, err := s.Client.Grant(c, int64(ttl/time.Second))
+	if err != nil {
+		return 0, s.wrapErr(fmt.Errorf("etcd lease: %w", err), start)
+	}
+	s.up()
+	return Lease(resp.ID), nil
+}
+
+// KeepAliveOnce renews lease once.
+func (s *Store) KeepAliveOnce(ctx context.Context, l Lease) error {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	start := time.Now()
+	if _, err := s.Client.KeepAliveOnce(c, clientv3.LeaseID(l)); err != nil {
+		return s.wrapErr(fmt.Errorf("renew etcd lease: %w", err), start)
+	}
+	s.up()
+	return nil
+}
+
+// Revoke ends lease and deletes its keys.
+func (s *Store) Revoke(ctx context.Context, l Lease) error {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	if _, err := s.Client.Revoke(c, clientv3.LeaseID(l)); err != nil {
+		return fmt.Errorf("revoke etcd lease: %w", err)
+	}
+	return nil
+}
+
+// ErrUnavailable marks an error because the datastore did not answer.
+var ErrUnavailable = errors.New("the datastore is unreachable")
+
+// wrapErr names the datastore in errors that come from it not answering, so
+// that a Docker user sees which etcd to look at.
+func (s *Store) wrapErr(err error, start time.Time) error {
+	if err == nil || !unreachable(err) {
+		return err
+	}
+	s.down.Store(true)
+	return fmt.Errorf("%w (etcd at %s did not answer within %s): %w", ErrUnavailable, s.describe(),
+		time.Since(start).Round(100*time.Millisecond), err)
+}
+
+func unreachable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		switch se.GRPCStatus().Code() {
+		case codes.Unavailable, codes.DeadlineExceeded:
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,190 @@
+package ipam
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+)
+
+// ErrInUse is returned when a specific address is already allocated.
+var ErrInUse = errors.New("address already in use")
+
+// Assign takes the specific address ip for handle (docker run --ip). A
+// replay succeeds: the same host's handle asking again for an address it
+// holds and has not bound to an endpoint yet. Anyone else holding it,
+// whatever the handle or the host, is refused.
+func (a *Allocator) Assign(ctx context.Context, ip netip.Addr, handle string) error {
+	return a.assign(ctx, ip, handle, HandleRecord{State: StateAllocated})
+}
+
+// AssignBound claims ip for handle already bound to endpointID (CreateEndpoint
+// found its address freed by a stray release). An address held by another
+// owner is refused.
+func (a *Allocator) AssignBound(ctx context.Context, ip netip.Addr, handle, endpointID string) error {
+	return a.assign(ctx, ip, handle, HandleRecord{State: StateBound, Endpoint: endpointID})
+}
+
+// Adopt claims ip for endpointID, an endpoint found running in the kernel
+// whose record the datastore lost, and returns the handle that holds it: the
+// allocation that already names the endpoint when there is one (only the
+// endpoint record was lost), else a new one of handle. An address held by
+// another owner is refused.
+func (a *Allocator) Adopt(ctx context.Context, ip netip.Addr, handle, endpointID string) (string, error) {
+	if h, err := a.heldFor(ctx, ip, endpointID); err != nil || h != "" {
+		return h, err
+	}
+	return handle, a.AssignBound(ctx, ip, handle, endpointID)
+}
+
+// heldFor returns the handle of this host's allocation of ip that names
+// endpointID, or "".
+func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID string) (string, error) {
+	if err := a.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer a.unlock()
+	cidr, err := a.blockCIDRFor(ctx, ip)
+	if err != nil || cidr == "" {
+		return "", err
+	}
+	blk, _, _, err := a.blockFor(ctx, cidr, true)
+	if err != nil || blk == nil {
+		return "", err
+	}
+	h := blk.holder(ip)
+	if h == nil || h.Host != a.host {
+		return "", nil
+	}
+	rec, rev, _, err := a.handleFor(ctx, HandleKey(a.host, h.Handle, ip), true)
+	if err != nil || rev == 0 || rec.Seq != h.Seq || rec.Endpoint != endpointID {
+		return "", err
+	}
+	if rec.State != StateBound {
+		// DeleteEndpoint ran, yet the endpoint runs: bind it again.
+		rec.State, rec.Since = StateBound, a.now().UTC()
+		key := HandleKey(a.host, h.Handle, ip)
+		res, err := a.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.Put(key, rec)})
+		if err != nil || !res.Succeeded {
+			return "", fmt.Errorf("bind %s to endpoint %s again: %w", ip, abbrevID(endpointID), errors.Join(err, datastore.ErrConflict))
+		}
+	}
+	return h.Handle, nil
+}
+
+func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, want HandleRecord) error {
+	if err := a.acquire(ctx); err != nil {
+		return err
+	}
+	defer a.unlock()
+	if err := a.refreshPools(ctx); err != nil {
+		return err
+	}
+	key := HandleKey(a.host, handle, ip)
+	fresh := false
+	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
+		pool, ok := a.poolFor(ip)
+		if !ok {
+			return fmt.Errorf("address %s is in no IP pool (pools: %s): pick an address inside a pool", ip, a.poolList())
+		}
+		if pool.Disabled {
+			return fmt.Errorf("address %s is in IP pool %q (%s), which is disabled: enable the pool or pick another address", ip, pool.Name, pool.CIDR)
+		}
+		cidr := netip.PrefixFrom(ip, pool.BlockSize).Masked().String()
+		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
+		if err != nil {
+			return err
+		}
+		var extra []datastore.Op
+		if blk == nil {
+			blk = newBlock(netip.MustParsePrefix(cidr), a.host)
+			extra = append(extra, datastore.PutRaw(AffinityKey(a.host, cidr), ""))
+		}
+		ord := blk.ordinal(ip)
+		var conds []datastore.Cond
+		if h := blk.Allocations[ord]; h != nil {
+			if cached { // confirm with etcd before answering without a write
+				fresh = true
+				continue
+			}
+			old, oldRev, err := a.takeOver(ctx, ip, h)
+			if err != nil {
+				return err
+			}
+			if old == "" {
+				return a.heldAlready(ctx, ip, h, handle, want)
+			}
+			// This host's endpoint that held it is gone (DeleteEndpoint
+			// ran); only Docker's release was still to come. Take it over.
+			blk.release(ord)
+			conds = append(conds, datastore.Unchanged(old, oldRev))
+			if old != key {
+				extra = append(extra, datastore.Delete(old))
+			}
+		}
+		owner := blk.takeOrdinal(ord, a.host, handle)
+		rec := want
+		rec.Seq, rec.Since = owner.Seq, a.now().UTC()
+		out, err := a.commit(ctx, write{pool: &pool, blk: blk, rev: rev, conds: conds,
+			ops: append(extra, datastore.Put(key, rec)), applied: holds(ip, owner)})
+		if err != nil {
+			return err
+		}
+		if out.ok {
+			a.handles[key] = cachedHandle{rec: rec, rev: out.rev}
+			return nil
+		}
+		fresh = true
+	}
+	return fmt.Errorf("assign %s: %w", ip, datastore.ErrConflict)
+}
+
+// takeOver returns the handle key (and its revision) of h's allocation of
+// ip when it may be taken over: this host's, and its endpoint deleted.
+func (a *Allocator) takeOver(ctx context.Context, ip netip.Addr, h *Owner) (string, int64, error) {
+	if h.Host != a.host {
+		return "", 0, nil
+	}
+	key := HandleKey(h.Host, h.Handle, ip)
+	rec, rev, _, err := a.handleFor(ctx, key, true)
+	if err != nil || rev == 0 || rec.Seq != h.Seq || rec.State != StateReleased {
+		return "", 0, err
+	}
+	return key, rev, nil
+}
+
+// heldAlready answers an assignment of an address h holds: a replay of the
+// same unbound request (or the same adoption) succeeds; anything else is in
+// use.
+func (a *Allocator) heldAlready(ctx context.Context, ip netip.Addr, h *Owner, handle string, want HandleRecord) error {
+	if h.Host == a.host && h.Handle == handle {
+		rec, _, _, err := a.handleFor(ctx, HandleKey(a.host, handle, ip), true)
+		if err != nil {
+			return err
+		}
+		if rec.Seq == h.Seq && rec.State == want.State && rec.Endpoint == want.Endpoint {
+			return nil
+		}
+		if rec.Endpoint != "" {
+			return fmt.Errorf("address %s is already in use by endpoint %s on this host (a container with the same MAC address): pick another address or MAC: %w",
+				ip, abbrevID(rec.Endpoint), ErrInUse)
+		}
+	}
+	return fmt.Errorf("address %s is already in use (held by %s): pick another address or remove the container holding it: %w", ip, h, ErrInUse)
+}
+
+func (a *Allocator) poolList() string {
+	var s []string
+	for _, p := range a.pools {
+		s = append(s, fmt.Sprintf("%s %s", p.Name, p.CIDR))
+	}
+	sort.Strings(s)
+	if len(s) == 0 {
+		return "none"
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,224 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+)
+
+// Release frees ip for Docker's ReleaseAddress, which names only the
+// address. It frees the address only while it is still this host's
+// allocation and no endpoint holds it: the allocation of a request Docker
+// rolls back (StateAllocated) or of an endpoint DeleteEndpoint removed
+// (StateReleased). A late or repeated release, which would otherwise free
+// whoever holds the address now, is refused with a log line. Releasing a
+// free address is not an error (Docker retries); it reports whether
+// anything was freed.
+func (a *Allocator) Release(ctx context.Context, ip netip.Addr) (bool, error) {
+	if err := a.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer a.unlock()
+	return a.release(ctx, ip, nil, "")
+}
+
+// ReleaseOwned frees ip only while owner still holds it, whatever its
+// state: the garbage collector and calicoctl name the allocation they mean.
+func (a *Allocator) ReleaseOwned(ctx context.Context, ip netip.Addr, owner Owner, why string) (bool, error) {
+	if err := a.acquire(ctx); err != nil {
+		return false, err
+	}
+	defer a.unlock()
+	return a.release(ctx, ip, &owner, why)
+}
+
+// ReleaseByHandle frees every address this host's handle holds.
+func (a *Allocator) ReleaseByHandle(ctx context.Context, handle string) (int, error) {
+	res, err := a.store.Read(ctx, datastore.GetPrefix(HandlePrefix(a.host, handle)))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range res.Reads[0] {
+		ref, ok := ParseHandleKey(r.Key)
+		if !ok {
+			continue
+		}
+		if rec, err := decodeHandle(r.Value); err == nil {
+			ok, err := a.ReleaseOwned(ctx, ref.IP, Owner{Host: a.host, Handle: handle, Seq: rec.Seq}, "its handle was released")
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+				continue
+			}
+		}
+		// A record whose address the handle no longer holds.
+		if _, err := a.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(r.Key, r.ModRevision)}, []datastore.Op{datastore.Delete(r.Key)}); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *Owner, why string) (bool, error) {
+	cidr, err := a.blockCIDRFor(ctx, ip)
+	if err != nil || cidr == "" {
+		return false, err
+	}
+	fresh := false
+	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
+		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
+		if err != nil || blk == nil {
+			return false, err
+		}
+		ord := blk.ordinal(ip)
+		h := blk.Allocations[ord]
+		refuse := ""
+		switch {
+		case h == nil:
+			refuse = "free"
+		case owner != nil && !h.Same(owner):
+			refuse = "held by " + h.String()
+		case owner == nil && h.Host != "" && h.Host != a.host:
+			refuse = "held by host " + h.Host
+		}
+		var key string
+		var hrev int64
+		if refuse == "" && h.Host != "" {
+			key = HandleKey(h.Host, h.Handle, ip)
+			var rec HandleRecord
+			rec, hrev, _, err = a.handleFor(ctx, key, fresh)
+			if err != nil {
+				return false, err
+			}
+			if owner == nil && rec.State == StateBound && hrev != 0 {
+				refuse = "bound to endpoint " + abbrevID(rec.Endpoint)
+			}
+		} else if refuse == "" {
+			key = datastore.HandlesPrefix + h.Handle + "/" + ip.String() // written before hosts were recorded
+		}
+		if refuse != "" {
+			if cached { // confirm with etcd before answering without a write
+				fresh = true
+				continue
+			}
+			if refuse != "free" {
+				a.log.Warn("release refused: the address belongs to another allocation now (a late or repeated release)",
+					"ip", ip, "reason", refuse, "asked", owner.String())
+			}
+			return false, nil
+		}
+		ok, err := a.free(ctx, blk, rev, ord, key, hrev, h)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			if why != "" {
+				a.log.Info("released address", "ip", ip, "owner", h.String(), "why", why)
+			}
+			return true, nil
+		}
+		fresh = true
+	}
+	return false, fmt.Errorf("release %s: %w", ip, datastore.ErrConflict)
+}
+
+// free releases ordinal ord of blk (at rev) and deletes its handle record
+// (at hrev, 0: not checked) in one transaction. The last address of a
+// deleted pool's block takes the block and its affinity with it.
+func (a *Allocator) free(ctx context.Context, blk *Block, rev int64, ord int, key string, hrev int64, h *Owner) (bool, error) {
+	ip := blk.addr(ord)
+	blk.release(ord)
+	w := write{blk: blk, rev: rev, ops: []datastore.Op{datastore.Delete(key)}, applied: frees(ip, h)}
+	if hrev != 0 {
+		w.conds = []datastore.Cond{datastore.Unchanged(key, hrev)}
+	}
+	if blk.inUse() == 0 && a.inNoPool(ctx, blk.prefix()) {
+		w.drop = true
+		if blk.Affinity != "" {
+			w.ops = append(w.ops, datastore.Delete(AffinityKey(blk.Affinity, blk.CIDR)))
+		}
+	}
+	out, err := a.commit(ctx, w)
+	if err != nil || !out.ok {
+		return false, err
+	}
+	delete(a.handles, key)
+	if w.drop {
+		a.log.Info("removed the empty block of a deleted pool", "block", blk.CIDR)
+	}
+	return true, nil
+}
+
+// inNoPool reports whether no pool holds blk, by the pool list (read again
+// when older than poolTTL). It is asked whenever a release empties a block,
+// so it must not cost a round trip each time: a pool deleted within the
+// last poolTTL may leave its emptied block behind, which is harmless.
+func (a *Allocator) inNoPool(ctx context.Context, blk netip.Prefix) bool {
+	if time.Since(a.poolsAt) > poolTTL {
+		if err := a.refreshPools(ctx); err != nil {
+			return false
+		}
+	}
+	_, ok := a.poolFor(blk.Addr())
+	return !ok
+}
+
+// blockCIDRFor finds the block that holds ip: by its pool's block size, or,
+// for a deleted pool, by searching the blocks.
+func (a *Allocator) blockCIDRFor(ctx context.Context, ip netip.Addr) (string, error) {
+	if a.pools == nil {
+		if err := a.refreshPools(ctx); err != nil {
+			return "", err
+		}
+	}
+	if p, ok := a.poolFor(ip); ok {
+		return netip.PrefixFrom(ip, p.BlockSize).Masked().String(), nil
+	}
+	keys, err := a.store.Keys(ctx, datastore.BlocksPrefix)
+	if err != nil {
+		return "", err
+	}
+	for _, k := range keys {
+		c := datastore.UnescapeCIDR(strings.TrimPrefix(k, datastore.BlocksPrefix))
+		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+			return c, nil
+		}
+	}
+	return "", nil
+}
+
+// ReleaseEndpoint frees the addresses of handle that endpointID holds (or
+// held: DeleteEndpoint ran), for an endpoint the Docker engine no longer
+// knows. An address another allocation holds by now is left alone.
+func (a *Allocator) ReleaseEndpoint(ctx context.Context, handle string, ips []netip.Addr, endpointID, why string) (int, error) {
+	n := 0
+	for _, ip := range ips {
+		res, err := a.store.Read(ctx, datastore.Get(HandleKey(a.host, handle, ip)))
+		if err != nil {
+			return n, err
+		}
+		r, ok := res.One(0)
+		if !ok {
+			continue
+		}
+		rec, err := decodeHandle(r.Value)
+		if err != nil || rec.Endpoint != endpointID {
+			continue
+		}
+		freed, err := a.ReleaseOwned(ctx, ip, Owner{Host: a.host, Handle: handle, Seq: rec.Seq}, why)
+		if err != nil {
+			return n, err
+		}
+		if freed {
+			n++
+		}
+	}
+	return n, nil
+}
