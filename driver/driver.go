@@ -183,8 +183,14 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	}
 	ctx, cancel := d.ctx()
 	defer cancel()
-	if err := d.store.Put(ctx, NetworkKey(req.NetworkID), nw); err != nil {
+	// Create only: a replay leaves the record (and what the network syncer
+	// added to it) as it is.
+	created, err := d.store.Create(ctx, NetworkKey(req.NetworkID), nw)
+	if err != nil {
 		return fmt.Errorf("save network %s: %w", short(req.NetworkID), err)
+	}
+	if !created {
+		return nil
 	}
 	d.log.Info("network created", "network", req.NetworkID, "ipv4", nw.IPv4Pools, "ipv6", nw.IPv6Pools)
 	d.changed()
@@ -238,10 +244,17 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if err != nil {
 		return nil, err
 	}
+	cur, err := d.endpoint(ctx, req.EndpointID)
+	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+		return nil, err
+	}
 	resp := &network.CreateEndpointResponse{}
 	mac := req.Interface.MacAddress
 	if mac == "" {
 		mac = randomMAC()
+		if cur != nil { // a replay: the MAC we gave it the first time
+			mac = cur.MAC
+		}
 		resp.Interface = &network.EndpointInterface{MacAddress: mac}
 	} else if _, err := net.ParseMAC(mac); err != nil {
 		return nil, fmt.Errorf("bad MAC address %q: %w", mac, err)
@@ -252,6 +265,9 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		MAC: mac, HostIface: HostIfaceName(req.EndpointID), CreatedAt: time.Now().UTC(),
 		Handle: ipam.HandleFor(mac),
 	}
+	if cur != nil && sameEndpoint(*cur, ep) {
+		return resp, nil // a replay: the record (and labels learnt since) stay
+	}
 	// The record and the allocations' binding to it go in one transaction:
 	// from here on, a release naming only the address cannot free it.
 	if err := d.ipam.Bind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Put(EndpointKey(d.host, ep.ID), ep)); err != nil {
@@ -259,6 +275,11 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	d.log.Info("endpoint created", "endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac)
 	return resp, nil
+}
+
+// sameEndpoint tells a replayed CreateEndpoint from a new one.
+func sameEndpoint(a, b api.Endpoint) bool {
+	return a.NetworkID == b.NetworkID && a.IPv4 == b.IPv4 && a.IPv6 == b.IPv6 && a.MAC == b.MAC && a.Handle == b.Handle
 }
 
 func hostAddrs(ps []netip.Prefix) []netip.Addr {

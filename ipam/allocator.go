@@ -323,7 +323,11 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 // readBack resolves a transaction etcd did not confirm by reading the block:
 // never by writing again blindly.
 func (a *Allocator) readBack(ctx context.Context, w write, cause error) (outcome, error) {
-	res, err := a.store.Read(ctx, datastore.Get(BlockKey(w.blk.CIDR)))
+	// The caller's deadline may be what failed the commit: give the read
+	// its own second.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), datastore.DownTimeout)
+	defer cancel()
+	res, err := a.store.Read(rctx, datastore.Get(BlockKey(w.blk.CIDR)))
 	if err != nil {
 		return outcome{}, fmt.Errorf("block %s: %w (and reading it back failed: %v)", w.blk.CIDR, cause, err)
 	}

@@ -46,6 +46,7 @@ type Config struct {
 	// Garbage collection (gc package).
 	GCGrace       time.Duration // how old an orphan must be before it is released
 	GCNodeTimeout time.Duration // a node not seen for this long is gone (0: only deleted nodes)
+	GCInterval    time.Duration // how often the collector passes
 }
 
 // ParseFlags reads flags, falling back to the environment for each, and
@@ -84,9 +85,10 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	fs.StringVar(&c.IPAMDriverName, "ipam-driver-name", env("CALICO_IPAM_DRIVER_NAME", "calico-ipam"), "the IPAM driver's name as Docker reports it")
 	fs.BoolVar(&c.SingleSocket, "single-socket", false, "serve the network and IPAM drivers both on one socket, calico.sock (a Docker managed plugin)")
 	fs.StringVar(&c.LegacyDir, "legacy-plugin-dir", "", "also serve calico.sock and calico-ipam.sock in this directory: a managed plugin's view of the host's /run/docker/plugins, so that --driver calico and --ipam-driver calico-ipam resolve")
-	var grace, nodeTimeout string
+	var grace, nodeTimeout, gcEvery string
 	fs.StringVar(&grace, "ipam-gc-grace", env("CALICO_IPAM_GC_GRACE", "10m"), "how old an orphaned address or endpoint record must be before the garbage collector releases it, as a Go duration (env CALICO_IPAM_GC_GRACE)")
 	fs.StringVar(&nodeTimeout, "ipam-gc-node-timeout", env("CALICO_IPAM_GC_NODE_TIMEOUT", "24h"), "a node whose daemon has not been seen for this long is gone: its blocks and addresses are released; 0 releases only deleted nodes' (env CALICO_IPAM_GC_NODE_TIMEOUT)")
+	fs.StringVar(&gcEvery, "ipam-gc-interval", env("CALICO_IPAM_GC_INTERVAL", "1m"), "how often the garbage collector passes, at most 1m (env CALICO_IPAM_GC_INTERVAL)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage.String())
@@ -167,6 +169,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 	}
 	if c.GCNodeTimeout, err = parseDuration("--ipam-gc-node-timeout", nodeTimeout); err != nil {
 		return nil, err
+	}
+	if c.GCInterval, err = parseDuration("--ipam-gc-interval", gcEvery); err != nil || c.GCInterval < time.Second || c.GCInterval > time.Minute {
+		return nil, fmt.Errorf("--ipam-gc-interval %q: give a duration from 1s to 1m", gcEvery)
 	}
 	if c.LegacyDir != "" && filepath.Clean(c.LegacyDir) == filepath.Clean(c.PluginDir) {
 		return nil, fmt.Errorf("--legacy-plugin-dir %s is the plugin dir: give the managed plugin's mount of the host's /run/docker/plugins, or drop the flag", c.LegacyDir)

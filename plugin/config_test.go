@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -42,6 +43,20 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad NO_DEFAULT_POOLS", env: map[string]string{"NO_DEFAULT_POOLS": "maybe"}, wantErr: "NO_DEFAULT_POOLS"},
 		{name: "stray argument", args: []string{"run"}, wantErr: "unexpected argument"},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "frobnicate"},
+		{name: "gc defaults", check: func(t *testing.T, c *Config) {
+			if c.GCGrace != 10*time.Minute || c.GCInterval != time.Minute || c.GCNodeTimeout != 24*time.Hour {
+				t.Errorf("gc defaults: grace %s, interval %s, node timeout %s", c.GCGrace, c.GCInterval, c.GCNodeTimeout)
+			}
+		}},
+		{name: "gc from env", env: map[string]string{"CALICO_IPAM_GC_GRACE": "30s", "CALICO_IPAM_GC_INTERVAL": "5s", "CALICO_IPAM_GC_NODE_TIMEOUT": "0"},
+			check: func(t *testing.T, c *Config) {
+				if c.GCGrace != 30*time.Second || c.GCInterval != 5*time.Second || c.GCNodeTimeout != 0 {
+					t.Errorf("gc: %s %s %s", c.GCGrace, c.GCInterval, c.GCNodeTimeout)
+				}
+			}},
+		{name: "bad gc grace", args: []string{"--ipam-gc-grace", "ten minutes"}, wantErr: "--ipam-gc-grace"},
+		{name: "negative gc grace", args: []string{"--ipam-gc-grace", "-1m"}, wantErr: "--ipam-gc-grace"},
+		{name: "gc interval too long", args: []string{"--ipam-gc-interval", "5m"}, wantErr: "from 1s to 1m"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

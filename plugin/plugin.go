@@ -181,7 +181,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if dc != nil {
 		eng = newEngine(dc, cfg.DriverName)
 	}
-	col := gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout,
+	col := gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout, Every: cfg.GCInterval,
 		Engine: eng, Endpoints: drv, Lease: reg.Lease, Log: log.With("part", "gc")})
 
 	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", NetworkSocket)),

@@ -22,8 +22,9 @@ trap 'rm -rf "$markers"' EXIT
 CALICO_E2E_REQUIRED=1 \
 CALICO_E2E_MARKER="$markers/single-host" \
 CALICO_E2E_MULTIHOST_MARKER="$markers/multi-host" \
+CALICO_E2E_FAULTS_MARKER="$markers/faults" \
   go test -tags e2e -p 1 -count=1 -v -timeout 45m ./e2e/...
-for m in single-host multi-host; do
+for m in single-host multi-host faults; do
   if [ ! -s "$markers/$m" ]; then
     echo "FAIL: the $m end-to-end suite did not run (no marker written)" >&2
     exit 1

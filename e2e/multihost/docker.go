@@ -5,7 +5,11 @@ package multihost
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -227,4 +231,39 @@ func (h *Host) Veths() ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// RunWithMACErr is RunErr with a fixed MAC and IPv4 address. A docker CLI
+// newer than the engine (CLI >= 25 against API < 1.44, as with Docker 20.10)
+// refuses --mac-address with --net; then the container is created through
+// the engine API, where the MAC goes in the container config as older CLIs
+// sent it.
+func (h *Host) RunWithMACErr(name, nw, mac, ip string) (*Container, error) {
+	c, err := h.RunErr(name, nw, "--mac-address", mac, "--ip", ip)
+	if err == nil || !strings.Contains(err.Error(), "requires API version") {
+		return c, err
+	}
+	_, _ = h.DockerErr(30*time.Second, "rm", "-f", name)
+	api := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", h.DockerSock)
+	}}}
+	body, _ := json.Marshal(map[string]any{
+		"Image": Image, "Cmd": []string{"sleep", "1d"}, "MacAddress": mac,
+		"Labels":           map[string]string{LabelKey: h.tb.ID},
+		"HostConfig":       map[string]any{"NetworkMode": nw},
+		"NetworkingConfig": map[string]any{"EndpointsConfig": map[string]any{nw: map[string]any{"IPAMConfig": map[string]string{"IPv4Address": ip}}}},
+	})
+	resp, err := api.Post("http://docker/v1.41/containers/create?name="+name, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return nil, fmt.Errorf("%s: engine API container create: HTTP %d: %s", h.Name, resp.StatusCode, out)
+	}
+	if _, err := h.DockerErr(2*time.Minute, "start", name); err != nil {
+		return nil, err
+	}
+	return h.Inspect(name, nw)
 }

@@ -9,9 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -21,6 +19,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 )
 
 // Route protocols the daemon marks its routes with.
@@ -30,61 +30,16 @@ const (
 	VXLANDevice        = "vxlan.calico"
 )
 
-// inNetNS runs fn on an OS thread switched into the namespace at path, and
-// switches the thread back afterwards (a thread that cannot be switched
-// back is left locked, so the runtime discards it).
-func inNetNS(path string, fn func() error) error {
-	target, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("setns %s: %w", path, err)
-			return
-		}
-		ferr := fn()
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns back: %w", err) // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNetNS(path string, fn func() error) error { return e2eutil.InNetNS(path, fn) }
 
 // DialInNetNS opens a connection from inside the namespace at nsPath.
 func DialInNetNS(nsPath, network, addr string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := inNetNS(nsPath, func() error {
-		var err error
-		c, err = net.DialTimeout(network, addr, timeout)
-		return err
-	})
-	return c, err
+	return e2eutil.DialInNetNS(nsPath, network, addr, timeout)
 }
 
 // ListenInNetNS listens inside the namespace at nsPath.
 func ListenInNetNS(nsPath, network, addr string) (net.Listener, error) {
-	var l net.Listener
-	err := inNetNS(nsPath, func() error {
-		var err error
-		l, err = net.Listen(network, addr)
-		return err
-	})
-	return l, err
+	return e2eutil.ListenInNetNS(nsPath, network, addr)
 }
 
 // Netlink opens a netlink handle in the namespace at nsPath; close it.

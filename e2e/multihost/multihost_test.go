@@ -64,7 +64,10 @@ const (
 func TestMultiHost(t *testing.T) {
 	begin(t)
 	started := time.Now()
-	tb := New(t, Options{})
+	// A short grace period, so that what the etcd outage leaks (an
+	// endpoint removed while nothing could be written) is collected before
+	// the final check that nothing is left.
+	tb := New(t, Options{DaemonEnv: []string{"CALICO_IPAM_GC_GRACE=15s", "CALICO_IPAM_GC_INTERVAL=3s"}})
 	h1, h2, h3 := tb.Hosts[0], tb.Hosts[1], tb.Hosts[2]
 	ctx := context.Background()
 	var timings []string
@@ -187,6 +190,25 @@ func TestMultiHost(t *testing.T) {
 
 	step("ping every pair", func(t *testing.T) {
 		pingAllPairs(t, all(), 30*time.Second)
+	})
+
+	step("same MAC and --ip on two hosts: the second is refused", func(t *testing.T) {
+		// The same compose file on two hosts, with a fixed mac_address and
+		// ipv4_address: one address, one container.
+		const mac, ip = "02:42:0a:d2:fa:09", "10.210.250.9"
+		dup, err := h1.RunWithMACErr("dup1", netName, mac, ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h2.RunWithMACErr("dup2", netName, mac, ip)
+		if err == nil || !strings.Contains(err.Error(), "already in use") {
+			t.Fatalf("second host with the same MAC and --ip: %v, want refused as already in use", err)
+		}
+		h2.DockerErr(30*time.Second, "rm", "-f", "dup2") //nolint:errcheck // created, never started
+		if err := c2.PingErr(dup.IP, 3); err != nil {
+			t.Errorf("the first holder lost its address: %v", err)
+		}
+		h1.Docker(t, "rm", "-f", "dup1")
 	})
 
 	step("routes and VXLAN device", func(t *testing.T) {
@@ -434,6 +456,7 @@ func TestMultiHost(t *testing.T) {
 			}
 			before[h] = r
 		}
+		doomed := h2.Run(t, "cq", netName) // removed while etcd has no quorum
 		down := []*EtcdMember{tb.Etcd.Members[0], tb.Etcd.Members[2]}
 		t.Logf("stopping etcd members %s and %s: no quorum", down[0].Name, down[1].Name)
 		for _, m := range down {
@@ -469,6 +492,26 @@ func TestMultiHost(t *testing.T) {
 			if err := pair[0].PingErr(pair[1].IP, 3); err != nil {
 				t.Errorf("while etcd had no quorum: %v", err)
 			}
+		}
+		// docker run and docker rm -f answer within 10 s, not after a minute:
+		// the run with an error naming the datastore.
+		st := time.Now()
+		_, err := h1.RunErr("cq-new", netName)
+		took := time.Since(st)
+		t.Logf("docker run with no etcd quorum: %s: %v", took.Round(10*time.Millisecond), err)
+		if err == nil || !strings.Contains(err.Error(), "etcd at ") {
+			t.Errorf("docker run with no etcd quorum: %v, want an error naming the datastore", err)
+		}
+		if took > 10*time.Second {
+			t.Errorf("docker run with no etcd quorum took %s, want under 10s", took)
+		}
+		h1.DockerErr(30*time.Second, "rm", "-f", "cq-new") //nolint:errcheck // never started
+		st = time.Now()
+		_, err = h2.DockerErr(30*time.Second, "rm", "-f", doomed.Name)
+		took = time.Since(st)
+		t.Logf("docker rm -f with no etcd quorum: %s: %v", took.Round(10*time.Millisecond), err)
+		if took > 10*time.Second {
+			t.Errorf("docker rm -f with no etcd quorum took %s, want under 10s", took)
 		}
 		restart()
 		if err := Eventually(30*time.Second, 300*time.Millisecond, func() error {
@@ -770,6 +813,23 @@ spec:
 				}
 			}
 			t.Logf("%s gone from every host %s after `docker network rm` on %s", rm.nw, time.Since(st).Round(10*time.Millisecond), rm.on.Name)
+		}
+		// What the etcd outage left (cq's endpoint and address) is garbage
+		// the collectors release once its grace period has passed.
+		if err := Eventually(90*time.Second, time.Second, func() error {
+			snap, err := ipam.LoadSnapshot(ctx, tb.Store)
+			if err != nil {
+				return err
+			}
+			if n := len(snap.Endpoints); n > 0 {
+				return fmt.Errorf("%d endpoint records left (first: %s on %s)", n, snap.Endpoints[0].Value.ID, snap.Endpoints[0].Value.Host)
+			}
+			if r := snap.Check(ipam.CollectOptions{Now: time.Now(), Grace: 15 * time.Second}); r.InUse > 0 || len(r.Garbage) > 0 {
+				return fmt.Errorf("%d addresses in use, %d garbage: %v", r.InUse, len(r.Garbage), r.Garbage)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("after every container was removed: %v", err)
 		}
 		tb.DeletePool(t, poolName)
 		tb.DeletePool(t, smallPool)
