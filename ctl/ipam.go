@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/big"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -178,6 +179,7 @@ func orNone(s string) string {
 func (a *app) ipamCheckCommand() *cobra.Command {
 	var fix bool
 	var grace, nodeTimeout time.Duration
+	var pluginDir string
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Look for leaked addresses and records; --fix releases what the garbage collector would",
@@ -202,6 +204,14 @@ what is due, changing only records that are still as they were read.`,
 			opt := ipam.CollectOptions{Now: a.env.Now(), Grace: grace, NodeGoneAfter: nodeTimeout}
 			r := snap.Check(opt)
 			printCheck(a.env.Stdout, r, opt.Now)
+			// What only this host's daemon knows: endpoints its Docker
+			// engine no longer lists, which its collector will remove.
+			var st daemonStatus
+			if err := pluginCall(cmd.Context(), filepath.Join(pluginDir, NetworkSocket), "Calico.Status", &st); err == nil && !st.GC.At.IsZero() {
+				fmt.Fprintln(a.env.Stdout)
+				fmt.Fprintf(a.env.Stdout, "This host's daemon (%s):\n", st.Node)
+				a.printGC(a.env.Stdout, st.GC)
+			}
 			if fix {
 				return a.fixGarbage(cmd.Context(), s, r.Garbage, opt.Now)
 			}
@@ -209,6 +219,7 @@ what is due, changing only records that are still as they were read.`,
 		},
 	}
 	cmd.Flags().BoolVar(&fix, "fix", false, "release the garbage that is due, now")
+	cmd.Flags().StringVar(&pluginDir, "plugin-dir", a.defaultPluginDir(), "where this host's daemon serves its Docker plugin sockets (env CALICO_PLUGIN_DIR)")
 	cmd.Flags().DurationVar(&grace, "grace", 10*time.Minute, "how old garbage must be to be due (the daemons' --ipam-gc-grace)")
 	cmd.Flags().DurationVar(&nodeTimeout, "node-timeout", 24*time.Hour, "a node whose daemon has not been seen for this long is gone; 0: only deleted nodes (the daemons' --ipam-gc-node-timeout)")
 	return cmd

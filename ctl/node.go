@@ -316,6 +316,7 @@ type daemonStatus struct {
 		Available bool   `json:"available"`
 		Reason    string `json:"reason"`
 	} `json:"carriers"`
+	GC api.GCReport `json:"gc"`
 }
 
 func (a *app) printDaemonStatus(w io.Writer, st daemonStatus) {
@@ -344,6 +345,7 @@ func (a *app) printDaemonStatus(w io.Writer, st daemonStatus) {
 		}
 	}
 	fmt.Fprintln(w)
+	a.printGC(w, st.GC)
 	if len(st.Peers) == 0 {
 		fmt.Fprintln(w, "Peers: none (no other node is registered)")
 		fmt.Fprintln(w)
@@ -363,5 +365,30 @@ func (a *app) printDaemonStatus(w io.Writer, st daemonStatus) {
 		rows = append(rows, []string{p.Name, orNone(p.IPv4), orNone(p.IPv6), path, seen})
 	}
 	writeBox(w, []string{"NODE", "IPV4", "IPV6", "PATH", "LAST SEEN"}, rows)
+	fmt.Fprintln(w)
+}
+
+// printGC shows the collector's last pass on this host.
+func (a *app) printGC(w io.Writer, r api.GCReport) {
+	fmt.Fprintln(w, "Garbage collector:")
+	if r.At.IsZero() {
+		fmt.Fprintln(w, "  no pass yet")
+		fmt.Fprintln(w)
+		return
+	}
+	role := ""
+	if r.Leader {
+		role = "; collects gone nodes' records too"
+	}
+	fmt.Fprintf(w, "  last pass %s ago: %d released, %d pending%s\n", age(a.env.Now().Sub(r.At)), len(r.Collected), r.Pending, role)
+	if r.Error != "" {
+		fmt.Fprintf(w, "  errors: %s\n", oneLine(r.Error))
+	}
+	if !r.EngineChecked {
+		fmt.Fprintln(w, "  the Docker engine did not answer: endpoints it no longer knows are not looked for")
+	}
+	for _, m := range r.Missing {
+		fmt.Fprintf(w, "  endpoint %s: not listed by the Docker engine since %s ago (removed once past the grace period)\n", shortID(m.Endpoint), age(a.env.Now().Sub(m.Since)))
+	}
 	fmt.Fprintln(w)
 }

@@ -58,17 +58,10 @@ type Collector struct {
 	last    Report
 }
 
-// Report is what one pass found and did.
+// Report is what one pass found and did (api.GCReport, plus the findings).
 type Report struct {
-	At        time.Time      `json:"at"`
-	Leader    bool           `json:"leader"`
-	Findings  []ipam.Finding `json:"-"`
-	Pending   int            `json:"pending"`   // garbage not yet due, or another host's to collect
-	Collected []string       `json:"collected"` // what was released, and why
-	// EngineChecked says the Docker engine answered, so endpoints it no
-	// longer knows were looked for.
-	EngineChecked bool   `json:"engineChecked"`
-	Error         string `json:"error,omitempty"`
+	api.GCReport
+	Findings []ipam.Finding
 }
 
 // New returns a collector.
@@ -110,7 +103,7 @@ func (c *Collector) Last() Report {
 // Pass collects once.
 func (c *Collector) Pass(ctx context.Context) (Report, error) {
 	now := time.Now()
-	rep := Report{At: now.UTC()}
+	rep := Report{GCReport: api.GCReport{At: now.UTC()}}
 	snap, err := ipam.LoadSnapshot(ctx, c.cfg.Store)
 	if err != nil {
 		return c.done(rep, err)
@@ -143,6 +136,11 @@ func (c *Collector) Pass(ctx context.Context) (Report, error) {
 			rep.EngineChecked = true
 			rep.Collected = append(rep.Collected, n...)
 		}
+		c.mu.Lock()
+		for id, since := range c.missing {
+			rep.Missing = append(rep.Missing, api.GCMissing{Endpoint: id, Since: since.UTC()})
+		}
+		c.mu.Unlock()
 	}
 	return c.done(rep, joinErrs(errs))
 }

@@ -111,8 +111,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		carriers = append(carriers, CarrierSupport{Mode: string(m), Available: ok, Reason: why})
 	}
+	var col *gc.Collector // set below, before the sockets serve
 	status := func() DaemonStatus {
-		return DaemonStatus{Node: cfg.NodeName, Routing: syncer.Status(), Peers: syncer.Peers(), Carriers: carriers}
+		return DaemonStatus{Node: cfg.NodeName, Routing: syncer.Status(), Peers: syncer.Peers(), Carriers: carriers, GC: col.Last().GCReport}
 	}
 	// The veth MTU follows the pools: with a VXLAN pool it leaves room for
 	// the encapsulation, so containers never send what cannot cross hosts.
@@ -181,7 +182,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if dc != nil {
 		eng = newEngine(dc, cfg.DriverName)
 	}
-	col := gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout, Every: cfg.GCInterval,
+	col = gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout, Every: cfg.GCInterval,
 		Engine: eng, Endpoints: drv, Lease: reg.Lease, Log: log.With("part", "gc")})
 
 	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", NetworkSocket)),

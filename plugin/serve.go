@@ -107,6 +107,8 @@ type DaemonStatus struct {
 	Routing  routing.Status   `json:"routing"`
 	Peers    []routing.Peer   `json:"peers"`
 	Carriers []CarrierSupport `json:"carriers"`
+	// GC is the garbage collector's last pass on this host.
+	GC api.GCReport `json:"gc"`
 }
 
 // CarrierSupport says whether this kernel can carry a route mode.

@@ -195,20 +195,35 @@ func TestMultiHost(t *testing.T) {
 	step("same MAC and --ip on two hosts: the second is refused", func(t *testing.T) {
 		// The same compose file on two hosts, with a fixed mac_address and
 		// ipv4_address: one address, one container.
-		const mac, ip = "02:42:0a:d2:fa:09", "10.210.250.9"
-		dup, err := h1.RunWithMACErr("dup1", netName, mac, ip)
+		const mac, ip, subnet, nw = "02:42:0a:d2:fa:09", "10.210.250.9", "10.210.250.0/24", "netfix"
+		h1.Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--subnet", subnet, nw)
+		defer func() {
+			if _, err := h1.DockerErr(time.Minute, "network", "rm", nw); err != nil {
+				t.Errorf("remove %s: %v", nw, err)
+			}
+		}()
+		if err := Eventually(30*time.Second, 200*time.Millisecond, func() error {
+			ok, err := h2.HasNetwork(nw, "calico")
+			if err == nil && !ok {
+				err = fmt.Errorf("%s has no %s yet", h2.Name, nw)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		dup, err := h1.RunWithMACErr("dup1", nw, mac, ip)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = h2.RunWithMACErr("dup2", netName, mac, ip)
+		_, err = h2.RunWithMACErr("dup2", nw, mac, ip)
 		if err == nil || !strings.Contains(err.Error(), "already in use") {
 			t.Fatalf("second host with the same MAC and --ip: %v, want refused as already in use", err)
 		}
 		h2.DockerErr(30*time.Second, "rm", "-f", "dup2") //nolint:errcheck // created, never started
-		if err := c2.PingErr(dup.IP, 3); err != nil {
+		if err := h1.Run(t, "dup1-peer", nw).PingErr(dup.IP, 3); err != nil {
 			t.Errorf("the first holder lost its address: %v", err)
 		}
-		h1.Docker(t, "rm", "-f", "dup1")
+		h1.Docker(t, "rm", "-f", "dup1", "dup1-peer")
 	})
 
 	step("routes and VXLAN device", func(t *testing.T) {
