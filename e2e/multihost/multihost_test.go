@@ -463,6 +463,7 @@ func TestMultiHost(t *testing.T) {
 
 	var c6 *Container
 	step("etcd quorum lost", func(t *testing.T) {
+		doomed := h2.Run(t, "cq", netName) // removed while etcd has no quorum
 		before := map[*Host][]string{}
 		for _, h := range tb.Hosts {
 			r, err := ourRoutes(h)
@@ -471,7 +472,6 @@ func TestMultiHost(t *testing.T) {
 			}
 			before[h] = r
 		}
-		doomed := h2.Run(t, "cq", netName) // removed while etcd has no quorum
 		down := []*EtcdMember{tb.Etcd.Members[0], tb.Etcd.Members[2]}
 		t.Logf("stopping etcd members %s and %s: no quorum", down[0].Name, down[1].Name)
 		for _, m := range down {
