@@ -32,6 +32,11 @@ type Endpoint struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	ContainerID string            `json:"containerID,omitempty"`
 	LabelsKnown bool              `json:"labelsKnown,omitempty"`
+	// SandboxKey is the container's network namespace (from Join) and
+	// GatewayIndex the endpoint's place among its calico interfaces there
+	// (1: 169.254.1.1; see dataplane.Gateways).
+	SandboxKey   string `json:"sandboxKey,omitempty"`
+	GatewayIndex int    `json:"gatewayIndex,omitempty"`
 }
 
 // SharedNetwork is a calico network as every host sees it, by name: created

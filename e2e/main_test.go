@@ -58,6 +58,9 @@ func prereq(format string, a ...any) error { return &prereqError{fmt.Sprintf(for
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if code, done := runOutside(); done {
+		os.Exit(code)
+	}
 	os.Exit(runSuite(m))
 }
 
@@ -82,6 +85,8 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 
+	engine := engineVersion()
+	fmt.Printf("e2e: engine Docker %s (CALICO_E2E_ENGINE=%s)\n", engine, e2eutil.EngineFromEnv())
 	code := m.Run()
 
 	var kept []string
@@ -111,8 +116,8 @@ func runSuite(m *testing.M) int {
 		case flagSet("test.run") || flagSet("test.skip"):
 			fmt.Println("e2e: marker not written: -run/-skip selected a subset of the suite")
 		default:
-			body := fmt.Sprintf("calico-libnetwork e2e suite passed: %d tests, 0 skipped, %s, finished %s\n%s\n",
-				len(ran), time.Since(started).Round(time.Second), time.Now().UTC().Format(time.RFC3339), strings.Join(ran, "\n"))
+			body := fmt.Sprintf("calico-libnetwork e2e suite passed on Docker %s: %d tests, 0 skipped, %s, finished %s\n%s\n",
+				engine, len(ran), time.Since(started).Round(time.Second), time.Now().UTC().Format(time.RFC3339), strings.Join(ran, "\n"))
 			if err := os.WriteFile(marker, []byte(body), 0o644); err != nil {
 				fmt.Println("e2e: cannot write marker:", err)
 				return 1
