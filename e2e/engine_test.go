@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,7 +12,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 )
 
@@ -102,11 +105,18 @@ func engineMajor() int {
 	return major
 }
 
-// needEngine skips the test (loudly: it is counted as skipped, and the
-// marker is not written) unless the engine is at least major.
+// notApplicable holds the tests needEngine skipped: not a skip of the
+// suite (the marker is still written), listed in the summary and the
+// marker; the run on the newer engine must run them.
+var notApplicable = map[string]bool{}
+
+// needEngine skips the test, loudly, unless the engine is at least major.
 func needEngine(t *testing.T, major int, why string) {
 	t.Helper()
 	if got := engineMajor(); got < major {
+		suite.Lock()
+		notApplicable[t.Name()] = true
+		suite.Unlock()
 		t.Skipf("SKIPPED on Docker %s: %s needs Docker %d or newer (CALICO_E2E_ENGINE=28.5 runs it)", engineVersion(), why, major)
 	}
 }
@@ -146,4 +156,22 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// openStore connects to the suite daemon's embedded etcd (its endpoint is
+// in <data dir>/etcd-endpoint), closed when the test ends.
+func openStore(t *testing.T) *datastore.Store {
+	t.Helper()
+	ep := strings.TrimSpace(readFile(filepath.Join(dmn.dataDir, "etcd-endpoint")))
+	if ep == "" {
+		t.Fatalf("no etcd-endpoint file in %s", dmn.dataDir)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{ep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
