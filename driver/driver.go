@@ -180,7 +180,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	var nw api.Network
-	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err == nil && nw.Published {
+	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err == nil && nw.Published && !nw.Withdrawn {
 		// Removed here by the user (or by the syncer after another host's
 		// removal): every host removes it.
 		if err := netsync.Forget(ctx, d.store, nw.Name); err != nil {

@@ -125,7 +125,7 @@ func (s *sandboxes) release(ep string) {
 	delete(s.slots, ep)
 }
 
-func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
+func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	ctx, cancel := d.ctx()
@@ -148,8 +148,12 @@ func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
 		if index, _, err = d.sbx.reserve(req.SandboxKey, ep.ID); err != nil {
 			return nil, err
 		}
+		defer func() {
+			if err != nil {
+				d.sbx.release(ep.ID) // Docker deletes the endpoint after a failed Join
+			}
+		}()
 		if err := d.recordSandbox(ctx, ep.ID, req.SandboxKey, index); err != nil {
-			d.sbx.release(ep.ID)
 			return nil, err
 		}
 	}

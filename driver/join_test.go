@@ -8,7 +8,7 @@ import "testing"
 func TestSandboxSlots(t *testing.T) {
 	var s sandboxes
 	steps := []struct {
-		op, key, ep string
+		op, key, ep   string
 		index, others int
 	}{
 		{"join", "/ns/1", "a", 1, 0},

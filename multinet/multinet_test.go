@@ -29,7 +29,7 @@ func TestDesired(t *testing.T) {
 		ep("x", "host-b", "b9", "10.0.9.9/32", "", "/ns/x", 1), // a network nobody here is on
 		ep("q6a", "host-a", "c1", "", "fd00::c1/128", "/ns/q", 1),
 		ep("q6b", "host-a", "c1", "", "fd00::c2/128", "/ns/q", 2), // two interfaces of one network (odd, allowed)
-		ep("mB2", "host-b", "b1", "10.0.0.8/32", "", "/ns/m", 2), // another host's /ns/m is another sandbox
+		ep("mB2", "host-b", "b1", "10.0.0.8/32", "", "/ns/m", 2),  // another host's /ns/m is another sandbox
 	} {
 		endpoints[e.Host+"/"+e.ID] = e
 	}

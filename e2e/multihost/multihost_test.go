@@ -1024,6 +1024,10 @@ func usableWhereListed(t *testing.T, tb *Testbed) {
 		for err := range errs {
 			t.Error(err)
 		}
+		if i == rounds-1 {
+			reuseName(t, tb, name, on, tb.Hosts[(i+1)%len(tb.Hosts)])
+			on = tb.Hosts[(i+1)%len(tb.Hosts)]
+		}
 		on.Docker(t, "network", "rm", name)
 		for _, h := range tb.Hosts {
 			if err := Eventually(20*time.Second, 200*time.Millisecond, func() error {
@@ -1035,6 +1039,37 @@ func usableWhereListed(t *testing.T, tb *Testbed) {
 			}); err != nil {
 				t.Error(err)
 			}
+		}
+	}
+}
+
+// reuseName removes a shared network on one host and at once creates one of
+// the same name on another: the old copies going away must not take the
+// new network with them (every host ends up listing it, and keeps it).
+func reuseName(t *testing.T, tb *Testbed, name string, from, to *Host) {
+	from.Docker(t, "network", "rm", name)
+	to.Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--label", LabelKey+"="+tb.ID, name)
+	id := to.Docker(t, "network", "inspect", "-f", "{{.Id}}", name)
+	for _, h := range tb.Hosts {
+		if err := Eventually(30*time.Second, 200*time.Millisecond, func() error {
+			ok, err := h.HasNetwork(name, "calico")
+			if err == nil && !ok {
+				err = fmt.Errorf("%s does not list %s, created again on %s", h.Name, name, to.Name)
+			}
+			if err == nil && h == to {
+				if got, _ := h.DockerErr(20*time.Second, "network", "inspect", "-f", "{{.Id}}", name); strings.TrimSpace(got) != id {
+					err = fmt.Errorf("%s's %s was replaced", h.Name, name)
+				}
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(4 * time.Second) // several sync passes on every host
+	for _, h := range tb.Hosts {
+		if _, err := h.DockerErr(time.Minute, "run", "--rm", "--net", name, "--label", LabelKey+"="+tb.ID, Image, "true"); err != nil {
+			t.Errorf("%s: after %s was removed on %s and created again on %s: %v", h.Name, name, from.Name, to.Name, err)
 		}
 	}
 }
