@@ -59,15 +59,15 @@ type Syncer struct {
 	kick      chan struct{}
 
 	// Owned by the worker.
-	applied  map[string]string    // sandbox key -> what was applied last
-	pending  map[string]time.Time // sandbox key -> first failed pass
-	appliedN int
+	applied map[string]string    // sandbox key -> what was applied last
+	pending map[string]time.Time // sandbox key -> first failed pass
+	warned  map[string]bool
 }
 
 // New returns a syncer for host.
 func New(store *datastore.Store, k Kernel, host string, log *slog.Logger) *Syncer {
 	return &Syncer{store: store, k: k, host: host, log: log, endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{},
-		kick: make(chan struct{}, 1), applied: map[string]string{}, pending: map[string]time.Time{}}
+		kick: make(chan struct{}, 1), applied: map[string]string{}, pending: map[string]time.Time{}, warned: map[string]bool{}}
 }
 
 // Run mirrors etcd and applies until ctx ends; both loops are joined
@@ -197,9 +197,15 @@ func (s *Syncer) pass() bool {
 				s.log.Info("container routes to its networks' peers updated", "sandbox", key, "added", res.Added, "removed", res.Removed, "routes", len(routes))
 			}
 		case errors.Is(err, fs.ErrNotExist):
-			// The container is gone; its records follow.
+			// The container is gone (its records follow), unless its veths
+			// are still here: then this daemon cannot see the namespace (a
+			// managed plugin has no /var/run/docker/netns), and says so.
 			delete(s.applied, key)
 			delete(s.pending, key)
+			if len(routes) > 0 && dataplane.LinkExists(routes[0].HostIface) && !s.warned[key] {
+				s.warned[key] = true
+				s.log.Warn("cannot open a running container's network namespace: its traffic to the peers of its other calico networks leaves through its default interface (run the daemon on the host, not as a managed plugin, for containers on several networks)", "sandbox", key, "err", err)
+			}
 		default:
 			first, ok := s.pending[key]
 			if !ok {
