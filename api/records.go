@@ -5,9 +5,13 @@ import "time"
 // Network is a Docker network created with the calico driver, persisted
 // because Docker never replays CreateNetwork after it restarts.
 type Network struct {
-	ID         string            `json:"id"`
-	Name       string            `json:"name,omitempty"`      // learnt from the Docker API after creation
-	Published  bool              `json:"published,omitempty"` // its SharedNetwork record was written or joined
+	ID        string `json:"id"`
+	Name      string `json:"name,omitempty"`      // learnt from the Docker API after creation
+	Published bool   `json:"published,omitempty"` // its SharedNetwork record was written or joined
+	// Withdrawn: the network's shared record is gone (removed on another
+	// host) and this host's copy is being removed; its removal must not
+	// remove the shared record, which may by then be a new network's.
+	Withdrawn  bool              `json:"withdrawn,omitempty"`
 	IPv4Pools  []string          `json:"ipv4Pools,omitempty"`
 	IPv6Pools  []string          `json:"ipv6Pools,omitempty"`
 	EnableIPv6 bool              `json:"enableIPv6"`
@@ -39,6 +43,11 @@ type Endpoint struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	ContainerID string            `json:"containerID,omitempty"`
 	LabelsKnown bool              `json:"labelsKnown,omitempty"`
+	// SandboxKey is the container's network namespace (from Join) and
+	// GatewayIndex the endpoint's place among its calico interfaces there
+	// (1: 169.254.1.1; see dataplane.Gateways).
+	SandboxKey   string `json:"sandboxKey,omitempty"`
+	GatewayIndex int    `json:"gatewayIndex,omitempty"`
 }
 
 // SharedNetwork is a calico network as every host sees it, by name: created

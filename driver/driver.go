@@ -68,6 +68,8 @@ type Driver struct {
 	changed func() // told (without blocking) when networks change
 	policy  Policy
 	joined  func()
+
+	sbx sandboxes // which endpoints share a container (join.go)
 }
 
 // Config wires a driver.
@@ -129,12 +131,6 @@ func short(id string) string {
 		return id[:idChars]
 	}
 	return id
-}
-
-func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
-	// "local": Docker 23 removed the cluster store that "global" needs;
-	// networks are shared between hosts through etcd instead.
-	return &network.CapabilitiesResponse{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope}, nil
 }
 
 func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
@@ -201,7 +197,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	var nw api.Network
-	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err == nil && nw.Published {
+	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err == nil && nw.Published && !nw.Withdrawn {
 		// Removed here by the user (or by the syncer after another host's
 		// removal): every host removes it.
 		if err := netsync.Forget(ctx, d.store, nw.Name); err != nil {
@@ -339,66 +335,6 @@ func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, 
 		return nil, err
 	}
 	return &network.InfoResponse{Value: map[string]string{"hostIface": ep.HostIface, "host": ep.Host}}, nil
-}
-
-func (d *Driver) Join(req *network.JoinRequest) (*network.JoinResponse, error) {
-	ctx, cancel := d.ctx()
-	defer cancel()
-	ep, err := d.endpoint(ctx, req.EndpointID)
-	if err != nil {
-		return nil, err
-	}
-	addrs := addrsOf(ep)
-	has6 := false
-	for _, a := range addrs {
-		if a.Addr().Is6() {
-			has6 = true
-		}
-	}
-	if has6 {
-		if err := d.dp.EnableForwarding(true); err != nil {
-			return nil, err
-		}
-	}
-	if err := d.dp.SetupEndpoint(dataplane.Endpoint{
-		ID: req.EndpointID, HostIface: ep.HostIface, TempIface: tempIfaceName(req.EndpointID), Addrs: addrs, MTU: d.mtu(),
-	}); err != nil {
-		return nil, err
-	}
-	if d.policy != nil {
-		if err := d.policy.EndpointJoined(ctx, *ep); err != nil {
-			// Without its policy the endpoint passes nothing: undo and say so.
-			_ = d.dp.TeardownEndpoint(ep.HostIface, addrs)
-			return nil, fmt.Errorf("apply network policy for the endpoint: %w", err)
-		}
-	}
-	d.joined()
-	resp := &network.JoinResponse{
-		InterfaceName: network.InterfaceName{SrcName: tempIfaceName(req.EndpointID), DstPrefix: IfacePrefix},
-		Gateway:       dataplane.GatewayIPv4,
-		StaticRoutes:  []*network.StaticRoute{{Destination: dataplane.GatewayIPv4 + "/32", RouteType: 1}},
-	}
-	if ep.IPv4 == "" {
-		resp.Gateway = ""
-		resp.StaticRoutes = nil
-	}
-	if has6 {
-		// Only with an IPv6 address: a gateway on a container without
-		// IPv6 breaks it.
-		resp.GatewayIPv6 = dataplane.GatewayIPv6
-	}
-	d.log.Info("endpoint joined", "endpoint", req.EndpointID, "hostIface", ep.HostIface, "sandbox", req.SandboxKey)
-	return resp, nil
-}
-
-// Leave removes the endpoint's veth; its host routes go with it, so no
-// datastore read is needed and Leave works while etcd is unreachable.
-func (d *Driver) Leave(req *network.LeaveRequest) error {
-	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), nil); err != nil {
-		return err
-	}
-	d.log.Info("endpoint left", "endpoint", req.EndpointID)
-	return nil
 }
 
 func (d *Driver) DiscoverNew(*network.DiscoveryNotification) error    { return nil }

@@ -135,7 +135,7 @@ func TestEndpointLifecycle(t *testing.T) {
 			id     string
 			wantV6 bool
 		}{{v4ID, false}, {dsID, true}} {
-			jr, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id, SandboxKey: "/var/run/docker/netns/x"})
+			jr, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id, SandboxKey: "/var/run/docker/netns/" + tc.id[:4]})
 			if err != nil {
 				t.Fatalf("Join %s: %v", tc.id[:4], err)
 			}

@@ -45,6 +45,7 @@ var (
 	suite              struct {
 		sync.Mutex
 		ran, skipped []string
+		na           []string // not applicable on this engine (needEngine); another engine's run covers them
 	}
 )
 
@@ -58,6 +59,9 @@ func prereq(format string, a ...any) error { return &prereqError{fmt.Sprintf(for
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	if code, done := runOutside(); done {
+		os.Exit(code)
+	}
 	os.Exit(runSuite(m))
 }
 
@@ -82,6 +86,8 @@ func runSuite(m *testing.M) int {
 		return 1
 	}
 
+	engine := engineVersion()
+	fmt.Printf("e2e: engine Docker %s (CALICO_E2E_ENGINE=%s)\n", engine, e2eutil.EngineFromEnv())
 	code := m.Run()
 
 	var kept []string
@@ -95,9 +101,12 @@ func runSuite(m *testing.M) int {
 	ok := code == 0
 	cleanupSetup(ok)
 	suite.Lock()
-	ran, skipped := suite.ran, suite.skipped
+	ran, skipped, na := suite.ran, suite.skipped, suite.na
 	suite.Unlock()
 	fmt.Printf("e2e: %d tests ran, %d skipped, in %s\n", len(ran), len(skipped), time.Since(started).Round(time.Second))
+	if len(na) > 0 {
+		banner(fmt.Sprintf("NOT APPLICABLE on Docker %s (the run on a newer engine covers them): %s", engine, strings.Join(na, ", ")))
+	}
 	if !ok {
 		banner("E2E SUITE FAILED (daemon log: " + dmn.logPath + ")")
 		return code
@@ -111,8 +120,8 @@ func runSuite(m *testing.M) int {
 		case flagSet("test.run") || flagSet("test.skip"):
 			fmt.Println("e2e: marker not written: -run/-skip selected a subset of the suite")
 		default:
-			body := fmt.Sprintf("calico-libnetwork e2e suite passed: %d tests, 0 skipped, %s, finished %s\n%s\n",
-				len(ran), time.Since(started).Round(time.Second), time.Now().UTC().Format(time.RFC3339), strings.Join(ran, "\n"))
+			body := fmt.Sprintf("calico-libnetwork e2e suite passed on Docker %s: %d tests, 0 skipped, %d not applicable to this engine (%s), %s, finished %s\n%s\n",
+				engine, len(ran), len(na), strings.Join(na, " "), time.Since(started).Round(time.Second), time.Now().UTC().Format(time.RFC3339), strings.Join(ran, "\n"))
 			if err := os.WriteFile(marker, []byte(body), 0o644); err != nil {
 				fmt.Println("e2e: cannot write marker:", err)
 				return 1
@@ -139,7 +148,9 @@ func begin(t *testing.T) {
 	t.Cleanup(func() {
 		suite.Lock()
 		defer suite.Unlock()
-		if t.Skipped() {
+		if t.Skipped() && notApplicable[t.Name()] {
+			suite.na = append(suite.na, t.Name())
+		} else if t.Skipped() {
 			suite.skipped = append(suite.skipped, t.Name())
 		} else {
 			suite.ran = append(suite.ran, t.Name())

@@ -189,8 +189,19 @@ func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[
 			s.warned["differs/"+n.Name] = true
 		}
 		return s.mark(ctx, n, true)
-	case rec.Published || fromSync:
-		// Removed on another host: remove here too.
+	case rec.Published || fromSync || rec.Withdrawn:
+		// Removed on another host: remove here too. The list above may be
+		// older than a shared record made since (the name created again),
+		// so read it once more before removing a network Docker lists.
+		var cur api.SharedNetwork
+		if _, err := s.store.Get(ctx, Key(n.Name), &cur); err == nil {
+			return s.mark(ctx, n, true)
+		} else if !errors.Is(err, datastore.ErrNotFound) {
+			return err
+		}
+		if err := s.withdraw(ctx, n); err != nil {
+			return err
+		}
 		if err := s.docker.RemoveNetwork(ctx, n.ID); err != nil {
 			if !s.warned["rm/"+n.Name] {
 				s.log.Warn("network was removed on another host but cannot be removed here (containers still attached?): remove them, then the network", "network", n.Name, "err", err)
@@ -212,10 +223,25 @@ func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[
 
 func (s *Syncer) mark(ctx context.Context, n dockerapi.Network, published bool) error {
 	return datastore.Update(ctx, s.store, datastore.NetworksPrefix+n.ID, func(cur *api.Network) (*api.Network, error) {
-		if cur == nil || (cur.Name == n.Name && cur.Published == published) {
+		if cur == nil || (cur.Name == n.Name && cur.Published == published && !cur.Withdrawn) {
 			return nil, datastore.ErrNoChange
 		}
-		cur.Name, cur.Published = n.Name, published
+		cur.Name, cur.Published, cur.Withdrawn = n.Name, published, false
+		return cur, nil
+	})
+}
+
+// withdraw marks this host's copy as going because its shared record is
+// gone, before Docker is asked to remove it: DeleteNetwork then leaves the
+// shared record alone. (Forgetting it there would delete a record made
+// meanwhile for a new network of the same name, and every host would
+// remove that network while Docker lists it and containers start on it.)
+func (s *Syncer) withdraw(ctx context.Context, n dockerapi.Network) error {
+	return datastore.Update(ctx, s.store, datastore.NetworksPrefix+n.ID, func(cur *api.Network) (*api.Network, error) {
+		if cur == nil || cur.Withdrawn {
+			return nil, datastore.ErrNoChange
+		}
+		cur.Withdrawn = true
 		return cur, nil
 	})
 }

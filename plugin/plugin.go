@@ -19,6 +19,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/gc"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/multinet"
 	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
@@ -59,7 +60,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := dp.EnableForwarding(false); err != nil {
 		return err
 	}
-	if err := dp.EnsureForwarding(); err != nil {
+	fwd := &forwarding{dp: dp, log: log}
+	if err := fwd.ensure(); err != nil {
 		return err
 	}
 	if !dataplane.GatewayRoutable() {
@@ -202,6 +204,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		go nets.Run(ctx, 2*time.Second)
 	}
 	go col.Run(ctx)
+	go multinet.New(store, dp, cfg.NodeName, log.With("part", "multinet")).Run(ctx, reconcileEvery)
 	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
 		"sockets", socketPaths(servers), "vethMTU", mtu())
 
@@ -217,7 +220,7 @@ loop:
 			runErr = fmt.Errorf("plugin socket failed: %w", err)
 			break loop
 		case <-ticker.C:
-			if err := dp.EnsureForwarding(); err != nil {
+			if err := fwd.ensure(); err != nil {
 				log.Warn("restoring forward rules failed", "err", err)
 			}
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/go-plugins-helpers/sdk"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
@@ -135,7 +136,9 @@ func NetworkMux(d network.Driver, status func() DaemonStatus, log *slog.Logger) 
 	activate(mux, "NetworkDriver")
 	versionInfo(mux)
 	statusInfo(mux, status)
-	route(mux, log, "/NetworkDriver.GetCapabilities", noArgs(d.GetCapabilities))
+	if _, ok := d.(gwAllocChecker); !ok {
+		route(mux, log, "/NetworkDriver.GetCapabilities", noArgs(d.GetCapabilities))
+	}
 	route(mux, log, "/NetworkDriver.CreateNetwork", noReply(d.CreateNetwork))
 	route(mux, log, "/NetworkDriver.AllocateNetwork", d.AllocateNetwork)
 	route(mux, log, "/NetworkDriver.DeleteNetwork", noReply(d.DeleteNetwork))
@@ -149,7 +152,19 @@ func NetworkMux(d network.Driver, status func() DaemonStatus, log *slog.Logger) 
 	route(mux, log, "/NetworkDriver.DiscoverDelete", noReply(d.DiscoverDelete))
 	route(mux, log, "/NetworkDriver.ProgramExternalConnectivity", noReply(d.ProgramExternalConnectivity))
 	route(mux, log, "/NetworkDriver.RevokeExternalConnectivity", noReply(d.RevokeExternalConnectivity))
+	if g, ok := d.(gwAllocChecker); ok {
+		// Docker 28's additions, which the helpers' Driver does not know.
+		route(mux, log, "/NetworkDriver.GetCapabilities", noArgs(g.Capabilities))
+		route(mux, log, "/NetworkDriver.GwAllocCheck", g.GwAllocCheck)
+	}
 	return mux
+}
+
+// gwAllocChecker is a driver that answers Docker 28's GwAllocCheck (and
+// says so in its capabilities).
+type gwAllocChecker interface {
+	Capabilities() (*driver.Capabilities, error)
+	GwAllocCheck(*driver.GwAllocCheckRequest) (*driver.GwAllocCheckResponse, error)
 }
 
 // IPAMMux serves the IpamDriver protocol for d.

@@ -150,3 +150,26 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 		t.Fatalf("second listener on a live socket: err = %v", err)
 	}
 }
+
+// TestDocker28Calls: the network socket says GwAllocChecker in its
+// capabilities and answers GwAllocCheck with skip for both families, as
+// Docker 28 asks before IPAM.
+func TestDocker28Calls(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	_, c := serveOn(t, NetworkMux(driver.New(driver.Config{}), nil, log))
+	for _, tc := range []struct{ path, body, want string }{
+		{"/NetworkDriver.GetCapabilities", "", `{"Scope":"local","ConnectivityScope":"global","GwAllocChecker":true}`},
+		{"/NetworkDriver.GwAllocCheck", `{"Options":{"com.docker.network.enable_ipv4":true}}`, `{"SkipIPv4":true,"SkipIPv6":true}`},
+		{"/NetworkDriver.GwAllocCheck", "", `{"SkipIPv4":true,"SkipIPv6":true}`},
+	} {
+		resp, err := c.Post("http://plugin"+tc.path, "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != tc.want {
+			t.Errorf("%s %s: %d %s, want 200 %s", tc.path, tc.body, resp.StatusCode, b, tc.want)
+		}
+	}
+}

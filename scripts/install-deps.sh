@@ -19,4 +19,9 @@ fi
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
   export PATH=$PATH:/usr/local/go/bin
 fi
+if [ "${1:-}" != docker ]; then
+  # The engine matrix's Docker 28.5 (Debian forky's, unpacked into the
+  # tests' cache, not installed): fetched once, reused by later runs.
+  "$(dirname "$0")/docker-engine.sh" fetch 28.5 >/dev/null
+fi
 command -v go >/dev/null 2>&1 || { echo "Go is not installed: install Go 1.25 or newer (https://go.dev/dl/) and retry" >&2; exit 1; }

@@ -25,6 +25,15 @@
 #   scripts/plugin-sandbox.sh exec DIR CMD... run CMD in the sandbox (e.g. ip route, iptables -S)
 #   scripts/plugin-sandbox.sh down DIR        stop everything and remove DIR
 #
+# Settings for `up` (kept in DIR, so later start-docker calls use the same):
+#   ENGINE_ROOT=PATH    run dockerd and containerd from this unpacked root
+#                       (scripts/docker-engine.sh fetch 28.5) instead of the
+#                       machine's docker.io; the machine's runc still serves
+#   SANDBOX_REGISTRY=0  no registry
+#   SANDBOX_DAEMON_JSON='{"live-restore": true}'  the engine's daemon.json
+#                       (DIR/daemon.json; rewrite it between stop-docker and
+#                       start-docker to change it)
+#
 # Needs root, util-linux (unshare, nsenter), iproute2, docker.io and
 # docker-registry. DIR must be short: unix socket paths are limited to 107 bytes.
 set -euo pipefail
@@ -42,7 +51,15 @@ holder_pid() { cat "$dir/holder.pid" 2>/dev/null || true; }
 # init: the host PID of the PID namespace's first process.
 init_pid() { cat "$dir/init.pid" 2>/dev/null || true; }
 
+# inside: this process already runs in the sandbox (a test re-executed in
+# it), where /run/sandbox-dir names it.
+inside() { [ "$(cat /run/sandbox-dir 2>/dev/null)" = "$dir" ]; }
+
 in_ns() {
+	if inside; then
+		"$@"
+		return
+	fi
 	local init
 	init=$(init_pid)
 	[ -n "$init" ] && kill -0 "$init" 2>/dev/null || die "sandbox $dir is not running"
@@ -51,17 +68,28 @@ in_ns() {
 
 docker_pid() { in_ns cat /run/docker.pid 2>/dev/null || true; }
 
+# engine_path: PATH for dockerd, with the sandbox's engine root first.
+engine_path() {
+	local root
+	root=$(cat "$dir/engine-root" 2>/dev/null || true)
+	if [ -n "$root" ] && [ "$root" != / ]; then
+		echo "$root/usr/sbin:$root/usr/bin:$PATH"
+	else
+		echo "$PATH"
+	fi
+}
+
 start_docker() {
 	# setsid: a ^C to the caller does not reach the engine.
-	in_ns setsid dockerd --config-file "$dir/daemon.json" --data-root "$dir/docker" \
+	in_ns env PATH="$(engine_path)" setsid dockerd --config-file "$dir/daemon.json" --data-root "$dir/docker" \
 		--exec-root /run/docker --pidfile /run/docker.pid \
 		-H unix:///run/docker.sock -H "unix://$dir/docker.sock" \
 		--bridge=none --log-level=info >>"$dir/dockerd.log" 2>&1 </dev/null &
 	for _ in $(seq 1 60); do
-		if docker -H "unix://$dir/docker.sock" info >/dev/null 2>&1; then
+		if PATH="$(engine_path)" docker -H "unix://$dir/docker.sock" info >/dev/null 2>&1; then
 			return 0
 		fi
-		kill -0 "$(init_pid)" 2>/dev/null || die "the sandbox is gone"
+		inside || kill -0 "$(init_pid)" 2>/dev/null || die "the sandbox is gone"
 		sleep 1
 	done
 	tail -n 30 "$dir/dockerd.log" >&2 || true
@@ -100,20 +128,27 @@ hold() {
 			ip link set uplink0 up
 			ip route add default dev uplink0
 			iptables -P FORWARD DROP   # as Docker leaves a real host
+			echo "$0" >/run/sandbox-dir
 			touch /run/sandbox-ready
 			trap "exit 0" TERM
 			while :; do sleep 3600 & wait $! || true; done
-		'
+		' "$dir"
 }
 
 up() {
-	for tool in unshare nsenter ip dockerd docker docker-registry; do
+	local registry=${SANDBOX_REGISTRY:-1} root=${ENGINE_ROOT:-/}
+	local tools=(unshare nsenter ip docker)
+	[ "$registry" = 0 ] || tools+=(docker-registry)
+	[ "$root" != / ] || tools+=(dockerd)
+	for tool in "${tools[@]}"; do
 		command -v "$tool" >/dev/null || die "$tool is missing (packages: util-linux iproute2 docker.io docker-registry)"
 	done
+	[ "$root" = / ] || [ -x "$root/usr/sbin/dockerd" ] || die "ENGINE_ROOT $root has no usr/sbin/dockerd (scripts/docker-engine.sh fetch)"
 	[ ${#dir} -le 40 ] || die "DIR $dir is too long (max 40 bytes): unix socket paths below it must stay under 108"
 	[ ! -e "$dir/init.pid" ] || die "$dir already holds a sandbox: run down first"
 	mkdir -p "$dir/registry" "$dir/docker"
-	echo '{}' >"$dir/daemon.json"
+	echo "${SANDBOX_DAEMON_JSON:-"{}"}" >"$dir/daemon.json"
+	echo "$root" >"$dir/engine-root"
 	cat >"$dir/registry.yml" <<-EOF
 		version: 0.1
 		log:
@@ -141,14 +176,20 @@ up() {
 	done
 	[ -n "$init" ] || { cat "$dir/holder.log" >&2; die "the namespace holder did not start"; }
 	echo "$init" >"$dir/init.pid"
-	in_ns setsid docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 </dev/null &
+	if [ "$registry" != 0 ]; then
+		in_ns setsid docker-registry serve "$dir/registry.yml" >"$dir/registry.log" 2>&1 </dev/null &
+	fi
 	start_docker
-	for _ in $(seq 1 30); do
-		in_ns bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null && break
-		sleep 0.5
-	done
-	in_ns bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null || { cat "$dir/registry.log" >&2; die "the registry did not start"; }
-	echo "sandbox up: export DOCKER_HOST=unix://$dir/docker.sock   (registry 127.0.0.1:5000 inside)"
+	if [ "$registry" != 0 ]; then
+		for _ in $(seq 1 30); do
+			in_ns bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null && break
+			sleep 0.5
+		done
+		in_ns bash -c 'exec 3<>/dev/tcp/127.0.0.1/5000' 2>/dev/null || { cat "$dir/registry.log" >&2; die "the registry did not start"; }
+		echo "sandbox up: export DOCKER_HOST=unix://$dir/docker.sock   (registry 127.0.0.1:5000 inside)"
+	else
+		echo "sandbox up: export DOCKER_HOST=unix://$dir/docker.sock"
+	fi
 }
 
 down() {

@@ -17,6 +17,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "uninstall" {
+		os.Exit(uninstall(os.Args[2:]))
+	}
 	cfg, err := plugin.ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -36,4 +39,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "calico-libnetwork:", err)
 		os.Exit(1)
 	}
+}
+
+// uninstall is `calico-libnetwork uninstall [--plugin-dir DIR]`: it removes
+// the firewall rules, policy table, inter-host routes and VXLAN device the
+// daemon leaves behind when it stops (see plugin.Uninstall).
+func uninstall(args []string) int {
+	fs := flag.NewFlagSet("calico-libnetwork uninstall", flag.ContinueOnError)
+	dir := fs.String("plugin-dir", "/run/docker/plugins", "where the daemon serves its sockets (it must be stopped)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	res, err := plugin.Uninstall(*dir)
+	for _, r := range res.Removed {
+		fmt.Println("removed", r)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "calico-libnetwork uninstall:", err)
+		return 1
+	}
+	return 0
 }

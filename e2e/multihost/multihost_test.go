@@ -226,6 +226,10 @@ func TestMultiHost(t *testing.T) {
 		h1.Docker(t, "rm", "-f", "dup1", "dup1-peer")
 	})
 
+	step("a network is usable where it is listed", func(t *testing.T) {
+		usableWhereListed(t, tb)
+	})
+
 	step("routes and VXLAN device", func(t *testing.T) {
 		blk := func(c *Container) netip.Prefix { return netip.PrefixFrom(c.IP, 26).Masked() }
 		// The kernel's choice for each remote container, on each host.
@@ -1052,4 +1056,95 @@ func linkIndex(l netlink.Link) any {
 		return "none"
 	}
 	return l.Attrs().Index
+}
+
+// usableWhereListed creates networks on each host in turn and, on every
+// other host, starts a container on each the moment `docker network ls`
+// shows it there: a network Docker lists must be usable at once (no window
+// in which its record is unknown to the daemon).
+func usableWhereListed(t *testing.T, tb *Testbed) {
+	const rounds = 6
+	for i := 0; i < rounds; i++ {
+		on := tb.Hosts[i%len(tb.Hosts)]
+		name := fmt.Sprintf("burst%d", i)
+		on.Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--label", LabelKey+"="+tb.ID, name)
+		created := time.Now()
+		var wg sync.WaitGroup
+		errs := make(chan error, len(tb.Hosts))
+		for _, h := range tb.Hosts {
+			if h == on {
+				continue
+			}
+			wg.Add(1)
+			go func(h *Host) {
+				defer wg.Done()
+				if err := Eventually(20*time.Second, 20*time.Millisecond, func() error {
+					ok, err := h.HasNetwork(name, "calico")
+					if err == nil && !ok {
+						err = fmt.Errorf("%s does not list %s yet", h.Name, name)
+					}
+					return err
+				}); err != nil {
+					errs <- err
+					return
+				}
+				listed := time.Since(created)
+				if _, err := h.DockerErr(time.Minute, "run", "--rm", "--net", name, "--label", LabelKey+"="+tb.ID, Image, "true"); err != nil {
+					errs <- fmt.Errorf("%s listed %s %s after it was created on %s, but a container cannot start on it: %v", h.Name, name, listed.Round(time.Millisecond), on.Name, err)
+				}
+			}(h)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if i == rounds-1 {
+			reuseName(t, tb, name, on, tb.Hosts[(i+1)%len(tb.Hosts)])
+			on = tb.Hosts[(i+1)%len(tb.Hosts)]
+		}
+		on.Docker(t, "network", "rm", name)
+		for _, h := range tb.Hosts {
+			if err := Eventually(20*time.Second, 200*time.Millisecond, func() error {
+				ok, err := h.HasNetwork(name, "calico")
+				if err == nil && ok {
+					err = fmt.Errorf("%s still lists %s after its removal on %s", h.Name, name, on.Name)
+				}
+				return err
+			}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
+
+// reuseName removes a shared network on one host and at once creates one of
+// the same name on another: the old copies going away must not take the
+// new network with them (every host ends up listing it, and keeps it).
+func reuseName(t *testing.T, tb *Testbed, name string, from, to *Host) {
+	from.Docker(t, "network", "rm", name)
+	to.Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--label", LabelKey+"="+tb.ID, name)
+	id := to.Docker(t, "network", "inspect", "-f", "{{.Id}}", name)
+	for _, h := range tb.Hosts {
+		if err := Eventually(30*time.Second, 200*time.Millisecond, func() error {
+			ok, err := h.HasNetwork(name, "calico")
+			if err == nil && !ok {
+				err = fmt.Errorf("%s does not list %s, created again on %s", h.Name, name, to.Name)
+			}
+			if err == nil && h == to {
+				if got, _ := h.DockerErr(20*time.Second, "network", "inspect", "-f", "{{.Id}}", name); strings.TrimSpace(got) != id {
+					err = fmt.Errorf("%s's %s was replaced", h.Name, name)
+				}
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(4 * time.Second) // several sync passes on every host
+	for _, h := range tb.Hosts {
+		if _, err := h.DockerErr(time.Minute, "run", "--rm", "--net", name, "--label", LabelKey+"="+tb.ID, Image, "true"); err != nil {
+			t.Errorf("%s: after %s was removed on %s and created again on %s: %v", h.Name, name, from.Name, to.Name, err)
+		}
+	}
 }

@@ -1,0 +1,210 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
+)
+
+// forwardTopo is a host namespace routing between two "containers", each
+// behind a cali veth: a at 10.99.1.2, b at 10.99.2.2 listening on tcp/7.
+func forwardTopo(t *testing.T) (host, a ns.NetNS) {
+	t.Helper()
+	host, a, b := testns.New(t), testns.New(t), testns.New(t)
+	for i, c := range []ns.NetNS{a, b} {
+		hostName, peer := fmt.Sprintf("califwd%d", i), fmt.Sprintf("tmpfwd%d", i)
+		testns.Do(t, host, func() {
+			la := netlink.NewLinkAttrs()
+			la.Name = hostName
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: peer}); err != nil {
+				t.Fatal(err)
+			}
+			p, _ := netlink.LinkByName(peer)
+			if err := netlink.LinkSetNsFd(p, int(c.Fd())); err != nil {
+				t.Fatal(err)
+			}
+			l, _ := netlink.LinkByName(hostName)
+			addr, _ := netlink.ParseAddr(fmt.Sprintf("10.99.%d.1/24", i+1))
+			_ = netlink.AddrAdd(l, addr)
+			_ = netlink.LinkSetUp(l)
+			if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		})
+		testns.Do(t, c, func() {
+			l, _ := netlink.LinkByName(peer)
+			addr, _ := netlink.ParseAddr(fmt.Sprintf("10.99.%d.2/24", i+1))
+			_ = netlink.AddrAdd(l, addr)
+			_ = netlink.LinkSetUp(l)
+			gw := net.ParseIP(fmt.Sprintf("10.99.%d.1", i+1))
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: gw}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	testns.Do(t, b, func() {
+		l, err := net.Listen("tcp", "10.99.2.2:7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+	})
+	return host, a
+}
+
+func reaches(t *testing.T, a ns.NetNS) bool {
+	t.Helper()
+	ok := false
+	testns.Do(t, a, func() {
+		c, err := net.DialTimeout("tcp", "10.99.2.2:7", 700*time.Millisecond)
+		if err == nil {
+			c.Close()
+			ok = true
+		}
+	})
+	return ok
+}
+
+func must(t *testing.T, n ns.NetNS, name string, args ...string) string {
+	t.Helper()
+	out, err := testns.Run(n, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// TestForwardingBackends: forwarding through a host works whichever
+// firewall the host has: FORWARD policy DROP in iptables-nft, in
+// iptables-legacy or both (a DROP left in the back end that is not the
+// default still drops), or only nftables with Docker 29's kind of table
+// and no iptables at all. Only our chain is added, in the back ends that
+// need it; removing it (uninstall) leaves the policy and others' rules.
+func TestForwardingBackends(t *testing.T) {
+	testns.RequireRoot(t)
+	for _, bin := range []string{"iptables-nft", "iptables-legacy", "nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s is missing (packages iptables, nftables)", bin)
+		}
+	}
+	tests := []struct {
+		name string
+		drop []string // back ends with FORWARD policy DROP
+	}{
+		{"iptables-nft DROP", []string{"iptables-nft"}},
+		{"iptables-legacy DROP", []string{"iptables-legacy"}},
+		{"both DROP", []string{"iptables-nft", "iptables-legacy"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			host, a := forwardTopo(t)
+			for _, ipt := range tc.drop {
+				must(t, host, ipt, "-A", "FORWARD", "-i", "lo", "-j", "ACCEPT") // someone else's rule
+				must(t, host, ipt, "-P", "FORWARD", "DROP")
+			}
+			if reaches(t, a) {
+				t.Fatal("forwarded traffic passed before our rules: the DROP policy is not in effect, the test proves nothing")
+			}
+			dp := New(nil, "fwd")
+			var err error
+			testns.Do(t, host, func() { err = dp.EnsureForwarding() })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reaches(t, a) {
+				t.Fatalf("no forwarding after EnsureForwarding with FORWARD DROP in %v", tc.drop)
+			}
+			for _, ipt := range tc.drop {
+				if out := must(t, host, ipt, "-S", "FORWARD"); !strings.Contains(out, "-j "+ForwardChain) {
+					t.Errorf("%s FORWARD has no jump to %s:\n%s", ipt, ForwardChain, out)
+				}
+			}
+			if len(tc.drop) == 1 && tc.drop[0] == "iptables-nft" {
+				if out := must(t, host, "iptables-legacy", "-S"); strings.Contains(out, ForwardChain) {
+					t.Errorf("the legacy back end, FORWARD policy ACCEPT, got our chain:\n%s", out)
+				}
+			}
+			testns.Do(t, host, func() { err = dp.RemoveForwarding() })
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ipt := range tc.drop {
+				out := must(t, host, ipt, "-S")
+				if strings.Contains(out, ForwardChain) {
+					t.Errorf("%s still has %s after RemoveForwarding:\n%s", ipt, ForwardChain, out)
+				}
+				if !strings.Contains(out, "-P FORWARD DROP") || !strings.Contains(out, "-A FORWARD -i lo -j ACCEPT") {
+					t.Errorf("%s: RemoveForwarding changed what is not ours:\n%s", ipt, out)
+				}
+			}
+			if reaches(t, a) {
+				t.Error("forwarding still passes after our rules were removed")
+			}
+		})
+	}
+
+	t.Run("nftables only, no iptables", func(t *testing.T) {
+		host, a := forwardTopo(t)
+		// Docker 29's nftables firewall: its own table, a forward chain
+		// with policy accept that drops only its bridges' traffic.
+		must(t, host, "nft", "add table ip docker-bridges")
+		must(t, host, "nft", "add chain ip docker-bridges filter-FORWARD { type filter hook forward priority filter; policy accept; }")
+		must(t, host, "nft", `add rule ip docker-bridges filter-FORWARD oifname "docker0" drop`)
+		empty := t.TempDir() // PATH without any iptables
+		t.Setenv("PATH", empty)
+		dp := New(nil, "fwd")
+		var err error
+		var drops []string
+		testns.Do(t, host, func() {
+			err = dp.EnsureForwarding()
+			drops, _ = ForeignForwardDrops()
+		})
+		if !errors.Is(err, ErrNoIptables) {
+			t.Fatalf("EnsureForwarding without iptables: %v, want ErrNoIptables", err)
+		}
+		if len(drops) != 0 {
+			t.Errorf("ForeignForwardDrops = %v with only an accepting chain", drops)
+		}
+		if !reaches(t, a) {
+			t.Fatal("no forwarding on an nftables-only host")
+		}
+		// A firewall of the admin's that drops forwarding: named, so the
+		// daemon can say what to change.
+		if out, err := exec.Command("/usr/sbin/nft", "--version").CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v %s", err, out)
+		}
+		nsRun := func(args string) {
+			if out, err := exec.Command("/usr/bin/nsenter", "--net="+host.Path(), "/usr/sbin/nft", args).CombinedOutput(); err != nil {
+				t.Fatalf("nft %s: %v %s", args, err, out)
+			}
+		}
+		nsRun("add table inet hostfw")
+		nsRun("add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }")
+		testns.Do(t, host, func() { drops, err = ForeignForwardDrops() })
+		if err != nil || len(drops) != 1 || drops[0] != "inet hostfw chain forward" {
+			t.Errorf("ForeignForwardDrops = %v, %v; want [inet hostfw chain forward]", drops, err)
+		}
+		if reaches(t, a) {
+			t.Error("forwarding passed a forward chain with policy drop")
+		}
+	})
+}
