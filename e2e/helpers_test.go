@@ -55,6 +55,9 @@ type daemon struct {
 func (d *daemon) netSock() string  { return filepath.Join(d.pluginDir, "calico.sock") }
 func (d *daemon) ipamSock() string { return filepath.Join(d.pluginDir, "calico-ipam.sock") }
 
+// suiteGCGrace is the suite daemon's garbage collection grace period.
+const suiteGCGrace = 30 * time.Second
+
 // daemonEnv is the environment without the settings the daemon reads, so
 // only the flags the suite passes count.
 func daemonEnv() []string {
@@ -87,7 +90,11 @@ func (d *daemon) start() error {
 		return err
 	}
 	fmt.Fprintf(logf, "==== e2e: starting the daemon at %s ====\n", time.Now().UTC().Format(time.RFC3339Nano))
-	cmd := exec.Command(d.bin, "--data-dir", d.dataDir, "--plugin-dir", d.pluginDir, "--log-level", "debug")
+	// A short grace period, so that the garbage a test makes on purpose
+	// (kill -9, a wiped datastore) is collected before the suite's last
+	// check that nothing is left.
+	cmd := exec.Command(d.bin, "--data-dir", d.dataDir, "--plugin-dir", d.pluginDir, "--log-level", "debug",
+		"--ipam-gc-grace", suiteGCGrace.String(), "--ipam-gc-interval", "5s")
 	cmd.Env = daemonEnv()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
