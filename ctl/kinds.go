@@ -40,6 +40,8 @@ var kindStores = map[*api.Kind]kindStore{
 	api.ProfileKind:             profileStore,
 	api.NetworkPolicyKind:       networkPolicyStore,
 	api.GlobalNetworkPolicyKind: globalNetworkPolicyStore,
+	// felixconfig.go
+	api.FelixConfigKind: felixConfigStore{},
 }
 
 func storeFor(k *api.Kind) kindStore {
