@@ -53,7 +53,7 @@ func (d *Dataplane) EnsureForwarding() error {
 			}
 		}
 	}
-	return nil
+	return d.refreshIPv6Forwarding() // uplinks that appeared since
 }
 
 // RemoveForwarding deletes our chain and the jump to it (used by tests and

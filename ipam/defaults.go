@@ -40,7 +40,11 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 	}
 	var want []api.IPPool
 	if !has4 {
-		want = append(want, api.IPPool{Name: DefaultPoolV4Name, CIDR: DefaultPoolV4CIDR, NATOutgoing: true})
+		cidr, _, err := ChooseDefaultIPv4(avoid)
+		if err != nil {
+			return nil, err
+		}
+		want = append(want, api.IPPool{Name: DefaultPoolV4Name, CIDR: cidr, NATOutgoing: true})
 	}
 	if !has6 {
 		cidr, err := randomULA(avoid)

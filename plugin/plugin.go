@@ -75,7 +75,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			return err
 		}
 		for _, p := range created {
-			log.Info("created default IP pool", "pool", p.Name, "cidr", p.CIDR)
+			logDefaultPool(log, p, avoid)
 		}
 	}
 	ctx, stopLoops := context.WithCancel(ctx)

@@ -8,13 +8,16 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/policysync"
 )
 
@@ -96,4 +99,20 @@ func removePolicyTable(log *slog.Logger) error {
 	}
 	log.Warn("network policy is off (--policy=off): containers on different networks can reach each other; host protection and anti-spoofing stay on (nftables table inet " + nftpolicy.DefaultHostTable + ")")
 	return nil
+}
+
+// logDefaultPool says which default pool was created and, for IPv4, which
+// candidates were passed over because the host uses them.
+func logDefaultPool(log *slog.Logger, p api.IPPool, avoid []netip.Prefix) {
+	if !p.Prefix().Addr().Is4() {
+		log.Info("created default IP pool", "pool", p.Name, "cidr", p.CIDR)
+		return
+	}
+	_, skipped, _ := ipam.ChooseDefaultIPv4(avoid)
+	if len(skipped) == 0 {
+		log.Info("created default IP pool", "pool", p.Name, "cidr", p.CIDR, "reason", "clear of every address and route of this host")
+		return
+	}
+	log.Info("created default IP pool", "pool", p.Name, "cidr", p.CIDR,
+		"reason", "the earlier candidates overlap this host's addresses or routes: "+strings.Join(skipped, "; "))
 }
