@@ -14,6 +14,9 @@ make -s lint
 echo "== unit tests (real embedded etcd, real network namespaces)"
 CALICO_REQUIRE_ROOT_TESTS=1 go test -race -count=1 -timeout 20m ./...
 
+echo "== fuzz targets, ${FUZZTIME:-10s} each (make fuzz)"
+scripts/fuzz.sh
+
 echo "== end-to-end tests: real dockerd (single host), three namespace hosts with an etcd TLS cluster (multi-host), managed plugin via a local registry"
 scripts/ensure-docker.sh
 markers=$(mktemp -d)
