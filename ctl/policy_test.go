@@ -567,6 +567,24 @@ func TestGetShowsInvalidPolicies(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.out, "name: from-newer") || !strings.Contains(r.err, "unknown field") {
 		t.Errorf("get -o yaml of an invalid record: exit %d\n%s\n%s", r.code, r.out, r.err)
 	}
+	// apply fixes them, also the one that reads (leniently) as the document
+	// applied and the one that does not decode at all.
+	fix := `apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: from-newer}
+spec:
+  selector: all()
+  ingress: [{action: Allow}]
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: garbage}
+spec: {selector: all()}
+`
+	h.ok(fix, "apply", "-f", "-")
+	if r := h.run("", "get", "globalnetworkpolicies"); r.code != 0 || strings.Contains(r.out, "Invalid") || r.err != "" {
+		t.Errorf("after apply the records are still invalid:\n%s\n%s", r.out, r.err)
+	}
 	// Only valid records: the table is as it always was.
 	h.ok("", "delete", "globalnetworkpolicy", "from-newer", "garbage")
 	if out := h.ok("", "get", "globalnetworkpolicies"); strings.Contains(out, "STATUS") {

@@ -59,7 +59,7 @@ func FuzzStoredPolicy(f *testing.F) {
 		}
 		for i, e := range []struct {
 			iface, v4, v6, net string
-			labels            map[string]string
+			labels             map[string]string
 		}{
 			{"calidb", "10.0.1.2", "fd00:1::2", "net1", map[string]string{"role": "db"}},
 			{"caliweb", "10.0.1.3", "", "net1", map[string]string{"role": "frontend", "tier": "web"}},

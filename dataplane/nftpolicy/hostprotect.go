@@ -341,8 +341,9 @@ func (h *HostProtection) rules(chain string, r HostRules, fp string) []rule {
 	return out
 }
 
-// String renders r for logs.
+// String renders r for logs, as it is enforced.
 func (r HostRules) String() string {
+	r = r.normalized()
 	var b strings.Builder
 	action := "accept (policy and the host's firewall decide)"
 	if r.DropToHost {
