@@ -10,7 +10,7 @@ LDFLAGS  := -s -w -X $(PKG)/api.Version=$(VERSION) -X $(PKG)/api.GitCommit=$(COM
 BINS     := calico-libnetwork $(notdir $(wildcard cmd/calicoctl))
 DATA_DIR ?= /var/lib/calico
 
-.PHONY: all build test unit e2e run bench lint clean deps
+.PHONY: all build test unit e2e run bench lint clean deps fuzz
 
 all: build
 
@@ -45,6 +45,10 @@ run: build
 
 bench: build
 	scripts/bench.sh
+
+# Every fuzz target for FUZZTIME (default 10s) each; FUZZ=FuzzXxx for one.
+fuzz:
+	scripts/fuzz.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

@@ -97,6 +97,10 @@ type Object struct {
 	NameFromCIDR bool
 	// Where names the document in messages ("pools.yaml document 2").
 	Where string
+	// Invalid says why a stored record is not valid ("" when it is): the
+	// daemons do not enforce it as stored. Resource holds what could be
+	// read of it.
+	Invalid string
 }
 
 // Kind describes one resource kind.
@@ -126,7 +130,7 @@ func (k *Kind) Document(r Resource, resourceVersion string) any {
 }
 
 // Kinds are the resource kinds in the order they are listed to users.
-var Kinds = []*Kind{IPPoolKind, NodeKind, IPAMConfigKind, ProfileKind, NetworkPolicyKind, GlobalNetworkPolicyKind}
+var Kinds = []*Kind{IPPoolKind, NodeKind, IPAMConfigKind, ProfileKind, NetworkPolicyKind, GlobalNetworkPolicyKind, FelixConfigKind}
 
 // LookupKind finds a kind by any of its names, case-insensitively, singular
 // or plural.

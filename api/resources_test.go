@@ -139,7 +139,7 @@ func TestLookupKind(t *testing.T) {
 			t.Errorf("LookupKind(%q) = %v, %v", name, k, err)
 		}
 	}
-	if _, err := api.LookupKind("hostendpoint"); err == nil || !strings.Contains(err.Error(), "use IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy or GlobalNetworkPolicy") {
+	if _, err := api.LookupKind("hostendpoint"); err == nil || !strings.Contains(err.Error(), "use IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration") {
 		t.Errorf("LookupKind(hostendpoint) = %v", err)
 	}
 }

@@ -85,7 +85,13 @@ func (a *app) resolveConfig() (dsConfig, error) {
 		}, source: "from ETCD_ENDPOINTS"}, nil
 	}
 	rec := filepath.Join(a.dataDir, datastore.EndpointFile)
-	ep := datastore.EmbeddedEndpoint(a.dataDir)
+	ep, err := datastore.ReadEmbeddedEndpoint(a.dataDir)
+	if errors.Is(err, datastore.ErrRootOnly) {
+		return dsConfig{}, fmt.Errorf("permission denied: the local daemon's datastore (%s) is root's alone: run calicoctl as root (sudo calicoctl ...)", a.dataDir)
+	}
+	if err != nil {
+		return dsConfig{}, err
+	}
 	if ep == "" {
 		return dsConfig{}, fmt.Errorf("no datastore configured: no etcdEndpoints in %s, ETCD_ENDPOINTS is not set, and no local daemon's embedded etcd is recorded in %s (is calico-libnetwork running? give its --data-dir if it is not %s)",
 			a.configName(), rec, DefaultDataDir)
@@ -159,6 +165,9 @@ func (a *app) open(ctx context.Context) (*datastore.Store, error) {
 		return nil, err
 	}
 	a.ds = c
+	if err := datastore.CheckEndpointSchemes(c.Endpoints, c.CACertFile, c.CertFile, c.KeyFile); err != nil {
+		return nil, fmt.Errorf("datastore %s: %w", c.source, err)
+	}
 	c.Timeout = connectTimeout
 	s, err := datastore.Connect(ctx, c.Config)
 	if err != nil {

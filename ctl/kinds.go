@@ -38,6 +38,8 @@ var kindStores = map[*api.Kind]kindStore{
 	api.ProfileKind:             profileStore,
 	api.NetworkPolicyKind:       networkPolicyStore,
 	api.GlobalNetworkPolicyKind: globalNetworkPolicyStore,
+	// felixconfig.go
+	api.FelixConfigKind: felixConfigStore{},
 }
 
 func storeFor(k *api.Kind) kindStore {
@@ -365,42 +367,43 @@ func (ipamConfigStore) row(o api.Object, _ bool, _ time.Time) []string {
 // casPut writes build(current) at key if nobody changed the key since it was
 // read, retrying on conflict. mode and rv (when not 0) say what must be
 // there. It reports whether it created the key. A value equal to the
-// current one is not written.
+// stored one, byte for byte, is not written (a record the daemons find
+// invalid is always rewritten, even when it reads as the new value).
 func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name string, mode ipam.PutMode, rv int64, build func(cur *T) T) (bool, error) {
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		var cur *T
-		var t T
-		rev, err := s.Get(ctx, key, &t)
+		it, err := datastore.GetRaw(ctx, s, key)
+		exists := err == nil
 		switch {
 		case errors.Is(err, datastore.ErrNotFound):
-			rev = 0
 		case err != nil:
 			return false, err
 		default:
-			cur = &t
+			var t T
+			if json.Unmarshal(it.Value, &t) == nil { // an undecodable record is simply replaced
+				cur = &t
+			}
 		}
-		if cur != nil && mode == ipam.PutCreate {
+		if exists && mode == ipam.PutCreate {
 			return false, api.Mark(api.ErrExists, "%s %q already exists: use calicoctl apply or calicoctl replace to change it", kind, name)
 		}
-		if cur == nil && mode == ipam.PutReplace {
+		if !exists && mode == ipam.PutReplace {
 			return false, api.Mark(datastore.ErrNotFound, "%s %q does not exist: use calicoctl create or calicoctl apply", kind, name)
 		}
-		if cur != nil && rv != 0 && rv != rev {
-			return false, api.Mark(api.ErrStale, "%s %q was changed since it was read (metadata.resourceVersion %d, now %d): get it again and reapply, or leave resourceVersion out", kind, name, rv, rev)
+		if exists && rv != 0 && rv != it.ModRevision {
+			return false, api.Mark(api.ErrStale, "%s %q was changed since it was read (metadata.resourceVersion %d, now %d): get it again and reapply, or leave resourceVersion out", kind, name, rv, it.ModRevision)
 		}
 		b, err := json.Marshal(build(cur))
 		if err != nil {
 			return false, err
 		}
-		if cur != nil {
-			// A write that changes nothing is skipped: the record keeps its
-			// revision (a printed document still applies) and watchers
-			// see no event.
-			if was, err := json.Marshal(cur); err == nil && bytes.Equal(was, b) {
-				return false, nil
-			}
+		// A write that changes nothing is skipped: the record keeps its
+		// revision (a printed document still applies) and watchers see no
+		// event.
+		if exists && bytes.Equal(it.Value, b) {
+			return false, nil
 		}
-		resp, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.PutRaw(key, string(b))})
+		resp, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, it.ModRevision)}, []datastore.Op{datastore.PutRaw(key, string(b))})
 		if errors.Is(err, datastore.ErrUncertain) {
 			continue // the next read shows whether it went (an equal record is then left alone)
 		}
@@ -408,7 +411,7 @@ func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name stri
 			return false, fmt.Errorf("write %s %q: %w", kind, name, err)
 		}
 		if resp.Succeeded {
-			return cur == nil, nil
+			return !exists, nil
 		}
 	}
 	return false, fmt.Errorf("write %s %q: %w", kind, name, datastore.ErrConflict)

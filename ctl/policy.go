@@ -7,6 +7,7 @@ package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -24,6 +25,8 @@ type recordStore[T any] struct {
 	kind     *api.Kind
 	prefix   string
 	notFound string // added to "X "n" does not exist"
+	// decode reads a record as the daemons do (strictly, validated).
+	decode func(name string, raw []byte) (T, error)
 	// wrap makes the resource of a record; the name is the key's.
 	wrap   func(t T, name string) api.Resource
 	unwrap func(r api.Resource) T
@@ -34,11 +37,10 @@ type recordStore[T any] struct {
 func (st recordStore[T]) key(name string) string { return st.prefix + name }
 
 func (st recordStore[T]) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
-	var t T
-	rev := int64(0)
+	var it datastore.RawItem
 	err := datastore.ErrNotFound
 	if validName(name) {
-		rev, err = s.Get(ctx, st.key(name), &t)
+		it, err = datastore.GetRaw(ctx, s, st.key(name))
 	}
 	if errors.Is(err, datastore.ErrNotFound) {
 		return api.Object{}, api.Mark(datastore.ErrNotFound, "%s %q does not exist%s", st.kind.Name, name, st.notFound)
@@ -46,7 +48,21 @@ func (st recordStore[T]) get(ctx context.Context, s *datastore.Store, name strin
 	if err != nil {
 		return api.Object{}, err
 	}
-	return api.Object{Resource: st.wrap(t, name), ResourceVersion: rvString(rev)}, nil
+	return st.object(name, it), nil
+}
+
+// object reads a stored record as the daemons do; one they would not
+// enforce is marked invalid, with what could be read of it.
+func (st recordStore[T]) object(name string, it datastore.RawItem) api.Object {
+	t, err := st.decode(name, it.Value)
+	o := api.Object{ResourceVersion: rvString(it.ModRevision)}
+	if err != nil {
+		var loose T
+		_ = json.Unmarshal(it.Value, &loose)
+		t, o.Invalid = loose, err.Error()
+	}
+	o.Resource = st.wrap(t, name)
+	return o
 }
 
 // validName: a name from the command line that could not be a record's
@@ -54,14 +70,13 @@ func (st recordStore[T]) get(ctx context.Context, s *datastore.Store, name strin
 func validName(name string) bool { return name != "" && !strings.Contains(name, "/") }
 
 func (st recordStore[T]) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
-	items, err := datastore.List[T](ctx, s, st.prefix)
+	items, err := datastore.ListRaw(ctx, s, st.prefix)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]api.Object, 0, len(items))
 	for _, it := range items {
-		name := strings.TrimPrefix(it.Key, st.prefix)
-		out = append(out, api.Object{Resource: st.wrap(it.Value, name), ResourceVersion: rvString(it.ModRevision)})
+		out = append(out, st.object(strings.TrimPrefix(it.Key, st.prefix), it))
 	}
 	return out, nil
 }
@@ -107,6 +122,7 @@ var profileStore = recordStore[policy.Profile]{
 	kind:     api.ProfileKind,
 	prefix:   datastore.ProfilesPrefix,
 	notFound: " (calicoctl get profiles lists the stored ones; a network without a stored profile of its name has the default one)",
+	decode:   policy.DecodeStoredProfile,
 	wrap: func(p policy.Profile, name string) api.Resource {
 		p.Name = name
 		return &api.Profile{Profile: p}
@@ -131,6 +147,7 @@ var networkPolicyStore = recordStore[policy.NetworkPolicy]{
 	kind:     api.NetworkPolicyKind,
 	prefix:   datastore.NetworkPoliciesPrefix,
 	notFound: " (calicoctl get networkpolicies lists them)",
+	decode:   policy.DecodeStoredNetworkPolicy,
 	wrap: func(p policy.NetworkPolicy, name string) api.Resource {
 		p.Name = name
 		return &api.NetworkPolicy{NetworkPolicy: p}
@@ -147,6 +164,7 @@ var globalNetworkPolicyStore = recordStore[policy.GlobalNetworkPolicy]{
 	kind:     api.GlobalNetworkPolicyKind,
 	prefix:   datastore.GlobalNetworkPoliciesPrefix,
 	notFound: " (calicoctl get globalnetworkpolicies lists them)",
+	decode:   policy.DecodeStoredGlobalNetworkPolicy,
 	wrap: func(p policy.GlobalNetworkPolicy, name string) api.Resource {
 		p.Name = name
 		return &api.GlobalNetworkPolicy{GlobalNetworkPolicy: p}

@@ -207,6 +207,8 @@ func nameOnly(k *api.Kind, name string) api.Object {
 			return api.Object{Resource: namedIPAMConfig(name)}
 		}
 		return api.Object{Resource: &api.IPAMConfig{}}
+	case api.FelixConfigKind:
+		return felixConfigNameOnly(name)
 	}
 	if n, ok := storeFor(k).(interface{ nameOnly(string) api.Object }); ok {
 		return n.nameOnly(name)
@@ -229,7 +231,7 @@ func (a *app) getCommand() *cobra.Command {
 		Use:   "get KIND [NAME...]",
 		Short: "Show resources",
 		Long: `Show resources of KIND (ipPool, node, ipamConfig, profile, networkPolicy,
-globalNetworkPolicy; any case, singular or plural), all of them or the ones
+globalNetworkPolicy, felixConfiguration; any case, singular or plural), all of them or the ones
 named. An IP pool may be named by its CIDR. Profiles are the stored ones: a
 network without one of its name has its default profile, not listed.
 
@@ -293,6 +295,7 @@ Output (-o): ps (default, a table), wide (more columns), yaml, json.`,
 				}
 				objs = append(objs, o)
 			}
+			a.warnInvalid(objs)
 			switch output {
 			case "yaml", "json":
 				b, err := api.Encode(objs, kind, !single, output)
@@ -308,7 +311,8 @@ Output (-o): ps (default, a table), wide (more columns), yaml, json.`,
 			for _, o := range objs {
 				rows = append(rows, ks.row(o, wide, now))
 			}
-			return writeColumns(a.env.Stdout, ks.header(wide), rows)
+			hdr, rows := statusColumn(ks.header(wide), rows, objs)
+			return writeColumns(a.env.Stdout, hdr, rows)
 		},
 	}
 	cmd.Flags().StringVarP(&file, "filename", "f", "", "get the resources named in this file")

@@ -231,7 +231,7 @@ func TestKindNames(t *testing.T) {
 	for _, k := range []string{"ipamconfig", "ipamConfig", "IPAMConfiguration", "ipamconfigs"} {
 		h.ok("", "get", k)
 	}
-	h.fail("", []string{"get", "hostendpoints"}, `unknown resource kind "hostendpoints"`, "IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy or GlobalNetworkPolicy")
+	h.fail("", []string{"get", "hostendpoints"}, `unknown resource kind "hostendpoints"`, "IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration")
 }
 
 // TestValidationErrors covers every refusal the issue lists: each is one
@@ -267,7 +267,7 @@ func TestValidationErrors(t *testing.T) {
 		{"unknown top-level field", "create", pool("{cidr: 10.1.0.0/16}") + "status: {}\n", []string{"unknown field status: an IPPool has only apiVersion, kind, metadata, spec"}},
 		{"unknown legacy field", "create", "apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.1.0.0/16}\nspec: {ipip: {enabled: true, moed: always}}\n", []string{"unknown field spec.ipip.moed", "a legacy (v1) ipPool spec.ipip has only enabled, mode"}},
 		{"legacy ipip mode", "create", "apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.1.0.0/16}\nspec: {ipip: {mode: sometimes}}\n", []string{`spec.ipip.mode "sometimes": use always or cross-subnet`}},
-		{"unknown kind", "create", "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: p1}\nspec: {}\n", []string{`kind "HostEndpoint" is not known: use one of IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy or GlobalNetworkPolicy`}},
+		{"unknown kind", "create", "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: p1}\nspec: {}\n", []string{`kind "HostEndpoint" is not known: use one of IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration`}},
 		{"missing kind", "create", "apiVersion: projectcalico.org/v3\nmetadata: {name: p1}\nspec: {}\n", []string{"kind is missing"}},
 		{"missing apiVersion", "create", "kind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.1.0.0/16}\n", []string{"apiVersion is missing: use apiVersion: projectcalico.org/v3"}},
 		{"unknown apiVersion", "create", "apiVersion: projectcalico.org/v2\nkind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.1.0.0/16}\n", []string{`apiVersion "projectcalico.org/v2" is not supported`}},
@@ -306,7 +306,7 @@ func TestCommandLineErrors(t *testing.T) {
 	}{
 		{[]string{"create"}, "give the resources to create with -f FILE (or -f - for stdin) (see 'calicoctl create --help')"},
 		{[]string{"create", "-f", "/nonexistent.yaml"}, "read /nonexistent.yaml: open /nonexistent.yaml: no such file or directory"},
-		{[]string{"get"}, "give a resource kind: IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy or GlobalNetworkPolicy"},
+		{[]string{"get"}, "give a resource kind: IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration"},
 		{[]string{"get", "ippool", "-o", "table"}, "-o table is not a known output format: use ps, wide, yaml or json"},
 		{[]string{"get", "ippool", "nope"}, `IPPool "nope" does not exist`},
 		{[]string{"delete"}, "give what to delete: KIND NAME"},

@@ -51,6 +51,7 @@ type Endpoint struct {
 type Dataplane struct {
 	log   *slog.Logger
 	owner string
+	v6    ipv6State // forward6.go
 }
 
 // New returns a Dataplane whose links are marked as owned by owner (the node
@@ -64,15 +65,14 @@ func New(log *slog.Logger, owner string) *Dataplane {
 
 func (d *Dataplane) alias(id string) string { return AliasPrefix + d.owner + "/" + id }
 
-// EnableForwarding turns on IPv4 forwarding, and IPv6 forwarding when asked.
+// EnableForwarding turns on IPv4 forwarding, and IPv6 forwarding (per
+// interface where the kernel can, see forward6.go) when asked.
 func (d *Dataplane) EnableForwarding(v6 bool) error {
 	if err := setSysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
 	if v6 && ipv6Available() {
-		if err := setSysctl("net.ipv6.conf.all.forwarding", "1"); err != nil {
-			return err
-		}
+		return d.enableIPv6Forwarding() // per interface: see forward6.go
 	}
 	return nil
 }
@@ -159,10 +159,21 @@ func configureHostSide(iface string, v6 bool) error {
 		settings = append(settings,
 			[2]string{"net.ipv6.conf." + iface + ".disable_ipv6", "0"},
 			[2]string{"net.ipv6.conf." + iface + ".proxy_ndp", "1"},
-			[2]string{"net.ipv6.conf." + iface + ".forwarding", "1"},
 			// The link-local gateway address must be usable as soon as the container starts.
 			[2]string{"net.ipv6.conf." + iface + ".accept_dad", "0"},
+			// A container's router advertisements or redirects never steer the host.
+			[2]string{"net.ipv6.conf." + iface + ".accept_ra", "0"},
+			[2]string{"net.ipv6.conf." + iface + ".accept_redirects", "0"},
 		)
+		// Forward what the container sends. Not with the interface's own
+		// forwarding (router mode) where the kernel has force_forwarding:
+		// turning any interface's forwarding on makes the kernel drop every
+		// RA-learned default route of the host (see forward6.go).
+		if forceForwardingSupported() {
+			settings = append(settings, [2]string{"net.ipv6.conf." + iface + ".force_forwarding", "1"})
+		} else {
+			settings = append(settings, [2]string{"net.ipv6.conf." + iface + ".forwarding", "1"})
+		}
 	}
 	for _, s := range settings {
 		if err := setSysctl(s[0], s[1]); err != nil {

@@ -148,7 +148,7 @@ func (d *Dataplane) EnsureForwarding() error {
 			}
 		}
 	}
-	return nil
+	return d.refreshIPv6Forwarding() // uplinks that appeared since
 }
 
 func ensureForwardChain(ipt *iptables.IPTables) error {

@@ -9,12 +9,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// HostPrefixes lists the destinations of the host's routes that are not
-// ours, so default pools can avoid them.
+// HostPrefixes lists what the host's own networks occupy: the prefixes of
+// its addresses and the destinations of its routes in every table, except
+// default routes and our own (protocols 77 and 78), so that default pools
+// can avoid them.
 func HostPrefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := netlinksafe.RouteList(nil, fam)
+		rs, err := netlinksafe.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 		if err != nil {
 			return nil, err
 		}
@@ -24,7 +26,17 @@ func HostPrefixes() ([]netip.Prefix, error) {
 			}
 			if p, ok := netip.AddrFromSlice(r.Dst.IP); ok {
 				ones, _ := r.Dst.Mask.Size()
-				out = append(out, netip.PrefixFrom(p.Unmap(), ones))
+				out = append(out, netip.PrefixFrom(p.Unmap(), ones).Masked())
+			}
+		}
+		addrs, err := netlinksafe.AddrList(nil, fam)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range addrs {
+			if p, ok := netip.AddrFromSlice(a.IP); ok && a.IPNet != nil {
+				ones, _ := a.Mask.Size()
+				out = append(out, netip.PrefixFrom(p.Unmap(), ones).Masked())
 			}
 		}
 	}

@@ -19,60 +19,76 @@ import (
 // that calicoctl and a restarted daemon find it without flags.
 const EndpointFile = "etcd-endpoint"
 
-// Embedded is a single-member etcd serving on loopback only.
+// SocketFile, inside the data dir, is the embedded etcd's only listener: a
+// unix socket only root may open (see StartEmbedded).
+const SocketFile = "etcd.sock"
+
+// maxSocketPath is the longest path a unix socket can have (sun_path).
+const maxSocketPath = 107
+
+// Embedded is a single-member etcd that listens on a unix socket in the data
+// dir and nowhere else.
 type Embedded struct {
 	Endpoint string
 	etcd     *embed.Etcd
 	dataDir  string
 }
 
-// StartEmbedded runs etcd in dataDir/etcd on two loopback ports. It reuses the
-// client port recorded by an earlier run when that port is free, so clients
-// that cached it keep working; two data dirs never share a port.
+// StartEmbedded runs etcd in dataDir/etcd. Its clients reach it only through
+// dataDir/etcd.sock, mode 0600 in a data dir made 0700, so only root can
+// read or write the datastore: no TCP port (a local user, a container or a
+// web page through DNS rebinding has nothing to connect to), no peer
+// listener (a single member has no peers to hear from), no HTTP gateway and
+// no CORS.
 func StartEmbedded(dataDir string) (*Embedded, error) {
 	if dataDir == "" {
 		return nil, errors.New("embedded etcd needs a data dir (--data-dir)")
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir %s: %w", dataDir, err)
-	}
-	clientPort := 0
-	if b, err := os.ReadFile(filepath.Join(dataDir, EndpointFile)); err == nil {
-		if u, err := url.Parse(strings.TrimSpace(string(b))); err == nil && portFree(u.Host) {
-			fmt.Sscanf(u.Port(), "%d", &clientPort)
-		}
-	}
-	var err error
-	if clientPort == 0 {
-		if clientPort, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	peerPort, err := freePort()
+	dir, err := filepath.Abs(dataDir)
 	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dataDir, err)
+	}
+	if err := privateDir(dir); err != nil {
 		return nil, err
 	}
-	cURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", clientPort)}
-	pURL := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", peerPort)}
+	sock := filepath.Join(dir, SocketFile)
+	if len(sock) > maxSocketPath {
+		return nil, fmt.Errorf("the embedded etcd's socket %s is longer than %d bytes, the most a unix socket path may have: use a shorter --data-dir", sock, maxSocketPath)
+	}
+	if socketAnswers(sock) {
+		return nil, fmt.Errorf("%s is served by another running daemon: two daemons cannot share --data-dir %s", sock, dataDir)
+	}
+	cURL := url.URL{Scheme: "unix", Path: sock}
 
 	cfg := embed.NewConfig()
 	cfg.Name = "calico-libnetwork"
-	cfg.Dir = filepath.Join(dataDir, "etcd")
+	cfg.Dir = filepath.Join(dir, "etcd")
 	cfg.ListenClientUrls = []url.URL{cURL}
-	cfg.AdvertiseClientUrls = []url.URL{cURL}
-	cfg.ListenPeerUrls = []url.URL{pURL}
-	cfg.AdvertisePeerUrls = []url.URL{pURL}
+	// Advertised URLs must be host:port; nobody dials them (a single
+	// member, no gateway), they only name the member.
+	cfg.AdvertiseClientUrls = []url.URL{{Scheme: "unix", Host: "localhost:0"}}
+	cfg.ListenPeerUrls = nil
+	cfg.AdvertisePeerUrls = []url.URL{{Scheme: "unix", Host: "localhost:0"}}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.EnableGRPCGateway = false
+	cfg.CORS = map[string]struct{}{}
+	cfg.HostWhitelist = map[string]struct{}{"localhost": {}}
 	cfg.Logger = "zap"
 	cfg.LogLevel = "fatal" // its shutdown chatter is logged at error level
 	cfg.AutoCompactionMode = "revision"
 	cfg.AutoCompactionRetention = "1000"
-	// A member restarted with a new peer port must not refuse to start.
+	// A member that ran with a loopback peer port before must still start.
 	cfg.StrictReconfigCheck = false
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start embedded etcd in %s (is another daemon using this --data-dir?): %w", cfg.Dir, err)
+	}
+	// The data dir is already 0700; the socket is made 0600 as well, so it
+	// stays root's even if someone opens the directory up.
+	if err := os.Chmod(sock, 0o600); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("make %s private: %w", sock, err)
 	}
 	select {
 	case <-e.Server.ReadyNotify():
@@ -83,15 +99,37 @@ func StartEmbedded(dataDir string) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s did not become ready within 60s", cfg.Dir)
 	}
-	if err := os.WriteFile(filepath.Join(dataDir, EndpointFile), []byte(cURL.String()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, EndpointFile), []byte(cURL.String()+"\n"), 0o600); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("record embedded etcd endpoint: %w", err)
 	}
-	return &Embedded{Endpoint: cURL.String(), etcd: e, dataDir: dataDir}, nil
+	return &Embedded{Endpoint: cURL.String(), etcd: e, dataDir: dir}, nil
+}
+
+// privateDir creates dir, or takes an existing one, as root's alone (0700):
+// it holds the datastore and its socket.
+func privateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create data dir %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return fmt.Errorf("make data dir %s private (0700): %w", dir, err)
+	}
+	return nil
+}
+
+// socketAnswers reports whether something accepts connections on path.
+func socketAnswers(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // Close stops etcd and removes the endpoint record, so clients do not dial a
-// dead port.
+// dead socket.
 func (e *Embedded) Close() {
 	e.etcd.Close()
 	os.Remove(filepath.Join(e.dataDir, EndpointFile))
@@ -100,29 +138,29 @@ func (e *Embedded) Close() {
 // EmbeddedEndpoint returns the recorded client URL of the embedded etcd in
 // dataDir, or "" when no daemon recorded one.
 func EmbeddedEndpoint(dataDir string) string {
-	b, err := os.ReadFile(filepath.Join(dataDir, EndpointFile))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
+	ep, _ := ReadEmbeddedEndpoint(dataDir)
+	return ep
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// ErrRootOnly is returned when the embedded datastore's record cannot be
+// read for lack of permission: it is root's alone.
+var ErrRootOnly = errors.New("permission denied")
 
-func portFree(hostport string) bool {
-	l, err := net.Listen("tcp", hostport)
-	if err != nil {
-		return false
+// ReadEmbeddedEndpoint returns the recorded client URL of the embedded etcd
+// in dataDir: "" with no error when none is recorded, an error wrapping
+// ErrRootOnly when the caller may not read it (it is not root).
+func ReadEmbeddedEndpoint(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, EndpointFile)
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrPermission):
+		return "", fmt.Errorf("%w reading %s: %w", ErrRootOnly, path, err)
+	case errors.Is(err, os.ErrNotExist):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	l.Close()
-	return true
+	return strings.TrimSpace(string(b)), nil
 }
 
 func quietZap() *zap.Logger {

@@ -99,6 +99,9 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	if timeout == 0 {
 		timeout = DefaultOpTimeout
 	}
+	if err := CheckEndpointSchemes(cfg.Endpoints, cfg.CACertFile, cfg.CertFile, cfg.KeyFile); err != nil {
+		return nil, err
+	}
 	var tlsCfg *tls.Config
 	if cfg.CACertFile != "" || cfg.CertFile != "" || cfg.KeyFile != "" {
 		info := transport.TLSInfo{TrustedCAFile: cfg.CACertFile, CertFile: cfg.CertFile, KeyFile: cfg.KeyFile}

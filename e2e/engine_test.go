@@ -52,6 +52,9 @@ func runOutside() (code int, done bool) {
 	for _, tool := range []struct{ bin, pkg string }{
 		{"dockerd", "docker.io"}, {"docker", "docker.io"}, {"ip", "iproute2"}, {"iptables", "iptables"},
 		{"nft", "nftables"}, {"unshare", "util-linux"}, {"nsenter", "util-linux"},
+		// The security tests: a real etcd on the host's address, curl and
+		// etcdctl as an unprivileged user, setpriv.
+		{"etcd", "etcd-server"}, {"etcdctl", "etcd-client"}, {"curl", "curl"}, {"setpriv", "util-linux"},
 	} {
 		if err := ensureTool(tool.bin, tool.pkg); err != nil {
 			return fail(err)

@@ -241,11 +241,14 @@ func setUp() (func(ok bool), error) {
 	preChains := ourChains()
 	// So does its nftables policy table (it keeps enforcing while no
 	// daemon runs); the suite removes it if it made it.
-	preTable := policyTableExists()
+	preTable, preHost := policyTableExists(), hostTableExists()
 	cleanupChains = func() {
 		removeChains(preChains)
 		if !preTable {
 			removePolicyTable()
+		}
+		if !preHost {
+			removeHostTable() // security_test.go
 		}
 	}
 	if err := dmn.start(); err != nil {
@@ -443,7 +446,7 @@ func tail(path string, n int) string { return e2eutil.LastLines(readFile(path), 
 
 func policyTableExists() bool {
 	out, err := exec.Command("nft", "list", "tables").Output()
-	return err == nil && strings.Contains(string(out), "inet "+nftpolicy.DefaultTable)
+	return err == nil && strings.Contains(string(out), "inet "+nftpolicy.DefaultTable+"\n")
 }
 
 func removePolicyTable() {

@@ -42,7 +42,14 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 	}
 	var want []api.IPPool
 	if !has4 {
-		want = append(want, api.IPPool{Name: DefaultPoolV4Name, CIDR: DefaultPoolV4CIDR, NATOutgoing: true})
+		cidr, _, err := ChooseDefaultIPv4(avoid)
+		if held := candidateHolding(inUse, avoid); held != "" {
+			cidr, err = held, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		want = append(want, api.IPPool{Name: DefaultPoolV4Name, CIDR: cidr, NATOutgoing: true})
 	}
 	if !has6 {
 		cidr, err := ulaHolding(inUse)
@@ -78,6 +85,25 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 		return nil, nil // done before, or by another host
 	}
 	return want, nil
+}
+
+// candidateHolding returns the default IPv4 candidate that holds one of
+// inUse and overlaps nothing of avoid, or "".
+func candidateHolding(inUse []netip.Addr, avoid []netip.Prefix) string {
+	for _, c := range DefaultPoolV4Candidates {
+		p := netip.MustParsePrefix(c)
+		holds, clash := false, false
+		for _, a := range inUse {
+			holds = holds || p.Contains(a)
+		}
+		for _, a := range avoid {
+			clash = clash || a.Overlaps(p)
+		}
+		if holds && !clash {
+			return c
+		}
+	}
+	return ""
 }
 
 // ulaHolding returns the ULA /48 holding the first IPv6 ULA address of

@@ -165,9 +165,11 @@ func selection(poolID string) (Selection, netip.Prefix, error) {
 	if !strings.HasPrefix(poolID, subnetPoolPrefix) {
 		return Selection{}, netip.Prefix{}, fmt.Errorf("unknown pool ID %q: recreate the network with --ipam-driver calico-ipam", poolID)
 	}
+	// What RequestPool wrote: a masked subnet and, optionally, a masked
+	// range inside it. Anything else was not written by us.
 	parts := strings.Split(strings.TrimPrefix(poolID, subnetPoolPrefix), "|")
 	subnet, err := netip.ParsePrefix(parts[0])
-	if err != nil {
+	if err != nil || len(parts) > 2 || subnet.Masked() != subnet {
 		return Selection{}, netip.Prefix{}, fmt.Errorf("bad pool ID %q", poolID)
 	}
 	sel := Selection{Family: 4, Within: subnet}
@@ -176,7 +178,7 @@ func selection(poolID string) (Selection, netip.Prefix, error) {
 	}
 	if len(parts) > 1 {
 		r, err := netip.ParsePrefix(parts[1])
-		if err != nil {
+		if err != nil || r.Masked() != r || r.Addr().Is6() != subnet.Addr().Is6() || r.Bits() < subnet.Bits() || !subnet.Contains(r.Addr()) {
 			return Selection{}, netip.Prefix{}, fmt.Errorf("bad pool ID %q", poolID)
 		}
 		sel.Within = r

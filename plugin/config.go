@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 // Date is the build date, stamped at link time; the version and commit are
@@ -155,6 +157,9 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 		if _, err := os.Stat(f); err != nil {
 			return nil, fmt.Errorf("etcd TLS file %s: %w", f, err)
 		}
+	}
+	if err := datastore.CheckEndpointSchemes(c.EtcdEndpoints, c.EtcdCACertFile, c.EtcdCertFile, c.EtcdKeyFile); err != nil {
+		return nil, err
 	}
 	switch strings.ToLower(getenv("NO_DEFAULT_POOLS")) {
 	case "", "false", "0", "no":

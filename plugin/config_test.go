@@ -40,6 +40,14 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad ip", args: []string{"--ip", "nope"}, wantErr: "--ip"},
 		{name: "cert without key", args: []string{"--etcd-cert-file", "/etc/hostname"}, wantErr: "go together"},
 		{name: "missing CA", args: []string{"--etcd-ca-cert-file", "/nonexistent/ca.pem"}, wantErr: "/nonexistent/ca.pem"},
+		{name: "TLS files with http", args: []string{"--etcd-endpoints", "https://10.0.0.1:2379,http://10.0.0.2:2379", "--etcd-ca-cert-file", "/etc/hostname"},
+			wantErr: "etcd endpoint http://10.0.0.2:2379 is plain http:// but TLS files are given (--etcd-ca-cert-file, --etcd-cert-file, --etcd-key-file): use https://10.0.0.2:2379"},
+		{name: "TLS files with https", args: []string{"--etcd-endpoints", "https://10.0.0.1:2379", "--etcd-cert-file", "/etc/hostname", "--etcd-key-file", "/etc/hostname"},
+			check: func(t *testing.T, c *Config) {
+				if c.EtcdCertFile != "/etc/hostname" {
+					t.Errorf("cert file = %q", c.EtcdCertFile)
+				}
+			}},
 		{name: "bad NO_DEFAULT_POOLS", env: map[string]string{"NO_DEFAULT_POOLS": "maybe"}, wantErr: "NO_DEFAULT_POOLS"},
 		{name: "stray argument", args: []string{"run"}, wantErr: "unexpected argument"},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "frobnicate"},

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -77,7 +78,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			return err
 		}
 		for _, p := range created {
-			log.Info("created default IP pool", "pool", p.Name, "cidr", p.CIDR)
+			logDefaultPool(log, p, avoid)
 		}
 	}
 	ctx, stopLoops := context.WithCancel(ctx)
@@ -135,6 +136,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		log.Warn("route sync has not read the datastore yet; starting anyway")
 	}
 
+	startHostProtection(ctx, cfg, store, log.With("part", "hostprotect"))
+
 	var nets *netsync.Syncer
 	dc, err := dockerapi.New(cfg.DockerHost)
 	if err != nil {
@@ -144,12 +147,18 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	var pol driver.Policy
 	joined := func() {}
+	if dc != nil { // labels are learnt with policy off too, so that turning it on finds them known
+		lr := policysync.NewLabelResolver(store, dc, cfg.NodeName, log.With("part", "labels"))
+		go lr.Run(ctx)
+		joined = lr.Kick
+	}
 	if cfg.Policy {
 		enf, err := nftpolicy.New(nftpolicy.Config{Log: log.With("part", "nftables")})
 		if err != nil {
 			return err
 		}
-		ps := policysync.New(store, enforcer{enf}, cfg.NodeName, log.With("part", "policy"))
+		ps := policysync.New(store, enforcer{enf}, cfg.NodeName, log.With("part", "policy"),
+			policysync.Options{LastGoodFile: filepath.Join(cfg.DataDir, policysync.LastGoodFile), HoldUnlabelled: dc != nil})
 		go ps.Run(ctx, 30*time.Second)
 		select { // the kernel holds the full policy before any Join
 		case <-ps.Ready():
@@ -157,13 +166,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			log.Warn("network policy not applied yet; Joins wait for it")
 		}
 		pol = ps
-		if dc != nil {
-			lr := policysync.NewLabelResolver(store, dc, cfg.NodeName, log.With("part", "labels"))
-			go lr.Run(ctx)
-			joined = lr.Kick
-		}
-	} else {
-		log.Warn("network policy is off (--policy=off): containers on different networks can reach each other")
+	} else if err := removePolicyTable(log); err != nil {
+		return err
 	}
 	kick := func() {
 		if nets != nil {

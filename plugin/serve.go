@@ -201,5 +201,11 @@ func listenUnix(path string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
+	// Whoever can connect can create networks and endpoints: Docker (root)
+	// only.
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("make %s private: %w", path, err)
+	}
 	return l, nil
 }

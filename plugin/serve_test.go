@@ -145,6 +145,9 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	defer l2.Close()
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("plugin socket mode %v (%v), want 0600: only Docker (root) may call the drivers", fi.Mode().Perm(), err)
+	}
 	// A live one is not stolen.
 	if _, err := listenUnix(path); err == nil || !strings.Contains(err.Error(), "another running daemon") {
 		t.Fatalf("second listener on a live socket: err = %v", err)

@@ -480,6 +480,10 @@ func (e *Evaluator) Compute(node string) (*DesiredState, error) {
 		}
 		slices.SortFunc(le.IPs, func(a, b netip.Addr) int { return a.Compare(b) })
 		le.IPs = slices.Compact(le.IPs)
+		if ep.Held { // no chains: the data plane drops all it sends and is sent
+			ds.Endpoints = append(ds.Endpoints, le)
+			continue
+		}
 		for _, dir := range []Direction{Ingress, Egress} {
 			var ec EndpointChains
 			for _, p := range e.applicable(info.labels, dir) {

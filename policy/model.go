@@ -42,6 +42,10 @@ type Endpoint struct {
 	Labels map[string]string
 	// Profiles are applied in this order after all policies.
 	Profiles []string
+	// Held marks an endpoint whose labels are not known yet: until they
+	// are it sends and accepts nothing (it cannot be given more than its
+	// final policy allows), and it is in no selector's set.
+	Held bool
 }
 
 // Model is everything policy depends on: the resources and every endpoint
@@ -291,7 +295,7 @@ func (e *Evaluator) members(sel Selector) map[netip.Addr]bool {
 	}
 	m := map[netip.Addr]bool{}
 	for _, info := range e.eps {
-		if sel.Matches(info.labels) {
+		if !info.ep.Held && sel.Matches(info.labels) {
 			for _, a := range info.ep.IPs {
 				m[a.Unmap()] = true
 			}
@@ -376,6 +380,9 @@ func (e *Evaluator) Decide(ep *Endpoint, pkt Packet) Verdict {
 	}
 	if pkt.Dir == Ingress && pkt.FromHost {
 		return Verdict{Allow: true, Reason: "from the host itself"}
+	}
+	if ep.Held {
+		return Verdict{Reason: fmt.Sprintf("%s is held until its labels are known", ep.Name)}
 	}
 	var logged []string
 	pols := e.applicable(e.EffectiveLabels(ep), pkt.Dir)

@@ -340,7 +340,17 @@ func (h hasSel) String() string                   { return "has(" + string(h) + 
 type eqSel struct{ k, v string }
 
 func (e eqSel) Matches(l map[string]string) bool { v, ok := l[e.k]; return ok && v == e.v }
-func (e eqSel) String() string                   { return fmt.Sprintf("%s == %q", e.k, e.v) }
+func (e eqSel) String() string                   { return e.k + " == " + quote(e.v) }
+
+// quote writes a value as the parser reads it back: in double quotes, or in
+// single quotes when it holds a double quote (there are no escapes; a value
+// cannot hold both).
+func quote(v string) string {
+	if strings.Contains(v, `"`) {
+		return "'" + v + "'"
+	}
+	return `"` + v + `"`
+}
 
 type inSel struct {
 	k    string
@@ -363,7 +373,7 @@ func (s inSel) Matches(l map[string]string) bool {
 func (s inSel) String() string {
 	q := make([]string, len(s.vals))
 	for i, v := range s.vals {
-		q[i] = fmt.Sprintf("%q", v)
+		q[i] = quote(v)
 	}
 	return fmt.Sprintf("%s in {%s}", s.k, strings.Join(q, ", "))
 }
@@ -373,7 +383,7 @@ type notSel struct{ s Selector }
 func (n notSel) Matches(l map[string]string) bool { return !n.s.Matches(l) }
 func (n notSel) String() string {
 	if e, ok := n.s.(eqSel); ok {
-		return fmt.Sprintf("%s != %q", e.k, e.v)
+		return e.k + " != " + quote(e.v)
 	}
 	if s, ok := n.s.(inSel); ok {
 		return strings.Replace(s.String(), " in ", " not in ", 1)

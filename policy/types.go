@@ -144,10 +144,12 @@ func (p *Port) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// MarshalJSON writes a single port as a number and a range as a string.
+// MarshalJSON writes a single port as a number (in its canonical form: a
+// "08" read from a document is 8, not the invalid JSON 08) and a range as a
+// string.
 func (p Port) MarshalJSON() ([]byte, error) {
-	if _, err := strconv.ParseUint(string(p), 10, 16); err == nil {
-		return []byte(p), nil
+	if n, err := strconv.ParseUint(string(p), 10, 16); err == nil {
+		return []byte(strconv.FormatUint(n, 10)), nil
 	}
 	return json.Marshal(string(p))
 }

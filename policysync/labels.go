@@ -47,14 +47,15 @@ func (r *LabelResolver) Kick() {
 	}
 }
 
-// Run resolves until ctx ends: every 200 ms while some endpoint waits,
-// else on a kick or every 10 s.
+// Run resolves until ctx ends: every 100 ms while some endpoint waits (it
+// is held, passing nothing, until its labels are known), else on a kick or
+// every 10 s.
 func (r *LabelResolver) Run(ctx context.Context) {
 	for {
 		pending := r.pass(ctx)
 		wait := 10 * time.Second
 		if pending {
-			wait = 200 * time.Millisecond
+			wait = 100 * time.Millisecond
 		}
 		select {
 		case <-ctx.Done():
@@ -113,9 +114,7 @@ func (r *LabelResolver) pass(ctx context.Context) bool {
 				pending = true
 				continue
 			}
-			if len(labels) > 0 {
-				r.log.Info("endpoint labels learnt", "endpoint", ep.ID, "labels", labels)
-			}
+			r.log.Info("endpoint labels learnt", "endpoint", ep.ID, "labels", labels, "sinceCreated", time.Since(ep.CreatedAt).Round(time.Millisecond))
 		}
 	}
 	return pending

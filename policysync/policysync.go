@@ -38,14 +38,17 @@ type Enforcer interface {
 type state struct {
 	endpoints map[string]api.Endpoint // by key below EndpointsPrefix
 	networks  map[string]api.Network  // by Docker network ID
-	profiles  map[string]policy.Profile
-	netpols   map[string]policy.NetworkPolicy
-	gnps      map[string]policy.GlobalNetworkPolicy
+	// The policy resources in force, by name: the record's when it is
+	// valid, else the last good version (see resources.go).
+	profiles map[string]policy.Profile
+	netpols  map[string]policy.NetworkPolicy
+	gnps     map[string]policy.GlobalNetworkPolicy
+	res      *resources
 }
 
-func newState() *state {
+func newState(res *resources) *state {
 	return &state{endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{}, profiles: map[string]policy.Profile{},
-		netpols: map[string]policy.NetworkPolicy{}, gnps: map[string]policy.GlobalNetworkPolicy{}}
+		netpols: map[string]policy.NetworkPolicy{}, gnps: map[string]policy.GlobalNetworkPolicy{}, res: res}
 }
 
 var prefixes = []string{datastore.EndpointsPrefix, datastore.NetworksPrefix, datastore.ProfilesPrefix,
@@ -56,33 +59,43 @@ func (st *state) put(key string, val []byte) {
 	switch {
 	case strings.HasPrefix(key, datastore.EndpointsPrefix):
 		var e api.Endpoint
-		if json.Unmarshal(val, &e) == nil {
-			st.endpoints[name(datastore.EndpointsPrefix)] = e
+		if err := json.Unmarshal(val, &e); err != nil {
+			// Its interface then passes nothing: only this endpoint is cut off.
+			st.res.noteRecord(key, "endpoint record", err)
+			delete(st.endpoints, name(datastore.EndpointsPrefix))
+			return
 		}
+		st.res.noteRecord(key, "endpoint record", nil)
+		st.endpoints[name(datastore.EndpointsPrefix)] = e
 	case strings.HasPrefix(key, datastore.NetworksPrefix):
 		var n api.Network
-		if json.Unmarshal(val, &n) == nil {
-			st.networks[name(datastore.NetworksPrefix)] = n
+		if err := json.Unmarshal(val, &n); err != nil {
+			st.res.noteRecord(key, "network record", err)
+			delete(st.networks, name(datastore.NetworksPrefix))
+			return
 		}
+		st.res.noteRecord(key, "network record", nil)
+		st.networks[name(datastore.NetworksPrefix)] = n
 	case strings.HasPrefix(key, datastore.ProfilesPrefix):
-		var p policy.Profile
-		if json.Unmarshal(val, &p) == nil {
-			st.profiles[name(datastore.ProfilesPrefix)] = p
+		n := name(datastore.ProfilesPrefix)
+		if p, ok := decodeInForce(st.res, key, "Profile", n, val, policy.DecodeStoredProfile); ok {
+			st.profiles[n] = p
 		}
 	case strings.HasPrefix(key, datastore.NetworkPoliciesPrefix):
-		var p policy.NetworkPolicy
-		if json.Unmarshal(val, &p) == nil {
-			st.netpols[name(datastore.NetworkPoliciesPrefix)] = p
+		n := name(datastore.NetworkPoliciesPrefix)
+		if p, ok := decodeInForce(st.res, key, "NetworkPolicy", n, val, policy.DecodeStoredNetworkPolicy); ok {
+			st.netpols[n] = p
 		}
 	case strings.HasPrefix(key, datastore.GlobalNetworkPoliciesPrefix):
-		var p policy.GlobalNetworkPolicy
-		if json.Unmarshal(val, &p) == nil {
-			st.gnps[name(datastore.GlobalNetworkPoliciesPrefix)] = p
+		n := name(datastore.GlobalNetworkPoliciesPrefix)
+		if p, ok := decodeInForce(st.res, key, "GlobalNetworkPolicy", n, val, policy.DecodeStoredGlobalNetworkPolicy); ok {
+			st.gnps[n] = p
 		}
 	}
 }
 
 func (st *state) del(key string) {
+	st.res.forget(key)
 	for _, p := range prefixes {
 		if n, ok := strings.CutPrefix(key, p); ok {
 			switch p {
@@ -115,7 +128,10 @@ func NetworkName(n api.Network, id string) string {
 
 // Model builds the policy model: every endpoint with its network's profile;
 // a stored profile named after a network replaces that network's default.
-func (st *state) Model() *policy.Model {
+// With hold, an endpoint whose container labels are not known yet is held
+// (passes nothing) when some selector looks at labels other than the
+// network's: until then its policy is not known.
+func (st *state) Model(hold bool) *policy.Model {
 	m := &policy.Model{}
 	defaults := map[string]bool{} // network profile name -> open
 	keys := make([]string, 0, len(st.endpoints))
@@ -139,9 +155,12 @@ func (st *state) Model() *policy.Model {
 		}
 		labels := map[string]string{}
 		for lk, lv := range e.Labels {
-			labels[lk] = lv
+			if lk != NetworkLabel { // a container cannot claim another network's membership
+				labels[lk] = lv
+			}
 		}
-		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: e.ID, Node: e.Host, Iface: e.HostIface, IPs: ips, Labels: labels, Profiles: []string{prof}})
+		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: e.ID, Node: e.Host, Iface: e.HostIface, IPs: ips, Labels: labels,
+			Profiles: []string{prof}, Held: !e.LabelsKnown})
 	}
 	for name, open := range defaults {
 		if _, stored := st.profiles[name]; !stored {
@@ -160,6 +179,11 @@ func (st *state) Model() *policy.Model {
 	sort.Slice(m.Profiles, func(i, j int) bool { return m.Profiles[i].Name < m.Profiles[j].Name })
 	sort.Slice(m.NetworkPolicies, func(i, j int) bool { return m.NetworkPolicies[i].Name < m.NetworkPolicies[j].Name })
 	sort.Slice(m.GlobalNetworkPolicies, func(i, j int) bool { return m.GlobalNetworkPolicies[i].Name < m.GlobalNetworkPolicies[j].Name })
+	if !hold || !m.UsesLabelsOtherThan(NetworkLabel) {
+		for i := range m.Endpoints {
+			m.Endpoints[i].Held = false
+		}
+	}
 	return m
 }
 
@@ -169,6 +193,8 @@ type Syncer struct {
 	enf   Enforcer
 	host  string
 	log   *slog.Logger
+	hold  bool
+	res   *resources
 
 	mu      sync.Mutex
 	st      *state
@@ -178,10 +204,25 @@ type Syncer struct {
 	ready   chan struct{}
 }
 
-// New returns a syncer for host.
-func New(store *datastore.Store, enf Enforcer, host string, log *slog.Logger) *Syncer {
-	return &Syncer{store: store, enf: enf, host: host, log: log, st: newState(), ready: make(chan struct{})}
+// Options tune a Syncer.
+type Options struct {
+	// LastGoodFile keeps the last good versions of invalid policy
+	// resources across restarts ("": kept in memory only).
+	LastGoodFile string
+	// HoldUnlabelled holds endpoints whose labels are not known yet (set
+	// when a LabelResolver runs, which learns them).
+	HoldUnlabelled bool
 }
+
+// New returns a syncer for host.
+func New(store *datastore.Store, enf Enforcer, host string, log *slog.Logger, opts Options) *Syncer {
+	res := newResources(log, opts.LastGoodFile)
+	return &Syncer{store: store, enf: enf, host: host, log: log, hold: opts.HoldUnlabelled, res: res, st: newState(res), ready: make(chan struct{})}
+}
+
+// Invalid lists the policy records (by key) that are not enforced as
+// stored, with why.
+func (s *Syncer) Invalid() map[string]string { return s.res.Invalid() }
 
 // Ready is closed after the first full snapshot was applied.
 func (s *Syncer) Ready() <-chan struct{} { return s.ready }
@@ -218,10 +259,13 @@ func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 // Reset, Put, Delete, Sync and Failed make the Syncer a
 // datastore.MirrorHandler.
 func (s *Syncer) Reset(kvs []datastore.KV) {
-	st := newState()
+	st := newState(s.res)
+	present := make(map[string]bool, len(kvs))
 	for _, kv := range kvs {
 		st.put(kv.Key, kv.Value)
+		present[kv.Key] = true
 	}
+	s.res.retain(present)
 	s.mu.Lock()
 	s.st, s.loaded = st, true
 	s.mu.Unlock()
@@ -256,7 +300,7 @@ func (s *Syncer) apply(resync bool) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
-	m := s.st.Model()
+	m := s.st.Model(s.hold)
 	s.mu.Unlock()
 	ds, err := policy.Compute(m, s.host)
 	if err != nil {

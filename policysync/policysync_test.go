@@ -1,6 +1,8 @@
 package policysync
 
 import (
+	"io"
+	"log/slog"
 	"net/netip"
 	"testing"
 
@@ -9,7 +11,7 @@ import (
 )
 
 func TestModel(t *testing.T) {
-	st := newState()
+	st := newState(newResources(slog.New(slog.NewTextHandler(io.Discard, nil)), ""))
 	st.networks["n1id"] = api.Network{ID: "n1id", Name: "net1"}
 	st.networks["n2id"] = api.Network{ID: "n2id", Name: "net2", Options: map[string]string{OpenOption: "true"}}
 	st.networks["n3id-0123456789"] = api.Network{ID: "n3id-0123456789"} // name not learnt yet
@@ -22,7 +24,7 @@ func TestModel(t *testing.T) {
 	st.endpoints["h1/broken"] = api.Endpoint{ID: "broken", NetworkID: "n1id", Host: "h1"} // no interface: skipped
 	stored := policy.Profile{Name: "net4", ProfileSpec: policy.ProfileSpec{Ingress: []policy.Rule{{Action: policy.Deny}}}}
 	st.profiles["net4"] = stored
-	m := st.Model()
+	m := st.Model(false)
 
 	prof := map[string]policy.Profile{}
 	for _, p := range m.Profiles {

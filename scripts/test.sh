@@ -18,6 +18,9 @@ make -s lint
 echo "== unit tests (real embedded etcd, real network namespaces)"
 CALICO_REQUIRE_ROOT_TESTS=1 go test -race -count=1 -timeout 20m ./...
 
+echo "== fuzz targets, ${FUZZTIME:-10s} each (make fuzz)"
+scripts/fuzz.sh
+
 markers=$(mktemp -d)
 trap 'rm -rf "$markers"' EXIT
 engines=(20.10 28.5)

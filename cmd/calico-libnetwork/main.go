@@ -32,6 +32,9 @@ func main() {
 		fmt.Printf("calico-libnetwork %s (commit %s, built %s)\n", api.Version, api.BuildCommit(), plugin.Date)
 		return
 	}
+	// Everything the daemon creates (sockets, the datastore, records in the
+	// data dir) is root's alone, whatever umask it was started with.
+	syscall.Umask(0o077)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -163,7 +163,11 @@ func (s Stats) String() string {
 
 // conn opens a netlink connection to nftables in our namespace; lasting
 // keeps one socket for a series of reads (close it with CloseLasting).
-func (e *Enforcer) conn(lasting bool) (*nftables.Conn, error) {
+func (e *Enforcer) conn(lasting bool) (*nftables.Conn, error) { return dial(e.cfg.NetNS, lasting) }
+
+// dial opens a netlink connection to nftables in the namespace netns (0:
+// the caller's).
+func dial(netns int, lasting bool) (*nftables.Conn, error) {
 	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
 		// A transaction is one sendmsg, and the kernel answers every
 		// message in it: the default socket buffers are too small for
@@ -187,8 +191,8 @@ func (e *Enforcer) conn(lasting bool) (*nftables.Conn, error) {
 		}
 		return c.SetDeadline(time.Now().Add(opTimeout))
 	})}
-	if e.cfg.NetNS != 0 {
-		opts = append(opts, nftables.WithNetNSFd(e.cfg.NetNS))
+	if netns != 0 {
+		opts = append(opts, nftables.WithNetNSFd(netns))
 	}
 	if lasting {
 		opts = append(opts, nftables.AsLasting())
@@ -259,6 +263,29 @@ func (e *Enforcer) Remove() error {
 	c.DelTable(e.table)
 	return c.Flush()
 }
+
+// Present reports whether our table is in the kernel.
+func (e *Enforcer) Present() (bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, err := e.conn(false)
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("list tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == e.cfg.Table {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Table is our table's name.
+func (e *Enforcer) Table() string { return e.cfg.Table }
 
 // Counts are the sizes of our table, read from the kernel.
 type Counts struct {

@@ -147,19 +147,20 @@ func tail(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// store opens the daemon's embedded datastore, as calicoctl does, through a
-// proxy into the daemon's namespace (where its loopback etcd listens).
+// store opens the daemon's embedded datastore, as calicoctl does.
 func (d *daemon) store() *datastore.Store {
 	d.t.Helper()
 	b, err := os.ReadFile(filepath.Join(d.dataDir, datastore.EndpointFile))
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	target := strings.TrimPrefix(strings.TrimSpace(string(b)), "http://")
-	local := nsProxy(d.t, "/run/netns/"+d.ns, target)
+	ep := strings.TrimSpace(string(b))
+	if target, ok := strings.CutPrefix(ep, "http://"); ok { // a loopback port inside the namespace
+		ep = "http://" + nsProxy(d.t, "/run/netns/"+d.ns, target)
+	} // else a unix socket in the data dir: reachable from any namespace
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{"http://" + local}})
+	s, err := datastore.Connect(ctx, datastore.Config{Endpoints: []string{ep}})
 	if err != nil {
 		d.t.Fatal(err)
 	}

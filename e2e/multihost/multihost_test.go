@@ -399,6 +399,8 @@ func TestMultiHost(t *testing.T) {
 		}
 	})
 
+	step("VXLAN only from registered nodes", func(t *testing.T) { vxlanOnlyFromNodes(t, tb, c1, c3) }) // security_test.go
+
 	step("NAT outgoing", func(t *testing.T) {
 		outside := whoami(t, "/run/netns/"+tb.Outside, ":8080")
 		for _, c := range []*Container{c1, c2, c3} {

@@ -14,8 +14,8 @@ func TestStartGivesAWorkingIsolatedEtcd(t *testing.T) {
 	ctx := context.Background()
 	a := testetcd.Start(t)
 	b := testetcd.Start(t)
-	if !strings.HasPrefix(a.EmbeddedEndpoint(), "http://127.0.0.1:") {
-		t.Fatalf("EmbeddedEndpoint() = %q, want a loopback URL", a.EmbeddedEndpoint())
+	if !strings.HasPrefix(a.EmbeddedEndpoint(), "unix:///") || !strings.HasSuffix(a.EmbeddedEndpoint(), "/"+datastore.SocketFile) {
+		t.Fatalf("EmbeddedEndpoint() = %q, want the unix socket in the data dir", a.EmbeddedEndpoint())
 	}
 	if a.EmbeddedEndpoint() == b.EmbeddedEndpoint() {
 		t.Fatalf("two etcds share endpoint %s", a.EmbeddedEndpoint())

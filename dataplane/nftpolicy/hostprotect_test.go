@@ -1,0 +1,247 @@
+package nftpolicy
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
+
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
+	"github.com/calico-libnetwork/calico-libnetwork/policy"
+)
+
+// udpSink records the source of every datagram it receives.
+type udpSink struct {
+	mu   sync.Mutex
+	from map[netip.Addr]int
+}
+
+func (s *udpSink) got(a string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.from[netip.MustParseAddr(a)]
+}
+
+func listenUDP(t *testing.T, n ns.NetNS, addr string) *udpSink {
+	t.Helper()
+	var pc net.PacketConn
+	testns.Do(t, n, func() {
+		var err error
+		if pc, err = net.ListenPacket("udp4", addr); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { _ = pc.Close() })
+	s := &udpSink{from: map[netip.Addr]int{}}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.from[from.(*net.UDPAddr).AddrPort().Addr().Unmap()]++
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// sendUDP sends one datagram from src (an address of n) to dst.
+func sendUDP(t *testing.T, n ns.NetNS, src, dst string, payload []byte) {
+	t.Helper()
+	testns.Do(t, n, func() {
+		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(src), 0)),
+			net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// vxlanHeader is a VXLAN header (flags: VNI present) for vni, and an
+// arbitrary inner frame.
+func vxlanHeader(vni uint32) []byte {
+	b := make([]byte, 8, 64)
+	b[0] = 0x08
+	binary.BigEndian.PutUint32(b[4:], vni<<8)
+	return append(b, make([]byte, 42)...)
+}
+
+// TestHostProtection: in a namespace host with an endpoint namespace
+// attached as the daemon attaches containers, and the policy table in
+// place with the network's default profile (egress open):
+//   - by default the endpoint opens no connection to the host (a service
+//     and the etcd port), while the host opens connections to it;
+//   - an allowed port opens; Accept opens the host but not etcd's port;
+//     listing etcd's port opens it;
+//   - a source address that is not routed to the endpoint's interface
+//     never arrives, with or without the policy table;
+//   - VXLAN packets of our VNI arrive only from registered nodes.
+func TestHostProtection(t *testing.T) {
+	nftAvailable(t)
+	h := newTestHost(t)
+	a := h.addEndpoint("a", "caliaaaa", "10.65.0.1", "fd65::1", "net1", nil)
+	h.apply()
+	serveOKOn(t, h.ns, "2379")
+	hp := NewHostProtection(HostConfig{NetNS: int(h.ns.Fd())})
+	t.Cleanup(func() { _ = hp.Remove() })
+	tcp := func(p uint16) HostPort { return HostPort{Proto: unix.IPPROTO_TCP, Port: p} }
+	base := HostRules{DropToHost: true, ClosedPorts: []HostPort{tcp(2379), tcp(2380)}, VXLANPort: 4789, VXLANVNI: 4096}
+	toHost := func(port uint16, v6 bool) probe { return probe{"a", "host", policy.ProtoTCP, port, v6} }
+	fromHost := probe{"host", "a", policy.ProtoTCP, 80, false}
+	steps := []struct {
+		name  string
+		rules func(HostRules) HostRules
+		want  map[probe]bool
+	}{
+		{"default: Drop", func(r HostRules) HostRules { return r }, map[probe]bool{
+			toHost(80, false): false, toHost(80, true): false, toHost(2379, false): false, {"a", "host", policy.ProtoICMP, 0, false}: false, fromHost: true}},
+		{"port 5432 allowed", func(r HostRules) HostRules { r.AllowedPorts = []HostPort{tcp(5432)}; return r }, map[probe]bool{
+			toHost(5432, false): true, toHost(5432, true): true, toHost(80, false): false, toHost(2379, false): false, fromHost: true}},
+		{"Accept", func(r HostRules) HostRules { r.DropToHost = false; return r }, map[probe]bool{
+			toHost(80, false): true, toHost(80, true): true, toHost(2379, false): false, fromHost: true}},
+		{"Accept, etcd's port listed", func(r HostRules) HostRules {
+			r.DropToHost, r.AllowedPorts = false, []HostPort{tcp(2379)}
+			return r
+		}, map[probe]bool{toHost(2379, false): true, toHost(80, false): true}},
+		{"Drop, etcd's port listed", func(r HostRules) HostRules { r.AllowedPorts = []HostPort{tcp(2379)}; return r }, map[probe]bool{
+			toHost(2379, false): true, toHost(80, false): false}},
+	}
+	for _, s := range steps {
+		changed, err := hp.Apply(s.rules(base), false)
+		if err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if !changed {
+			t.Errorf("%s: Apply wrote nothing", s.name)
+		}
+		var wg sync.WaitGroup
+		for p, want := range s.want {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if got := h.do(p); got != want {
+					t.Errorf("%s: %v allowed=%v, want %v", s.name, p, got, want)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	// Unchanged rules are not rewritten; a verify finds the table intact,
+	// and restores it when someone removed it.
+	last := steps[len(steps)-1].rules(base)
+	if changed, err := hp.Apply(last, true); err != nil || changed {
+		t.Errorf("re-apply of the same rules: changed=%v err=%v", changed, err)
+	}
+	run(t, h.ns, "nft", "delete", "table", "inet", DefaultHostTable)
+	if changed, err := hp.Apply(last, true); err != nil || !changed {
+		t.Errorf("verify after the table was deleted: changed=%v err=%v", changed, err)
+	}
+	if out := run(t, h.ns, "nft", "list", "table", "inet", DefaultHostTable); !strings.Contains(out, "defaultEndpointToHostAction Drop") {
+		t.Errorf("restored table:\n%s", out)
+	}
+
+	t.Run("anti-spoofing with policy on and off", func(t *testing.T) {
+		if _, err := hp.Apply(HostRules{VXLANPort: 4789, VXLANVNI: 4096}, false); err != nil {
+			t.Fatal(err)
+		}
+		sink := listenUDP(t, h.ns, hostAddr4+":9999")
+		run(t, a.ns, "ip", "addr", "add", "10.65.0.99/32", "dev", "cali0")
+		send := func() {
+			for _, src := range []string{"10.65.0.1", "10.65.0.99"} {
+				sendUDP(t, a.ns, src, hostAddr4+":9999", []byte("x"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		send()
+		if sink.got("10.65.0.1") != 1 || sink.got("10.65.0.99") != 0 {
+			t.Errorf("policy on: from its own address %d, from a forged one %d datagrams; want 1 and 0", sink.got("10.65.0.1"), sink.got("10.65.0.99"))
+		}
+		if err := h.enf.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		send()
+		if sink.got("10.65.0.1") != 2 || sink.got("10.65.0.99") != 0 {
+			t.Errorf("policy off: from its own address %d, from a forged one %d datagrams; want 2 and 0", sink.got("10.65.0.1"), sink.got("10.65.0.99"))
+		}
+		// The control: without the host table too, the forged one arrives.
+		if err := hp.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		send()
+		if sink.got("10.65.0.99") != 1 {
+			t.Errorf("without our tables the forged datagram did not arrive either (%d): the test proves nothing", sink.got("10.65.0.99"))
+		}
+	})
+
+	t.Run("VXLAN from registered nodes only", func(t *testing.T) {
+		out := testns.New(t)
+		run(t, h.ns, "ip", "link", "add", "vxo0", "type", "veth", "peer", "name", "vxo1")
+		run(t, h.ns, "ip", "link", "set", "vxo1", "netns", out.Path())
+		run(t, h.ns, "ip", "addr", "add", "198.51.100.1/24", "dev", "vxo0")
+		run(t, h.ns, "ip", "link", "set", "vxo0", "up")
+		run(t, out, "ip", "link", "set", "vxo1", "up")
+		run(t, out, "ip", "addr", "add", "198.51.100.2/24", "dev", "vxo1")
+		run(t, out, "ip", "addr", "add", "198.51.100.3/24", "dev", "vxo1")
+		sink := listenUDP(t, h.ns, "198.51.100.1:4789")
+		rules := HostRules{VXLANPort: 4789, VXLANVNI: 4096, Nodes: []netip.Addr{netip.MustParseAddr("198.51.100.2")}}
+		if _, err := hp.Apply(rules, false); err != nil {
+			t.Fatal(err)
+		}
+		sendUDP(t, out, "198.51.100.2", "198.51.100.1:4789", vxlanHeader(4096))
+		sendUDP(t, out, "198.51.100.3", "198.51.100.1:4789", vxlanHeader(4096))
+		sendUDP(t, out, "198.51.100.3", "198.51.100.1:4789", vxlanHeader(5000)) // not our VNI: left alone
+		time.Sleep(200 * time.Millisecond)
+		if sink.got("198.51.100.2") != 1 || sink.got("198.51.100.3") != 1 {
+			t.Errorf("from the node %d datagrams (want 1), from 198.51.100.3 %d (want only the one of another VNI)", sink.got("198.51.100.2"), sink.got("198.51.100.3"))
+		}
+		if tbl := run(t, h.ns, "nft", "list", "table", "inet", DefaultHostTable); !strings.Contains(tbl, "198.51.100.2") || !strings.Contains(tbl, "packets 1 ") {
+			t.Errorf("the table does not show the node and one dropped packet:\n%s", tbl)
+		}
+	})
+}
+
+func serveOKOn(t *testing.T, n ns.NetNS, port string) {
+	ln := listen(t, n, port)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = conn.Write([]byte("ok\n"))
+			_ = conn.Close()
+		}
+	}()
+}
+
+func TestHostRulesNormalized(t *testing.T) {
+	tcp := func(p uint16) HostPort { return HostPort{Proto: unix.IPPROTO_TCP, Port: p} }
+	r := HostRules{
+		AllowedPorts:    []HostPort{tcp(2379), tcp(80), tcp(80)},
+		ClosedPorts:     []HostPort{tcp(2380), tcp(2379)},
+		ClosedEndpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:2379"), netip.MustParseAddrPort("10.0.0.1:2380"), netip.MustParseAddrPort("10.0.0.2:2379")},
+		Nodes:           []netip.Addr{netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.0.0.2")},
+	}.normalized()
+	if len(r.AllowedPorts) != 2 || len(r.ClosedPorts) != 1 || r.ClosedPorts[0] != tcp(2380) {
+		t.Errorf("ports: allowed %v closed %v", r.AllowedPorts, r.ClosedPorts)
+	}
+	if len(r.ClosedEndpoints) != 1 || r.ClosedEndpoints[0].String() != "10.0.0.1:2380" {
+		t.Errorf("closed endpoints %v: an allowed port opens its endpoints too", r.ClosedEndpoints)
+	}
+	if len(r.Nodes) != 2 || r.Nodes[0].String() != "10.0.0.1" {
+		t.Errorf("nodes %v: IPv4 only, unmapped, sorted, once", r.Nodes)
+	}
+}
