@@ -57,9 +57,10 @@ func fuzzMuxes(f *testing.F) (netMux, ipamMux http.Handler, do func(*testing.T, 
 		f.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	drv := driver.New(driver.Config{Store: s, Dataplane: dataplane.New(log, "fuzz-host"), Host: "fuzz-host", Log: log})
+	alloc := ipam.New(s, "fuzz-host", log)
+	drv := driver.New(driver.Config{Store: s, Dataplane: dataplane.New(log, "fuzz-host"), IPAM: alloc, Host: "fuzz-host", Log: log})
 	netMux = NetworkMux(drv, nil, log)
-	ipamMux = IPAMMux(ipam.NewDriver(ipam.New(s, "fuzz-host", log), log), log)
+	ipamMux = IPAMMux(ipam.NewDriver(alloc, log), log)
 	return netMux, ipamMux, func(t *testing.T, fn func()) { testns.Do(t, n, fn) }
 }
 
