@@ -14,10 +14,17 @@ make -s lint
 echo "== unit tests (real embedded etcd, real network namespaces)"
 CALICO_REQUIRE_ROOT_TESTS=1 go test -race -count=1 -timeout 20m ./...
 
-echo "== end-to-end tests: real dockerd (single host), three namespace hosts with an etcd TLS cluster (multi-host), managed plugin via a local registry"
-scripts/ensure-docker.sh
 markers=$(mktemp -d)
 trap 'rm -rf "$markers"' EXIT
+
+echo "== fault-injection history test: 8 allocator processes, 3-member etcd cluster under kills, isolations and pauses (RELIABILITY.md)"
+CALICO_REQUIRE_ROOT_TESTS=1 CALICO_HISTORY=1 HISTORY_MARKER="$markers/history" \
+  go test -race -count=1 -v -run '^TestHistory$' -timeout 15m ./ipam/history/
+[ -s "$markers/history" ] || { echo "FAIL: the history test did not run (no marker written)" >&2; exit 1; }
+echo "== history test ran: $(cat "$markers/history")"
+
+echo "== end-to-end tests: real dockerd (single host), three namespace hosts with an etcd TLS cluster (multi-host), managed plugin via a local registry"
+scripts/ensure-docker.sh
 # -p 1: the suites start dockerds and namespaces of their own; one at a time.
 CALICO_E2E_REQUIRED=1 \
 CALICO_E2E_MARKER="$markers/single-host" \
