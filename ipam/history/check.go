@@ -135,11 +135,11 @@ type alloc struct {
 	st         allocState
 	start, end int64 // certainly held from start (0: never acknowledged) until end (0: not ended)
 	unboundAt  int64
-	freedAt    int64 // completion of the acknowledged release or collection
-	unknown    bool  // an allocate attempt's outcome was unknown
-	failed     bool  // an allocate attempt failed
-	trouble    string
-	leaked     bool // reported as a leak already
+	freedAt    int64  // completion of the acknowledged release or collection
+	unknown    bool   // an allocate attempt's outcome was unknown
+	failed     bool   // an allocate attempt failed
+	trouble    string // the calls that did not succeed, in order ("unbind failed, release failed")
+	leaked     bool   // reported as a leak already
 }
 
 type checker struct {
@@ -288,10 +288,12 @@ func (c *checker) acquire(op Op, k allocKey, a *alloc) {
 	}
 	switch op.Outcome {
 	case Unknown:
-		a.unknown, a.trouble = true, string(op.Kind)+" unknown"
+		a.unknown = true
+		a.troubled(string(op.Kind) + " unknown")
 		return
 	case Failed:
-		a.failed, a.trouble = true, string(op.Kind)+" failed: "+op.Err
+		a.failed = true
+		a.troubled(string(op.Kind) + " failed")
 		return
 	}
 	if op.Kind == Assign {
@@ -300,6 +302,16 @@ func (c *checker) acquire(op Op, k allocKey, a *alloc) {
 	a.ip, a.st, a.start = op.IP, allocated, op.Complete
 	c.byIP[a.ip] = append(c.byIP[a.ip], a)
 	c.r.Holds++
+}
+
+// troubled notes a call of a's that did not succeed (once per kind in a row).
+func (a *alloc) troubled(what string) {
+	switch {
+	case a.trouble == "":
+		a.trouble = what
+	case !strings.HasSuffix(a.trouble, what):
+		a.trouble += ", " + what
+	}
 }
 
 // takeOver ends the host's own allocation of the address whose endpoint
@@ -329,7 +341,7 @@ func (c *checker) bind(op Op, a *alloc) {
 	case op.Outcome == OK:
 		a.st = bound
 	default:
-		a.trouble = "bind " + string(op.Outcome)
+		a.troubled("bind " + string(op.Outcome))
 	}
 }
 
@@ -348,7 +360,7 @@ func (c *checker) unbind(op Op, a *alloc) {
 	if op.Refused {
 		c.violate(RuleReplay, a.ip, "unbinding %s was refused: %s", a.allocKey, op)
 	}
-	a.trouble = "unbind " + string(op.Outcome)
+	a.troubled("unbind " + string(op.Outcome))
 }
 
 func (c *checker) release(op Op, a *alloc) {
@@ -366,7 +378,7 @@ func (c *checker) release(op Op, a *alloc) {
 		a.st, a.end = releasing, op.Invoke
 	}
 	if op.Outcome != OK {
-		a.trouble = string(op.Kind) + " " + string(op.Outcome)
+		a.troubled(string(op.Kind) + " " + string(op.Outcome))
 		return
 	}
 	switch {
@@ -378,10 +390,8 @@ func (c *checker) release(op Op, a *alloc) {
 		// bound (a Bind that did apply, an Unbind that did not), which a
 		// release naming only the address leaves alone. Either way what
 		// etcd still holds is a leak.
-		a.st, a.trouble = abandoned, "release freed nothing after "+a.trouble
-		if a.trouble == "release freed nothing after " {
-			a.trouble += "its own unknown first attempt"
-		}
+		a.st = abandoned
+		a.troubled("release freed nothing")
 	default:
 		c.r.Anomalies = append(c.r.Anomalies, fmt.Sprintf("%s: the release reported freeing nothing although the client held %s", op, a.ip))
 		a.st, a.freedAt = gone, op.Complete
@@ -469,6 +479,9 @@ func (c *checker) slot(i int, t int64, k allocKey, sl Slot) {
 		c.violate(RuleNotFreed, sl.IP, "snapshot %d: %s (seq %d) was taken over by another request", i, k, sl.Seq)
 	default: // allocating, releasing, abandoned: a leak
 		cause := "abandoned after " + a.trouble
+		if a.trouble == "" {
+			cause = "abandoned by its client" // another request for its address failed
+		}
 		if a.start == 0 && a.failed && !a.unknown {
 			cause = "every request failed with an error saying nothing was applied, yet it was"
 		} else if a.start == 0 {

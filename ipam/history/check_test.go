@@ -309,7 +309,7 @@ func TestCheckerCountsAndLeakCauses(t *testing.T) {
 	}
 	causes := []string{r.Leaks[0].Cause, r.Leaks[1].Cause}
 	sort.Strings(causes)
-	if causes[0] != "abandoned after unbind unknown" {
+	if causes[0] != "abandoned after allocate unknown, unbind unknown" {
 		t.Errorf("cause of the abandoned bound allocation: %q", causes[0])
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -30,13 +32,14 @@ import (
 // It runs when CALICO_HISTORY=1: scripts/test.sh runs the CI size (20,000
 // calls), `make soak` the long one (HISTORY_OPS=100000).
 const (
-	envRun    = "CALICO_HISTORY"
-	envOps    = "HISTORY_OPS"    // calls in total (default 20000)
-	envProcs  = "HISTORY_PROCS"  // worker processes (default 8)
-	envQuiet  = "HISTORY_QUIET"  // time between quiet checks (default 20s)
-	envSeed   = "HISTORY_SEED"   // to replay a run's random choices
-	envOut    = "HISTORY_OUT"    // keep the run's files (histories, logs, summary) there
-	envMarker = "HISTORY_MARKER" // written with the summary when the test passed (scripts/test.sh)
+	envRun     = "CALICO_HISTORY"
+	envOps     = "HISTORY_OPS"     // calls in total (default 20000)
+	envProcs   = "HISTORY_PROCS"   // worker processes (default 8)
+	envQuiet   = "HISTORY_QUIET"   // time between quiet checks (default 20s)
+	envSeed    = "HISTORY_SEED"    // to replay a run's random choices
+	envOut     = "HISTORY_OUT"     // keep the run's files (histories, logs, summary) there
+	envMarker  = "HISTORY_MARKER"  // written with the summary when the test passed (scripts/test.sh)
+	envRecheck = "HISTORY_RECHECK" // a kept run's directory: check its files again (TestRecheckKeptRun)
 
 	poolCIDR  = "10.214.0.0/24" // 16 blocks of 16: hosts run out of free blocks and borrow
 	blockSize = 28
@@ -137,8 +140,17 @@ func TestHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nlog.Close()
+	clog, err := os.Create(filepath.Join(out, "collector.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clog.Close()
 	r := &run{t: t, c: c, cfg: cfg, out: out, rng: rand.New(rand.NewPCG(cfg.seed, 1)),
-		collector: ipam.New(c.store, "history-collector", nil)}
+		collector: ipam.New(c.store, "history-collector", slog.New(slog.NewTextHandler(clog, nil)))}
+	if r.cw, err = Create(filepath.Join(out, "history-collector.jsonl")); err != nil {
+		t.Fatal(err)
+	}
+	defer r.cw.Close()
 	r.nem = &nemesis{c: c, rng: rand.New(rand.NewPCG(cfg.seed, 2)), log: nlog}
 	r.startWorkers()
 	churnStart := time.Now()
@@ -170,6 +182,7 @@ type run struct {
 	workers   []*workerProc
 	collector *ipam.Allocator
 	collected []Op
+	cw        *Writer // the collector's calls, for TestRecheckKeptRun
 	snaps     []Snapshot
 }
 
@@ -360,9 +373,12 @@ func (r *run) collect(ctx context.Context, l Leak) {
 		op.Freed = 1
 	}
 	r.collected = append(r.collected, op)
+	if err := errors.Join(r.cw.Add(op), r.cw.Flush()); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
-// history reads every worker's history (flushed while paused) and the
+// history reads every worker's history (flushed while paused) and adds the
 // collector's, merged.
 func (r *run) history() []Op {
 	parts := [][]Op{r.collected}
@@ -451,4 +467,42 @@ func tailFile(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestRecheckKeptRun runs the checker again over the files a run kept
+// (HISTORY_OUT, or the directory a failed run names): to look into a
+// failure, or to try a changed checker on a real history.
+func TestRecheckKeptRun(t *testing.T) {
+	dir := os.Getenv(envRecheck)
+	if dir == "" {
+		t.Skipf("set %s to the directory of a kept run", envRecheck)
+	}
+	files, err := filepath.Glob(filepath.Join(dir, "history-*.jsonl"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no history-*.jsonl in %s", dir)
+	}
+	var parts [][]Op
+	for _, f := range files {
+		ops, err := ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, ops)
+	}
+	var snaps []Snapshot
+	data, err := os.ReadFile(filepath.Join(dir, "snapshots.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &snaps); err != nil {
+		t.Fatal(err)
+	}
+	rep := Check(Merge(parts...), snaps)
+	t.Log("\n" + rep.Summary())
+	for _, l := range rep.Leaks {
+		t.Logf("leak: %s %s@%s (seq %d) at snapshot %d: %s", l.IP, l.Handle, l.Host, l.Seq, l.Snapshot, l.Cause)
+	}
+	if len(rep.Violations) > 0 {
+		t.Errorf("%d violations", len(rep.Violations))
+	}
 }
