@@ -126,7 +126,7 @@ func TestHistory(t *testing.T) {
 	testns.RequireRoot(t)
 	etcd := requireEtcd(t)
 	out := outDir(t)
-	t.Logf("seed %d (%s=%d replays the random choices), %d calls, %d processes, files in %s", cfg.seed, envSeed, cfg.seed, cfg.ops, cfg.procs, out)
+	t.Logf("seed %d (%s=%d makes the same random choices), %d calls, %d processes, files in %s", cfg.seed, envSeed, cfg.seed, cfg.ops, cfg.procs, out)
 
 	start := time.Now()
 	c := newCluster(t, out, etcd)
