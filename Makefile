@@ -10,7 +10,7 @@ LDFLAGS  := -s -w -X $(PKG)/api.Version=$(VERSION) -X $(PKG)/api.GitCommit=$(COM
 BINS     := calico-libnetwork $(notdir $(wildcard cmd/calicoctl))
 DATA_DIR ?= /var/lib/calico
 
-.PHONY: all build test unit e2e run bench lint clean deps fuzz
+.PHONY: all build test unit e2e run bench lint clean deps fuzz soak
 
 all: build
 
@@ -49,6 +49,16 @@ bench: build
 # Every fuzz target for FUZZTIME (default 10s) each; FUZZ=FuzzXxx for one.
 fuzz:
 	scripts/fuzz.sh
+
+# The long fault-injection history test (RELIABILITY.md): SOAK_OPS IPAM calls
+# by 8 allocator processes against a 3-member etcd cluster whose members are
+# killed, isolated and paused throughout. Needs root; `make test` runs a
+# 20,000-call version.
+SOAK_OPS ?= 100000
+soak:
+	scripts/install-deps.sh
+	CALICO_REQUIRE_ROOT_TESTS=1 CALICO_HISTORY=1 HISTORY_OPS=$(SOAK_OPS) HISTORY_QUIET=30s \
+		$(GO) test -count=1 -v -run '^TestHistory$$' -timeout 90m ./ipam/history/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }

@@ -321,30 +321,53 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 }
 
 // readBack resolves a transaction etcd did not confirm by reading the block:
-// never by writing again blindly.
+// never by writing again blindly. A block still at the revision the write
+// was conditioned on settles nothing: etcd may apply the write after it
+// answered the read (the request was still on its way). Such a block is
+// fenced off: written back unchanged under the write's own condition, so
+// that exactly one of the two can apply and the read that follows is final.
 func (a *Allocator) readBack(ctx context.Context, w write, cause error) (outcome, error) {
 	// The caller's deadline may be what failed the commit: give the read
-	// its own second.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), datastore.DownTimeout)
+	// (and the fence) their own time.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*datastore.DownTimeout)
 	defer cancel()
-	res, err := a.store.Read(rctx, datastore.Get(BlockKey(w.blk.CIDR)))
+	bkey := BlockKey(w.blk.CIDR)
+	res, err := a.store.Read(rctx, datastore.Get(bkey))
 	if err != nil {
 		return outcome{}, fmt.Errorf("block %s: %w (and reading it back failed: %v)", w.blk.CIDR, cause, err)
 	}
+	rev := res.Revision
+	rec, found := res.One(0)
+	switch {
+	case found && rec.ModRevision == w.rev:
+		fence, err := a.store.Txn(rctx, []datastore.Cond{datastore.Unchanged(bkey, w.rev)},
+			[]datastore.Op{datastore.PutRaw(bkey, string(rec.Value))}, datastore.Get(bkey))
+		if err != nil {
+			return outcome{}, fmt.Errorf("block %s: %w (and fencing the write off failed: %v)", w.blk.CIDR, cause, err)
+		}
+		rev = fence.Revision
+		if fence.Succeeded {
+			rec.ModRevision = fence.Revision
+		} else {
+			rec, found = fence.One(0)
+		}
+	case !found && w.rev == 0:
+		return outcome{}, fmt.Errorf("block %s: %w (it does not exist yet, and the write may still create it)", w.blk.CIDR, cause)
+	}
 	var fresh *Block
-	var rev int64
-	if rec, ok := res.One(0); ok {
+	var brev int64
+	if found {
 		if fresh, err = decodeBlock(rec); err != nil {
 			return outcome{}, err
 		}
-		rev = rec.ModRevision
+		brev = rec.ModRevision
 	}
-	a.cacheBlock(w.blk.CIDR, fresh, rev)
+	a.cacheBlock(w.blk.CIDR, fresh, brev)
 	if w.applied != nil && w.applied(fresh) {
 		a.log.Info("an unconfirmed etcd transaction was applied (read back)", "block", w.blk.CIDR)
-		return outcome{ok: true, rev: rev}, nil
+		return outcome{ok: true, rev: brev}, nil
 	}
-	return outcome{rev: res.Revision}, nil
+	return outcome{rev: rev}, nil
 }
 
 // holds returns an applied check: the block read back gives ip to owner.

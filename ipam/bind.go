@@ -32,9 +32,14 @@ func (a *Allocator) Unbind(ctx context.Context, handle string, ips []netip.Addr,
 }
 
 func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Addr, endpointID string, state HandleState, ops []datastore.Op) error {
-	fresh := false
+	fresh, uncertain := false, false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		conds, puts, missing, err := a.transitions(ctx, handle, ips, endpointID, state, fresh)
+		if err != nil && uncertain {
+			// An earlier attempt may have applied: say so, so that no one
+			// takes this for "nothing changed".
+			return fmt.Errorf("record endpoint %s's addresses: %w (and reading them back failed: %w)", abbrevID(endpointID), datastore.ErrUncertain, err)
+		}
 		if err != nil {
 			return err
 		}
@@ -54,7 +59,7 @@ func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Add
 		}
 		res, err := a.store.Txn(ctx, conds, append(all, ops...))
 		if errors.Is(err, datastore.ErrUncertain) {
-			fresh = true // read back on the next pass: the records say whether it was applied
+			fresh, uncertain = true, true // read back on the next pass: the records say whether it was applied
 			continue
 		}
 		if err != nil {

@@ -23,6 +23,13 @@ scripts/fuzz.sh
 
 markers=$(mktemp -d)
 trap 'rm -rf "$markers"' EXIT
+
+echo "== fault-injection history test: 8 allocator processes, 3-member etcd cluster under kills, isolations and pauses (RELIABILITY.md)"
+CALICO_REQUIRE_ROOT_TESTS=1 CALICO_HISTORY=1 HISTORY_MARKER="$markers/history" \
+  go test -race -count=1 -v -run '^TestHistory$' -timeout 15m ./ipam/history/
+[ -s "$markers/history" ] || { echo "FAIL: the history test did not run (no marker written)" >&2; exit 1; }
+echo "== history test ran: $(cat "$markers/history")"
+
 engines=(20.10 28.5)
 for engine in "${engines[@]}"; do
   echo "== end-to-end, single host, Docker $engine (sandboxed engine)"
