@@ -26,6 +26,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"sigs.k8s.io/yaml"
 )
@@ -258,6 +259,9 @@ func describe(where string, raw []byte) string {
 	name, _ := h.Metadata.Name.(string)
 	if name == "" {
 		name, _ = h.Metadata.CIDR.(string)
+	}
+	if strings.IndexFunc(kind, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		kind = strconv.Quote(kind) // an error message stays one line
 	}
 	switch {
 	case kind != "" && name != "":
