@@ -68,3 +68,12 @@ type Subnet struct {
 	Subnet  string `json:"subnet"`
 	IPRange string `json:"ipRange,omitempty"`
 }
+
+// NodeClaim is a live daemon's claim on its node name, stored at
+// NodeClaimKey on the daemon's etcd lease: another host's daemon is refused
+// the name while it is held.
+type NodeClaim struct {
+	HostID string    `json:"hostID"`
+	PID    int       `json:"pid"`
+	Since  time.Time `json:"since"`
+}

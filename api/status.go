@@ -23,3 +23,46 @@ type GCMissing struct {
 	Endpoint string    `json:"endpoint"`
 	Since    time.Time `json:"since"`
 }
+
+// DaemonStatus is the daemon's answer to /Calico.Status on its network
+// driver socket, which `calicoctl node status` shows.
+type DaemonStatus struct {
+	Node     string           `json:"node"`
+	Routing  RoutingStatus    `json:"routing"`
+	Peers    []Peer           `json:"peers"`
+	Carriers []CarrierSupport `json:"carriers"`
+	// GC is the garbage collector's last pass on this host.
+	GC GCReport `json:"gc"`
+}
+
+// RoutingStatus is the route syncer's last apply of the routes to other
+// hosts' blocks.
+type RoutingStatus struct {
+	LastApply time.Time `json:"lastApply"`
+	Routes    int       `json:"routes"`
+	Skipped   []string  `json:"skipped,omitempty"`
+	LastError string    `json:"lastError,omitempty"`
+	Synced    bool      `json:"synced"`
+}
+
+// Peer is another node as this one sees it.
+type Peer struct {
+	Name       string    `json:"name"`
+	IPv4       string    `json:"ipv4,omitempty"`
+	IPv6       string    `json:"ipv6,omitempty"`
+	SameSubnet bool      `json:"sameSubnet"`
+	LastSeen   time.Time `json:"lastSeen"`
+}
+
+// CarrierSupport says whether this kernel can carry a route mode.
+type CarrierSupport struct {
+	Mode      string `json:"mode"`
+	Available bool   `json:"available"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// VersionInfo is the daemon's answer to /Calico.Version.
+type VersionInfo struct {
+	GitCommit string
+	Version   string
+}

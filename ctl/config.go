@@ -9,9 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"sigs.k8s.io/yaml"
 )
 
 // Defaults, as in Calico.

@@ -12,7 +12,7 @@ import (
 )
 
 // felixConfigStore is the FelixConfiguration named default: the host
-// protection settings, one record at datastore.FelixConfigKey (absent: the
+// protection settings, one record at api.FelixConfigKey (absent: the
 // defaults).
 type felixConfigStore struct{}
 
@@ -28,7 +28,7 @@ func (felixConfigStore) get(ctx context.Context, s *datastore.Store, name string
 		return api.Object{}, err
 	}
 	c := api.DefaultFelixConfig()
-	rev, err := s.Get(ctx, datastore.FelixConfigKey, &c)
+	rev, err := s.Get(ctx, api.FelixConfigKey, &c)
 	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
 		return api.Object{}, err
 	}
@@ -59,7 +59,7 @@ func (felixConfigStore) put(ctx context.Context, s *datastore.Store, o api.Objec
 	if mode == ipam.PutReplace {
 		mode = ipam.PutApply // the defaults always exist, so there is always something to replace
 	}
-	return casPut(ctx, s, datastore.FelixConfigKey, "FelixConfiguration", api.FelixConfigName, mode, rv, func(*api.FelixConfig) api.FelixConfig { return c })
+	return casPut(ctx, s, api.FelixConfigKey, "FelixConfiguration", api.FelixConfigName, mode, rv, func(*api.FelixConfig) api.FelixConfig { return c })
 }
 
 func (felixConfigStore) del(ctx context.Context, s *datastore.Store, o api.Object, _ bool) (string, error) {
@@ -70,7 +70,7 @@ func (felixConfigStore) del(ctx context.Context, s *datastore.Store, o api.Objec
 	if err != nil {
 		return "", err
 	}
-	return "", casDelete(ctx, s, datastore.FelixConfigKey, "FelixConfiguration", api.FelixConfigName, rv)
+	return "", casDelete(ctx, s, api.FelixConfigKey, "FelixConfiguration", api.FelixConfigName, rv)
 }
 
 func (felixConfigStore) header(bool) []string {

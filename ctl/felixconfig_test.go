@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 const felixV3 = `apiVersion: projectcalico.org/v3
@@ -38,10 +37,10 @@ func TestFelixConfiguration(t *testing.T) {
 		t.Errorf("apply: %s", out)
 	}
 	var stored api.FelixConfig
-	if _, err := h.store.Get(ctx, datastore.FelixConfigKey, &stored); err != nil {
+	if _, err := h.store.Get(ctx, api.FelixConfigKey, &stored); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := h.store.Client.Get(ctx, datastore.FelixConfigKey)
+	raw, err := h.store.Client.Get(ctx, api.FelixConfigKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/node"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
@@ -182,7 +181,7 @@ func (h *harness) addEndpoint(host, id, network string, ip netip.Addr, mac strin
 	} else {
 		e.IPv6 = netip.PrefixFrom(ip, 128).String()
 	}
-	if err := h.store.Put(context.Background(), datastore.EndpointsPrefix+host+"/"+id, e); err != nil {
+	if err := h.store.Put(context.Background(), api.EndpointKey(host, id), e); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -190,7 +189,7 @@ func (h *harness) addEndpoint(host, id, network string, ip netip.Addr, mac strin
 // addNode writes a node record as the daemon does.
 func (h *harness) addNode(n api.Node) {
 	h.t.Helper()
-	if err := h.store.Put(context.Background(), node.Key(n.Name), n); err != nil {
+	if err := h.store.Put(context.Background(), api.NodeKey(n.Name), n); err != nil {
 		h.t.Fatal(err)
 	}
 }
@@ -199,7 +198,7 @@ func (h *harness) addNode(n api.Node) {
 // set) on the two plugin sockets in dir, as the daemon does.
 func fakeDaemon(t *testing.T, dir, version string, sockets ...string) {
 	t.Helper()
-	impl := map[string]string{NetworkSocket: "NetworkDriver", IPAMSocket: "IpamDriver"}
+	impl := map[string]string{api.NetworkSocket: "NetworkDriver", api.IPAMSocket: "IpamDriver"}
 	for _, name := range sockets {
 		l, err := net.Listen("unix", filepath.Join(dir, name))
 		if err != nil {
@@ -210,7 +209,7 @@ func fakeDaemon(t *testing.T, dir, version string, sockets ...string) {
 		mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
 			json.NewEncoder(w).Encode(map[string][]string{"Implements": {what}})
 		})
-		if version != "" && name == NetworkSocket {
+		if version != "" && name == api.NetworkSocket {
 			mux.HandleFunc("/Calico.Version", func(w http.ResponseWriter, r *http.Request) {
 				json.NewEncoder(w).Encode(map[string]string{"Version": version, "GitCommit": "abc1234"})
 			})

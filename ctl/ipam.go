@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
@@ -206,8 +207,8 @@ what is due, changing only records that are still as they were read.`,
 			printCheck(a.env.Stdout, r, opt.Now)
 			// What only this host's daemon knows: endpoints its Docker
 			// engine no longer lists, which its collector will remove.
-			var st daemonStatus
-			if err := pluginCall(cmd.Context(), filepath.Join(pluginDir, NetworkSocket), "Calico.Status", &st); err == nil && !st.GC.At.IsZero() {
+			var st api.DaemonStatus
+			if err := pluginCall(cmd.Context(), filepath.Join(pluginDir, api.NetworkSocket), "Calico.Status", &st); err == nil && !st.GC.At.IsZero() {
 				fmt.Fprintln(a.env.Stdout)
 				fmt.Fprintf(a.env.Stdout, "This host's daemon (%s):\n", st.Node)
 				a.printGC(a.env.Stdout, st.GC)
@@ -267,8 +268,8 @@ func printCheck(w io.Writer, r ipam.CheckReport, now time.Time) {
 		what := f.Key
 		if f.IP.IsValid() {
 			what = f.IP.String()
-		} else if f.Block != "" {
-			what = "block " + f.Block
+		} else if f.Block.IsValid() {
+			what = "block " + f.Block.String()
 		}
 		due := "due now"
 		if f.Due.After(now) {
@@ -285,7 +286,7 @@ func printCheck(w io.Writer, r ipam.CheckReport, now time.Time) {
 	section("Endpoints with no allocation", rows)
 	rows = nil
 	for _, b := range r.BlocksNoPool {
-		rows = append(rows, []string{b.CIDR, "host " + orNone(b.Host), fmt.Sprintf("%d in use", b.InUse)})
+		rows = append(rows, []string{b.CIDR.String(), "host " + orNone(b.Host), fmt.Sprintf("%d in use", b.InUse)})
 	}
 	section("Blocks in no IP pool", rows)
 	rows = nil

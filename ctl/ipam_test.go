@@ -69,7 +69,7 @@ func TestIPAMCheck(t *testing.T) {
 	// An endpoint with no allocation.
 	h.addEndpoint("host-1", "ep6fffffffffffffffffffff", "net1nnnnnnnnnnnnnnnn", netip.MustParseAddr("10.10.0.50"), "02:42:c0:a8:00:06")
 	// A stale handle record.
-	if err := h.store.Put(ctx, ipam.HandleKey("host-1", "docker.stale", netip.MustParseAddr("10.10.0.51")), ""); err != nil {
+	if err := h.store.Put(ctx, api.HandleKey("host-1", "docker.stale", netip.MustParseAddr("10.10.0.51")), ""); err != nil {
 		t.Fatal(err)
 	}
 	// A block in no pool: a pool deleted with --force while in use.
@@ -228,8 +228,8 @@ func TestReleaseLastAddressOfOrphanBlock(t *testing.T) {
 	if len(snap.Blocks) != 0 || len(snap.Affinities) != 0 || len(snap.Handles) != 0 {
 		t.Errorf("left behind: %+v", snap)
 	}
-	var b ipam.Block
-	if _, err := h.store.Get(ctx, ipam.BlockKey("10.99.0.0/26"), &b); !errors.Is(err, datastore.ErrNotFound) {
+	var b api.Block
+	if _, err := h.store.Get(ctx, api.BlockKey(netip.MustParsePrefix("10.99.0.0/26")), &b); !errors.Is(err, datastore.ErrNotFound) {
 		t.Errorf("orphan block still there: %v", err)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/node"
 )
 
 // kindStore is how calicoctl reads, writes and prints one kind. A new kind
@@ -170,7 +169,7 @@ type nodeStore struct{}
 
 func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
 	var n api.Node
-	rev, err := s.Get(ctx, node.Key(name), &n)
+	rev, err := s.Get(ctx, api.NodeKey(name), &n)
 	if errors.Is(err, datastore.ErrNotFound) {
 		return api.Object{}, api.Mark(datastore.ErrNotFound, "Node %q does not exist (calicoctl get nodes lists them)", name)
 	}
@@ -187,23 +186,21 @@ func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.
 
 // nodeBlocks lists each node's blocks from the affinity records.
 func nodeBlocks(ctx context.Context, s *datastore.Store) (map[string][]string, error) {
-	keys, err := s.Keys(ctx, datastore.AffinityPrefix)
+	keys, err := s.Keys(ctx, api.AffinityPrefix)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
 	for _, k := range keys {
-		rest := strings.TrimPrefix(k, datastore.AffinityPrefix)
-		host, blk, ok := strings.Cut(rest, "/")
-		if ok {
-			out[host] = append(out[host], datastore.UnescapeCIDR(blk))
+		if host, blk, ok := api.ParseAffinityKey(k); ok {
+			out[host] = append(out[host], blk.String())
 		}
 	}
 	return out, nil
 }
 
 func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
-	items, err := datastore.List[api.Node](ctx, s, node.NodesPrefix)
+	items, err := datastore.List[api.Node](ctx, s, api.NodesPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +226,7 @@ func (nodeStore) put(ctx context.Context, s *datastore.Store, o api.Object, mode
 	if mode == ipam.PutCreate {
 		rv = 0
 	}
-	return casPut(ctx, s, node.Key(n.Name), "Node", n.Name, mode, rv, func(cur *api.Node) api.Node {
+	return casPut(ctx, s, api.NodeKey(n.Name), "Node", n.Name, mode, rv, func(cur *api.Node) api.Node {
 		if cur != nil { // the daemon's part of the record stays
 			n.LastSeen, n.Version = cur.LastSeen, cur.Version
 		}
@@ -243,7 +240,7 @@ func (nodeStore) del(ctx context.Context, s *datastore.Store, o api.Object, forc
 	if err != nil {
 		return "", err
 	}
-	if err := casDelete(ctx, s, node.Key(name), "Node", name, rv); err != nil {
+	if err := casDelete(ctx, s, api.NodeKey(name), "Node", name, rv); err != nil {
 		return "", err
 	}
 	f, err := ipam.FreeHostBlocks(ctx, s, name)
@@ -312,7 +309,7 @@ func (ipamConfigStore) get(ctx context.Context, s *datastore.Store, name string)
 		return api.Object{}, err
 	}
 	c := api.DefaultIPAMConfig()
-	rev, err := s.Get(ctx, datastore.ConfigKey, &c)
+	rev, err := s.Get(ctx, api.IPAMConfigKey, &c)
 	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
 		return api.Object{}, err
 	}
@@ -339,7 +336,7 @@ func (ipamConfigStore) put(ctx context.Context, s *datastore.Store, o api.Object
 	if mode == ipam.PutReplace {
 		mode = ipam.PutApply // the defaults always exist, so there is always something to replace
 	}
-	return casPut(ctx, s, datastore.ConfigKey, "IPAMConfiguration", api.IPAMConfigName, mode, rv, func(*api.IPAMConfig) api.IPAMConfig { return c })
+	return casPut(ctx, s, api.IPAMConfigKey, "IPAMConfiguration", api.IPAMConfigName, mode, rv, func(*api.IPAMConfig) api.IPAMConfig { return c })
 }
 
 func (ipamConfigStore) del(ctx context.Context, s *datastore.Store, o api.Object, force bool) (string, error) {
@@ -350,7 +347,7 @@ func (ipamConfigStore) del(ctx context.Context, s *datastore.Store, o api.Object
 	if err != nil {
 		return "", err
 	}
-	return "", casDelete(ctx, s, datastore.ConfigKey, "IPAMConfiguration", api.IPAMConfigName, rv)
+	return "", casDelete(ctx, s, api.IPAMConfigKey, "IPAMConfiguration", api.IPAMConfigName, rv)
 }
 
 func (ipamConfigStore) header(bool) []string {

@@ -19,14 +19,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/node"
-	"github.com/calico-libnetwork/calico-libnetwork/routing"
-)
-
-// Plugin socket names inside the plugin dir, as the daemon serves them.
-const (
-	NetworkSocket = "calico.sock"
-	IPAMSocket    = "calico-ipam.sock"
 )
 
 // probeTimeout bounds each question to the daemon's sockets.
@@ -111,11 +103,8 @@ func probeSocket(ctx context.Context, dir, name, want string) socketState {
 // daemonVersion asks the local daemon for its version over its network
 // driver socket.
 func daemonVersion(ctx context.Context, pluginDir string) (string, error) {
-	var v struct {
-		Version   string
-		GitCommit string
-	}
-	if err := pluginCall(ctx, filepath.Join(pluginDir, NetworkSocket), "Calico.Version", &v); err != nil {
+	var v api.VersionInfo
+	if err := pluginCall(ctx, filepath.Join(pluginDir, api.NetworkSocket), "Calico.Version", &v); err != nil {
 		return "", err
 	}
 	if v.Version == "" {
@@ -165,8 +154,8 @@ for the daemon. Exits 1 when the daemon is not running.`,
 func (a *app) nodeStatus(ctx context.Context, pluginDir string) error {
 	w := a.env.Stdout
 	socks := []socketState{
-		probeSocket(ctx, pluginDir, NetworkSocket, "NetworkDriver"),
-		probeSocket(ctx, pluginDir, IPAMSocket, "IpamDriver"),
+		probeSocket(ctx, pluginDir, api.NetworkSocket, "NetworkDriver"),
+		probeSocket(ctx, pluginDir, api.IPAMSocket, "IpamDriver"),
 	}
 	running := socks[0].err == nil && socks[1].err == nil
 	switch {
@@ -193,8 +182,8 @@ func (a *app) nodeStatus(ctx context.Context, pluginDir string) error {
 	}
 	fmt.Fprintln(w)
 	if running {
-		var st daemonStatus
-		if err := pluginCall(ctx, filepath.Join(pluginDir, NetworkSocket), "Calico.Status", &st); err == nil {
+		var st api.DaemonStatus
+		if err := pluginCall(ctx, filepath.Join(pluginDir, api.NetworkSocket), "Calico.Status", &st); err == nil {
 			a.printDaemonStatus(w, st)
 		}
 	}
@@ -221,7 +210,7 @@ func (a *app) nodeStatus(ctx context.Context, pluginDir string) error {
 
 func (a *app) printNode(ctx context.Context, w io.Writer, s *datastore.Store, name string) error {
 	var n api.Node
-	_, err := s.Get(ctx, node.Key(name), &n)
+	_, err := s.Get(ctx, api.NodeKey(name), &n)
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
 		fmt.Fprintf(w, "Node %s:\n  no node record in the datastore (the daemon writes it when it starts; NODENAME sets the name)\n", name)
@@ -274,8 +263,8 @@ func (a *app) versionCommand() *cobra.Command {
 				v = a.versionFromNode(cmd.Context())
 			}
 			if v == "" {
-				sock := filepath.Join(pluginDir, NetworkSocket)
-				if probeSocket(cmd.Context(), pluginDir, NetworkSocket, "NetworkDriver").err == nil {
+				sock := filepath.Join(pluginDir, api.NetworkSocket)
+				if probeSocket(cmd.Context(), pluginDir, api.NetworkSocket, "NetworkDriver").err == nil {
 					v = "unknown (the daemon on " + sock + " does not report its version)"
 				} else {
 					v = "unknown (no daemon answers on " + sock + ")"
@@ -300,26 +289,13 @@ func (a *app) versionFromNode(ctx context.Context) string {
 		return ""
 	}
 	var n api.Node
-	if _, err := s.Get(ctx, node.Key(a.nodeName()), &n); err != nil || n.Version == "" {
+	if _, err := s.Get(ctx, api.NodeKey(a.nodeName()), &n); err != nil || n.Version == "" {
 		return ""
 	}
 	return n.Version + " (from node " + n.Name + "'s record)"
 }
 
-// daemonStatus is the daemon's answer to /Calico.Status.
-type daemonStatus struct {
-	Node     string         `json:"node"`
-	Routing  routing.Status `json:"routing"`
-	Peers    []routing.Peer `json:"peers"`
-	Carriers []struct {
-		Mode      string `json:"mode"`
-		Available bool   `json:"available"`
-		Reason    string `json:"reason"`
-	} `json:"carriers"`
-	GC api.GCReport `json:"gc"`
-}
-
-func (a *app) printDaemonStatus(w io.Writer, st daemonStatus) {
+func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 	fmt.Fprintln(w, "Route sync:")
 	r := st.Routing
 	switch {

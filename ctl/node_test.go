@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/node"
 )
 
 func TestNodes(t *testing.T) {
@@ -37,7 +36,7 @@ spec:
 	// apply by the user keeps what the daemon reported.
 	h.ok("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: host-1}\nspec: {ipv4Address: 172.16.0.11/24}\n", "apply", "-f", "-")
 	var n api.Node
-	if _, err := h.store.Get(ctx, node.Key("host-1"), &n); err != nil {
+	if _, err := h.store.Get(ctx, api.NodeKey("host-1"), &n); err != nil {
 		t.Fatal(err)
 	}
 	if n.IPv4Address != "172.16.0.11/24" || n.IPv6Address != "" || n.Version != "v0.1.0" || !n.LastSeen.Equal(testNow.Add(-7*time.Second)) {
@@ -88,7 +87,7 @@ func TestNodeStatus(t *testing.T) {
 	}
 	golden(t, "node_status_not_running", maskDirs(h, r.out))
 
-	fakeDaemon(t, h.pluginDir, "v0.1.0", NetworkSocket, IPAMSocket)
+	fakeDaemon(t, h.pluginDir, "v0.1.0", api.NetworkSocket, api.IPAMSocket)
 	golden(t, "node_status_running", maskDirs(h, h.ok("", "node", "status")))
 
 	// Another name, with no record and no blocks.
@@ -101,7 +100,7 @@ func TestNodeStatus(t *testing.T) {
 
 func TestNodeStatusHalfRunning(t *testing.T) {
 	h := newHarness(t)
-	fakeDaemon(t, h.pluginDir, "", NetworkSocket)
+	fakeDaemon(t, h.pluginDir, "", api.NetworkSocket)
 	r := h.run("", "node", "status")
 	if r.code != 1 || !strings.HasPrefix(r.out, "Calico process is not running: it serves only one of its plugin sockets.") ||
 		!strings.Contains(r.out, "calico-ipam.sock: not serving: socket does not exist") {
@@ -111,7 +110,7 @@ func TestNodeStatusHalfRunning(t *testing.T) {
 
 func TestNodeStatusDatastoreDown(t *testing.T) {
 	h := newHarness(t)
-	fakeDaemon(t, h.pluginDir, "", NetworkSocket, IPAMSocket)
+	fakeDaemon(t, h.pluginDir, "", api.NetworkSocket, api.IPAMSocket)
 	delete(h.env, "ETCD_ENDPOINTS")
 	r := h.run("", "node", "status")
 	if r.code != 0 || !strings.Contains(r.out, "Datastore:\n  not reachable: no datastore configured") {
@@ -122,7 +121,7 @@ func TestNodeStatusDatastoreDown(t *testing.T) {
 func TestVersion(t *testing.T) {
 	h := newHarness(t)
 	golden(t, "version_no_daemon", maskDirs(h, h.ok("", "version")))
-	fakeDaemon(t, h.pluginDir, "", NetworkSocket, IPAMSocket)
+	fakeDaemon(t, h.pluginDir, "", api.NetworkSocket, api.IPAMSocket)
 	if out := h.ok("", "version"); !strings.Contains(out, "does not report its version") {
 		t.Errorf("version, daemon without Calico.Version:\n%s", out)
 	}
@@ -132,7 +131,7 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version from the node record:\n%s", out)
 	}
 	h2 := newHarness(t)
-	fakeDaemon(t, h2.pluginDir, "v0.2.0", NetworkSocket, IPAMSocket)
+	fakeDaemon(t, h2.pluginDir, "v0.2.0", api.NetworkSocket, api.IPAMSocket)
 	golden(t, "version_daemon", maskDirs(h2, h2.ok("", "version")))
 }
 

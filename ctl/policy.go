@@ -23,8 +23,9 @@ import (
 // name under prefix.
 type recordStore[T any] struct {
 	kind     *api.Kind
-	prefix   string
-	notFound string // added to "X "n" does not exist"
+	prefix   string              // where the records are listed
+	keyOf    func(string) string // a record's key
+	notFound string              // added to "X "n" does not exist"
 	// decode reads a record as the daemons do (strictly, validated).
 	decode func(name string, raw []byte) (T, error)
 	// wrap makes the resource of a record; the name is the key's.
@@ -34,7 +35,7 @@ type recordStore[T any] struct {
 	cells  func(r api.Resource, wide bool) []string
 }
 
-func (st recordStore[T]) key(name string) string { return st.prefix + name }
+func (st recordStore[T]) key(name string) string { return st.keyOf(name) }
 
 func (st recordStore[T]) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
 	var it datastore.RawItem
@@ -76,7 +77,7 @@ func (st recordStore[T]) list(ctx context.Context, s *datastore.Store) ([]api.Ob
 	}
 	out := make([]api.Object, 0, len(items))
 	for _, it := range items {
-		out = append(out, st.object(strings.TrimPrefix(it.Key, st.prefix), it))
+		out = append(out, st.object(api.NameUnder(it.Key, st.prefix), it))
 	}
 	return out, nil
 }
@@ -120,7 +121,8 @@ func (st recordStore[T]) nameOnly(name string) api.Object {
 
 var profileStore = recordStore[policy.Profile]{
 	kind:     api.ProfileKind,
-	prefix:   datastore.ProfilesPrefix,
+	prefix:   api.ProfilesPrefix,
+	keyOf:    api.ProfileKey,
 	notFound: " (calicoctl get profiles lists the stored ones; a network without a stored profile of its name has the default one)",
 	decode:   policy.DecodeStoredProfile,
 	wrap: func(p policy.Profile, name string) api.Resource {
@@ -145,7 +147,8 @@ var profileStore = recordStore[policy.Profile]{
 
 var networkPolicyStore = recordStore[policy.NetworkPolicy]{
 	kind:     api.NetworkPolicyKind,
-	prefix:   datastore.NetworkPoliciesPrefix,
+	prefix:   api.NetworkPoliciesPrefix,
+	keyOf:    api.NetworkPolicyKey,
 	notFound: " (calicoctl get networkpolicies lists them)",
 	decode:   policy.DecodeStoredNetworkPolicy,
 	wrap: func(p policy.NetworkPolicy, name string) api.Resource {
@@ -162,7 +165,8 @@ var networkPolicyStore = recordStore[policy.NetworkPolicy]{
 
 var globalNetworkPolicyStore = recordStore[policy.GlobalNetworkPolicy]{
 	kind:     api.GlobalNetworkPolicyKind,
-	prefix:   datastore.GlobalNetworkPoliciesPrefix,
+	prefix:   api.GlobalNetworkPoliciesPrefix,
+	keyOf:    api.GlobalNetworkPolicyKey,
 	notFound: " (calicoctl get globalnetworkpolicies lists them)",
 	decode:   policy.DecodeStoredGlobalNetworkPolicy,
 	wrap: func(p policy.GlobalNetworkPolicy, name string) api.Resource {

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
@@ -119,7 +118,7 @@ func TestProfileRoundTrip(t *testing.T) {
 		t.Errorf("create printed %q", got)
 	}
 	// The record is the JSON of policy.Profile, normalised.
-	got := storedJSON[policy.Profile](t, h, datastore.ProfilesPrefix+"net1")
+	got := storedJSON[policy.Profile](t, h, api.ProfileKey("net1"))
 	want := policy.Profile{Name: "net1", ProfileSpec: policy.ProfileSpec{
 		Ingress: []policy.Rule{
 			{Action: policy.Allow, Source: policy.EntityRule{Selector: "calico/network == 'net1'"}},
@@ -140,7 +139,7 @@ func TestProfileRoundTrip(t *testing.T) {
 	if got := h.ok(open, "apply", "-f", "-"); got != "Successfully applied 1 'Profile' resource(s)\n" {
 		t.Errorf("apply printed %q", got)
 	}
-	if p := storedJSON[policy.Profile](t, h, datastore.ProfilesPrefix+"net1"); !p.Ingress[0].Source.IsZero() {
+	if p := storedJSON[policy.Profile](t, h, api.ProfileKey("net1")); !p.Ingress[0].Source.IsZero() {
 		t.Errorf("apply did not open the profile: %+v", p.Ingress[0])
 	}
 	if got := h.ok(profileV3, "replace", "-f", "-"); got != "Successfully replaced 1 'Profile' resource(s)\n" {
@@ -157,7 +156,7 @@ func TestProfileRoundTrip(t *testing.T) {
 	h.ok(open, "apply", "-f", "-")
 	h.fail(out, []string{"apply", "-f", "-"}, `Profile "net1" was changed since it was read`, "get it again")
 	h.fail(out, []string{"delete", "-f", "-"}, `Profile "net1" was changed since it was read`)
-	if p := storedJSON[policy.Profile](t, h, datastore.ProfilesPrefix+"net1"); !p.Ingress[0].Source.IsZero() {
+	if p := storedJSON[policy.Profile](t, h, api.ProfileKey("net1")); !p.Ingress[0].Source.IsZero() {
 		t.Errorf("a stale apply changed the profile: %+v", p.Ingress[0])
 	}
 	// The list form, as get prints it, is accepted back.
@@ -187,7 +186,7 @@ func TestPolicyRoundTrip(t *testing.T) {
 		t.Errorf("create printed %q", got)
 	}
 	order := func(f float64) *float64 { return &f }
-	gnp := storedJSON[policy.GlobalNetworkPolicy](t, h, datastore.GlobalNetworkPoliciesPrefix+"db-from-frontend")
+	gnp := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend"))
 	wantGNP := policy.GlobalNetworkPolicy{Name: "db-from-frontend", PolicySpec: policy.PolicySpec{
 		Order: order(100), Selector: "role == 'db'", Types: []string{"Ingress"},
 		Ingress: []policy.Rule{
@@ -199,7 +198,7 @@ func TestPolicyRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(gnp, wantGNP) {
 		t.Errorf("stored GlobalNetworkPolicy\n%+v\nwant\n%+v", gnp, wantGNP)
 	}
-	np := storedJSON[policy.NetworkPolicy](t, h, datastore.NetworkPoliciesPrefix+"web-ingress")
+	np := storedJSON[policy.NetworkPolicy](t, h, api.NetworkPolicyKey("web-ingress"))
 	if np.Name != "web-ingress" || *np.Order != 200 || len(np.Ingress) != 2 || np.Ingress[1].Action != policy.Pass {
 		t.Errorf("stored NetworkPolicy %+v", np)
 	}
@@ -226,12 +225,12 @@ func TestPolicyRoundTrip(t *testing.T) {
 	// apply and replace change it; a stale resourceVersion is refused.
 	one := h.ok("", "get", "gnp", "db-from-frontend", "-o", "yaml")
 	h.ok(strings.Replace(policiesV3, "order: 100", "order: 50", 1), "apply", "-f", "-")
-	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, datastore.GlobalNetworkPoliciesPrefix+"db-from-frontend"); *got.Order != 50 {
+	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend")); *got.Order != 50 {
 		t.Errorf("order after apply: %v", *got.Order)
 	}
 	h.fail(one, []string{"replace", "-f", "-"}, `GlobalNetworkPolicy "db-from-frontend" was changed since it was read`)
 	h.ok(rvRE.ReplaceAllString(one, ""), "replace", "-f", "-")
-	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, datastore.GlobalNetworkPoliciesPrefix+"db-from-frontend"); *got.Order != 100 {
+	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend")); *got.Order != 100 {
 		t.Errorf("order after replace: %v", *got.Order)
 	}
 	h.fail(policiesV3, []string{"create", "-f", "-"}, `GlobalNetworkPolicy "db-from-frontend" already exists: use calicoctl apply or calicoctl replace`)
@@ -435,11 +434,11 @@ func TestLegacyPolicyWalkthrough(t *testing.T) {
 	if got := h.ok(legacy, "create", "-f", "-"); got != "Successfully created 2 resource(s)\n" {
 		t.Errorf("create printed %q", got)
 	}
-	prof := storedJSON[policy.Profile](t, h, datastore.ProfilesPrefix+"database")
+	prof := storedJSON[policy.Profile](t, h, api.ProfileKey("database"))
 	if !reflect.DeepEqual(prof.LabelsToApply, map[string]string{"role": "database", "db": ""}) {
 		t.Errorf("legacy profile labels and tags became %v", prof.LabelsToApply)
 	}
-	gnp := storedJSON[policy.GlobalNetworkPolicy](t, h, datastore.GlobalNetworkPoliciesPrefix+"database")
+	gnp := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("database"))
 	if src := gnp.Ingress[0].Source; src.Selector != "(role == 'frontend') && has(web)" || !reflect.DeepEqual(src.Nets, []string{"10.0.0.0/8"}) {
 		t.Errorf("legacy source became %+v", src)
 	}
@@ -449,7 +448,7 @@ func TestLegacyPolicyWalkthrough(t *testing.T) {
 	golden(t, "legacy_policy_yaml", h.ok("", "get", "policy", "database", "-o", "yaml"))
 	// Applying the legacy file again updates what it made.
 	h.ok(strings.Replace(legacy, "order: 0", "order: 5", 1), "apply", "-f", "-")
-	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, datastore.GlobalNetworkPoliciesPrefix+"database"); *got.Order != 5 {
+	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("database")); *got.Order != 5 {
 		t.Errorf("order after apply: %v", *got.Order)
 	}
 	h.ok(legacy, "delete", "-f", "-")
@@ -468,7 +467,7 @@ func TestREADMEOpenNetwork(t *testing.T) {
 	if got := h.ok(doc, "apply", "-f", "-"); got != "Successfully applied 1 'Profile' resource(s)\n" {
 		t.Errorf("apply printed %q", got)
 	}
-	p := storedJSON[policy.Profile](t, h, datastore.ProfilesPrefix+"net1")
+	p := storedJSON[policy.Profile](t, h, api.ProfileKey("net1"))
 	want := policy.Profile{Name: "net1", ProfileSpec: policy.ProfileSpec{
 		Ingress: []policy.Rule{{Action: policy.Allow}}, Egress: []policy.Rule{{Action: policy.Allow}},
 		LabelsToApply: map[string]string{"calico/network": "net1"},
@@ -513,7 +512,7 @@ func TestConcurrentPolicyCreates(t *testing.T) {
 	if won != 1 {
 		t.Errorf("%d creates of one name succeeded, want 1", won)
 	}
-	raw, err := h.store.Client.Get(context.Background(), datastore.GlobalNetworkPoliciesPrefix+"race")
+	raw, err := h.store.Client.Get(context.Background(), api.GlobalNetworkPolicyKey("race"))
 	if err != nil || len(raw.Kvs) != 1 {
 		t.Fatalf("record: %v", err)
 	}
@@ -540,8 +539,8 @@ func TestGetShowsInvalidPolicies(t *testing.T) {
 	h.ok(policiesV3, "apply", "-f", "-")
 	ctx := context.Background()
 	for key, raw := range map[string]string{
-		datastore.GlobalNetworkPoliciesPrefix + "from-newer": `{"name":"from-newer","selector":"all()","ingress":[{"action":"Allow","http":{"methods":["GET"]}}]}`,
-		datastore.GlobalNetworkPoliciesPrefix + "garbage":    `{"name":`,
+		api.GlobalNetworkPolicyKey("from-newer"): `{"name":"from-newer","selector":"all()","ingress":[{"action":"Allow","http":{"methods":["GET"]}}]}`,
+		api.GlobalNetworkPolicyKey("garbage"):    `{"name":`,
 	} {
 		if _, err := h.store.Client.Put(ctx, key, raw); err != nil {
 			t.Fatal(err)

@@ -124,7 +124,7 @@ func TestLegacyPoolWalkthrough(t *testing.T) {
 		t.Errorf("legacy pool after apply: %+v", p)
 	}
 	// A legacy pool renamed since is still found by its CIDR.
-	if err := h.store.Delete(context.Background(), ipam.PoolKey("10-20-0-0-16")); err != nil {
+	if err := h.store.Delete(context.Background(), api.PoolKey("10-20-0-0-16")); err != nil {
 		t.Fatal(err)
 	}
 	h.addPool("renamed", "10.20.0.0/16", 26)
@@ -371,14 +371,14 @@ func TestIPAMConfig(t *testing.T) {
 	h.fail(doc, []string{"create", "-f", "-"}, `IPAMConfiguration "default" already exists: use calicoctl apply`)
 	golden(t, "ipamconfig_yaml", h.ok("", "get", "ipamconfig", "default", "-o", "yaml"))
 	var c api.IPAMConfig
-	if _, err := h.store.Get(context.Background(), datastore.ConfigKey, &c); err != nil {
+	if _, err := h.store.Get(context.Background(), api.IPAMConfigKey, &c); err != nil {
 		t.Fatal(err)
 	}
 	if c != (api.IPAMConfig{StrictAffinity: true, AutoAllocateBlocks: true, MaxBlocksPerHost: 4}) {
 		t.Errorf("stored IPAM config %+v", c)
 	}
 	h.ok("", "delete", "ipamconfig", "default")
-	if _, err := h.store.Get(context.Background(), datastore.ConfigKey, &c); !errors.Is(err, datastore.ErrNotFound) {
+	if _, err := h.store.Get(context.Background(), api.IPAMConfigKey, &c); !errors.Is(err, datastore.ErrNotFound) {
 		t.Errorf("IPAM config still stored after delete: %v", err)
 	}
 	h.fail("", []string{"get", "ipamconfig", "other"}, `IPAMConfiguration "other" does not exist`)

@@ -15,6 +15,7 @@ import (
 
 	"go.etcd.io/etcd/server/v3/embed"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
@@ -71,7 +72,7 @@ func TestEmbeddedIsRootOnly(t *testing.T) {
 	}
 	s := openEmbedded(t, dir)
 	defer s.Close()
-	key := datastore.Prefix + "secret"
+	key := api.Prefix + "secret"
 	if err := s.Put(ctx, key, "root's"); err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +163,14 @@ func TestEmbeddedRestartAndUpgrade(t *testing.T) {
 	testns.RequireRoot(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	oldStyleEtcd(t, dir, datastore.Prefix+"old", `"from before"`)
+	oldStyleEtcd(t, dir, api.Prefix+"old", `"from before"`)
 
 	s := openEmbedded(t, dir)
 	var got string
-	if _, err := s.Get(ctx, datastore.Prefix+"old", &got); err != nil || got != "from before" {
+	if _, err := s.Get(ctx, api.Prefix+"old", &got); err != nil || got != "from before" {
 		t.Fatalf("after the upgrade the old key holds %q (%v)", got, err)
 	}
-	if err := s.Put(ctx, datastore.Prefix+"new", "x"); err != nil {
+	if err := s.Put(ctx, api.Prefix+"new", "x"); err != nil {
 		t.Fatal(err)
 	}
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -186,7 +187,7 @@ func TestEmbeddedRestartAndUpgrade(t *testing.T) {
 	}
 	s = openEmbedded(t, dir)
 	defer s.Close()
-	if _, err := s.Get(ctx, datastore.Prefix+"new", &got); err != nil || got != "x" {
+	if _, err := s.Get(ctx, api.Prefix+"new", &got); err != nil || got != "x" {
 		t.Fatalf("after a restart the key holds %q (%v)", got, err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // KV is one record of a snapshot.
@@ -90,7 +92,7 @@ func (s *Store) snapshot(ctx context.Context, prefixes []string, h MirrorHandler
 func (s *Store) follow(ctx context.Context, rev int64, prefixes []string, h MirrorHandler, opt MirrorOptions) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.Client.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := s.Client.Watch(wctx, api.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	resync := time.NewTicker(opt.Resync)
 	defer resync.Stop()
 	var pending <-chan time.Time

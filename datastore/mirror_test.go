@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 )
@@ -42,13 +43,13 @@ func TestMirror(t *testing.T) {
 	s := testetcd.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	a, b, other := datastore.PoolsPrefix+"a", datastore.NodesPrefix+"b", datastore.NetworksPrefix+"x"
+	a, b, other := api.PoolKey("a"), api.NodeKey("b"), api.NetworkKey("x")
 	if err := s.Put(ctx, a, "1"); err != nil {
 		t.Fatal(err)
 	}
 	h := &copyHandler{}
 	ready := make(chan struct{})
-	go s.Mirror(ctx, []string{datastore.PoolsPrefix, datastore.NodesPrefix}, h, datastore.MirrorOptions{
+	go s.Mirror(ctx, []string{api.PoolsPrefix, api.NodesPrefix}, h, datastore.MirrorOptions{
 		Debounce: 5 * time.Millisecond, Resync: time.Hour, Ready: func() { close(ready) },
 	})
 	select {

@@ -14,36 +14,13 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
-// Prefix is the root of every key this project writes. Everything below it
-// is JSON; see README.md for the layout.
-const Prefix = "/calico/libnetwork/v1/"
-
-// Key layout, relative to Prefix.
-const (
-	PoolsPrefix    = Prefix + "pools/"
-	BlocksPrefix   = Prefix + "blocks/"
-	AffinityPrefix = Prefix + "affinities/"
-	HandlesPrefix  = Prefix + "handles/"
-	NetworksPrefix = Prefix + "networks/"
-	NodesPrefix    = Prefix + "nodes/"
-	// Policy resources, as JSON of policy.Profile, policy.NetworkPolicy and
-	// policy.GlobalNetworkPolicy, keyed by name.
-	ProfilesPrefix              = Prefix + "profiles/"
-	NetworkPoliciesPrefix       = Prefix + "networkpolicies/"
-	GlobalNetworkPoliciesPrefix = Prefix + "globalnetworkpolicies/"
-	EndpointsPrefix             = Prefix + "endpoints/"
-	// ClaimsPrefix holds each live daemon's claim on its node name, bound
-	// to the daemon's etcd lease.
-	ClaimsPrefix = Prefix + "nodeclaims/"
-	// GCLeaderKey is held (lease-bound) by the one daemon that collects
-	// the garbage of nodes that are gone.
-	GCLeaderKey      = Prefix + "gc-leader"
-	ConfigKey        = Prefix + "config/ipam"
-	DefaultsDoneKey  = Prefix + "config/default-pools-created"
-	DefaultOpTimeout = 10 * time.Second
-)
+// DefaultOpTimeout bounds each remote call unless Config.Timeout says
+// otherwise.
+const DefaultOpTimeout = 10 * time.Second
 
 // ErrNotFound is returned by Get when the key does not exist.
 var ErrNotFound = errors.New("not found")
@@ -178,7 +155,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	if _, err := s.Client.Get(c, Prefix+"ping", clientv3.WithCountOnly()); err != nil {
+	if _, err := s.Client.Get(c, api.PingKey, clientv3.WithCountOnly()); err != nil {
 		return s.wrapErr(err, start)
 	}
 	s.up()
@@ -344,15 +321,3 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(cur *T) (*
 
 // ErrNoChange tells Update that nothing needs writing.
 var ErrNoChange = errors.New("no change")
-
-// EscapeCIDR turns a CIDR into a key segment ("10.0.0.0/26" -> "10.0.0.0-26").
-func EscapeCIDR(cidr string) string { return strings.ReplaceAll(cidr, "/", "-") }
-
-// UnescapeCIDR reverses EscapeCIDR.
-func UnescapeCIDR(seg string) string {
-	i := strings.LastIndex(seg, "-")
-	if i < 0 {
-		return seg
-	}
-	return seg[:i] + "/" + seg[i+1:]
-}

@@ -120,9 +120,7 @@ func (d *Driver) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d.timeout)
 }
 
-// NetworkKey and EndpointKey are the records' keys.
-func NetworkKey(id string) string            { return datastore.NetworksPrefix + id }
-func EndpointKey(host, id string) string     { return datastore.EndpointsPrefix + host + "/" + id }
+// HostIfaceName is the host side's name of an endpoint's veth.
 func HostIfaceName(endpointID string) string { return IfacePrefix + short(endpointID) }
 func tempIfaceName(endpointID string) string { return tempPrefix + short(endpointID) }
 
@@ -181,7 +179,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 	defer cancel()
 	// Create only: a replay leaves the record (and what the network syncer
 	// added to it) as it is.
-	created, err := d.store.Create(ctx, NetworkKey(req.NetworkID), nw)
+	created, err := d.store.Create(ctx, api.NetworkKey(req.NetworkID), nw)
 	if err != nil {
 		return fmt.Errorf("save network %s: %w", short(req.NetworkID), err)
 	}
@@ -197,14 +195,14 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
 	var nw api.Network
-	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err == nil && nw.Published && !nw.Withdrawn {
+	if _, err := d.store.Get(ctx, api.NetworkKey(req.NetworkID), &nw); err == nil && nw.Published && !nw.Withdrawn {
 		// Removed here by the user (or by the syncer after another host's
 		// removal): every host removes it.
 		if err := netsync.Forget(ctx, d.store, nw.Name); err != nil {
 			return fmt.Errorf("delete shared network %s: %w", nw.Name, err)
 		}
 	}
-	if err := d.store.Delete(ctx, NetworkKey(req.NetworkID)); err != nil {
+	if err := d.store.Delete(ctx, api.NetworkKey(req.NetworkID)); err != nil {
 		return fmt.Errorf("delete network %s: %w", short(req.NetworkID), err)
 	}
 	d.log.Info("network deleted", "network", req.NetworkID, "name", nw.Name)
@@ -230,7 +228,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	ctx, cancel := d.ctx()
 	defer cancel()
 	var nw api.Network
-	if _, err := d.store.Get(ctx, NetworkKey(req.NetworkID), &nw); err != nil {
+	if _, err := d.store.Get(ctx, api.NetworkKey(req.NetworkID), &nw); err != nil {
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, fmt.Errorf("network %s is not known to calico (its record is missing from the datastore): remove the network and create it again", short(req.NetworkID))
 		}
@@ -266,7 +264,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	// The record and the allocations' binding to it go in one transaction:
 	// from here on, a release naming only the address cannot free it.
-	if err := d.ipam.Bind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Put(EndpointKey(d.host, ep.ID), ep)); err != nil {
+	if err := d.ipam.Bind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Put(api.EndpointKey(d.host, ep.ID), ep)); err != nil {
 		return nil, fmt.Errorf("save endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.log.Info("endpoint created", "endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac)
@@ -301,7 +299,7 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	if ep == nil {
 		return nil // deleted before: a replay
 	}
-	if err := d.ipam.Unbind(ctx, ep.Handle, hostAddrs(addrsOf(ep)), ep.ID, datastore.Delete(EndpointKey(d.host, ep.ID))); err != nil {
+	if err := d.ipam.Unbind(ctx, ep.Handle, hostAddrs(addrsOf(ep)), ep.ID, datastore.Delete(api.EndpointKey(d.host, ep.ID))); err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.log.Info("endpoint deleted", "endpoint", req.EndpointID)
@@ -310,7 +308,7 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 
 func (d *Driver) endpoint(ctx context.Context, id string) (*api.Endpoint, error) {
 	var ep api.Endpoint
-	if _, err := d.store.Get(ctx, EndpointKey(d.host, id), &ep); err != nil {
+	if _, err := d.store.Get(ctx, api.EndpointKey(d.host, id), &ep); err != nil {
 		if errors.Is(err, datastore.ErrNotFound) {
 			return nil, fmt.Errorf("endpoint %s is not known on host %s: %w", short(id), d.host, err)
 		}

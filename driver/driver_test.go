@@ -28,7 +28,7 @@ func newDriverIPAM(t *testing.T) (*Driver, *datastore.Store, *ipam.Allocator) {
 	s := testetcd.Start(t)
 	for _, p := range []api.IPPool{{Name: "p4", CIDR: "10.1.0.0/16"}, {Name: "p6", CIDR: "fd00:1::/64"}} {
 		p.Normalize()
-		if err := s.Put(context.Background(), ipam.PoolKey(p.Name), p); err != nil {
+		if err := s.Put(context.Background(), api.PoolKey(p.Name), p); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -65,7 +65,7 @@ func TestCreateNetwork(t *testing.T) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
 				var nw api.Network
-				if _, err := s.Get(context.Background(), NetworkKey(tc.req.NetworkID), &nw); err == nil {
+				if _, err := s.Get(context.Background(), api.NetworkKey(tc.req.NetworkID), &nw); err == nil {
 					t.Fatalf("rejected network was saved")
 				}
 				return
@@ -78,7 +78,7 @@ func TestCreateNetwork(t *testing.T) {
 				t.Fatalf("replay: %v", err)
 			}
 			var nw api.Network
-			if _, err := s.Get(context.Background(), NetworkKey(tc.req.NetworkID), &nw); err != nil {
+			if _, err := s.Get(context.Background(), api.NetworkKey(tc.req.NetworkID), &nw); err != nil {
 				t.Fatalf("network not persisted: %v", err)
 			}
 			if nw.CreatedBy != "host-a" || len(nw.IPv4Pools) != 1 {
@@ -126,7 +126,7 @@ func TestEndpointLifecycle(t *testing.T) {
 		t.Fatalf("driver answered a MAC Docker had set: %+v", resp.Interface)
 	}
 	var ep api.Endpoint
-	if _, err := s.Get(ctx, EndpointKey("host-a", dsID), &ep); err != nil || ep.MAC != "02:42:0a:01:00:02" || ep.HostIface != "calibbbbbbbbbbb" {
+	if _, err := s.Get(ctx, api.EndpointKey("host-a", dsID), &ep); err != nil || ep.MAC != "02:42:0a:01:00:02" || ep.HostIface != "calibbbbbbbbbbb" {
 		t.Fatalf("endpoint record = %+v, %v", ep, err)
 	}
 
@@ -158,7 +158,7 @@ func TestEndpointLifecycle(t *testing.T) {
 		}
 		// The datastore lost the record of one endpoint: reconcile keeps
 		// its veth (the container still runs) and rebuilds the record.
-		if err := s.Delete(ctx, EndpointKey("host-a", v4ID)); err != nil {
+		if err := s.Delete(ctx, api.EndpointKey("host-a", v4ID)); err != nil {
 			t.Fatal(err)
 		}
 		res, err := d.Reconcile(ctx)
@@ -166,7 +166,7 @@ func TestEndpointLifecycle(t *testing.T) {
 			t.Fatalf("reconcile = %+v, %v; the veth must stay and its record come back", res, err)
 		}
 		var adopted api.Endpoint
-		if _, err := s.Get(ctx, EndpointKey("host-a", v4ID), &adopted); err != nil || !adopted.Adopted || adopted.IPv4 != "10.1.0.1/32" {
+		if _, err := s.Get(ctx, api.EndpointKey("host-a", v4ID), &adopted); err != nil || !adopted.Adopted || adopted.IPv4 != "10.1.0.1/32" {
 			t.Fatalf("adopted record = %+v, %v", adopted, err)
 		}
 		if !dataplane.LinkExists("cali" + dsID[:11]) {
@@ -192,14 +192,14 @@ func TestEndpointLifecycle(t *testing.T) {
 			t.Fatalf("routes left after Leave: %v", rs)
 		}
 	})
-	if _, err := s.Get(ctx, EndpointKey("host-a", dsID), &ep); err == nil {
+	if _, err := s.Get(ctx, api.EndpointKey("host-a", dsID), &ep); err == nil {
 		t.Fatal("endpoint record left after DeleteEndpoint")
 	}
 	if err := d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: "net1"}); err != nil {
 		t.Fatal(err)
 	}
 	var nw api.Network
-	if _, err := s.Get(ctx, NetworkKey("net1"), &nw); err == nil {
+	if _, err := s.Get(ctx, api.NetworkKey("net1"), &nw); err == nil {
 		t.Fatal("network record left after DeleteNetwork")
 	}
 }

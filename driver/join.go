@@ -13,43 +13,22 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
-// Capabilities is GetCapabilities' answer with the field Docker 28 added
-// (the helpers' type predates it).
-type Capabilities struct {
-	Scope             string
-	ConnectivityScope string
-	// GwAllocChecker: Docker 28 asks GwAllocCheck before IPAM, so no
-	// gateway address is reserved for calico networks.
-	GwAllocChecker bool
-}
-
-// GwAllocCheckRequest and GwAllocCheckResponse are Docker 28's
-// NetworkDriver.GwAllocCheck.
-type GwAllocCheckRequest struct {
-	Options map[string]interface{}
-}
-
-type GwAllocCheckResponse struct {
-	SkipIPv4 bool
-	SkipIPv6 bool
-}
-
 func (d *Driver) GetCapabilities() (*network.CapabilitiesResponse, error) {
 	c, _ := d.Capabilities()
 	return &network.CapabilitiesResponse{Scope: c.Scope, ConnectivityScope: c.ConnectivityScope}, nil
 }
 
 // Capabilities is what GetCapabilities answers on the wire.
-func (d *Driver) Capabilities() (*Capabilities, error) {
+func (d *Driver) Capabilities() (*api.Capabilities, error) {
 	// "local": Docker 23 removed the cluster store that "global" needs;
 	// networks are shared between hosts through etcd instead.
-	return &Capabilities{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope, GwAllocChecker: true}, nil
+	return &api.Capabilities{Scope: network.LocalScope, ConnectivityScope: network.GlobalScope, GwAllocChecker: true}, nil
 }
 
 // GwAllocCheck tells Docker 28 never to reserve a gateway address: calico
 // containers route via link-local gateways the host answers for.
-func (d *Driver) GwAllocCheck(*GwAllocCheckRequest) (*GwAllocCheckResponse, error) {
-	return &GwAllocCheckResponse{SkipIPv4: true, SkipIPv6: true}, nil
+func (d *Driver) GwAllocCheck(*api.GwAllocCheckRequest) (*api.GwAllocCheckResponse, error) {
+	return &api.GwAllocCheckResponse{SkipIPv4: true, SkipIPv6: true}, nil
 }
 
 // sandboxes knows which of this host's endpoints share a container (a
@@ -73,7 +52,7 @@ func (s *sandboxes) seed(ctx context.Context, d *Driver) error {
 	if s.seeded {
 		return nil
 	}
-	items, err := datastore.List[api.Endpoint](ctx, d.store, datastore.EndpointsPrefix+d.host+"/")
+	items, err := datastore.List[api.Endpoint](ctx, d.store, api.HostEndpointsPrefix(d.host))
 	if err != nil {
 		return fmt.Errorf("read this host's endpoints: %w", err)
 	}
@@ -203,7 +182,7 @@ func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err er
 // record, for the routes between the networks of one container and for
 // the index after a restart.
 func (d *Driver) recordSandbox(ctx context.Context, id, key string, index int) error {
-	err := datastore.Update(ctx, d.store, EndpointKey(d.host, id), func(cur *api.Endpoint) (*api.Endpoint, error) {
+	err := datastore.Update(ctx, d.store, api.EndpointKey(d.host, id), func(cur *api.Endpoint) (*api.Endpoint, error) {
 		if cur == nil {
 			return nil, fmt.Errorf("endpoint %s is not known on host %s", short(id), d.host)
 		}

@@ -35,7 +35,7 @@ type RepairResult struct {
 // the first read missed is read again before it is judged.
 func (d *Driver) Reconcile(ctx context.Context) (RepairResult, error) {
 	var res RepairResult
-	items, err := datastore.List[api.Endpoint](ctx, d.store, datastore.EndpointsPrefix+d.host+"/")
+	items, err := datastore.List[api.Endpoint](ctx, d.store, api.HostEndpointsPrefix(d.host))
 	if err != nil {
 		return res, err
 	}
@@ -109,7 +109,7 @@ func (d *Driver) adopt(ctx context.Context, ke dataplane.KernelEndpoint) (bool, 
 			ep.Handle = h // the allocation that already named the endpoint, when there was one
 		}
 	}
-	created, err := d.store.Create(ctx, EndpointKey(d.host, ep.ID), ep)
+	created, err := d.store.Create(ctx, api.EndpointKey(d.host, ep.ID), ep)
 	if err != nil {
 		return false, fmt.Errorf("record adopted endpoint %s: %w", short(ep.ID), err)
 	}
@@ -158,7 +158,7 @@ func (d *Driver) FillIn(ctx context.Context, nets []EngineNetwork, own []api.End
 				continue
 			}
 			changed := false
-			err := datastore.Update(ctx, d.store, EndpointKey(d.host, ee.ID), func(cur *api.Endpoint) (*api.Endpoint, error) {
+			err := datastore.Update(ctx, d.store, api.EndpointKey(d.host, ee.ID), func(cur *api.Endpoint) (*api.Endpoint, error) {
 				if cur == nil || !cur.Adopted || (cur.NetworkID == en.ID && cur.ContainerID == ee.ContainerID) {
 					return nil, datastore.ErrNoChange
 				}
@@ -192,7 +192,7 @@ func (d *Driver) ensureNetwork(ctx context.Context, en EngineNetwork) error {
 			nw.IPv4Pools = append(nw.IPv4Pools, s)
 		}
 	}
-	created, err := d.store.Create(ctx, NetworkKey(en.ID), nw)
+	created, err := d.store.Create(ctx, api.NetworkKey(en.ID), nw)
 	if err != nil {
 		return fmt.Errorf("rebuild network record %s: %w", en.Name, err)
 	}
@@ -210,7 +210,7 @@ func (d *Driver) Collect(ctx context.Context, ep api.Endpoint, why string) error
 	if err := d.dp.TeardownEndpoint(ep.HostIface, addrs); err != nil {
 		return err
 	}
-	if err := d.ipam.Unbind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Delete(EndpointKey(d.host, ep.ID))); err != nil {
+	if err := d.ipam.Unbind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Delete(api.EndpointKey(d.host, ep.ID))); err != nil {
 		return fmt.Errorf("remove endpoint %s: %w", short(ep.ID), err)
 	}
 	n, err := d.ipam.ReleaseEndpoint(ctx, ep.Handle, hostAddrs(addrs), ep.ID, why)

@@ -140,7 +140,7 @@ func assertNoRecord(t *testing.T, ep endpoint) {
 	st := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	items, err := datastore.List[api.Endpoint](ctx, st, datastore.EndpointsPrefix)
+	items, err := datastore.List[api.Endpoint](ctx, st, api.EndpointsPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}

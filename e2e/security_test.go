@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
@@ -183,7 +184,7 @@ func TestDatastoreRootOnly(t *testing.T) {
 	}
 	bin := buildCalicoctl(t)
 	sock := etcdSocket()
-	key := datastore.Prefix + "e2e-root-only"
+	key := api.Prefix + "e2e-root-only"
 	etcdctl(t, "put", key, "root's")
 	t.Cleanup(func() { etcdctl(t, "del", key) })
 	if got := etcdctl(t, "get", key, "--print-value-only"); strings.TrimSpace(got) != "root's" {
@@ -347,7 +348,7 @@ spec:
   - action: Allow
 `
 	mustCalicoctl(t, bin, deny, "apply", "-f", "-")
-	gnp := datastore.GlobalNetworkPoliciesPrefix
+	gnp := api.GlobalNetworkPoliciesPrefix
 	t.Cleanup(func() {
 		for _, n := range []string{"e2e-fe-not-db", "e2e-broken", "e2e-bad-selector"} {
 			etcdctl(t, "del", gnp+n)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
@@ -59,7 +58,7 @@ func TestDatastoreWipe(t *testing.T) {
 	}
 	for _, ip := range []string{ipA, ipB} {
 		info := snap.Lookup(netip.MustParseAddr(ip))
-		if info.Owner == nil || info.State != ipam.StateBound || len(info.Endpoints) != 1 {
+		if info.Owner == nil || info.State != api.StateBound || len(info.Endpoints) != 1 {
 			t.Errorf("%s after the wipe: %+v; want claimed again, bound to its adopted endpoint", ip, info)
 		}
 	}
@@ -72,7 +71,7 @@ func TestDatastoreWipe(t *testing.T) {
 	netID := docker(t, "network", "inspect", "-f", "{{.Id}}", nw)
 	if err := waitFor(30*time.Second, func() error {
 		var rec api.Network
-		if _, err := s.Get(ctx, driver.NetworkKey(netID), &rec); err != nil {
+		if _, err := s.Get(ctx, api.NetworkKey(netID), &rec); err != nil {
 			return fmt.Errorf("network record: %w", err)
 		}
 		snap, err := ipam.LoadSnapshot(ctx, s)

@@ -163,7 +163,7 @@ func (c *Collector) lead(ctx context.Context) bool {
 	if c.cfg.Lease == nil {
 		return false
 	}
-	key := datastore.GCLeaderKey
+	key := api.GCLeaderKey
 	res, err := c.cfg.Store.Txn(ctx, []datastore.Cond{datastore.Absent(key)},
 		[]datastore.Op{datastore.PutLeased(key, c.cfg.Host, c.cfg.Lease())}, datastore.Get(key))
 	if err != nil {

@@ -51,7 +51,7 @@ func (c *collected) Collect(ctx context.Context, ep api.Endpoint, why string) er
 	c.mu.Lock()
 	c.ids = append(c.ids, ep.ID)
 	c.mu.Unlock()
-	return c.s.Delete(ctx, datastore.EndpointsPrefix+ep.Host+"/"+ep.ID)
+	return c.s.Delete(ctx, api.EndpointKey(ep.Host, ep.ID))
 }
 
 func TestOneLeaderForGoneNodes(t *testing.T) {
@@ -92,7 +92,7 @@ func TestEngineChecksNeedTwoPasses(t *testing.T) {
 		{ID: "young", Host: "h", IPv4: "10.0.0.3/32", CreatedAt: time.Now()},
 		{ID: "other-host", Host: "h2", IPv4: "10.0.0.4/32", CreatedAt: old},
 	} {
-		if err := s.Put(ctx, datastore.EndpointsPrefix+ep.Host+"/"+ep.ID, ep); err != nil {
+		if err := s.Put(ctx, api.EndpointKey(ep.Host, ep.ID), ep); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -133,16 +133,16 @@ func TestCollectsOnlyItsOwnGarbage(t *testing.T) {
 	ctx := context.Background()
 	p := api.IPPool{Name: "p", CIDR: "10.9.0.0/24"}
 	p.Normalize()
-	if err := s.Put(ctx, ipam.PoolKey(p.Name), p); err != nil {
+	if err := s.Put(ctx, api.PoolKey(p.Name), p); err != nil {
 		t.Fatal(err)
 	}
 	long := time.Now().Add(-time.Hour)
 	var mine, theirs netip.Addr
 	for _, host := range []string{"h", "h2"} {
-		if err := s.Put(ctx, datastore.NodesPrefix+host, api.Node{Name: host, LastSeen: time.Now()}); err != nil {
+		if err := s.Put(ctx, api.NodeKey(host), api.Node{Name: host, LastSeen: time.Now()}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Put(ctx, datastore.ClaimsPrefix+host, "x"); err != nil {
+		if err := s.Put(ctx, api.NodeClaimKey(host), "x"); err != nil {
 			t.Fatal(err)
 		}
 		a := ipam.New(s, host, quiet())

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
@@ -44,7 +45,7 @@ func (a *Allocator) allocate(ctx context.Context, handle string, sel Selection, 
 	}
 	var hv *handleView
 	if once {
-		hv = &handleView{prefix: HandlePrefix(a.host, handle)}
+		hv = &handleView{prefix: api.HandlePrefix(a.host, handle)}
 	}
 	refreshed := false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
@@ -129,7 +130,7 @@ func (a *Allocator) replayable(hv *handleView, sel Selection, cands []poolEntry)
 	}
 	var ips []netip.Addr
 	for ip, rec := range hv.records {
-		if rec.State != StateAllocated || (sel.Family == 4) != ip.Is4() {
+		if rec.State != api.StateAllocated || (sel.Family == 4) != ip.Is4() {
 			continue
 		}
 		if sel.Within.IsValid() && !sel.Within.Contains(ip) {
@@ -150,11 +151,11 @@ func (a *Allocator) replayable(hv *handleView, sel Selection, cands []poolEntry)
 
 // take gives the ordinal at qpos in blk (at rev) to handle in one
 // transaction, with the handle's record and any extra ops.
-func (a *Allocator) take(ctx context.Context, pool *poolEntry, blk *Block, rev int64, qpos, ord int, handle string, hv *handleView, extra ...datastore.Op) (step, error) {
-	owner := blk.take(qpos, ord, a.host, handle)
-	ip := blk.addr(ord)
-	key := HandleKey(a.host, handle, ip)
-	rec := HandleRecord{Seq: owner.Seq, State: StateAllocated, Since: a.now().UTC()}
+func (a *Allocator) take(ctx context.Context, pool *poolEntry, blk *api.Block, rev int64, qpos, ord int, handle string, hv *handleView, extra ...datastore.Op) (step, error) {
+	owner := takeAt(blk, qpos, ord, a.host, handle)
+	ip := blk.Addr(ord)
+	key := api.HandleKey(a.host, handle, ip)
+	rec := api.HandleRecord{Seq: owner.Seq, State: api.StateAllocated, Since: a.now().UTC()}
 	w := write{pool: pool, blk: blk, rev: rev, ops: append([]datastore.Op{datastore.Put(key, rec)}, extra...), applied: holds(ip, owner)}
 	if hv != nil {
 		w.conds, w.reads = []datastore.Cond{hv.cond()}, []datastore.Op{datastore.GetPrefix(hv.prefix)}
@@ -174,41 +175,44 @@ func (a *Allocator) take(ctx context.Context, pool *poolEntry, blk *Block, rev i
 }
 
 func (a *Allocator) fromOwn(ctx context.Context, handle string, sel Selection, cands []poolEntry, hv *handleView) (step, error) {
-	cidrs := make([]string, 0, len(a.own))
+	cidrs := make([]netip.Prefix, 0, len(a.own))
 	for c := range a.own {
 		cidrs = append(cidrs, c)
 	}
-	sort.Strings(cidrs)
+	// In the order of their text, as blocks were always tried.
+	sort.Slice(cidrs, func(i, j int) bool { return cidrs[i].String() < cidrs[j].String() })
 	for _, c := range cidrs {
 		cb := a.own[c]
-		pfx := cb.b.prefix()
+		pfx := cb.b.CIDR
 		pool := poolOf(cands, pfx)
 		if pool == nil || (sel.Within.IsValid() && !sel.Within.Overlaps(pfx)) {
 			continue
 		}
-		qpos, ord := cb.b.firstFree(sel.Within)
+		qpos, ord := firstFree(cb.b, sel.Within)
 		if ord < 0 {
 			continue
 		}
-		return a.take(ctx, pool, cb.b.clone(), cb.rev, qpos, ord, handle, hv)
+		return a.take(ctx, pool, cb.b.Clone(), cb.rev, qpos, ord, handle, hv)
 	}
 	return step{}, nil
 }
 
 func (a *Allocator) claim(ctx context.Context, handle string, sel Selection, cands []poolEntry, hv *handleView) (step, error) {
-	keys, err := a.store.Keys(ctx, datastore.BlocksPrefix)
+	keys, err := a.store.Keys(ctx, api.BlocksPrefix)
 	if err != nil {
 		return step{}, err
 	}
-	exists := make(map[string]bool, len(keys))
+	exists := make(map[netip.Prefix]bool, len(keys))
 	for _, k := range keys {
-		exists[datastore.UnescapeCIDR(strings.TrimPrefix(k, datastore.BlocksPrefix))] = true
+		if c, ok := api.ParseBlockKey(k); ok {
+			exists[c] = true
+		}
 	}
 	for i := range cands {
 		pool := &cands[i]
 		var free netip.Prefix
 		blocksOf(pool.pfx, pool.BlockSize, sel.Within, func(b netip.Prefix) bool {
-			if !exists[b.String()] {
+			if !exists[b] {
 				free = b
 				return false
 			}
@@ -218,11 +222,11 @@ func (a *Allocator) claim(ctx context.Context, handle string, sel Selection, can
 			continue
 		}
 		blk := newBlock(free, a.host)
-		qpos, ord := blk.firstFree(sel.Within)
+		qpos, ord := firstFree(blk, sel.Within)
 		if ord < 0 {
 			continue
 		}
-		r, err := a.take(ctx, pool, blk, 0, qpos, ord, handle, hv, datastore.PutRaw(AffinityKey(a.host, blk.CIDR), ""))
+		r, err := a.take(ctx, pool, blk, 0, qpos, ord, handle, hv, datastore.PutRaw(api.AffinityKey(a.host, blk.CIDR), ""))
 		if r.done {
 			a.log.Info("claimed block", "block", blk.CIDR, "pool", pool.Name, "host", a.host)
 		}
@@ -232,11 +236,11 @@ func (a *Allocator) claim(ctx context.Context, handle string, sel Selection, can
 }
 
 func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, cands []poolEntry, hv *handleView) (step, error) {
-	res, err := a.store.Read(ctx, datastore.GetPrefix(datastore.BlocksPrefix))
+	res, err := a.store.Read(ctx, datastore.GetPrefix(api.BlocksPrefix))
 	if err != nil {
 		return step{}, err
 	}
-	var blocks []*Block
+	var blocks []*api.Block
 	var revs []int64
 	for _, rec := range res.Reads[0] {
 		b, err := decodeBlock(rec)
@@ -258,9 +262,9 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 			continue
 		}
 		a.cacheBlock(blk.CIDR, blk, revs[i])
-		pfx := blk.prefix()
+		pfx := blk.CIDR
 		if poolOf(cands, pfx) != nil && (!sel.Within.IsValid() || sel.Within.Overlaps(pfx)) {
-			if _, ord := blk.firstFree(sel.Within); ord >= 0 {
+			if _, ord := firstFree(blk, sel.Within); ord >= 0 {
 				ownHasRoom = true
 			}
 		}
@@ -269,7 +273,7 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 		return step{conflict: true}, nil
 	}
 	for i, blk := range blocks {
-		pfx := blk.prefix()
+		pfx := blk.CIDR
 		if blk.Affinity == a.host {
 			continue
 		}
@@ -277,7 +281,7 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 		if pool == nil || (sel.Within.IsValid() && !sel.Within.Overlaps(pfx)) {
 			continue
 		}
-		qpos, ord := blk.firstFree(sel.Within)
+		qpos, ord := firstFree(blk, sel.Within)
 		if ord < 0 {
 			continue
 		}
@@ -312,11 +316,11 @@ func poolOf(cands []poolEntry, blk netip.Prefix) *poolEntry {
 // says the copy came from the cache, which may be stale (other hosts borrow
 // and release in this host's blocks): a decision that writes nothing must be
 // confirmed with a fresh read. A nil block means none exists.
-func (a *Allocator) blockFor(ctx context.Context, cidr string, fresh bool) (blk *Block, rev int64, cached bool, err error) {
+func (a *Allocator) blockFor(ctx context.Context, cidr netip.Prefix, fresh bool) (blk *api.Block, rev int64, cached bool, err error) {
 	if cb, ok := a.own[cidr]; ok && !fresh {
-		return cb.b.clone(), cb.rev, true, nil
+		return cb.b.Clone(), cb.rev, true, nil
 	}
-	res, err := a.store.Read(ctx, datastore.Get(BlockKey(cidr)))
+	res, err := a.store.Read(ctx, datastore.Get(api.BlockKey(cidr)))
 	if err != nil {
 		return nil, 0, false, err
 	}
@@ -335,21 +339,21 @@ func (a *Allocator) blockFor(ctx context.Context, cidr string, fresh bool) (blk 
 
 // handleFor returns host's handle record at key and its revision (0 when
 // absent): the cached one unless fresh is set.
-func (a *Allocator) handleFor(ctx context.Context, key string, fresh bool) (rec HandleRecord, rev int64, cached bool, err error) {
+func (a *Allocator) handleFor(ctx context.Context, key string, fresh bool) (rec api.HandleRecord, rev int64, cached bool, err error) {
 	if ch, ok := a.handles[key]; ok && !fresh {
 		return ch.rec, ch.rev, true, nil
 	}
 	res, err := a.store.Read(ctx, datastore.Get(key))
 	if err != nil {
-		return HandleRecord{}, 0, false, err
+		return api.HandleRecord{}, 0, false, err
 	}
 	r, ok := res.One(0)
 	if !ok {
 		delete(a.handles, key)
-		return HandleRecord{}, 0, false, nil
+		return api.HandleRecord{}, 0, false, nil
 	}
-	if rec, err = decodeHandle(r.Value); err != nil {
-		return HandleRecord{}, 0, false, fmt.Errorf("decode %s: %w", key, err)
+	if rec, err = api.DecodeHandleRecord(r.Value); err != nil {
+		return api.HandleRecord{}, 0, false, fmt.Errorf("decode %s: %w", key, err)
 	}
 	a.handles[key] = cachedHandle{rec: rec, rev: r.ModRevision}
 	return rec, r.ModRevision, false, nil

@@ -38,7 +38,7 @@ type Allocator struct {
 	pools     map[string]poolEntry
 	cfg       api.IPAMConfig
 	poolsAt   time.Time
-	own       map[string]cachedBlock // this host's blocks by CIDR
+	own       map[netip.Prefix]cachedBlock // this host's blocks by CIDR
 	ownLoaded bool
 	// handles caches this host's handle records as last written or read,
 	// by key, so that binding and releasing cost one transaction.
@@ -47,7 +47,7 @@ type Allocator struct {
 }
 
 type cachedHandle struct {
-	rec HandleRecord
+	rec api.HandleRecord
 	rev int64
 }
 
@@ -58,7 +58,7 @@ type poolEntry struct {
 }
 
 type cachedBlock struct {
-	b   *Block
+	b   *api.Block
 	rev int64
 }
 
@@ -67,7 +67,7 @@ func New(store *datastore.Store, host string, log *slog.Logger) *Allocator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Allocator{store: store, host: host, log: log, lock: make(chan struct{}, 1), now: time.Now, own: map[string]cachedBlock{}, handles: map[string]cachedHandle{}}
+	return &Allocator{store: store, host: host, log: log, lock: make(chan struct{}, 1), now: time.Now, own: map[netip.Prefix]cachedBlock{}, handles: map[string]cachedHandle{}}
 }
 
 // SetClock makes the allocator stamp its records with now's time (tests).
@@ -106,16 +106,9 @@ func (s Selection) String() string {
 	return strings.Join(parts, " ")
 }
 
-// Key helpers: the layout is documented in README.md.
-func PoolKey(name string) string  { return datastore.PoolsPrefix + name }
-func BlockKey(cidr string) string { return datastore.BlocksPrefix + datastore.EscapeCIDR(cidr) }
-func AffinityKey(host, cidr string) string {
-	return datastore.AffinityPrefix + host + "/" + datastore.EscapeCIDR(cidr)
-}
-
 // ListPools reads every pool from etcd.
 func ListPools(ctx context.Context, s *datastore.Store) ([]api.IPPool, error) {
-	items, err := datastore.List[api.IPPool](ctx, s, datastore.PoolsPrefix)
+	items, err := datastore.List[api.IPPool](ctx, s, api.PoolsPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +121,7 @@ func ListPools(ctx context.Context, s *datastore.Store) ([]api.IPPool, error) {
 
 // refreshPools reads the pools and the IPAM configuration in one round trip.
 func (a *Allocator) refreshPools(ctx context.Context) error {
-	res, err := a.store.Read(ctx, datastore.GetPrefix(datastore.PoolsPrefix), datastore.Get(datastore.ConfigKey))
+	res, err := a.store.Read(ctx, datastore.GetPrefix(api.PoolsPrefix), datastore.Get(api.IPAMConfigKey))
 	if err != nil {
 		return fmt.Errorf("read IP pools: %w", err)
 	}
@@ -209,12 +202,15 @@ func (a *Allocator) loadOwn(ctx context.Context) error {
 	if a.ownLoaded {
 		return nil
 	}
-	keys, err := a.store.Keys(ctx, datastore.AffinityPrefix+a.host+"/")
+	keys, err := a.store.Keys(ctx, api.HostAffinitiesPrefix(a.host))
 	if err != nil {
 		return fmt.Errorf("read this host's block affinities: %w", err)
 	}
 	for _, k := range keys {
-		cidr := datastore.UnescapeCIDR(k[strings.LastIndex(k, "/")+1:])
+		_, cidr, ok := api.ParseAffinityKey(k)
+		if !ok {
+			continue
+		}
 		if _, _, _, err := a.blockFor(ctx, cidr, true); err != nil {
 			return err
 		}
@@ -224,8 +220,8 @@ func (a *Allocator) loadOwn(ctx context.Context) error {
 }
 
 // decodeBlock reads a block record and checks its invariants.
-func decodeBlock(rec datastore.Record) (*Block, error) {
-	var b Block
+func decodeBlock(rec datastore.Record) (*api.Block, error) {
+	var b api.Block
 	if err := rec.Decode(&b); err != nil {
 		return nil, err
 	}
@@ -236,9 +232,9 @@ func decodeBlock(rec datastore.Record) (*Block, error) {
 }
 
 // cacheBlock remembers blk at rev when it is this host's (nil: absent).
-func (a *Allocator) cacheBlock(cidr string, blk *Block, rev int64) {
+func (a *Allocator) cacheBlock(cidr netip.Prefix, blk *api.Block, rev int64) {
 	if blk != nil && blk.Affinity == a.host {
-		a.own[cidr] = cachedBlock{b: blk.clone(), rev: rev}
+		a.own[cidr] = cachedBlock{b: blk.Clone(), rev: rev}
 	} else {
 		delete(a.own, cidr)
 	}
@@ -253,13 +249,13 @@ func (a *Allocator) cacheBlock(cidr string, blk *Block, rev int64) {
 // outcome etcd did not confirm.
 type write struct {
 	pool    *poolEntry
-	blk     *Block
+	blk     *api.Block
 	rev     int64
 	drop    bool
 	conds   []datastore.Cond
 	ops     []datastore.Op
 	reads   []datastore.Op
-	applied func(*Block) bool
+	applied func(*api.Block) bool
 }
 
 // outcome is what commit learnt: ok when the write took effect; on a
@@ -271,12 +267,12 @@ type outcome struct {
 }
 
 func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
-	bkey := BlockKey(w.blk.CIDR)
+	bkey := api.BlockKey(w.blk.CIDR)
 	conds := append([]datastore.Cond{datastore.Unchanged(bkey, w.rev)}, w.conds...)
 	elses := []datastore.Op{datastore.Get(bkey)}
 	if w.pool != nil {
-		conds = append(conds, datastore.Unchanged(PoolKey(w.pool.Name), w.pool.rev))
-		elses = append(elses, datastore.Get(PoolKey(w.pool.Name)))
+		conds = append(conds, datastore.Unchanged(api.PoolKey(w.pool.Name), w.pool.rev))
+		elses = append(elses, datastore.Get(api.PoolKey(w.pool.Name)))
 	}
 	elses = append(elses, w.reads...)
 	first := datastore.Put(bkey, w.blk)
@@ -331,7 +327,7 @@ func (a *Allocator) readBack(ctx context.Context, w write, cause error) (outcome
 	// (and the fence) their own time.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*datastore.DownTimeout)
 	defer cancel()
-	bkey := BlockKey(w.blk.CIDR)
+	bkey := api.BlockKey(w.blk.CIDR)
 	res, err := a.store.Read(rctx, datastore.Get(bkey))
 	if err != nil {
 		return outcome{}, fmt.Errorf("block %s: %w (and reading it back failed: %v)", w.blk.CIDR, cause, err)
@@ -354,7 +350,7 @@ func (a *Allocator) readBack(ctx context.Context, w write, cause error) (outcome
 	case !found && w.rev == 0:
 		return outcome{}, fmt.Errorf("block %s: %w (it does not exist yet, and the write may still create it)", w.blk.CIDR, cause)
 	}
-	var fresh *Block
+	var fresh *api.Block
 	var brev int64
 	if found {
 		if fresh, err = decodeBlock(rec); err != nil {
@@ -371,13 +367,13 @@ func (a *Allocator) readBack(ctx context.Context, w write, cause error) (outcome
 }
 
 // holds returns an applied check: the block read back gives ip to owner.
-func holds(ip netip.Addr, owner *Owner) func(*Block) bool {
-	return func(b *Block) bool { return b != nil && b.holder(ip).Same(owner) }
+func holds(ip netip.Addr, owner *api.Owner) func(*api.Block) bool {
+	return func(b *api.Block) bool { return b != nil && b.Holder(ip).Same(owner) }
 }
 
 // frees returns an applied check: ip is no longer owner's.
-func frees(ip netip.Addr, owner *Owner) func(*Block) bool {
-	return func(b *Block) bool { return b == nil || !b.holder(ip).Same(owner) }
+func frees(ip netip.Addr, owner *api.Owner) func(*api.Block) bool {
+	return func(b *api.Block) bool { return b == nil || !b.Holder(ip).Same(owner) }
 }
 
 // handleView is what an allocation knows of its handle's existing records:
@@ -386,7 +382,7 @@ func frees(ip netip.Addr, owner *Owner) func(*Block) bool {
 type handleView struct {
 	prefix  string
 	known   bool
-	records map[netip.Addr]HandleRecord
+	records map[netip.Addr]api.HandleRecord
 	rev     int64
 }
 
@@ -403,13 +399,13 @@ func (h *handleView) learn(recs []datastore.Record, rev int64) bool {
 	if len(recs) == 0 {
 		return false
 	}
-	h.known, h.rev, h.records = true, rev, map[netip.Addr]HandleRecord{}
+	h.known, h.rev, h.records = true, rev, map[netip.Addr]api.HandleRecord{}
 	for _, r := range recs {
-		ref, ok := ParseHandleKey(r.Key)
+		ref, ok := api.ParseHandleKey(r.Key)
 		if !ok {
 			continue
 		}
-		if rec, err := decodeHandle(r.Value); err == nil {
+		if rec, err := api.DecodeHandleRecord(r.Value); err == nil {
 			h.records[ref.IP] = rec
 		}
 	}

@@ -41,7 +41,7 @@ func putPool(t testing.TB, s *datastore.Store, p api.IPPool) api.IPPool {
 	if err := p.Validate(); err != nil {
 		t.Fatalf("test pool %s: %v", p.Name, err)
 	}
-	if err := s.Put(context.Background(), PoolKey(p.Name), p); err != nil {
+	if err := s.Put(context.Background(), api.PoolKey(p.Name), p); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -67,10 +67,10 @@ func mustAlloc(t testing.TB, a *Allocator, handle string, sel Selection) netip.A
 
 // readBlock returns the block as etcd holds it, or nil. It also checks the
 // block's invariants.
-func readBlock(t testing.TB, s *datastore.Store, cidr string) *Block {
+func readBlock(t testing.TB, s *datastore.Store, cidr string) *api.Block {
 	t.Helper()
-	var b Block
-	_, err := s.Get(context.Background(), BlockKey(cidr), &b)
+	var b api.Block
+	_, err := s.Get(context.Background(), api.BlockKey(netip.MustParsePrefix(cidr)), &b)
 	if errors.Is(err, datastore.ErrNotFound) {
 		return nil
 	}
@@ -84,13 +84,13 @@ func readBlock(t testing.TB, s *datastore.Store, cidr string) *Block {
 }
 
 // ownerOf returns the allocation etcd records for ip.
-func ownerOf(t testing.TB, s *datastore.Store, ip netip.Addr, bits int) Owner {
+func ownerOf(t testing.TB, s *datastore.Store, ip netip.Addr, bits int) api.Owner {
 	t.Helper()
 	b := readBlock(t, s, netip.PrefixFrom(ip, bits).Masked().String())
-	if b == nil || b.holder(ip) == nil {
+	if b == nil || b.Holder(ip) == nil {
 		t.Fatalf("%s is not allocated", ip)
 	}
-	return *b.holder(ip)
+	return *b.Holder(ip)
 }
 
 // holder returns the handle etcd records for ip in the block of size bits.
@@ -100,7 +100,7 @@ func holder(t testing.TB, s *datastore.Store, ip netip.Addr, bits int) (handle, 
 	if b == nil {
 		return "", ""
 	}
-	if o := b.holder(ip); o != nil {
+	if o := b.Holder(ip); o != nil {
 		return o.Handle, b.Affinity
 	}
 	return "", b.Affinity
@@ -121,8 +121,10 @@ func keysUnder(t testing.TB, s *datastore.Store, prefix string) []string {
 func blockCIDRs(t testing.TB, s *datastore.Store) []string {
 	t.Helper()
 	var out []string
-	for _, k := range keysUnder(t, s, datastore.BlocksPrefix) {
-		out = append(out, datastore.UnescapeCIDR(k))
+	for _, k := range keysUnder(t, s, api.BlocksPrefix) {
+		if c, ok := api.ParseBlockKey(api.BlocksPrefix + k); ok {
+			out = append(out, c.String())
+		}
 	}
 	return out
 }
@@ -183,7 +185,7 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 	if b == nil || b.Affinity != "host-a" || b.Allocations[0].Handle != "h1" {
 		t.Fatalf("block after first allocation = %+v, want affinity host-a and ordinal 0 held by h1", b)
 	}
-	if got := keysUnder(t, s, datastore.AffinityPrefix); !slices.Equal(got, []string{"host-a/10.10.0.0-26"}) {
+	if got := keysUnder(t, s, api.AffinityPrefix); !slices.Equal(got, []string{"host-a/10.10.0.0-26"}) {
 		t.Fatalf("affinity keys = %v", got)
 	}
 
@@ -213,11 +215,11 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 		t.Fatalf("releasing from an own block took %d etcd requests, want 1 transaction", n)
 	}
 
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/h2/10.10.0.1", "host-a/h2/10.10.0.2", "host-a/h2/10.10.0.3"}) {
+	if got := keysUnder(t, s, api.HandlesPrefix); !slices.Equal(got, []string{"host-a/h2/10.10.0.1", "host-a/h2/10.10.0.2", "host-a/h2/10.10.0.3"}) {
 		t.Fatalf("handle keys = %v", got)
 	}
-	if b := readBlock(t, s, "10.10.0.0/26"); b.inUse() != 3 {
-		t.Fatalf("block has %d addresses in use, want 3", b.inUse())
+	if b := readBlock(t, s, "10.10.0.0/26"); b.InUse() != 3 {
+		t.Fatalf("block has %d addresses in use, want 3", b.InUse())
 	}
 }
 
@@ -230,7 +232,7 @@ func TestClaimsNewBlockWhenOwnBlocksAreFull(t *testing.T) {
 			t.Fatalf("allocation %d = %s, want %s", i, ip, want)
 		}
 		wantBlocks := i/4 + 1
-		if got := keysUnder(t, s, datastore.AffinityPrefix+"host-a/"); len(got) != wantBlocks {
+		if got := keysUnder(t, s, api.HostAffinitiesPrefix("host-a")); len(got) != wantBlocks {
 			t.Fatalf("after %d allocations host-a has blocks %v, want %d", i+1, got, wantBlocks)
 		}
 	}
@@ -279,7 +281,7 @@ func TestBorrowsOnlyWhenNoFreeBlockIsLeft(t *testing.T) {
 			t.Fatalf("%s allocated from a full pool: err = %v", x.Host(), err)
 		}
 	}
-	if got := len(keysUnder(t, s, datastore.HandlesPrefix)); got != 16 {
+	if got := len(keysUnder(t, s, api.HandlesPrefix)); got != 16 {
 		t.Fatalf("%d handle keys for 16 allocations", got)
 	}
 }
@@ -350,19 +352,19 @@ func TestDisabledPoolIsNotAllocatedFromEvenWithStaleCache(t *testing.T) {
 			t.Fatalf("allocation %d after disabling pool first = %s, want one from pool second", i, ip)
 		}
 	}
-	if b := readBlock(t, s, "10.50.0.0/26"); b.inUse() != 1 {
-		t.Fatalf("disabled pool's block has %d addresses in use, want 1", b.inUse())
+	if b := readBlock(t, s, "10.50.0.0/26"); b.InUse() != 1 {
+		t.Fatalf("disabled pool's block has %d addresses in use, want 1", b.InUse())
 	}
 
 	// Delete the last enabled pool the same way: nothing is left to allocate from.
-	if err := s.Delete(testCtx(t), PoolKey("second")); err != nil {
+	if err := s.Delete(testCtx(t), api.PoolKey("second")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := a.Allocate(testCtx(t), "h", v4); err == nil || !strings.Contains(err.Error(), "no enabled IP pool") {
 		t.Fatalf("Allocate with only a disabled pool: err = %v, want \"no enabled IP pool\"", err)
 	}
-	if b := readBlock(t, s, "10.51.0.0/26"); b.inUse() != 3 {
-		t.Fatalf("deleted pool's block has %d addresses in use, want 3", b.inUse())
+	if b := readBlock(t, s, "10.51.0.0/26"); b.InUse() != 3 {
+		t.Fatalf("deleted pool's block has %d addresses in use, want 3", b.InUse())
 	}
 }
 
@@ -380,16 +382,16 @@ func TestAssign(t *testing.T) {
 	if err := a.Assign(ctx, x, "h1"); err != nil {
 		t.Fatalf("Assign free %s: %v", x, err)
 	}
-	if blk := readBlock(t, s, "10.60.0.0/26"); blk == nil || blk.Affinity != "host-a" || blk.Allocations[10].Handle != "h1" || blk.inUse() != 1 {
+	if blk := readBlock(t, s, "10.60.0.0/26"); blk == nil || blk.Affinity != "host-a" || blk.Allocations[10].Handle != "h1" || blk.InUse() != 1 {
 		t.Fatalf("block after Assign = %+v, want a new host-a block with ordinal 10 held by h1", blk)
 	}
 	if err := a.Assign(ctx, x, "h1"); err != nil {
 		t.Fatalf("Assign of %s again with the same handle: %v, want success (idempotent)", x, err)
 	}
-	if blk := readBlock(t, s, "10.60.0.0/26"); blk.inUse() != 1 {
-		t.Fatalf("repeated Assign left %d addresses in use, want 1", blk.inUse())
+	if blk := readBlock(t, s, "10.60.0.0/26"); blk.InUse() != 1 {
+		t.Fatalf("repeated Assign left %d addresses in use, want 1", blk.InUse())
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/h1/10.60.0.10"}) {
+	if got := keysUnder(t, s, api.HandlesPrefix); !slices.Equal(got, []string{"host-a/h1/10.60.0.10"}) {
 		t.Fatalf("handle keys = %v", got)
 	}
 
@@ -518,13 +520,13 @@ func TestReleaseIsIdempotent(t *testing.T) {
 			t.Errorf("Release(%s), never allocated = %v, %v; want false, nil", ip, ok, err)
 		}
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/h/" + y.String()}) {
+	if got := keysUnder(t, s, api.HandlesPrefix); !slices.Equal(got, []string{"host-a/h/" + y.String()}) {
 		t.Fatalf("handle keys = %v, want only y's", got)
 	}
 
 	// An address whose pool was deleted can still be released, by a fresh
 	// allocator that finds the block by searching.
-	if err := s.Delete(ctx, PoolKey("p")); err != nil {
+	if err := s.Delete(ctx, api.PoolKey("p")); err != nil {
 		t.Fatal(err)
 	}
 	fresh := New(s, "host-a", quietLog()) // the daemon restarted
@@ -534,9 +536,9 @@ func TestReleaseIsIdempotent(t *testing.T) {
 	// That was its block's last address, and no pool holds the block any
 	// more: the block goes with it.
 	if b := readBlock(t, s, "10.70.0.0/26"); b != nil {
-		t.Fatalf("the emptied block of a deleted pool is still there, %d in use", b.inUse())
+		t.Fatalf("the emptied block of a deleted pool is still there, %d in use", b.InUse())
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); len(got) != 0 {
+	if got := keysUnder(t, s, api.HandlesPrefix); len(got) != 0 {
 		t.Fatalf("handle keys left: %v", got)
 	}
 }
@@ -579,7 +581,7 @@ func TestReleaseByHandle(t *testing.T) {
 			t.Errorf("%s held by %q, want %q (ReleaseByHandle(h1) must not touch it)", ip, h, want)
 		}
 	}
-	if got := keysUnder(t, s, HandlePrefix("host-a", "h1")); len(got) != 0 {
+	if got := keysUnder(t, s, api.HandlePrefix("host-a", "h1")); len(got) != 0 {
 		t.Fatalf("h1 handle keys left: %v", got)
 	}
 	if n, err := a.ReleaseByHandle(ctx, "h1"); err != nil || n != 0 {
@@ -595,13 +597,13 @@ func TestReleaseByHandle(t *testing.T) {
 		t.Fatalf("ReleaseByHandle(h10) = %d, %v; want 1", n, err)
 	}
 	// A handle key whose address is no longer held by it is cleaned up.
-	if err := s.Put(ctx, HandleKey("host-a", "ghost", addr("10.80.0.200")), ""); err != nil {
+	if err := s.Put(ctx, api.HandleKey("host-a", "ghost", addr("10.80.0.200")), ""); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := a.ReleaseByHandle(ctx, "ghost"); err != nil || n != 0 {
 		t.Fatalf("ReleaseByHandle(ghost) = %d, %v; want 0", n, err)
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); len(got) != 1 || !strings.HasPrefix(got[0], "host-a/h2/") {
+	if got := keysUnder(t, s, api.HandlesPrefix); len(got) != 1 || !strings.HasPrefix(got[0], "host-a/h2/") {
 		t.Fatalf("handle keys = %v, want only h2's", got)
 	}
 }
@@ -660,7 +662,7 @@ func TestIPv6Allocation(t *testing.T) {
 	if last != addr("fd00:100::40") {
 		t.Fatalf("65th IPv6 address = %s, want fd00:100::40 from a second block", last)
 	}
-	if got := keysUnder(t, s, datastore.AffinityPrefix+"host-a/"); len(got) != 3 {
+	if got := keysUnder(t, s, api.HostAffinitiesPrefix("host-a")); len(got) != 3 {
 		t.Fatalf("host-a blocks = %v, want 2 IPv6 and 1 IPv4", got)
 	}
 	if ok, err := a.Release(testCtx(t), last); err != nil || !ok {
@@ -698,7 +700,7 @@ func TestAllocateWithin(t *testing.T) {
 	if ip := mustAlloc(t, a, "h", v4); !pfx("10.110.5.0/26").Contains(ip) && !pfx("10.110.7.0/26").Contains(ip) {
 		t.Fatalf("unrestricted Allocate = %s, want one from host-a's existing blocks", ip)
 	}
-	if got := keysUnder(t, s, datastore.AffinityPrefix+"host-a/"); len(got) != 2 {
+	if got := keysUnder(t, s, api.HostAffinitiesPrefix("host-a")); len(got) != 2 {
 		t.Fatalf("host-a blocks = %v, want 2", got)
 	}
 
@@ -762,7 +764,7 @@ func TestEnsureDefaultPools(t *testing.T) {
 	if again, err := EnsureDefaultPools(ctx, s, nil, nil); err != nil || len(again) != 0 {
 		t.Fatalf("second EnsureDefaultPools = %+v, %v; want nothing created", again, err)
 	}
-	if err := s.Delete(ctx, PoolKey(DefaultPoolV4Name)); err != nil {
+	if err := s.Delete(ctx, api.PoolKey(DefaultPoolV4Name)); err != nil {
 		t.Fatal(err)
 	}
 	if again, err := EnsureDefaultPools(ctx, s, nil, nil); err != nil || len(again) != 0 {
@@ -824,7 +826,7 @@ func TestIPAMConfigLimits(t *testing.T) {
 	ctx := context.Background()
 	pool := api.IPPool{Name: "p", CIDR: "10.77.0.0/28", BlockSize: 30}
 	pool.Normalize()
-	if err := s.Put(ctx, PoolKey("p"), pool); err != nil {
+	if err := s.Put(ctx, api.PoolKey("p"), pool); err != nil {
 		t.Fatal(err)
 	}
 	a := New(s, "host-a", nil)
@@ -846,7 +848,7 @@ func TestIPAMConfigLimits(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := s.Put(ctx, datastore.ConfigKey, tc.cfg); err != nil {
+			if err := s.Put(ctx, api.IPAMConfigKey, tc.cfg); err != nil {
 				t.Fatal(err)
 			}
 			tc.alloc.poolsAt = time.Time{} // read the new configuration now
@@ -860,7 +862,7 @@ func TestIPAMConfigLimits(t *testing.T) {
 		})
 	}
 	// Defaults again: host-b claims a block of its own.
-	if err := s.Delete(ctx, datastore.ConfigKey); err != nil {
+	if err := s.Delete(ctx, api.IPAMConfigKey); err != nil {
 		t.Fatal(err)
 	}
 	b.poolsAt = time.Time{}
@@ -874,7 +876,7 @@ func TestReleaseDropsEmptyBlockOfDeletedPool(t *testing.T) {
 	ctx := context.Background()
 	pool := api.IPPool{Name: "gone", CIDR: "10.78.0.0/24"}
 	pool.Normalize()
-	if err := s.Put(ctx, PoolKey("gone"), pool); err != nil {
+	if err := s.Put(ctx, api.PoolKey("gone"), pool); err != nil {
 		t.Fatal(err)
 	}
 	a := New(s, "host-a", nil)
@@ -888,15 +890,15 @@ func TestReleaseDropsEmptyBlockOfDeletedPool(t *testing.T) {
 	}
 	// The pool is deleted while addresses are in use (calicoctl --force),
 	// and the allocator's pool list is older than poolTTL.
-	if err := s.Delete(ctx, PoolKey("gone")); err != nil {
+	if err := s.Delete(ctx, api.PoolKey("gone")); err != nil {
 		t.Fatal(err)
 	}
 	a.poolsAt = time.Time{}
-	blockKey := BlockKey("10.78.0.0/26")
+	blockKey := api.BlockKey(netip.MustParsePrefix("10.78.0.0/26"))
 	if ok, err := a.Release(ctx, ip1); err != nil || !ok {
 		t.Fatalf("release %s: %v %v", ip1, ok, err)
 	}
-	var b Block
+	var b api.Block
 	if _, err := s.Get(ctx, blockKey, &b); err != nil {
 		t.Fatalf("block removed while %s still uses it: %v", ip2, err)
 	}
@@ -906,7 +908,7 @@ func TestReleaseDropsEmptyBlockOfDeletedPool(t *testing.T) {
 	if _, err := s.Get(ctx, blockKey, &b); !errors.Is(err, datastore.ErrNotFound) {
 		t.Fatalf("the empty block of a deleted pool is still there: %v", err)
 	}
-	if keys, _ := s.Keys(ctx, datastore.AffinityPrefix); len(keys) != 0 {
+	if keys, _ := s.Keys(ctx, api.AffinityPrefix); len(keys) != 0 {
 		t.Fatalf("affinity left: %v", keys)
 	}
 	// Releasing again is still a no-op.

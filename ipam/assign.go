@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
@@ -19,14 +20,14 @@ var ErrInUse = errors.New("address already in use")
 // holds and has not bound to an endpoint yet. Anyone else holding it,
 // whatever the handle or the host, is refused.
 func (a *Allocator) Assign(ctx context.Context, ip netip.Addr, handle string) error {
-	return a.assign(ctx, ip, handle, HandleRecord{State: StateAllocated})
+	return a.assign(ctx, ip, handle, api.HandleRecord{State: api.StateAllocated})
 }
 
 // AssignBound claims ip for handle already bound to endpointID (CreateEndpoint
 // found its address freed by a stray release). An address held by another
 // owner is refused.
 func (a *Allocator) AssignBound(ctx context.Context, ip netip.Addr, handle, endpointID string) error {
-	return a.assign(ctx, ip, handle, HandleRecord{State: StateBound, Endpoint: endpointID})
+	return a.assign(ctx, ip, handle, api.HandleRecord{State: api.StateBound, Endpoint: endpointID})
 }
 
 // Adopt claims ip for endpointID, an endpoint found running in the kernel
@@ -49,25 +50,25 @@ func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID strin
 	}
 	defer a.unlock()
 	cidr, err := a.blockCIDRFor(ctx, ip)
-	if err != nil || cidr == "" {
+	if err != nil || !cidr.IsValid() {
 		return "", err
 	}
 	blk, _, _, err := a.blockFor(ctx, cidr, true)
 	if err != nil || blk == nil {
 		return "", err
 	}
-	h := blk.holder(ip)
+	h := blk.Holder(ip)
 	if h == nil || h.Host != a.host {
 		return "", nil
 	}
-	rec, rev, _, err := a.handleFor(ctx, HandleKey(a.host, h.Handle, ip), true)
+	rec, rev, _, err := a.handleFor(ctx, api.HandleKey(a.host, h.Handle, ip), true)
 	if err != nil || rev == 0 || rec.Seq != h.Seq || rec.Endpoint != endpointID {
 		return "", err
 	}
-	if rec.State != StateBound {
+	if rec.State != api.StateBound {
 		// DeleteEndpoint ran, yet the endpoint runs: bind it again.
-		rec.State, rec.Since = StateBound, a.now().UTC()
-		key := HandleKey(a.host, h.Handle, ip)
+		rec.State, rec.Since = api.StateBound, a.now().UTC()
+		key := api.HandleKey(a.host, h.Handle, ip)
 		res, err := a.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.Put(key, rec)})
 		if err != nil || !res.Succeeded {
 			return "", fmt.Errorf("bind %s to endpoint %s again: %w", ip, abbrevID(endpointID), errors.Join(err, datastore.ErrConflict))
@@ -76,7 +77,7 @@ func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID strin
 	return h.Handle, nil
 }
 
-func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, want HandleRecord) error {
+func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, want api.HandleRecord) error {
 	if err := a.acquire(ctx); err != nil {
 		return err
 	}
@@ -84,7 +85,7 @@ func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, wa
 	if err := a.refreshPools(ctx); err != nil {
 		return err
 	}
-	key := HandleKey(a.host, handle, ip)
+	key := api.HandleKey(a.host, handle, ip)
 	fresh := false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		pool, ok := a.poolFor(ip)
@@ -94,17 +95,17 @@ func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, wa
 		if pool.Disabled {
 			return fmt.Errorf("address %s is in IP pool %q (%s), which is disabled: enable the pool or pick another address", ip, pool.Name, pool.CIDR)
 		}
-		cidr := netip.PrefixFrom(ip, pool.BlockSize).Masked().String()
+		cidr := netip.PrefixFrom(ip, pool.BlockSize).Masked()
 		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
 		if err != nil {
 			return err
 		}
 		var extra []datastore.Op
 		if blk == nil {
-			blk = newBlock(netip.MustParsePrefix(cidr), a.host)
-			extra = append(extra, datastore.PutRaw(AffinityKey(a.host, cidr), ""))
+			blk = newBlock(cidr, a.host)
+			extra = append(extra, datastore.PutRaw(api.AffinityKey(a.host, cidr), ""))
 		}
-		ord := blk.ordinal(ip)
+		ord := blk.Ordinal(ip)
 		var conds []datastore.Cond
 		if h := blk.Allocations[ord]; h != nil {
 			if cached { // confirm with etcd before answering without a write
@@ -120,13 +121,13 @@ func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, wa
 			}
 			// This host's endpoint that held it is gone (DeleteEndpoint
 			// ran); only Docker's release was still to come. Take it over.
-			blk.release(ord)
+			releaseOrdinal(blk, ord)
 			conds = append(conds, datastore.Unchanged(old, oldRev))
 			if old != key {
 				extra = append(extra, datastore.Delete(old))
 			}
 		}
-		owner := blk.takeOrdinal(ord, a.host, handle)
+		owner := takeOrdinal(blk, ord, a.host, handle)
 		rec := want
 		rec.Seq, rec.Since = owner.Seq, a.now().UTC()
 		out, err := a.commit(ctx, write{pool: &pool, blk: blk, rev: rev, conds: conds,
@@ -145,13 +146,13 @@ func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, wa
 
 // takeOver returns the handle key (and its revision) of h's allocation of
 // ip when it may be taken over: this host's, and its endpoint deleted.
-func (a *Allocator) takeOver(ctx context.Context, ip netip.Addr, h *Owner) (string, int64, error) {
+func (a *Allocator) takeOver(ctx context.Context, ip netip.Addr, h *api.Owner) (string, int64, error) {
 	if h.Host != a.host {
 		return "", 0, nil
 	}
-	key := HandleKey(h.Host, h.Handle, ip)
+	key := api.HandleKey(h.Host, h.Handle, ip)
 	rec, rev, _, err := a.handleFor(ctx, key, true)
-	if err != nil || rev == 0 || rec.Seq != h.Seq || rec.State != StateReleased {
+	if err != nil || rev == 0 || rec.Seq != h.Seq || rec.State != api.StateReleased {
 		return "", 0, err
 	}
 	return key, rev, nil
@@ -160,9 +161,9 @@ func (a *Allocator) takeOver(ctx context.Context, ip netip.Addr, h *Owner) (stri
 // heldAlready answers an assignment of an address h holds: a replay of the
 // same unbound request (or the same adoption) succeeds; anything else is in
 // use.
-func (a *Allocator) heldAlready(ctx context.Context, ip netip.Addr, h *Owner, handle string, want HandleRecord) error {
+func (a *Allocator) heldAlready(ctx context.Context, ip netip.Addr, h *api.Owner, handle string, want api.HandleRecord) error {
 	if h.Host == a.host && h.Handle == handle {
-		rec, _, _, err := a.handleFor(ctx, HandleKey(a.host, handle, ip), true)
+		rec, _, _, err := a.handleFor(ctx, api.HandleKey(a.host, handle, ip), true)
 		if err != nil {
 			return err
 		}

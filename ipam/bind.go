@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
@@ -20,7 +21,7 @@ var ErrNotAllocated = errors.New("address not assigned")
 // error, so that two endpoints never share an address. Binding again to the
 // same endpoint is a no-op (a replay).
 func (a *Allocator) Bind(ctx context.Context, handle string, ips []netip.Addr, endpointID string, ops ...datastore.Op) error {
-	return a.setState(ctx, handle, ips, endpointID, StateBound, ops)
+	return a.setState(ctx, handle, ips, endpointID, api.StateBound, ops)
 }
 
 // Unbind records that endpointID is gone (DeleteEndpoint), in one
@@ -28,10 +29,10 @@ func (a *Allocator) Bind(ctx context.Context, handle string, ips []netip.Addr, e
 // ReleaseAddress, which follows, frees the addresses, and the garbage
 // collector frees them if it never comes.
 func (a *Allocator) Unbind(ctx context.Context, handle string, ips []netip.Addr, endpointID string, ops ...datastore.Op) error {
-	return a.setState(ctx, handle, ips, endpointID, StateReleased, ops)
+	return a.setState(ctx, handle, ips, endpointID, api.StateReleased, ops)
 }
 
-func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Addr, endpointID string, state HandleState, ops []datastore.Op) error {
+func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Addr, endpointID string, state api.HandleState, ops []datastore.Op) error {
 	fresh, uncertain := false, false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		conds, puts, missing, err := a.transitions(ctx, handle, ips, endpointID, state, fresh)
@@ -44,7 +45,7 @@ func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Add
 			return err
 		}
 		if len(missing) > 0 {
-			if state == StateReleased {
+			if state == api.StateReleased {
 				missing = nil // nothing to mark: the address is already free or someone else's
 			} else if err := a.reclaim(ctx, handle, missing, endpointID); err != nil {
 				return err
@@ -85,16 +86,16 @@ func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Add
 // missing lists the addresses with no record of this handle.
 type handlePut struct {
 	key string
-	rec HandleRecord
+	rec api.HandleRecord
 }
 
-func (a *Allocator) transitions(ctx context.Context, handle string, ips []netip.Addr, endpointID string, state HandleState, fresh bool) (conds []datastore.Cond, puts []handlePut, missing []netip.Addr, err error) {
+func (a *Allocator) transitions(ctx context.Context, handle string, ips []netip.Addr, endpointID string, state api.HandleState, fresh bool) (conds []datastore.Cond, puts []handlePut, missing []netip.Addr, err error) {
 	if err := a.acquire(ctx); err != nil {
 		return nil, nil, nil, err
 	}
 	defer a.unlock()
 	for _, ip := range ips {
-		key := HandleKey(a.host, handle, ip)
+		key := api.HandleKey(a.host, handle, ip)
 		rec, rev, _, err := a.handleFor(ctx, key, fresh)
 		if err != nil {
 			return nil, nil, nil, err
@@ -106,10 +107,10 @@ func (a *Allocator) transitions(ctx context.Context, handle string, ips []netip.
 		switch {
 		case rec.State == state && rec.Endpoint == endpointID:
 			// Already there (a replay): compare only.
-		case state == StateBound && rec.State == StateBound && rec.Endpoint != endpointID:
+		case state == api.StateBound && rec.State == api.StateBound && rec.Endpoint != endpointID:
 			return nil, nil, nil, fmt.Errorf("address %s already belongs to endpoint %s on this host (two containers with the same MAC address?): give the container another MAC or address: %w",
 				ip, abbrevID(rec.Endpoint), ErrInUse)
-		case state == StateReleased && rec.Endpoint != endpointID:
+		case state == api.StateReleased && rec.Endpoint != endpointID:
 			continue // another endpoint's: not ours to mark
 		default:
 			rec.State, rec.Endpoint, rec.Since = state, endpointID, a.now().UTC()

@@ -6,7 +6,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // FuzzBlockDecode feeds arbitrary records to the block decoder: it must
@@ -24,7 +24,7 @@ func FuzzBlockDecode(f *testing.F) {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var b Block
+		var b api.Block
 		if err := json.Unmarshal(data, &b); err != nil {
 			return
 		}
@@ -36,13 +36,13 @@ func FuzzBlockDecode(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var again Block
+		var again api.Block
 		if err := json.Unmarshal(out, &again); err != nil || !reflect.DeepEqual(normalise(&b), normalise(&again)) {
 			t.Fatalf("round trip changed the block: %v\n%+v\n%+v", err, b, again)
 		}
 		// Take every free address, then free them all: invariants hold at
 		// each step and every sequence number is new.
-		c := b.clone()
+		c := b.Clone()
 		seen := map[uint64]bool{}
 		for _, o := range c.Allocations {
 			if o != nil {
@@ -50,11 +50,11 @@ func FuzzBlockDecode(f *testing.F) {
 			}
 		}
 		for {
-			q, ord := c.firstFree(netip.Prefix{})
+			q, ord := firstFree(c, netip.Prefix{})
 			if ord < 0 {
 				break
 			}
-			o := c.take(q, ord, "fuzz", "h")
+			o := takeAt(c, q, ord, "fuzz", "h")
 			if seen[o.Seq] {
 				t.Fatalf("sequence number %d handed out twice", o.Seq)
 			}
@@ -62,46 +62,29 @@ func FuzzBlockDecode(f *testing.F) {
 			if err := c.Validate(); err != nil {
 				t.Fatalf("after take: %v", err)
 			}
-			if c.holder(c.addr(ord)) != o {
+			if c.Holder(c.Addr(ord)) != o {
 				t.Fatal("the taken address is not held by its owner")
 			}
 		}
 		for ord := range c.Allocations {
-			c.release(ord)
+			releaseOrdinal(c, ord)
 			if err := c.Validate(); err != nil {
 				t.Fatalf("after release: %v", err)
 			}
 		}
-		if c.inUse() != 0 {
-			t.Fatalf("%d in use after releasing everything", c.inUse())
+		if c.InUse() != 0 {
+			t.Fatalf("%d in use after releasing everything", c.InUse())
 		}
-		if !reflect.DeepEqual(normalise(&b), normalise(b.clone())) {
+		if !reflect.DeepEqual(normalise(&b), normalise(b.Clone())) {
 			t.Fatal("operations on a clone changed the original")
 		}
 	})
 }
 
-func normalise(b *Block) *Block {
-	c := b.clone()
+func normalise(b *api.Block) *api.Block {
+	c := b.Clone()
 	if c.Unallocated == nil {
 		c.Unallocated = []int{}
 	}
 	return c
-}
-
-// FuzzParseHandleKey: any key either is refused or parses into a reference
-// whose own key parses back to it.
-func FuzzParseHandleKey(f *testing.F) {
-	for _, k := range []string{"h/docker.1/10.0.0.1", "docker.1/fd00::1", "a/b/c/d", "h//10.0.0.1", "h/x/notanip"} {
-		f.Add(k)
-	}
-	f.Fuzz(func(t *testing.T, rest string) {
-		ref, ok := ParseHandleKey(datastore.HandlesPrefix + rest)
-		if !ok {
-			return
-		}
-		if again, ok := ParseHandleKey(ref.Key()); !ok || again != ref {
-			t.Fatalf("ParseHandleKey(%q) = %+v, but its key %q parses as %+v, %v", rest, ref, ref.Key(), again, ok)
-		}
-	})
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 func pfx(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -105,7 +107,7 @@ func TestBlockOrdinalAddrRoundTrip(t *testing.T) {
 			// Consecutive ordinals are consecutive addresses, starting at the block's first address.
 			prev := netip.Addr{}
 			for o := 0; o < n; o++ {
-				a := b.addr(o)
+				a := b.Addr(o)
 				if !p.Contains(a) {
 					t.Fatalf("addr(%d) = %s, outside %s", o, a, p)
 				}
@@ -115,13 +117,13 @@ func TestBlockOrdinalAddrRoundTrip(t *testing.T) {
 				if prev.IsValid() && prev.Next() != a {
 					t.Fatalf("addr(%d) = %s does not follow addr(%d) = %s", o, a, o-1, prev)
 				}
-				if got := b.ordinal(a); got != o {
+				if got := b.Ordinal(a); got != o {
 					t.Fatalf("ordinal(addr(%d) = %s) = %d", o, a, got)
 				}
 				prev = a
 			}
 			for _, s := range tc.outside {
-				if got := b.ordinal(addr(s)); got != -1 {
+				if got := b.Ordinal(addr(s)); got != -1 {
 					t.Errorf("ordinal(%s) = %d, want -1 (outside %s)", s, got, tc.block)
 				}
 			}
@@ -181,7 +183,7 @@ func TestFirstFreeWithin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newBlock(pfx(tc.block), "h")
 			for _, o := range tc.taken {
-				if b.takeOrdinal(o, "h", "x") == nil {
+				if takeOrdinal(b, o, "h", "x") == nil {
 					t.Fatalf("takeOrdinal(%d) failed on a fresh block", o)
 				}
 			}
@@ -189,7 +191,7 @@ func TestFirstFreeWithin(t *testing.T) {
 			if tc.within != "" {
 				within = pfx(tc.within)
 			}
-			qpos, ord := b.firstFree(within)
+			qpos, ord := firstFree(b, within)
 			if ord != tc.want {
 				t.Fatalf("firstFree(%q) ordinal = %d, want %d", tc.within, ord, tc.want)
 			}
@@ -205,7 +207,7 @@ func TestFirstFreeWithin(t *testing.T) {
 
 // checkBlock verifies the invariants every block must keep: each ordinal is
 // either allocated or queued as free exactly once.
-func checkBlock(t *testing.T, b *Block) {
+func checkBlock(t *testing.T, b *api.Block) {
 	t.Helper()
 	if err := b.Validate(); err != nil {
 		t.Fatal(err)
@@ -222,13 +224,13 @@ func checkBlock(t *testing.T, b *Block) {
 	}
 }
 
-func allocNext(t *testing.T, b *Block, handle string) int {
+func allocNext(t *testing.T, b *api.Block, handle string) int {
 	t.Helper()
-	qpos, ord := b.firstFree(netip.Prefix{})
+	qpos, ord := firstFree(b, netip.Prefix{})
 	if ord < 0 {
 		t.Fatalf("block %s is full", b.CIDR)
 	}
-	b.take(qpos, ord, "h", handle)
+	takeAt(b, qpos, ord, "h", handle)
 	checkBlock(t, b)
 	return ord
 }
@@ -240,17 +242,17 @@ func TestBlockFIFOAfterRelease(t *testing.T) {
 			t.Fatalf("fresh block handed out ordinal %d, want %d", got, want)
 		}
 	}
-	if h := b.release(1); h == nil || h.Handle != "a" {
+	if h := releaseOrdinal(b, 1); h == nil || h.Handle != "a" {
 		t.Fatalf("release(1) returned handle %q, want \"a\"", h)
 	}
-	if h := b.release(0); h == nil || h.Handle != "a" {
+	if h := releaseOrdinal(b, 0); h == nil || h.Handle != "a" {
 		t.Fatalf("release(0) returned handle %q, want \"a\"", h)
 	}
-	if h := b.release(0); h != nil {
+	if h := releaseOrdinal(b, 0); h != nil {
 		t.Fatalf("second release(0) returned %q, want \"\" (already free)", h)
 	}
 	checkBlock(t, b)
-	if got := b.inUse(); got != 1 {
+	if got := b.InUse(); got != 1 {
 		t.Fatalf("inUse() = %d, want 1", got)
 	}
 	// Never-used addresses first, then the released ones in release order.
@@ -260,20 +262,20 @@ func TestBlockFIFOAfterRelease(t *testing.T) {
 			t.Fatalf("after releasing 1 then 0, allocation order gave %d, want %d (full order %v)", got, w, want)
 		}
 	}
-	if _, ord := b.firstFree(netip.Prefix{}); ord != -1 {
+	if _, ord := firstFree(b, netip.Prefix{}); ord != -1 {
 		t.Fatalf("full block still offers ordinal %d", ord)
 	}
-	if got := b.inUse(); got != 8 {
+	if got := b.InUse(); got != 8 {
 		t.Fatalf("inUse() = %d, want 8", got)
 	}
 }
 
 func TestBlockTakeOrdinal(t *testing.T) {
 	b := newBlock(pfx("10.0.0.0/30"), "h")
-	if b.takeOrdinal(2, "h", "x") == nil {
+	if takeOrdinal(b, 2, "h", "x") == nil {
 		t.Fatal("takeOrdinal(2) on a free ordinal failed")
 	}
-	if b.takeOrdinal(2, "h", "y") != nil {
+	if takeOrdinal(b, 2, "h", "y") != nil {
 		t.Fatal("takeOrdinal(2) succeeded twice")
 	}
 	if b.Allocations[2].Handle != "x" {
@@ -287,16 +289,16 @@ func TestBlockTakeOrdinal(t *testing.T) {
 
 func TestBlockCloneIsIndependent(t *testing.T) {
 	b := newBlock(pfx("10.0.0.0/30"), "h")
-	c := b.clone()
+	c := b.Clone()
 	allocNext(t, c, "x")
-	c.release(0)
+	releaseOrdinal(c, 0)
 	if b.Allocations[0] != nil || len(b.Unallocated) != 4 || !slices.Equal(b.Unallocated, []int{0, 1, 2, 3}) {
 		t.Fatalf("changing a clone changed the original: %+v", b)
 	}
 	// take must not write through a shared backing array either.
 	b2 := newBlock(pfx("10.0.0.0/30"), "h")
 	q := b2.Unallocated
-	b2.take(0, 0, "h", "x")
+	takeAt(b2, 0, 0, "h", "x")
 	if !slices.Equal(q, []int{0, 1, 2, 3}) {
 		t.Fatalf("take rewrote the previous free queue in place: %v", q)
 	}

@@ -61,20 +61,20 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 		}
 		want = append(want, api.IPPool{Name: DefaultPoolV6Name, CIDR: cidr})
 	}
-	cmps := []datastore.Cond{datastore.Absent(datastore.DefaultsDoneKey)}
-	ops := []datastore.Op{datastore.PutRaw(datastore.DefaultsDoneKey, `"done"`)}
+	cmps := []datastore.Cond{datastore.Absent(api.DefaultsDoneKey)}
+	ops := []datastore.Op{datastore.PutRaw(api.DefaultsDoneKey, `"done"`)}
 	for i := range want {
 		want[i].Normalize()
 		if err := want[i].Validate(); err != nil {
 			return nil, fmt.Errorf("default pool: %w", err)
 		}
-		cmps = append(cmps, datastore.Absent(PoolKey(want[i].Name)))
-		ops = append(ops, datastore.Put(PoolKey(want[i].Name), want[i]))
+		cmps = append(cmps, datastore.Absent(api.PoolKey(want[i].Name)))
+		ops = append(ops, datastore.Put(api.PoolKey(want[i].Name), want[i]))
 	}
 	resp, err := s.Txn(ctx, cmps, ops)
 	if errors.Is(err, datastore.ErrUncertain) {
 		var done string
-		if _, gerr := s.Get(ctx, datastore.DefaultsDoneKey, &done); gerr == nil {
+		if _, gerr := s.Get(ctx, api.DefaultsDoneKey, &done); gerr == nil {
 			return want, nil // applied (or another host's set: either way, pools exist)
 		}
 	}

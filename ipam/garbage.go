@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
@@ -53,10 +52,10 @@ type Finding struct {
 	Kind   GarbageKind
 	Host   string // whose record it is
 	IP     netip.Addr
-	Block  string // the block holding IP, or the block itself
-	Owner  *Owner // the allocation to free, for allocation kinds
-	Key    string // the record to delete, for record kinds
-	Rev    int64  // its revision: it is deleted only if unchanged
+	Block  netip.Prefix // the block holding IP, or the block itself
+	Owner  *api.Owner   // the allocation to free, for allocation kinds
+	Key    string       // the record to delete, for record kinds
+	Rev    int64        // its revision: it is deleted only if unchanged
 	Reason string
 	// Due is when it may be collected: when it became garbage plus the
 	// grace period. Zero when that is not known (see CollectOptions.Seen).
@@ -67,8 +66,8 @@ func (f Finding) String() string {
 	what := f.Key
 	if f.IP.IsValid() {
 		what = f.IP.String()
-	} else if f.Block != "" {
-		what = "block " + f.Block
+	} else if f.Block.IsValid() {
+		what = "block " + f.Block.String()
 	}
 	return fmt.Sprintf("%s: %s (host %s): %s", f.Kind, what, orUnknown(f.Host), f.Reason)
 }
@@ -141,19 +140,19 @@ func kindOrder(k GarbageKind) int {
 }
 
 type snapIndex struct {
-	blockOf   map[netip.Addr]*Block // block holding each allocated address
-	endpoints map[string]bool       // host/endpoint ID
-	held      map[string]bool       // host/ip held by an endpoint record
-	handles   map[string]bool       // host/handle/ip/seq of every handle record
+	blockOf   map[netip.Addr]*api.Block // block holding each allocated address
+	endpoints map[string]bool           // host/endpoint ID
+	held      map[string]bool           // host/ip held by an endpoint record
+	handles   map[string]bool           // host/handle/ip/seq of every handle record
 }
 
 func (s *Snapshot) index() snapIndex {
-	idx := snapIndex{blockOf: map[netip.Addr]*Block{}, endpoints: map[string]bool{}, held: map[string]bool{}, handles: map[string]bool{}}
+	idx := snapIndex{blockOf: map[netip.Addr]*api.Block{}, endpoints: map[string]bool{}, held: map[string]bool{}, handles: map[string]bool{}}
 	for i := range s.Blocks {
 		b := &s.Blocks[i].Value
 		for ord, o := range b.Allocations {
 			if o != nil {
-				idx.blockOf[b.addr(ord)] = b
+				idx.blockOf[b.Addr(ord)] = b
 			}
 		}
 	}
@@ -221,7 +220,7 @@ func (s *Snapshot) nodeGarbage(host string, since time.Time, idx snapIndex, add 
 		b := it.Value
 		for ord, o := range b.Allocations {
 			if o != nil && o.Host == host {
-				add(Finding{Kind: GarbageNodeAllocation, Host: host, IP: b.addr(ord), Block: b.CIDR, Owner: o, Reason: why}, since)
+				add(Finding{Kind: GarbageNodeAllocation, Host: host, IP: b.Addr(ord), Block: b.CIDR, Owner: o, Reason: why}, since)
 			}
 		}
 		if b.Affinity == host {
@@ -243,9 +242,9 @@ func (s *Snapshot) handleGarbage(idx snapIndex, gone map[string]time.Time, add f
 			continue // the node rules free its allocations, handle records with them
 		}
 		b := idx.blockOf[h.IP]
-		var o *Owner
+		var o *api.Owner
 		if b != nil {
-			o = b.holder(h.IP)
+			o = b.Holder(h.IP)
 		}
 		if o == nil || o.Handle != h.Handle || (h.Host != "" && (o.Host != h.Host || o.Seq != h.Record.Seq)) {
 			add(Finding{Kind: GarbageStaleHandle, Host: h.Host, IP: h.IP, Key: h.Key(), Rev: h.ModRevision,
@@ -257,16 +256,16 @@ func (s *Snapshot) handleGarbage(idx snapIndex, gone map[string]time.Time, add f
 		}
 		f := Finding{Host: h.Host, IP: h.IP, Block: b.CIDR, Owner: o}
 		switch h.Record.State {
-		case StateAllocated:
+		case api.StateAllocated:
 			if idx.held[h.Host+"/"+h.IP.String()] {
 				continue
 			}
 			f.Kind, f.Reason = GarbageUnclaimed, "allocated at "+stamp(h.Record.Since)+" to "+h.Handle+"; no endpoint was created with it"
 			add(f, h.Record.Since)
-		case StateReleased:
+		case api.StateReleased:
 			f.Kind, f.Reason = GarbageUnreleased, fmt.Sprintf("endpoint %s was deleted at %s; Docker never released the address", abbrevID(h.Record.Endpoint), stamp(h.Record.Since))
 			add(f, h.Record.Since)
-		case StateBound:
+		case api.StateBound:
 			if idx.endpoints[h.Host+"/"+h.Record.Endpoint] {
 				continue
 			}
@@ -288,7 +287,7 @@ func (s *Snapshot) untrackedGarbage(idx snapIndex, gone map[string]time.Time, ad
 			if _, g := gone[o.Host]; g && o.Host != "" {
 				continue
 			}
-			ip := b.addr(ord)
+			ip := b.Addr(ord)
 			if idx.handles[fmt.Sprintf("%s/%s/%s/%d", o.Host, o.Handle, ip, o.Seq)] && o.Host != "" {
 				continue
 			}
@@ -332,14 +331,13 @@ func Apply(ctx context.Context, s *datastore.Store, f Finding) (bool, error) {
 }
 
 // FreeOwned frees ip while owner still holds it (calicoctl ipam release).
-func FreeOwned(ctx context.Context, s *datastore.Store, ip netip.Addr, owner Owner) (bool, error) {
-	keys, err := s.Keys(ctx, datastore.BlocksPrefix)
+func FreeOwned(ctx context.Context, s *datastore.Store, ip netip.Addr, owner api.Owner) (bool, error) {
+	keys, err := s.Keys(ctx, api.BlocksPrefix)
 	if err != nil {
 		return false, err
 	}
 	for _, k := range keys {
-		c := datastore.UnescapeCIDR(strings.TrimPrefix(k, datastore.BlocksPrefix))
-		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+		if c, ok := api.ParseBlockKey(k); ok && c.Contains(ip) {
 			return freeOwnedIn(ctx, s, c, ip, owner)
 		}
 	}
@@ -349,12 +347,12 @@ func FreeOwned(ctx context.Context, s *datastore.Store, ip netip.Addr, owner Own
 // freeOwnedIn frees ip in block cidr while owner holds it, with its handle
 // record, in one transaction; the last address of a block in no pool takes
 // the block and its affinity with it.
-func freeOwnedIn(ctx context.Context, s *datastore.Store, cidr string, ip netip.Addr, owner Owner) (bool, error) {
-	key := BlockKey(cidr)
-	hkey := HandleRef{Host: owner.Host, Handle: owner.Handle, IP: ip}.Key()
+func freeOwnedIn(ctx context.Context, s *datastore.Store, cidr netip.Prefix, ip netip.Addr, owner api.Owner) (bool, error) {
+	key := api.BlockKey(cidr)
+	hkey := api.HandleRef{Host: owner.Host, Handle: owner.Handle, IP: ip}.Key()
 	uncertain := false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		res, err := s.Read(ctx, datastore.Get(key), datastore.GetPrefix(datastore.PoolsPrefix))
+		res, err := s.Read(ctx, datastore.Get(key), datastore.GetPrefix(api.PoolsPrefix))
 		if err != nil {
 			return false, err
 		}
@@ -366,23 +364,23 @@ func freeOwnedIn(ctx context.Context, s *datastore.Store, cidr string, ip netip.
 		if err != nil {
 			return false, err
 		}
-		ord := b.ordinal(ip)
-		if !b.holder(ip).Same(&owner) {
+		ord := b.Ordinal(ip)
+		if !b.Holder(ip).Same(&owner) {
 			return uncertain, nil // freed by the unconfirmed write, or someone else's now: leave it
 		}
-		b.release(ord)
+		releaseOrdinal(b, ord)
 		ops := []datastore.Op{datastore.Delete(hkey)}
 		inPool := false
 		for _, pr := range res.Reads[1] {
 			var p api.IPPool
-			if pr.Decode(&p) == nil && p.Prefix().Bits() <= b.prefix().Bits() && p.Prefix().Contains(b.prefix().Addr()) {
+			if pr.Decode(&p) == nil && p.Prefix().Bits() <= b.CIDR.Bits() && p.Prefix().Contains(b.CIDR.Addr()) {
 				inPool = true
 			}
 		}
-		if b.inUse() == 0 && !inPool {
+		if b.InUse() == 0 && !inPool {
 			ops = append(ops, datastore.Delete(key))
 			if b.Affinity != "" {
-				ops = append(ops, datastore.Delete(AffinityKey(b.Affinity, b.CIDR)))
+				ops = append(ops, datastore.Delete(api.AffinityKey(b.Affinity, b.CIDR)))
 			}
 		} else {
 			ops = append(ops, datastore.Put(key, b))

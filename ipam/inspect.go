@@ -11,7 +11,6 @@ import (
 	"math/big"
 	"net/netip"
 	"sort"
-	"strings"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -20,14 +19,14 @@ import (
 // AffinityRef is one affinity record: Host owns the block CIDR.
 type AffinityRef struct {
 	Host        string
-	CIDR        string
+	CIDR        netip.Prefix
 	ModRevision int64
 }
 
 // HandleItem is one handle record as stored.
 type HandleItem struct {
-	HandleRef
-	Record      HandleRecord
+	api.HandleRef
+	Record      api.HandleRecord
 	ModRevision int64
 }
 
@@ -35,7 +34,7 @@ type HandleItem struct {
 type Snapshot struct {
 	Revision   int64
 	Pools      []datastore.Item[api.IPPool]
-	Blocks     []datastore.Item[Block]
+	Blocks     []datastore.Item[api.Block]
 	Affinities []AffinityRef
 	Handles    []HandleItem
 	Endpoints  []datastore.Item[api.Endpoint]
@@ -50,10 +49,10 @@ type Snapshot struct {
 // node claims in one transaction, so they are consistent with each other.
 func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
 	res, err := s.Read(ctx,
-		datastore.GetPrefix(datastore.PoolsPrefix), datastore.GetPrefix(datastore.BlocksPrefix),
-		datastore.KeysUnder(datastore.AffinityPrefix), datastore.GetPrefix(datastore.HandlesPrefix),
-		datastore.GetPrefix(datastore.EndpointsPrefix), datastore.GetPrefix(datastore.NodesPrefix),
-		datastore.KeysUnder(datastore.ClaimsPrefix))
+		datastore.GetPrefix(api.PoolsPrefix), datastore.GetPrefix(api.BlocksPrefix),
+		datastore.KeysUnder(api.AffinityPrefix), datastore.GetPrefix(api.HandlesPrefix),
+		datastore.GetPrefix(api.EndpointsPrefix), datastore.GetPrefix(api.NodesPrefix),
+		datastore.KeysUnder(api.ClaimsPrefix))
 	if err != nil {
 		return nil, fmt.Errorf("read IPAM records: %w", err)
 	}
@@ -68,24 +67,23 @@ func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
 			bad(rec.Key, err)
 			continue
 		}
-		snap.Blocks = append(snap.Blocks, datastore.Item[Block]{Key: rec.Key, ModRevision: rec.ModRevision, Value: *b})
+		snap.Blocks = append(snap.Blocks, datastore.Item[api.Block]{Key: rec.Key, ModRevision: rec.ModRevision, Value: *b})
 	}
 	for _, rec := range res.Reads[2] {
-		rest := strings.TrimPrefix(rec.Key, datastore.AffinityPrefix)
-		i := strings.LastIndex(rest, "/")
-		if i < 0 {
+		host, cidr, ok := api.ParseAffinityKey(rec.Key)
+		if !ok {
 			bad(rec.Key, errors.New("not host/cidr"))
 			continue
 		}
-		snap.Affinities = append(snap.Affinities, AffinityRef{Host: rest[:i], CIDR: datastore.UnescapeCIDR(rest[i+1:]), ModRevision: rec.ModRevision})
+		snap.Affinities = append(snap.Affinities, AffinityRef{Host: host, CIDR: cidr, ModRevision: rec.ModRevision})
 	}
 	for _, rec := range res.Reads[3] {
-		ref, ok := ParseHandleKey(rec.Key)
+		ref, ok := api.ParseHandleKey(rec.Key)
 		if !ok {
 			bad(rec.Key, errors.New("not host/handle/ip"))
 			continue
 		}
-		hr, err := decodeHandle(rec.Value)
+		hr, err := api.DecodeHandleRecord(rec.Value)
 		if err != nil {
 			bad(rec.Key, err)
 			continue
@@ -95,7 +93,9 @@ func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
 	snap.Endpoints = decodeAll[api.Endpoint](res.Reads[4], bad)
 	snap.Nodes = decodeAll[api.Node](res.Reads[5], bad)
 	for _, rec := range res.Reads[6] {
-		snap.Claims[strings.TrimPrefix(rec.Key, datastore.ClaimsPrefix)] = true
+		if name, ok := api.ParseNodeClaimKey(rec.Key); ok {
+			snap.Claims[name] = true
+		}
 	}
 	return snap, nil
 }
@@ -143,7 +143,7 @@ func (s *Snapshot) Usage() ([]PoolUsage, []BlockUsage) {
 	var orphans []BlockUsage
 	for _, it := range s.sortedBlocks() {
 		b := it.Value
-		bu := BlockUsage{CIDR: b.prefix(), Host: b.Affinity, Size: len(b.Allocations), InUse: b.inUse()}
+		bu := BlockUsage{CIDR: b.CIDR, Host: b.Affinity, Size: len(b.Allocations), InUse: b.InUse()}
 		placed := false
 		for i := range pools {
 			pp := pools[i].Pool.Prefix()
@@ -162,9 +162,9 @@ func (s *Snapshot) Usage() ([]PoolUsage, []BlockUsage) {
 	return pools, orphans
 }
 
-func (s *Snapshot) sortedBlocks() []datastore.Item[Block] {
-	out := append([]datastore.Item[Block](nil), s.Blocks...)
-	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i].Value.prefix(), out[j].Value.prefix()) })
+func (s *Snapshot) sortedBlocks() []datastore.Item[api.Block] {
+	out := append([]datastore.Item[api.Block](nil), s.Blocks...)
+	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i].Value.CIDR, out[j].Value.CIDR) })
 	return out
 }
 
@@ -198,11 +198,11 @@ func (s *Snapshot) BlocksOf(host string) []BlockUsage {
 // IPInfo says who holds an address.
 type IPInfo struct {
 	IP     netip.Addr
-	Pool   *api.IPPool // the pool containing IP, nil when none
-	Block  *BlockUsage // the block containing IP, nil when none is carved
-	Handle string      // the allocation's handle, "" when IP is free
-	Owner  *Owner      // the allocation, nil when IP is free
-	State  HandleState // the allocation's state, from its handle record
+	Pool   *api.IPPool     // the pool containing IP, nil when none
+	Block  *BlockUsage     // the block containing IP, nil when none is carved
+	Handle string          // the allocation's handle, "" when IP is free
+	Owner  *api.Owner      // the allocation, nil when IP is free
+	State  api.HandleState // the allocation's state, from its handle record
 	// Endpoints are the endpoint records with this address (normally at most one).
 	Endpoints []api.Endpoint
 }
@@ -218,12 +218,12 @@ func (s *Snapshot) Lookup(ip netip.Addr) IPInfo {
 	}
 	for _, it := range s.Blocks {
 		b := it.Value
-		if b.prefix().Contains(ip) {
-			info.Block = &BlockUsage{CIDR: b.prefix(), Host: b.Affinity, Size: len(b.Allocations), InUse: b.inUse()}
+		if b.CIDR.Contains(ip) {
+			info.Block = &BlockUsage{CIDR: b.CIDR, Host: b.Affinity, Size: len(b.Allocations), InUse: b.InUse()}
 			if info.Pool != nil {
 				info.Block.Pool = info.Pool.Name
 			}
-			if o := b.holder(ip); o != nil {
+			if o := b.Holder(ip); o != nil {
 				info.Owner, info.Handle = o, o.Handle
 				for _, h := range s.Handles {
 					if h.IP == ip && h.Handle == o.Handle && (h.Host == o.Host || h.Host == "") {
@@ -276,7 +276,7 @@ type EndpointIssue struct {
 
 // BlockIssue is a block with a problem.
 type BlockIssue struct {
-	CIDR   string
+	CIDR   netip.Prefix
 	Host   string
 	InUse  int
 	Reason string
@@ -324,31 +324,31 @@ func (s *Snapshot) Check(opt CollectOptions) CheckReport {
 			byIP[a] = append(byIP[a], it.Value)
 		}
 	}
-	affinities := map[string]string{}
+	affinities := map[AffinityRef]bool{}
 	for _, a := range s.Affinities {
-		affinities[a.Host+"/"+a.CIDR] = a.CIDR
+		affinities[AffinityRef{Host: a.Host, CIDR: a.CIDR}] = true
 	}
 	allocated := map[netip.Addr]bool{}
-	blockHost := map[string]string{}
+	blockHost := map[netip.Prefix]string{}
 	for _, it := range s.sortedBlocks() {
 		b := it.Value
 		blockHost[b.CIDR] = b.Affinity
-		r.InUse += b.inUse()
+		r.InUse += b.InUse()
 		for ord, o := range b.Allocations {
 			if o != nil {
-				allocated[b.addr(ord)] = true
+				allocated[b.Addr(ord)] = true
 			}
 		}
-		if !s.inSomePool(b.prefix()) {
-			r.BlocksNoPool = append(r.BlocksNoPool, BlockIssue{CIDR: b.CIDR, Host: b.Affinity, InUse: b.inUse(), Reason: "inside no IP pool"})
+		if !s.inSomePool(b.CIDR) {
+			r.BlocksNoPool = append(r.BlocksNoPool, BlockIssue{CIDR: b.CIDR, Host: b.Affinity, InUse: b.InUse(), Reason: "inside no IP pool"})
 		}
-		if _, ok := affinities[b.Affinity+"/"+b.CIDR]; b.Affinity != "" && !ok {
-			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: AffinityKey(b.Affinity, b.CIDR), Reason: fmt.Sprintf("missing: block %s is affine to %s", b.CIDR, b.Affinity)})
+		if ok := affinities[AffinityRef{Host: b.Affinity, CIDR: b.CIDR}]; b.Affinity != "" && !ok {
+			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: api.AffinityKey(b.Affinity, b.CIDR), Reason: fmt.Sprintf("missing: block %s is affine to %s", b.CIDR, b.Affinity)})
 		}
 	}
 	for _, a := range s.Affinities {
 		if h, ok := blockHost[a.CIDR]; ok && h != a.Host {
-			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: AffinityKey(a.Host, a.CIDR), Reason: fmt.Sprintf("stale: the block is affine to %q", h)})
+			r.RecordIssues = append(r.RecordIssues, RecordIssue{Key: api.AffinityKey(a.Host, a.CIDR), Reason: fmt.Sprintf("stale: the block is affine to %q", h)})
 		}
 	}
 	for _, it := range s.Endpoints {
@@ -419,18 +419,21 @@ type HostBlocksFreed struct {
 // records of host that point at no block are removed too.
 func FreeHostBlocks(ctx context.Context, s *datastore.Store, host string) (HostBlocksFreed, error) {
 	var out HostBlocksFreed
-	keys, err := s.Keys(ctx, datastore.AffinityPrefix+host+"/")
+	keys, err := s.Keys(ctx, api.HostAffinitiesPrefix(host))
 	if err != nil {
 		return out, err
 	}
 	for _, k := range keys {
-		cidr := datastore.UnescapeCIDR(k[strings.LastIndex(k, "/")+1:])
-		res, err := s.Read(ctx, datastore.Get(BlockKey(cidr)))
-		if err != nil {
-			return out, err
+		_, cidr, ok := api.ParseAffinityKey(k)
+		var rec datastore.Record
+		if ok {
+			res, err := s.Read(ctx, datastore.Get(api.BlockKey(cidr)))
+			if err != nil {
+				return out, err
+			}
+			rec, ok = res.One(0)
 		}
-		rec, ok := res.One(0)
-		if !ok {
+		if !ok { // an affinity that points at no block
 			if err := s.Delete(ctx, k); err != nil {
 				return out, err
 			}
@@ -448,7 +451,7 @@ func FreeHostBlocks(ctx context.Context, s *datastore.Store, host string) (HostB
 			out.Freed++
 		} else if b.Affinity == host {
 			out.Kept++
-			out.InUse += b.inUse()
+			out.InUse += b.InUse()
 		}
 	}
 	return out, nil

@@ -35,11 +35,11 @@ const (
 type poolView struct {
 	rev    int64
 	pools  []datastore.Item[api.IPPool]
-	blocks []datastore.Item[Block]
+	blocks []datastore.Item[api.Block]
 }
 
 func readPoolView(ctx context.Context, s *datastore.Store) (*poolView, error) {
-	res, err := s.Read(ctx, datastore.GetPrefix(datastore.PoolsPrefix), datastore.GetPrefix(datastore.BlocksPrefix))
+	res, err := s.Read(ctx, datastore.GetPrefix(api.PoolsPrefix), datastore.GetPrefix(api.BlocksPrefix))
 	if err != nil {
 		return nil, fmt.Errorf("read IP pools and blocks: %w", err)
 	}
@@ -56,7 +56,7 @@ func readPoolView(ctx context.Context, s *datastore.Store) (*poolView, error) {
 		if err != nil {
 			return nil, err
 		}
-		v.blocks = append(v.blocks, datastore.Item[Block]{Key: rec.Key, ModRevision: rec.ModRevision, Value: *b})
+		v.blocks = append(v.blocks, datastore.Item[api.Block]{Key: rec.Key, ModRevision: rec.ModRevision, Value: *b})
 	}
 	return v, nil
 }
@@ -82,14 +82,14 @@ func (v *poolView) find(nameOrCIDR string) (*datastore.Item[api.IPPool], bool) {
 }
 
 // blocksIn returns the blocks inside pfx and the addresses in use in them.
-func (v *poolView) blocksIn(pfx netip.Prefix) ([]datastore.Item[Block], int) {
-	var out []datastore.Item[Block]
+func (v *poolView) blocksIn(pfx netip.Prefix) ([]datastore.Item[api.Block], int) {
+	var out []datastore.Item[api.Block]
 	n := 0
 	for _, b := range v.blocks {
-		bp := b.Value.prefix()
+		bp := b.Value.CIDR
 		if bp.IsValid() && pfx.Bits() <= bp.Bits() && pfx.Contains(bp.Addr()) {
 			out = append(out, b)
-			n += b.Value.inUse()
+			n += b.Value.InUse()
 		}
 	}
 	return out, n
@@ -111,7 +111,7 @@ func GetPool(ctx context.Context, s *datastore.Store, nameOrCIDR string) (api.IP
 
 // ListPoolItems reads every pool with its revision, in name order.
 func ListPoolItems(ctx context.Context, s *datastore.Store) ([]datastore.Item[api.IPPool], error) {
-	return datastore.List[api.IPPool](ctx, s, datastore.PoolsPrefix)
+	return datastore.List[api.IPPool](ctx, s, api.PoolsPrefix)
 }
 
 func poolNotFound(nameOrCIDR string) error {
@@ -131,7 +131,7 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 	if err := p.Validate(); err != nil {
 		return false, err
 	}
-	key := PoolKey(p.Name)
+	key := api.PoolKey(p.Name)
 	uncertain, existed := false, false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		v, err := readPoolView(ctx, s)
@@ -179,7 +179,7 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 			}
 			// No pool may have been created or changed since the read, so two
 			// overlapping pools created at once cannot both pass the check.
-			cmps = append(cmps, datastore.UnchangedUnder(datastore.PoolsPrefix, v.rev))
+			cmps = append(cmps, datastore.UnchangedUnder(api.PoolsPrefix, v.rev))
 		}
 		resp, err := s.Txn(ctx, cmps, []datastore.Op{datastore.Put(key, p)})
 		if errors.Is(err, datastore.ErrUncertain) {
@@ -198,11 +198,11 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 
 // checkLeftoverBlocks refuses a new pool over blocks of a deleted pool that
 // do not fit its block size: the allocator would carve overlapping blocks.
-func checkLeftoverBlocks(p api.IPPool, blocks []datastore.Item[Block]) error {
+func checkLeftoverBlocks(p api.IPPool, blocks []datastore.Item[api.Block]) error {
 	pfx := p.Prefix()
 	for _, it := range blocks {
 		b := it.Value
-		bp := b.prefix()
+		bp := b.CIDR
 		if !bp.IsValid() || !bp.Overlaps(pfx) {
 			continue
 		}
@@ -210,7 +210,7 @@ func checkLeftoverBlocks(p api.IPPool, blocks []datastore.Item[Block]) error {
 			continue
 		}
 		return fmt.Errorf("spec.cidr %s overlaps block %s left by a deleted pool (%d addresses in use, host %q), which does not fit spec.blockSize /%d: remove the containers using it and release its addresses (calicoctl ipam check), or choose another CIDR or block size",
-			pfx, b.CIDR, b.inUse(), b.Affinity, p.BlockSize)
+			pfx, b.CIDR, b.InUse(), b.Affinity, p.BlockSize)
 	}
 	return nil
 }
@@ -251,7 +251,7 @@ func DeletePool(ctx context.Context, s *datastore.Store, nameOrCIDR string, forc
 		if !force {
 			// No block may have changed since the read: an allocation made in
 			// between would otherwise be orphaned.
-			cmps = append(cmps, datastore.UnchangedUnder(datastore.BlocksPrefix, v.rev))
+			cmps = append(cmps, datastore.UnchangedUnder(api.BlocksPrefix, v.rev))
 		}
 		resp, err := s.Txn(ctx, cmps, []datastore.Op{datastore.Delete(it.Key)})
 		if errors.Is(err, datastore.ErrUncertain) {
@@ -284,8 +284,8 @@ func DeletePool(ctx context.Context, s *datastore.Store, nameOrCIDR string, forc
 // freeBlockIfEmpty deletes the block cidr and its affinity key when no
 // address in it is in use (and, when host is given, it is affine to host).
 // A missing block counts as freed.
-func freeBlockIfEmpty(ctx context.Context, s *datastore.Store, cidr, host string) (bool, error) {
-	key := BlockKey(cidr)
+func freeBlockIfEmpty(ctx context.Context, s *datastore.Store, cidr netip.Prefix, host string) (bool, error) {
+	key := api.BlockKey(cidr)
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		res, err := s.Read(ctx, datastore.Get(key))
 		if err != nil {
@@ -295,16 +295,16 @@ func freeBlockIfEmpty(ctx context.Context, s *datastore.Store, cidr, host string
 		if !ok {
 			return true, nil
 		}
-		var b Block
+		var b api.Block
 		if err := rec.Decode(&b); err != nil {
 			return false, err
 		}
-		if b.inUse() > 0 || (host != "" && b.Affinity != host) {
+		if b.InUse() > 0 || (host != "" && b.Affinity != host) {
 			return false, nil
 		}
 		ops := []datastore.Op{datastore.Delete(key)}
 		if b.Affinity != "" {
-			ops = append(ops, datastore.Delete(AffinityKey(b.Affinity, b.CIDR)))
+			ops = append(ops, datastore.Delete(api.AffinityKey(b.Affinity, b.CIDR)))
 		}
 		tr, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)}, ops)
 		if errors.Is(err, datastore.ErrUncertain) {

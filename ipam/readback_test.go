@@ -142,7 +142,7 @@ func TestReleaseWhoseWriteLandsAfterTheReadBack(t *testing.T) {
 			if h, _ := holder(t, s, ip, 26); h != "" {
 				t.Errorf("%s still held by %q", ip, h)
 			}
-			if got := keysUnder(t, s, HandlePrefix("host-a", "h1")); len(got) != 0 {
+			if got := keysUnder(t, s, api.HandlePrefix("host-a", "h1")); len(got) != 0 {
 				t.Errorf("handle records left: %v", got)
 			}
 		})
@@ -183,7 +183,7 @@ func TestAllocationWhoseWriteLandsAfterTheReadBack(t *testing.T) {
 			if h, _ := holder(t, s, ip, 26); h != "h1" {
 				t.Errorf("%s returned %s, which etcd gives to %q", how, ip, h)
 			}
-			if got := keysUnder(t, s, HandlePrefix("host-a", "h1")); len(got) != 1 || got[0] != ip.String() {
+			if got := keysUnder(t, s, api.HandlePrefix("host-a", "h1")); len(got) != 1 || got[0] != ip.String() {
 				t.Errorf("handle h1 holds %v; want only %s: the late write's address leaked", got, ip)
 			}
 		})
@@ -225,7 +225,7 @@ func TestWriteLandingAfterItsCallIsFencedOff(t *testing.T) {
 			}
 			switch how {
 			case "Allocate":
-				if got := keysUnder(t, s, HandlePrefix("host-a", "h2")); len(got) != 1 || got[0] != ip.String() {
+				if got := keysUnder(t, s, api.HandlePrefix("host-a", "h2")); len(got) != 1 || got[0] != ip.String() {
 					t.Errorf("handle h2 holds %v; want only %s", got, ip)
 				}
 			case "Release":

@@ -4,17 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 // Release frees ip for Docker's ReleaseAddress, which names only the
 // address. It frees the address only while it is still this host's
 // allocation and no endpoint holds it: the allocation of a request Docker
-// rolls back (StateAllocated) or of an endpoint DeleteEndpoint removed
-// (StateReleased). A late or repeated release, which would otherwise free
+// rolls back (api.StateAllocated) or of an endpoint DeleteEndpoint removed
+// (api.StateReleased). A late or repeated release, which would otherwise free
 // whoever holds the address now, is refused with a log line. Releasing a
 // free address is not an error (Docker retries); it reports whether
 // anything was freed.
@@ -28,7 +28,7 @@ func (a *Allocator) Release(ctx context.Context, ip netip.Addr) (bool, error) {
 
 // ReleaseOwned frees ip only while owner still holds it, whatever its
 // state: the garbage collector and calicoctl name the allocation they mean.
-func (a *Allocator) ReleaseOwned(ctx context.Context, ip netip.Addr, owner Owner, why string) (bool, error) {
+func (a *Allocator) ReleaseOwned(ctx context.Context, ip netip.Addr, owner api.Owner, why string) (bool, error) {
 	if err := a.acquire(ctx); err != nil {
 		return false, err
 	}
@@ -38,18 +38,18 @@ func (a *Allocator) ReleaseOwned(ctx context.Context, ip netip.Addr, owner Owner
 
 // ReleaseByHandle frees every address this host's handle holds.
 func (a *Allocator) ReleaseByHandle(ctx context.Context, handle string) (int, error) {
-	res, err := a.store.Read(ctx, datastore.GetPrefix(HandlePrefix(a.host, handle)))
+	res, err := a.store.Read(ctx, datastore.GetPrefix(api.HandlePrefix(a.host, handle)))
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, r := range res.Reads[0] {
-		ref, ok := ParseHandleKey(r.Key)
+		ref, ok := api.ParseHandleKey(r.Key)
 		if !ok {
 			continue
 		}
-		if rec, err := decodeHandle(r.Value); err == nil {
-			ok, err := a.ReleaseOwned(ctx, ref.IP, Owner{Host: a.host, Handle: handle, Seq: rec.Seq}, "its handle was released")
+		if rec, err := api.DecodeHandleRecord(r.Value); err == nil {
+			ok, err := a.ReleaseOwned(ctx, ref.IP, api.Owner{Host: a.host, Handle: handle, Seq: rec.Seq}, "its handle was released")
 			if err != nil {
 				return n, err
 			}
@@ -66,9 +66,9 @@ func (a *Allocator) ReleaseByHandle(ctx context.Context, handle string) (int, er
 	return n, nil
 }
 
-func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *Owner, why string) (bool, error) {
+func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *api.Owner, why string) (bool, error) {
 	cidr, err := a.blockCIDRFor(ctx, ip)
-	if err != nil || cidr == "" {
+	if err != nil || !cidr.IsValid() {
 		return false, err
 	}
 	fresh := false
@@ -77,7 +77,7 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *Owner, wh
 		if err != nil || blk == nil {
 			return false, err
 		}
-		ord := blk.ordinal(ip)
+		ord := blk.Ordinal(ip)
 		h := blk.Allocations[ord]
 		refuse := ""
 		switch {
@@ -91,17 +91,17 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *Owner, wh
 		var key string
 		var hrev int64
 		if refuse == "" && h.Host != "" {
-			key = HandleKey(h.Host, h.Handle, ip)
-			var rec HandleRecord
+			key = api.HandleKey(h.Host, h.Handle, ip)
+			var rec api.HandleRecord
 			rec, hrev, _, err = a.handleFor(ctx, key, fresh)
 			if err != nil {
 				return false, err
 			}
-			if owner == nil && rec.State == StateBound && hrev != 0 {
+			if owner == nil && rec.State == api.StateBound && hrev != 0 {
 				refuse = "bound to endpoint " + abbrevID(rec.Endpoint)
 			}
 		} else if refuse == "" {
-			key = datastore.HandlesPrefix + h.Handle + "/" + ip.String() // written before hosts were recorded
+			key = api.HandleRef{Handle: h.Handle, IP: ip}.Key() // written before hosts were recorded
 		}
 		if refuse != "" {
 			if cached { // confirm with etcd before answering without a write
@@ -132,17 +132,17 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *Owner, wh
 // free releases ordinal ord of blk (at rev) and deletes its handle record
 // (at hrev, 0: not checked) in one transaction. The last address of a
 // deleted pool's block takes the block and its affinity with it.
-func (a *Allocator) free(ctx context.Context, blk *Block, rev int64, ord int, key string, hrev int64, h *Owner) (bool, error) {
-	ip := blk.addr(ord)
-	blk.release(ord)
+func (a *Allocator) free(ctx context.Context, blk *api.Block, rev int64, ord int, key string, hrev int64, h *api.Owner) (bool, error) {
+	ip := blk.Addr(ord)
+	releaseOrdinal(blk, ord)
 	w := write{blk: blk, rev: rev, ops: []datastore.Op{datastore.Delete(key)}, applied: frees(ip, h)}
 	if hrev != 0 {
 		w.conds = []datastore.Cond{datastore.Unchanged(key, hrev)}
 	}
-	if blk.inUse() == 0 && a.inNoPool(ctx, blk.prefix()) {
+	if blk.InUse() == 0 && a.inNoPool(ctx, blk.CIDR) {
 		w.drop = true
 		if blk.Affinity != "" {
-			w.ops = append(w.ops, datastore.Delete(AffinityKey(blk.Affinity, blk.CIDR)))
+			w.ops = append(w.ops, datastore.Delete(api.AffinityKey(blk.Affinity, blk.CIDR)))
 		}
 	}
 	out, err := a.commit(ctx, w)
@@ -172,26 +172,25 @@ func (a *Allocator) inNoPool(ctx context.Context, blk netip.Prefix) bool {
 
 // blockCIDRFor finds the block that holds ip: by its pool's block size, or,
 // for a deleted pool, by searching the blocks.
-func (a *Allocator) blockCIDRFor(ctx context.Context, ip netip.Addr) (string, error) {
+func (a *Allocator) blockCIDRFor(ctx context.Context, ip netip.Addr) (netip.Prefix, error) {
 	if a.pools == nil {
 		if err := a.refreshPools(ctx); err != nil {
-			return "", err
+			return netip.Prefix{}, err
 		}
 	}
 	if p, ok := a.poolFor(ip); ok {
-		return netip.PrefixFrom(ip, p.BlockSize).Masked().String(), nil
+		return netip.PrefixFrom(ip, p.BlockSize).Masked(), nil
 	}
-	keys, err := a.store.Keys(ctx, datastore.BlocksPrefix)
+	keys, err := a.store.Keys(ctx, api.BlocksPrefix)
 	if err != nil {
-		return "", err
+		return netip.Prefix{}, err
 	}
 	for _, k := range keys {
-		c := datastore.UnescapeCIDR(strings.TrimPrefix(k, datastore.BlocksPrefix))
-		if p, err := netip.ParsePrefix(c); err == nil && p.Contains(ip) {
+		if c, ok := api.ParseBlockKey(k); ok && c.Contains(ip) {
 			return c, nil
 		}
 	}
-	return "", nil
+	return netip.Prefix{}, nil
 }
 
 // ReleaseEndpoint frees the addresses of handle that endpointID holds (or
@@ -200,7 +199,7 @@ func (a *Allocator) blockCIDRFor(ctx context.Context, ip netip.Addr) (string, er
 func (a *Allocator) ReleaseEndpoint(ctx context.Context, handle string, ips []netip.Addr, endpointID, why string) (int, error) {
 	n := 0
 	for _, ip := range ips {
-		res, err := a.store.Read(ctx, datastore.Get(HandleKey(a.host, handle, ip)))
+		res, err := a.store.Read(ctx, datastore.Get(api.HandleKey(a.host, handle, ip)))
 		if err != nil {
 			return n, err
 		}
@@ -208,11 +207,11 @@ func (a *Allocator) ReleaseEndpoint(ctx context.Context, handle string, ips []ne
 		if !ok {
 			continue
 		}
-		rec, err := decodeHandle(r.Value)
+		rec, err := api.DecodeHandleRecord(r.Value)
 		if err != nil || rec.Endpoint != endpointID {
 			continue
 		}
-		freed, err := a.ReleaseOwned(ctx, ip, Owner{Host: a.host, Handle: handle, Seq: rec.Seq}, why)
+		freed, err := a.ReleaseOwned(ctx, ip, api.Owner{Host: a.host, Handle: handle, Seq: rec.Seq}, why)
 		if err != nil {
 			return n, err
 		}

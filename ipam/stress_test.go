@@ -158,7 +158,7 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 				return res, err
 			}
 			a.lock <- struct{}{}
-			_, own := a.own[netip.PrefixFrom(ip, stressBlockSize).Masked().String()]
+			_, own := a.own[netip.PrefixFrom(ip, stressBlockSize).Masked()]
 			a.unlock()
 			if !own {
 				res.Borrowed++
@@ -488,7 +488,7 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 		}
 	}
 
-	blocks, err := datastore.List[Block](ctx, s, datastore.BlocksPrefix)
+	blocks, err := datastore.List[api.Block](ctx, s, api.BlocksPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -498,7 +498,7 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 		b := it.Value
 		checkBlock(t, &b)
 		perHost[b.Affinity]++
-		if it.Key != BlockKey(b.CIDR) {
+		if it.Key != api.BlockKey(b.CIDR) {
 			t.Errorf("block %s stored under %s", b.CIDR, it.Key)
 		}
 		if n := len(b.Allocations); n != 1<<(32-stressBlockSize) {
@@ -509,7 +509,7 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 				continue
 			}
 			inUse++
-			ip := b.addr(o)
+			ip := b.Addr(o)
 			if held[ip] != h.Handle {
 				t.Errorf("etcd: %s held by %q, workers: %q", ip, h.Handle, held[ip])
 			}
@@ -534,8 +534,8 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 		wantHandles = append(wantHandles, h+"/"+ip.String())
 	}
 	var gotHandles []string
-	for _, k := range keysUnder(t, s, datastore.HandlesPrefix) {
-		ref, ok := ParseHandleKey(datastore.HandlesPrefix + k)
+	for _, k := range keysUnder(t, s, api.HandlesPrefix) {
+		ref, ok := api.ParseHandleKey(api.HandlesPrefix + k)
 		if !ok || ref.Host == "" || !strings.HasPrefix(ref.Handle, ref.Host) {
 			t.Errorf("handle key %s does not name the host that made it", k)
 		}
@@ -548,9 +548,9 @@ func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]str
 
 	var wantAff []string
 	for _, it := range blocks {
-		wantAff = append(wantAff, it.Value.Affinity+"/"+datastore.EscapeCIDR(it.Value.CIDR))
+		wantAff = append(wantAff, strings.TrimPrefix(api.AffinityKey(it.Value.Affinity, it.Value.CIDR), api.AffinityPrefix))
 	}
-	if got := keysUnder(t, s, datastore.AffinityPrefix); !sameSet(got, wantAff) {
+	if got := keysUnder(t, s, api.AffinityPrefix); !sameSet(got, wantAff) {
 		t.Errorf("affinity keys %v do not match blocks' affinities %v", got, wantAff)
 	}
 }

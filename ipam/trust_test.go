@@ -34,7 +34,7 @@ func TestAllocateOnceIsIdempotent(t *testing.T) {
 	if r := readBlockRev(t, s, "10.120.0.0/26"); r != rev {
 		t.Fatalf("a replay wrote the block (revision %d -> %d)", rev, r)
 	}
-	if got := keysUnder(t, s, HandlePrefix("host-a", h)); len(got) != 1 {
+	if got := keysUnder(t, s, api.HandlePrefix("host-a", h)); len(got) != 1 {
 		t.Fatalf("handle records after replays: %v, want one", got)
 	}
 	// A fresh allocator (the daemon restarted) still recognises the replay.
@@ -98,7 +98,7 @@ func TestAssignRefusesEveryOtherOwner(t *testing.T) {
 	if err := a.Assign(ctx, ip, mac); err != nil {
 		t.Fatalf("Assign after the holder's endpoint was deleted: %v", err)
 	}
-	if got := keysUnder(t, s, datastore.HandlesPrefix); !slices.Equal(got, []string{"host-a/" + mac + "/10.121.0.7"}) {
+	if got := keysUnder(t, s, api.HandlesPrefix); !slices.Equal(got, []string{"host-a/" + mac + "/10.121.0.7"}) {
 		t.Fatalf("handle records = %v", got)
 	}
 }
@@ -176,14 +176,14 @@ func TestUncertainCommitIsReadBack(t *testing.T) {
 	ctx := testCtx(t)
 	ip := mustAlloc(t, a, "h1", v4)
 	blk := readBlock(t, s, "10.123.0.0/26")
-	owner := blk.holder(ip)
+	owner := blk.Holder(ip)
 	for _, tc := range []struct {
 		name    string
-		applied func(*Block) bool
+		applied func(*api.Block) bool
 		want    bool
 	}{
 		{"the write went through", holds(ip, owner), true},
-		{"it did not", holds(ip, &Owner{Host: "host-a", Handle: "h1", Seq: owner.Seq + 1}), false},
+		{"it did not", holds(ip, &api.Owner{Host: "host-a", Handle: "h1", Seq: owner.Seq + 1}), false},
 	} {
 		out, err := a.readBack(ctx, write{blk: blk, applied: tc.applied}, datastore.ErrUncertain)
 		if err != nil || out.ok != tc.want {
@@ -201,10 +201,10 @@ func TestGarbageRules(t *testing.T) {
 	b.SetClock(func() time.Time { return t0 })
 	ctx := testCtx(t)
 	live := func(host string) {
-		if err := s.Put(ctx, datastore.NodesPrefix+host, api.Node{Name: host, LastSeen: t0}); err != nil {
+		if err := s.Put(ctx, api.NodeKey(host), api.Node{Name: host, LastSeen: t0}); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Put(ctx, datastore.ClaimsPrefix+host, "x"); err != nil {
+		if err := s.Put(ctx, api.NodeClaimKey(host), "x"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -212,7 +212,7 @@ func TestGarbageRules(t *testing.T) {
 	unclaimed, _ := a.AllocateOnce(ctx, "docker.1", v4)
 	bound, _ := a.AllocateOnce(ctx, "docker.2", v4)
 	mustBind(t, a, "docker.2", bound, "ep2")
-	if err := s.Put(ctx, datastore.EndpointsPrefix+"host-a/ep2", api.Endpoint{ID: "ep2", Host: "host-a", IPv4: bound.String() + "/32"}); err != nil {
+	if err := s.Put(ctx, api.EndpointKey("host-a", "ep2"), api.Endpoint{ID: "ep2", Host: "host-a", IPv4: bound.String() + "/32"}); err != nil {
 		t.Fatal(err)
 	}
 	released, _ := a.AllocateOnce(ctx, "docker.3", v4)
@@ -300,8 +300,8 @@ func mustBind(t *testing.T, a *Allocator, handle string, ip netip.Addr, ep strin
 
 func readBlockRev(t *testing.T, s *datastore.Store, cidr string) int64 {
 	t.Helper()
-	var b Block
-	rev, err := s.Get(testCtx(t), BlockKey(cidr), &b)
+	var b api.Block
+	rev, err := s.Get(testCtx(t), api.BlockKey(netip.MustParsePrefix(cidr)), &b)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ type Kernel interface {
 	ApplySandboxRoutes(nsPath string, want []dataplane.SandboxRoute) (dataplane.SandboxResult, error)
 }
 
-var prefixes = []string{datastore.EndpointsPrefix, datastore.NetworksPrefix}
+var prefixes = []string{api.EndpointsPrefix, api.NetworksPrefix}
 
 // retryFor bounds the quick retries for a sandbox whose interfaces Docker
 // has not moved in yet; the periodic resync covers anything later.
@@ -53,7 +53,7 @@ type Syncer struct {
 	log   *slog.Logger
 
 	mu        sync.Mutex
-	endpoints map[string]api.Endpoint // by key below EndpointsPrefix
+	endpoints map[string]api.Endpoint // by key
 	networks  map[string]api.Network  // by Docker network ID
 	full      bool                    // the next pass re-applies every sandbox
 	kick      chan struct{}
@@ -124,15 +124,15 @@ func (s *Syncer) Put(key string, val []byte) {
 }
 
 func (s *Syncer) put(key string, val []byte) {
-	if k, ok := strings.CutPrefix(key, datastore.EndpointsPrefix); ok {
+	if strings.HasPrefix(key, api.EndpointsPrefix) {
 		var e api.Endpoint
 		if json.Unmarshal(val, &e) == nil {
-			s.endpoints[k] = e
+			s.endpoints[key] = e
 		}
-	} else if k, ok := strings.CutPrefix(key, datastore.NetworksPrefix); ok {
+	} else if id, ok := api.ParseNetworkKey(key); ok {
 		var n api.Network
 		if json.Unmarshal(val, &n) == nil {
-			s.networks[k] = n
+			s.networks[id] = n
 		}
 	}
 }
@@ -140,10 +140,9 @@ func (s *Syncer) put(key string, val []byte) {
 func (s *Syncer) Delete(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if k, ok := strings.CutPrefix(key, datastore.EndpointsPrefix); ok {
-		delete(s.endpoints, k)
-	} else if k, ok := strings.CutPrefix(key, datastore.NetworksPrefix); ok {
-		delete(s.networks, k)
+	delete(s.endpoints, key)
+	if id, ok := api.ParseNetworkKey(key); ok {
+		delete(s.networks, id)
 	}
 }
 

@@ -31,7 +31,7 @@ func TestDesired(t *testing.T) {
 		ep("q6b", "host-a", "c1", "", "fd00::c2/128", "/ns/q", 2), // two interfaces of one network (odd, allowed)
 		ep("mB2", "host-b", "b1", "10.0.0.8/32", "", "/ns/m", 2),  // another host's /ns/m is another sandbox
 	} {
-		endpoints[e.Host+"/"+e.ID] = e
+		endpoints[api.EndpointKey(e.Host, e.ID)] = e
 	}
 	got := Desired(endpoints, networks, "host-a")
 	if _, ok := got["/ns/s"]; ok {

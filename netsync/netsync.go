@@ -24,15 +24,9 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
 )
 
-// Prefix holds one SharedNetwork per name.
-const Prefix = datastore.Prefix + "sharednets/"
-
 // SharedLabel marks networks this daemon created because another host
 // published them.
 const SharedLabel = "org.projectcalico.shared"
-
-// Key is a shared network's key.
-func Key(name string) string { return Prefix + name }
 
 // Docker is what the syncer needs from the engine.
 type Docker interface {
@@ -90,7 +84,7 @@ func (s *Syncer) kickNow() {
 func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
 	go func() {
 		for ctx.Err() == nil {
-			wch := s.store.Client.Watch(clientv3.WithRequireLeader(ctx), Prefix, clientv3.WithPrefix())
+			wch := s.store.Client.Watch(clientv3.WithRequireLeader(ctx), api.SharedNetworksPrefix, clientv3.WithPrefix())
 			for range wch {
 				s.kickNow()
 			}
@@ -131,7 +125,7 @@ func (s *Syncer) Sync(ctx context.Context) error {
 			}
 		}
 	}
-	items, err := datastore.List[api.SharedNetwork](ctx, s.store, Prefix)
+	items, err := datastore.List[api.SharedNetwork](ctx, s.store, api.SharedNetworksPrefix)
 	if err != nil {
 		return err
 	}
@@ -173,7 +167,7 @@ func (s *Syncer) Sync(ctx context.Context) error {
 
 func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[string]api.SharedNetwork) error {
 	var rec api.Network
-	_, err := s.store.Get(ctx, datastore.NetworksPrefix+n.ID, &rec)
+	_, err := s.store.Get(ctx, api.NetworkKey(n.ID), &rec)
 	if errors.Is(err, datastore.ErrNotFound) {
 		return nil // created before this datastore, or not through us
 	}
@@ -194,7 +188,7 @@ func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[
 		// older than a shared record made since (the name created again),
 		// so read it once more before removing a network Docker lists.
 		var cur api.SharedNetwork
-		if _, err := s.store.Get(ctx, Key(n.Name), &cur); err == nil {
+		if _, err := s.store.Get(ctx, api.SharedNetworkKey(n.Name), &cur); err == nil {
 			return s.mark(ctx, n, true)
 		} else if !errors.Is(err, datastore.ErrNotFound) {
 			return err
@@ -213,7 +207,7 @@ func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[
 		return nil
 	default:
 		sn := fromDocker(n, s.host)
-		if _, err := s.store.Create(ctx, Key(n.Name), sn); err != nil {
+		if _, err := s.store.Create(ctx, api.SharedNetworkKey(n.Name), sn); err != nil {
 			return err
 		}
 		s.log.Info("published network to other hosts", "network", n.Name)
@@ -222,7 +216,7 @@ func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[
 }
 
 func (s *Syncer) mark(ctx context.Context, n dockerapi.Network, published bool) error {
-	return datastore.Update(ctx, s.store, datastore.NetworksPrefix+n.ID, func(cur *api.Network) (*api.Network, error) {
+	return datastore.Update(ctx, s.store, api.NetworkKey(n.ID), func(cur *api.Network) (*api.Network, error) {
 		if cur == nil || (cur.Name == n.Name && cur.Published == published && !cur.Withdrawn) {
 			return nil, datastore.ErrNoChange
 		}
@@ -237,7 +231,7 @@ func (s *Syncer) mark(ctx context.Context, n dockerapi.Network, published bool) 
 // meanwhile for a new network of the same name, and every host would
 // remove that network while Docker lists it and containers start on it.)
 func (s *Syncer) withdraw(ctx context.Context, n dockerapi.Network) error {
-	return datastore.Update(ctx, s.store, datastore.NetworksPrefix+n.ID, func(cur *api.Network) (*api.Network, error) {
+	return datastore.Update(ctx, s.store, api.NetworkKey(n.ID), func(cur *api.Network) (*api.Network, error) {
 		if cur == nil || cur.Withdrawn {
 			return nil, datastore.ErrNoChange
 		}
@@ -253,7 +247,7 @@ func Forget(ctx context.Context, s *datastore.Store, name string) error {
 	if name == "" {
 		return nil
 	}
-	return s.Delete(ctx, Key(name))
+	return s.Delete(ctx, api.SharedNetworkKey(name))
 }
 
 func fromDocker(n dockerapi.Network, host string) api.SharedNetwork {

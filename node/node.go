@@ -19,25 +19,13 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
-// Key layout.
 const (
-	NodesPrefix = datastore.NodesPrefix
-	claimPrefix = datastore.ClaimsPrefix
-	idFile      = "node-id"
-	claimTTL    = 20 // seconds: how long a dead daemon's claim outlives it
+	idFile   = "node-id"
+	claimTTL = 20 // seconds: how long a dead daemon's claim outlives it
 )
-
-// Key is the Node record's key.
-func Key(name string) string { return NodesPrefix + name }
 
 // ErrNameTaken is returned when another live daemon holds the node name.
 var ErrNameTaken = errors.New("node name in use by another daemon")
-
-type claim struct {
-	HostID string    `json:"hostID"`
-	PID    int       `json:"pid"`
-	Since  time.Time `json:"since"`
-}
 
 // Registration is this daemon's hold on its node name.
 type Registration struct {
@@ -105,8 +93,8 @@ func (r *Registration) claim(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("etcd lease for node %s: %w", r.node.Name, err)
 	}
-	val := claim{HostID: r.hostID, PID: os.Getpid(), Since: time.Now().UTC()}
-	key := claimPrefix + r.node.Name
+	val := api.NodeClaim{HostID: r.hostID, PID: os.Getpid(), Since: time.Now().UTC()}
+	key := api.NodeClaimKey(r.node.Name)
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		res, err := r.store.Txn(ctx, []datastore.Cond{datastore.Absent(key)},
 			[]datastore.Op{datastore.PutLeased(key, val, lease)}, datastore.Get(key))
@@ -124,7 +112,7 @@ func (r *Registration) claim(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		var other claim
+		var other api.NodeClaim
 		_ = rec.Decode(&other)
 		if other.HostID != r.hostID {
 			_ = r.store.Revoke(ctx, lease)
@@ -152,7 +140,7 @@ func (r *Registration) Lease() datastore.Lease { return datastore.Lease(r.lease.
 func (r *Registration) writeRecord(ctx context.Context) error {
 	r.node.LastSeen = time.Now().UTC().Truncate(time.Second)
 	want := r.node
-	return datastore.Update(ctx, r.store, Key(r.node.Name), func(cur *api.Node) (*api.Node, error) {
+	return datastore.Update(ctx, r.store, api.NodeKey(r.node.Name), func(cur *api.Node) (*api.Node, error) {
 		return &want, nil
 	})
 }
@@ -190,7 +178,7 @@ func (r *Registration) Release(ctx context.Context) {
 
 // List returns every node record.
 func List(ctx context.Context, s *datastore.Store) ([]api.Node, error) {
-	items, err := datastore.List[api.Node](ctx, s, NodesPrefix)
+	items, err := datastore.List[api.Node](ctx, s, api.NodesPrefix)
 	if err != nil {
 		return nil, err
 	}

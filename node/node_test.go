@@ -23,7 +23,7 @@ func TestRegister(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n api.Node
-	if _, err := s.Get(ctx, Key("h1"), &n); err != nil || n.IPv4Address != "10.0.1.1/24" || n.LastSeen.IsZero() {
+	if _, err := s.Get(ctx, api.NodeKey("h1"), &n); err != nil || n.IPv4Address != "10.0.1.1/24" || n.LastSeen.IsZero() {
 		t.Fatalf("node record = %+v, %v", n, err)
 	}
 
@@ -46,7 +46,7 @@ func TestRegister(t *testing.T) {
 	go a2.Heartbeat(hctx, 200*time.Millisecond)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := s.Get(ctx, Key("h1"), &n); err == nil && n.LastSeen.After(before) {
+		if _, err := s.Get(ctx, api.NodeKey("h1"), &n); err == nil && n.LastSeen.After(before) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -49,10 +49,10 @@ func fuzzMuxes(f *testing.F) (netMux, ipamMux http.Handler, do func(*testing.T, 
 	if _, err := ipam.PutPool(ctx, s, api.IPPool{Name: "fuzz", CIDR: fuzzCIDR, BlockSize: 26}, ipam.PutCreate, 0); err != nil {
 		f.Fatal(err)
 	}
-	if err := s.Put(ctx, driver.NetworkKey(fuzzNet), api.Network{ID: fuzzNet, IPv4Pools: []string{"0.0.0.0/0"}}); err != nil {
+	if err := s.Put(ctx, api.NetworkKey(fuzzNet), api.Network{ID: fuzzNet, IPv4Pools: []string{"0.0.0.0/0"}}); err != nil {
 		f.Fatal(err)
 	}
-	if err := s.Put(ctx, driver.EndpointKey("fuzz-host", fuzzEP), api.Endpoint{ID: fuzzEP, NetworkID: fuzzNet, Host: "fuzz-host",
+	if err := s.Put(ctx, api.EndpointKey("fuzz-host", fuzzEP), api.Endpoint{ID: fuzzEP, NetworkID: fuzzNet, Host: "fuzz-host",
 		IPv4: "10.77.0.9/32", MAC: "ee:00:00:00:00:09", HostIface: driver.HostIfaceName(fuzzEP)}); err != nil {
 		f.Fatal(err)
 	}

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // socketSpec is one plugin socket to serve.
@@ -41,15 +43,15 @@ func socketPlan(cfg *Config, netMux, ipamMux http.Handler) []socketSpec {
 	var out []socketSpec
 	if cfg.LegacyDir != "" {
 		out = append(out,
-			socketSpec{filepath.Join(cfg.LegacyDir, NetworkSocket), netMux},
-			socketSpec{filepath.Join(cfg.LegacyDir, IPAMSocket), ipamMux})
+			socketSpec{filepath.Join(cfg.LegacyDir, api.NetworkSocket), netMux},
+			socketSpec{filepath.Join(cfg.LegacyDir, api.IPAMSocket), ipamMux})
 	}
 	if cfg.SingleSocket {
-		return append(out, socketSpec{filepath.Join(cfg.PluginDir, NetworkSocket), CombinedMux(netMux, ipamMux)})
+		return append(out, socketSpec{filepath.Join(cfg.PluginDir, api.NetworkSocket), CombinedMux(netMux, ipamMux)})
 	}
 	return append(out,
-		socketSpec{filepath.Join(cfg.PluginDir, NetworkSocket), netMux},
-		socketSpec{filepath.Join(cfg.PluginDir, IPAMSocket), ipamMux})
+		socketSpec{filepath.Join(cfg.PluginDir, api.NetworkSocket), netMux},
+		socketSpec{filepath.Join(cfg.PluginDir, api.IPAMSocket), ipamMux})
 }
 
 // servedSocket is a socket being served.

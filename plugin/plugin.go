@@ -28,12 +28,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
-// Socket names inside the plugin dir: Docker finds the drivers by these.
-const (
-	NetworkSocket = "calico.sock"
-	IPAMSocket    = "calico-ipam.sock"
-)
-
 // reconcileEvery is how often the data plane is compared with the records.
 const reconcileEvery = 30 * time.Second
 
@@ -106,17 +100,17 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	blockRoutes := dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))
 	syncer := routing.New(store, hostRoutes{dp, blockRoutes}, cfg.NodeName, log.With("part", "routing"))
-	var carriers []CarrierSupport
+	var carriers []api.CarrierSupport
 	for _, m := range []dataplane.RouteMode{dataplane.ModeVXLAN, dataplane.ModeIPIP} {
 		ok, why := blockRoutes.Carrier(m).Available()
 		if !ok {
 			log.Warn("encapsulation not available on this host", "mode", m, "reason", why)
 		}
-		carriers = append(carriers, CarrierSupport{Mode: string(m), Available: ok, Reason: why})
+		carriers = append(carriers, api.CarrierSupport{Mode: string(m), Available: ok, Reason: why})
 	}
 	var col *gc.Collector // set below, before the sockets serve
-	status := func() DaemonStatus {
-		return DaemonStatus{Node: cfg.NodeName, Routing: syncer.Status(), Peers: syncer.Peers(), Carriers: carriers, GC: col.Last().GCReport}
+	status := func() api.DaemonStatus {
+		return api.DaemonStatus{Node: cfg.NodeName, Routing: syncer.Status(), Peers: syncer.Peers(), Carriers: carriers, GC: col.Last().GCReport}
 	}
 	// The veth MTU follows the pools: with a VXLAN pool it leaves room for
 	// the encapsulation, so containers never send what cannot cross hosts.
@@ -191,8 +185,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	col = gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout, Every: cfg.GCInterval,
 		Engine: eng, Endpoints: drv, Lease: reg.Lease, Log: log.With("part", "gc")})
 
-	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", NetworkSocket)),
-		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", IPAMSocket))))
+	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", api.NetworkSocket)),
+		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", api.IPAMSocket))))
 	if err != nil {
 		return err
 	}

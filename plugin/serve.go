@@ -18,8 +18,6 @@ import (
 	"github.com/docker/go-plugins-helpers/sdk"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
-	"github.com/calico-libnetwork/calico-libnetwork/routing"
 )
 
 // errorBody is Docker's error reply. A non-200 status with {"Err": ...} is
@@ -97,29 +95,11 @@ func activate(mux *http.ServeMux, implements string) {
 // versionInfo answers /Calico.Version, which calicoctl asks.
 func versionInfo(mux *http.ServeMux) {
 	mux.HandleFunc("/Calico.Version", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, http.StatusOK, map[string]string{"Version": api.Version, "GitCommit": api.BuildCommit()})
+		reply(w, http.StatusOK, api.VersionInfo{Version: api.Version, GitCommit: api.BuildCommit()})
 	})
 }
 
-// DaemonStatus is the answer to /Calico.Status, which `calicoctl node
-// status` shows.
-type DaemonStatus struct {
-	Node     string           `json:"node"`
-	Routing  routing.Status   `json:"routing"`
-	Peers    []routing.Peer   `json:"peers"`
-	Carriers []CarrierSupport `json:"carriers"`
-	// GC is the garbage collector's last pass on this host.
-	GC api.GCReport `json:"gc"`
-}
-
-// CarrierSupport says whether this kernel can carry a route mode.
-type CarrierSupport struct {
-	Mode      string `json:"mode"`
-	Available bool   `json:"available"`
-	Reason    string `json:"reason,omitempty"`
-}
-
-func statusInfo(mux *http.ServeMux, status func() DaemonStatus) {
+func statusInfo(mux *http.ServeMux, status func() api.DaemonStatus) {
 	mux.HandleFunc("/Calico.Status", func(w http.ResponseWriter, r *http.Request) {
 		if status == nil {
 			reply(w, http.StatusNotFound, errorBody{Err: "this daemon reports no status"})
@@ -131,7 +111,7 @@ func statusInfo(mux *http.ServeMux, status func() DaemonStatus) {
 
 // NetworkMux serves the NetworkDriver protocol for d, plus the daemon's
 // version and status (status may be nil).
-func NetworkMux(d network.Driver, status func() DaemonStatus, log *slog.Logger) *http.ServeMux {
+func NetworkMux(d network.Driver, status func() api.DaemonStatus, log *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	activate(mux, "NetworkDriver")
 	versionInfo(mux)
@@ -163,8 +143,8 @@ func NetworkMux(d network.Driver, status func() DaemonStatus, log *slog.Logger) 
 // gwAllocChecker is a driver that answers Docker 28's GwAllocCheck (and
 // says so in its capabilities).
 type gwAllocChecker interface {
-	Capabilities() (*driver.Capabilities, error)
-	GwAllocCheck(*driver.GwAllocCheckRequest) (*driver.GwAllocCheckResponse, error)
+	Capabilities() (*api.Capabilities, error)
+	GwAllocCheck(*api.GwAllocCheckRequest) (*api.GwAllocCheckResponse, error)
 }
 
 // IPAMMux serves the IpamDriver protocol for d.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 )
@@ -28,7 +29,7 @@ type UninstallResult struct {
 // interfaces here (they would be cut off): remove them first.
 func Uninstall(pluginDir string) (UninstallResult, error) {
 	var res UninstallResult
-	for _, sock := range []string{NetworkSocket, IPAMSocket} {
+	for _, sock := range []string{api.NetworkSocket, api.IPAMSocket} {
 		p := filepath.Join(pluginDir, sock)
 		if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
 			c.Close()

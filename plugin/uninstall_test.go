@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
@@ -43,7 +44,7 @@ func TestUninstall(t *testing.T) {
 	run("nft", "add table inet calico-libnetwork")
 	run("nft", "add table inet someoneelse")
 
-	l, err := net.Listen("unix", filepath.Join(dir, NetworkSocket))
+	l, err := net.Listen("unix", filepath.Join(dir, api.NetworkSocket))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,9 +115,9 @@ var denyDB = policy.GlobalNetworkPolicy{Name: "deny-db", PolicySpec: policy.Poli
 func TestInvalidPolicyFailsSafe(t *testing.T) {
 	s := testetcd.Start(t)
 	ctx := context.Background()
-	putJSON(t, s, datastore.NetworksPrefix+"n1", api.Network{ID: "n1", Name: "net1"})
-	putJSON(t, s, datastore.EndpointsPrefix+"h1/a", api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.1/32", HostIface: "calia", LabelsKnown: true})
-	key := datastore.GlobalNetworkPoliciesPrefix + "deny-db"
+	putJSON(t, s, api.NetworkKey("n1"), api.Network{ID: "n1", Name: "net1"})
+	putJSON(t, s, api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.1/32", HostIface: "calia", LabelsKnown: true})
+	key := api.GlobalNetworkPolicyKey("deny-db")
 	putJSON(t, s, key, denyDB)
 	lastGood := filepath.Join(t.TempDir(), LastGoodFile)
 	ps, rec, lb := startSyncer(t, s, Options{LastGoodFile: lastGood})
@@ -128,8 +128,8 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 	// A newer calicoctl's field: the change is not enforced, the old deny stays.
 	putRaw(t, s, key, `{"name":"deny-db","selector":"calico/network == 'net1'","types":["Ingress"],"ingress":[{"action":"Allow","http":{"paths":["/x"]}}]}`)
 	// A brand-new broken policy and an undecodable one: ignored.
-	putRaw(t, s, datastore.GlobalNetworkPoliciesPrefix+"broken", `{"name":"broken","selector":"role == ","ingress":[{"action":"Deny"}]}`)
-	putRaw(t, s, datastore.NetworkPoliciesPrefix+"garbage", `{not json`)
+	putRaw(t, s, api.GlobalNetworkPolicyKey("broken"), `{"name":"broken","selector":"role == ","ingress":[{"action":"Deny"}]}`)
+	putRaw(t, s, api.NetworkPolicyKey("garbage"), `{not json`)
 	waitFor(t, "the three problems logged", func() bool {
 		return strings.Count(lb.String(), "policy resource is invalid") == 3
 	})
@@ -148,7 +148,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 	}
 	// Another endpoint joins and is enforced, with its policy intact.
 	ep := api.Endpoint{ID: "b", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.2/32", HostIface: "calib", LabelsKnown: true}
-	putJSON(t, s, datastore.EndpointsPrefix+"h1/b", ep)
+	putJSON(t, s, api.EndpointKey("h1", "b"), ep)
 	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := ps.EndpointJoined(jctx, ep); err != nil {
@@ -159,7 +159,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 	}
 	// The same problems again (a resync) are not logged again.
 	ps.Sync(true)
-	putRaw(t, s, datastore.NetworkPoliciesPrefix+"garbage", `{not json`)
+	putRaw(t, s, api.NetworkPolicyKey("garbage"), `{not json`)
 	time.Sleep(200 * time.Millisecond)
 	if n := strings.Count(lb.String(), "policy resource is invalid"); n != 3 {
 		t.Errorf("problems logged %d times, want each once:\n%s", n, lb.String())
@@ -194,7 +194,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 	if !strings.Contains(lb.String(), "valid again") {
 		t.Errorf("the fix is not logged:\n%s", lb.String())
 	}
-	if _, err := s.Client.Delete(ctx, datastore.GlobalNetworkPoliciesPrefix+"broken"); err != nil {
+	if _, err := s.Client.Delete(ctx, api.GlobalNetworkPolicyKey("broken")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a deleted invalid resource is forgotten", func() bool { return len(ps.Invalid()) == 1 })
@@ -206,11 +206,11 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 // policy. Without label selectors nothing is held.
 func TestNoLabelWindow(t *testing.T) {
 	s := testetcd.Start(t)
-	putJSON(t, s, datastore.NetworksPrefix+"n1", api.Network{ID: "n1", Name: "net1"})
-	putJSON(t, s, datastore.EndpointsPrefix+"h1/a", api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.1/32", HostIface: "calia", LabelsKnown: true})
+	putJSON(t, s, api.NetworkKey("n1"), api.Network{ID: "n1", Name: "net1"})
+	putJSON(t, s, api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.1/32", HostIface: "calia", LabelsKnown: true})
 	ps, rec, _ := startSyncer(t, s, Options{HoldUnlabelled: true})
 	ep := api.Endpoint{ID: "b", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.2/32", HostIface: "calib"}
-	putJSON(t, s, datastore.EndpointsPrefix+"h1/b", ep)
+	putJSON(t, s, api.EndpointKey("h1", "b"), ep)
 	ctx := context.Background()
 	if err := ps.EndpointJoined(ctx, ep); err != nil {
 		t.Fatal(err)
@@ -221,14 +221,14 @@ func TestNoLabelWindow(t *testing.T) {
 
 	deny := policy.GlobalNetworkPolicy{Name: "no-untrusted-egress", PolicySpec: policy.PolicySpec{
 		Selector: "role == 'untrusted'", Types: []string{"Egress"}, Egress: []policy.Rule{{Action: policy.Deny}}}}
-	putJSON(t, s, datastore.GlobalNetworkPoliciesPrefix+deny.Name, deny)
+	putJSON(t, s, api.GlobalNetworkPolicyKey(deny.Name), deny)
 	waitFor(t, "the label policy seen", func() bool {
 		ps.mu.Lock()
 		defer ps.mu.Unlock()
 		return len(ps.st.gnps) == 1
 	})
 	ep2 := api.Endpoint{ID: "c", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.3/32", HostIface: "calic"}
-	putJSON(t, s, datastore.EndpointsPrefix+"h1/c", ep2)
+	putJSON(t, s, api.EndpointKey("h1", "c"), ep2)
 	if err := ps.EndpointJoined(ctx, ep2); err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestNoLabelWindow(t *testing.T) {
 	}
 	// Its labels arrive: its final policy applies.
 	ep2.Labels, ep2.LabelsKnown = map[string]string{"role": "untrusted", NetworkLabel: "other"}, true
-	putJSON(t, s, datastore.EndpointsPrefix+"h1/c", ep2)
+	putJSON(t, s, api.EndpointKey("h1", "c"), ep2)
 	waitFor(t, "the endpoint's policy once its labels are known", func() bool {
 		ds, _ := rec.last()
 		for _, e := range ds.Endpoints {

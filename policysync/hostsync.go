@@ -53,7 +53,7 @@ func (h *HostSync) Ready() <-chan struct{} { return h.ready }
 // Run mirrors etcd until ctx ends. While etcd is unreachable the kernel
 // keeps the last applied table.
 func (h *HostSync) Run(ctx context.Context, resync time.Duration) {
-	h.store.Mirror(ctx, []string{datastore.NodesPrefix, datastore.FelixConfigKey}, h, datastore.MirrorOptions{
+	h.store.Mirror(ctx, []string{api.NodesPrefix, api.FelixConfigKey}, h, datastore.MirrorOptions{
 		Debounce: 10 * time.Millisecond, Resync: resync, Ready: func() { close(h.ready) },
 	})
 }
@@ -66,7 +66,7 @@ func (h *HostSync) Reset(kvs []datastore.KV) {
 	h.nodes = map[string]netip.Addr{}
 	felixSeen := false
 	for _, kv := range kvs {
-		if kv.Key == datastore.FelixConfigKey {
+		if kv.Key == api.FelixConfigKey {
 			felixSeen = true
 		}
 		h.putLocked(kv.Key, kv.Value)
@@ -83,7 +83,7 @@ func (h *HostSync) Put(key string, val []byte) {
 }
 
 func (h *HostSync) putLocked(key string, val []byte) {
-	if key == datastore.FelixConfigKey {
+	if key == api.FelixConfigKey {
 		c, err := api.DecodeStoredFelixConfig(val)
 		if err != nil {
 			if msg := err.Error(); msg != h.felixBad {
@@ -96,7 +96,7 @@ func (h *HostSync) putLocked(key string, val []byte) {
 		h.felix, h.felixBad = c, ""
 		return
 	}
-	name := strings.TrimPrefix(key, datastore.NodesPrefix)
+	name := nodeName(key)
 	var n api.Node
 	if err := json.Unmarshal(val, &n); err != nil {
 		h.noteBadNode(name, fmt.Sprintf("undecodable: %v", err))
@@ -115,6 +115,14 @@ func (h *HostSync) putLocked(key string, val []byte) {
 	h.nodes[key] = p.Addr()
 }
 
+// nodeName names a node record in messages: by its key's name.
+func nodeName(key string) string {
+	if n, ok := api.ParseNodeKey(key); ok {
+		return n
+	}
+	return key
+}
+
 func (h *HostSync) noteBadNode(name, why string) {
 	if h.badNodes[name] != why {
 		h.log.Warn("node record ignored: VXLAN from it is not accepted", "node", name, "reason", why)
@@ -125,12 +133,12 @@ func (h *HostSync) noteBadNode(name, why string) {
 func (h *HostSync) Delete(key string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if key == datastore.FelixConfigKey {
+	if key == api.FelixConfigKey {
 		h.felix, h.felixBad = api.DefaultFelixConfig(), ""
 		return
 	}
 	delete(h.nodes, key)
-	delete(h.badNodes, strings.TrimPrefix(key, datastore.NodesPrefix))
+	delete(h.badNodes, nodeName(key))
 }
 
 // Rules is what the table should hold now.

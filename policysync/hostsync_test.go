@@ -14,7 +14,6 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
-	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 )
 
@@ -44,8 +43,8 @@ func (h *hostRecorder) last() nftpolicy.HostRules {
 func TestHostSync(t *testing.T) {
 	s := testetcd.Start(t)
 	ctx := context.Background()
-	putJSON(t, s, datastore.NodesPrefix+"h1", api.Node{Name: "h1", IPv4Address: "10.0.0.1/24"})
-	putRaw(t, s, datastore.NodesPrefix+"broken", `{"name":`)
+	putJSON(t, s, api.NodeKey("h1"), api.Node{Name: "h1", IPv4Address: "10.0.0.1/24"})
+	putRaw(t, s, api.NodeKey("broken"), `{"name":`)
 	rec := &hostRecorder{}
 	lb := &logBuf{}
 	static := nftpolicy.HostRules{ClosedPorts: []nftpolicy.HostPort{{Proto: unix.IPPROTO_TCP, Port: 2379}}, VXLANPort: 4789, VXLANVNI: 4096}
@@ -70,16 +69,16 @@ func TestHostSync(t *testing.T) {
 	if !strings.Contains(lb.String(), `node record ignored: VXLAN from it is not accepted" node=broken`) {
 		t.Errorf("the undecodable node record is not logged:\n%s", lb.String())
 	}
-	putJSON(t, s, datastore.NodesPrefix+"h2", api.Node{Name: "h2", IPv4Address: "10.0.0.2/24", IPv6Address: "fd00::2/64"})
+	putJSON(t, s, api.NodeKey("h2"), api.Node{Name: "h2", IPv4Address: "10.0.0.2/24", IPv6Address: "fd00::2/64"})
 	waitFor(t, "h2's address in the rules", func() bool { return nodes() == "10.0.0.1,10.0.0.2" })
-	putJSON(t, s, datastore.FelixConfigKey, api.FelixConfig{DefaultEndpointToHostAction: api.ActionAccept,
+	putJSON(t, s, api.FelixConfigKey, api.FelixConfig{DefaultEndpointToHostAction: api.ActionAccept,
 		EndpointToHostAllowedPorts: []api.ProtoPort{{Protocol: "UDP", Port: 53}}})
 	waitFor(t, "Accept and udp/53 in force", func() bool {
 		r := rec.last()
 		return !r.DropToHost && len(r.AllowedPorts) == 1 && r.AllowedPorts[0] == nftpolicy.HostPort{Proto: unix.IPPROTO_UDP, Port: 53}
 	})
-	putRaw(t, s, datastore.FelixConfigKey, `{"defaultEndpointToHostAction":"Open"}`)
-	putRaw(t, s, datastore.FelixConfigKey, `{"defaultEndpointToHostAction":"Open"}`)
+	putRaw(t, s, api.FelixConfigKey, `{"defaultEndpointToHostAction":"Open"}`)
+	putRaw(t, s, api.FelixConfigKey, `{"defaultEndpointToHostAction":"Open"}`)
 	waitFor(t, "the invalid configuration logged", func() bool { return strings.Contains(lb.String(), "FelixConfiguration default is invalid") })
 	time.Sleep(100 * time.Millisecond)
 	if r := rec.last(); r.DropToHost || len(r.AllowedPorts) != 1 {
@@ -88,10 +87,10 @@ func TestHostSync(t *testing.T) {
 	if n := strings.Count(lb.String(), "FelixConfiguration default is invalid"); n != 1 {
 		t.Errorf("logged %d times, want once", n)
 	}
-	if _, err := s.Client.Delete(ctx, datastore.FelixConfigKey); err != nil {
+	if _, err := s.Client.Delete(ctx, api.FelixConfigKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Client.Delete(ctx, datastore.NodesPrefix+"h1"); err != nil {
+	if _, err := s.Client.Delete(ctx, api.NodeKey("h1")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the defaults back and h1 gone", func() bool {

@@ -68,7 +68,7 @@ func (r *LabelResolver) Run(ctx context.Context) {
 
 // pass resolves what it can and reports whether endpoints still wait.
 func (r *LabelResolver) pass(ctx context.Context) bool {
-	items, err := datastore.List[api.Endpoint](ctx, r.store, datastore.EndpointsPrefix+r.host+"/")
+	items, err := datastore.List[api.Endpoint](ctx, r.store, api.HostEndpointsPrefix(r.host))
 	if err != nil {
 		return true
 	}
@@ -103,7 +103,7 @@ func (r *LabelResolver) pass(ctx context.Context) bool {
 					labels[key] = v
 				}
 			}
-			err := datastore.Update(ctx, r.store, datastore.EndpointsPrefix+r.host+"/"+ep.ID, func(cur *api.Endpoint) (*api.Endpoint, error) {
+			err := datastore.Update(ctx, r.store, api.EndpointKey(r.host, ep.ID), func(cur *api.Endpoint) (*api.Endpoint, error) {
 				if cur == nil || cur.LabelsKnown {
 					return nil, datastore.ErrNoChange
 				}

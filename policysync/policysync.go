@@ -36,7 +36,7 @@ type Enforcer interface {
 }
 
 type state struct {
-	endpoints map[string]api.Endpoint // by key below EndpointsPrefix
+	endpoints map[string]api.Endpoint // by key
 	networks  map[string]api.Network  // by Docker network ID
 	// The policy resources in force, by name: the record's when it is
 	// valid, else the last good version (see resources.go).
@@ -51,43 +51,49 @@ func newState(res *resources) *state {
 		netpols: map[string]policy.NetworkPolicy{}, gnps: map[string]policy.GlobalNetworkPolicy{}, res: res}
 }
 
-var prefixes = []string{datastore.EndpointsPrefix, datastore.NetworksPrefix, datastore.ProfilesPrefix,
-	datastore.NetworkPoliciesPrefix, datastore.GlobalNetworkPoliciesPrefix}
+var prefixes = []string{api.EndpointsPrefix, api.NetworksPrefix, api.ProfilesPrefix,
+	api.NetworkPoliciesPrefix, api.GlobalNetworkPoliciesPrefix}
 
 func (st *state) put(key string, val []byte) {
-	name := func(p string) string { return strings.TrimPrefix(key, p) }
 	switch {
-	case strings.HasPrefix(key, datastore.EndpointsPrefix):
+	case strings.HasPrefix(key, api.EndpointsPrefix):
 		var e api.Endpoint
 		if err := json.Unmarshal(val, &e); err != nil {
 			// Its interface then passes nothing: only this endpoint is cut off.
 			st.res.noteRecord(key, "endpoint record", err)
-			delete(st.endpoints, name(datastore.EndpointsPrefix))
+			delete(st.endpoints, key)
 			return
 		}
 		st.res.noteRecord(key, "endpoint record", nil)
-		st.endpoints[name(datastore.EndpointsPrefix)] = e
-	case strings.HasPrefix(key, datastore.NetworksPrefix):
+		st.endpoints[key] = e
+	case strings.HasPrefix(key, api.NetworksPrefix):
+		id, ok := api.ParseNetworkKey(key)
+		if !ok {
+			return
+		}
 		var n api.Network
 		if err := json.Unmarshal(val, &n); err != nil {
 			st.res.noteRecord(key, "network record", err)
-			delete(st.networks, name(datastore.NetworksPrefix))
+			delete(st.networks, id)
 			return
 		}
 		st.res.noteRecord(key, "network record", nil)
-		st.networks[name(datastore.NetworksPrefix)] = n
-	case strings.HasPrefix(key, datastore.ProfilesPrefix):
-		n := name(datastore.ProfilesPrefix)
+		st.networks[id] = n
+	default:
+		st.putPolicy(key, val)
+	}
+}
+
+func (st *state) putPolicy(key string, val []byte) {
+	if n, ok := api.ParseProfileKey(key); ok {
 		if p, ok := decodeInForce(st.res, key, "Profile", n, val, policy.DecodeStoredProfile); ok {
 			st.profiles[n] = p
 		}
-	case strings.HasPrefix(key, datastore.NetworkPoliciesPrefix):
-		n := name(datastore.NetworkPoliciesPrefix)
+	} else if n, ok := api.ParseNetworkPolicyKey(key); ok {
 		if p, ok := decodeInForce(st.res, key, "NetworkPolicy", n, val, policy.DecodeStoredNetworkPolicy); ok {
 			st.netpols[n] = p
 		}
-	case strings.HasPrefix(key, datastore.GlobalNetworkPoliciesPrefix):
-		n := name(datastore.GlobalNetworkPoliciesPrefix)
+	} else if n, ok := api.ParseGlobalNetworkPolicyKey(key); ok {
 		if p, ok := decodeInForce(st.res, key, "GlobalNetworkPolicy", n, val, policy.DecodeStoredGlobalNetworkPolicy); ok {
 			st.gnps[n] = p
 		}
@@ -96,21 +102,15 @@ func (st *state) put(key string, val []byte) {
 
 func (st *state) del(key string) {
 	st.res.forget(key)
-	for _, p := range prefixes {
-		if n, ok := strings.CutPrefix(key, p); ok {
-			switch p {
-			case datastore.EndpointsPrefix:
-				delete(st.endpoints, n)
-			case datastore.NetworksPrefix:
-				delete(st.networks, n)
-			case datastore.ProfilesPrefix:
-				delete(st.profiles, n)
-			case datastore.NetworkPoliciesPrefix:
-				delete(st.netpols, n)
-			case datastore.GlobalNetworkPoliciesPrefix:
-				delete(st.gnps, n)
-			}
-		}
+	delete(st.endpoints, key)
+	if id, ok := api.ParseNetworkKey(key); ok {
+		delete(st.networks, id)
+	} else if n, ok := api.ParseProfileKey(key); ok {
+		delete(st.profiles, n)
+	} else if n, ok := api.ParseNetworkPolicyKey(key); ok {
+		delete(st.netpols, n)
+	} else if n, ok := api.ParseGlobalNetworkPolicyKey(key); ok {
+		delete(st.gnps, n)
 	}
 }
 
@@ -232,7 +232,7 @@ func (s *Syncer) Ready() <-chan struct{} { return s.ready }
 // Join answers Docker.
 func (s *Syncer) EndpointJoined(ctx context.Context, ep api.Endpoint) error {
 	s.mu.Lock()
-	s.st.endpoints[ep.Host+"/"+ep.ID] = ep
+	s.st.endpoints[api.EndpointKey(ep.Host, ep.ID)] = ep
 	loaded := s.loaded
 	s.mu.Unlock()
 	if !loaded {

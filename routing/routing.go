@@ -16,8 +16,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/node"
 )
 
 // Applier is the data plane side: inter-host routes and NAT rules.
@@ -30,12 +28,12 @@ type Applier interface {
 type State struct {
 	Nodes     map[string]api.Node
 	Pools     map[string]api.IPPool
-	Blocks    map[string]string // block CIDR -> affinity host
-	Endpoints map[string]api.Endpoint
+	Blocks    map[netip.Prefix]string // block CIDR -> affinity host
+	Endpoints map[string]api.Endpoint // by key
 }
 
 func newState() *State {
-	return &State{Nodes: map[string]api.Node{}, Pools: map[string]api.IPPool{}, Blocks: map[string]string{}, Endpoints: map[string]api.Endpoint{}}
+	return &State{Nodes: map[string]api.Node{}, Pools: map[string]api.IPPool{}, Blocks: map[netip.Prefix]string{}, Endpoints: map[string]api.Endpoint{}}
 }
 
 // Desired computes the inter-host routes host needs: a blackhole per own
@@ -62,9 +60,8 @@ func (st *State) Desired(host string) []dataplane.BlockRoute {
 		same := mine.IsValid() && mine.Contains(rp.Addr())
 		return dataplane.BlockRoute{Dst: dst, Via: rp.Addr(), Mode: st.modeFor(dst, same)}, true
 	}
-	for cidr, owner := range st.Blocks {
-		dst, err := netip.ParsePrefix(cidr)
-		if err != nil || owner == "" {
+	for dst, owner := range st.Blocks {
+		if owner == "" {
 			continue
 		}
 		if owner == host {
@@ -106,7 +103,7 @@ func (st *State) poolFor(a netip.Addr) (api.IPPool, bool) {
 
 func (st *State) blockOwner(a netip.Addr) (string, bool) {
 	if p, ok := st.poolFor(a); ok {
-		owner, ok := st.Blocks[netip.PrefixFrom(a, p.BlockSize).Masked().String()]
+		owner, ok := st.Blocks[netip.PrefixFrom(a, p.BlockSize).Masked()]
 		return owner, ok
 	}
 	return "", false
@@ -159,7 +156,7 @@ type Syncer struct {
 
 	mu       sync.Mutex
 	st       *State
-	status   Status
+	status   api.RoutingStatus
 	resync   time.Duration
 	debounce time.Duration
 	ready    chan struct{}
@@ -167,15 +164,6 @@ type Syncer struct {
 
 // Ready is closed once the first snapshot of etcd has been read.
 func (s *Syncer) Ready() <-chan struct{} { return s.ready }
-
-// Status is what `calicoctl node status` and logs report.
-type Status struct {
-	LastApply time.Time `json:"lastApply"`
-	Routes    int       `json:"routes"`
-	Skipped   []string  `json:"skipped,omitempty"`
-	LastError string    `json:"lastError,omitempty"`
-	Synced    bool      `json:"synced"`
-}
 
 // New returns a syncer for host.
 func New(store *datastore.Store, dp Applier, host string, log *slog.Logger) *Syncer {
@@ -195,26 +183,17 @@ func (s *Syncer) UsesVXLAN() bool {
 	return false
 }
 
-// Peer is another node as this one sees it.
-type Peer struct {
-	Name       string    `json:"name"`
-	IPv4       string    `json:"ipv4,omitempty"`
-	IPv6       string    `json:"ipv6,omitempty"`
-	SameSubnet bool      `json:"sameSubnet"`
-	LastSeen   time.Time `json:"lastSeen"`
-}
-
 // Peers lists the other nodes, by name.
-func (s *Syncer) Peers() []Peer {
+func (s *Syncer) Peers() []api.Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	my4, _ := netip.ParsePrefix(s.st.Nodes[s.host].IPv4Address)
-	var out []Peer
+	var out []api.Peer
 	for name, n := range s.st.Nodes {
 		if name == s.host {
 			continue
 		}
-		p := Peer{Name: name, IPv4: n.IPv4Address, IPv6: n.IPv6Address, LastSeen: n.LastSeen}
+		p := api.Peer{Name: name, IPv4: n.IPv4Address, IPv6: n.IPv6Address, LastSeen: n.LastSeen}
 		if rp, err := netip.ParsePrefix(n.IPv4Address); err == nil && my4.IsValid() {
 			p.SameSubnet = my4.Contains(rp.Addr())
 		}
@@ -225,14 +204,14 @@ func (s *Syncer) Peers() []Peer {
 }
 
 // Status returns the last apply's outcome.
-func (s *Syncer) Status() Status {
+func (s *Syncer) Status() api.RoutingStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.status
 }
 
 // prefixes are the records routes depend on.
-var prefixes = []string{node.NodesPrefix, datastore.PoolsPrefix, datastore.BlocksPrefix, datastore.EndpointsPrefix}
+var prefixes = []string{api.NodesPrefix, api.PoolsPrefix, api.BlocksPrefix, api.EndpointsPrefix}
 
 // Run mirrors etcd and applies until ctx ends. While etcd is unreachable it
 // keeps the last known routes in place and retries.
@@ -279,39 +258,43 @@ func (s *Syncer) Failed(err error) {
 
 func (st *State) put(key string, val []byte) {
 	switch {
-	case strings.HasPrefix(key, node.NodesPrefix):
+	case strings.HasPrefix(key, api.NodesPrefix):
 		var n api.Node
 		if json.Unmarshal(val, &n) == nil {
 			st.Nodes[n.Name] = n
 		}
-	case strings.HasPrefix(key, datastore.PoolsPrefix):
+	case strings.HasPrefix(key, api.PoolsPrefix):
 		var p api.IPPool
 		if json.Unmarshal(val, &p) == nil {
-			st.Pools[strings.TrimPrefix(key, datastore.PoolsPrefix)] = p
+			st.Pools[key] = p
 		}
-	case strings.HasPrefix(key, datastore.BlocksPrefix):
-		var b ipam.Block
-		if json.Unmarshal(val, &b) == nil {
+	case strings.HasPrefix(key, api.BlocksPrefix):
+		var b api.Block
+		if json.Unmarshal(val, &b) == nil && b.CIDR.IsValid() {
 			st.Blocks[b.CIDR] = b.Affinity
 		}
-	case strings.HasPrefix(key, datastore.EndpointsPrefix):
+	case strings.HasPrefix(key, api.EndpointsPrefix):
 		var e api.Endpoint
 		if json.Unmarshal(val, &e) == nil {
-			st.Endpoints[strings.TrimPrefix(key, datastore.EndpointsPrefix)] = e
+			st.Endpoints[key] = e
 		}
 	}
 }
 
 func (st *State) del(key string) {
 	switch {
-	case strings.HasPrefix(key, node.NodesPrefix):
-		delete(st.Nodes, strings.TrimPrefix(key, node.NodesPrefix))
-	case strings.HasPrefix(key, datastore.PoolsPrefix):
-		delete(st.Pools, strings.TrimPrefix(key, datastore.PoolsPrefix))
-	case strings.HasPrefix(key, datastore.BlocksPrefix):
-		delete(st.Blocks, datastore.UnescapeCIDR(strings.TrimPrefix(key, datastore.BlocksPrefix)))
-	case strings.HasPrefix(key, datastore.EndpointsPrefix):
-		delete(st.Endpoints, strings.TrimPrefix(key, datastore.EndpointsPrefix))
+	case strings.HasPrefix(key, api.NodesPrefix):
+		if name, ok := api.ParseNodeKey(key); ok {
+			delete(st.Nodes, name)
+		}
+	case strings.HasPrefix(key, api.PoolsPrefix):
+		delete(st.Pools, key)
+	case strings.HasPrefix(key, api.BlocksPrefix):
+		if cidr, ok := api.ParseBlockKey(key); ok {
+			delete(st.Blocks, cidr)
+		}
+	case strings.HasPrefix(key, api.EndpointsPrefix):
+		delete(st.Endpoints, key)
 	}
 }
 
@@ -328,7 +311,7 @@ func (s *Syncer) apply() {
 	for _, sk := range s.status.Skipped {
 		reported[sk] = true
 	}
-	s.status = Status{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Synced: err == nil && natErr == nil}
+	s.status = api.RoutingStatus{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Synced: err == nil && natErr == nil}
 	if err != nil {
 		s.status.LastError = err.Error()
 		s.log.Warn("route sync: some routes failed", "err", err)

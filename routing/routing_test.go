@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
@@ -26,9 +27,9 @@ func TestDesired(t *testing.T) {
 			name:  "own block blackholed, remote blocks direct",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}},
 			setup: func(st *State) {
-				st.Blocks["192.168.0.0/26"] = "h1"
-				st.Blocks["192.168.0.64/26"] = "h2"
-				st.Blocks["192.168.0.128/26"] = "h3"
+				st.Blocks[netip.MustParsePrefix("192.168.0.0/26")] = "h1"
+				st.Blocks[netip.MustParsePrefix("192.168.0.64/26")] = "h2"
+				st.Blocks[netip.MustParsePrefix("192.168.0.128/26")] = "h3"
 			},
 			want: []string{"blackhole 192.168.0.0/26", "192.168.0.128/26 via 10.0.2.3 (direct)", "192.168.0.64/26 via 10.0.1.2 (direct)"},
 		},
@@ -36,34 +37,34 @@ func TestDesired(t *testing.T) {
 			name:  "cross-subnet VXLAN only for the other subnet",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapCrossSubnet, IPIPMode: api.EncapNever}},
 			setup: func(st *State) {
-				st.Blocks["192.168.0.64/26"] = "h2"
-				st.Blocks["192.168.0.128/26"] = "h3"
+				st.Blocks[netip.MustParsePrefix("192.168.0.64/26")] = "h2"
+				st.Blocks[netip.MustParsePrefix("192.168.0.128/26")] = "h3"
 			},
 			want: []string{"192.168.0.128/26 via 10.0.2.3 (vxlan)", "192.168.0.64/26 via 10.0.1.2 (direct)"},
 		},
 		{
 			name:  "VXLAN always",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapAlways, IPIPMode: api.EncapNever}},
-			setup: func(st *State) { st.Blocks["192.168.0.64/26"] = "h2" },
+			setup: func(st *State) { st.Blocks[netip.MustParsePrefix("192.168.0.64/26")] = "h2" },
 			want:  []string{"192.168.0.64/26 via 10.0.1.2 (vxlan)"},
 		},
 		{
 			name:  "IPIP cross-subnet",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapCrossSubnet}},
-			setup: func(st *State) { st.Blocks["192.168.0.128/26"] = "h3" },
+			setup: func(st *State) { st.Blocks[netip.MustParsePrefix("192.168.0.128/26")] = "h3" },
 			want:  []string{"192.168.0.128/26 via 10.0.2.3 (ipip)"},
 		},
 		{
 			name:  "borrowed address routed to its holder on every other host",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}},
 			setup: func(st *State) {
-				st.Blocks["192.168.0.0/26"] = "h1"
-				st.Blocks["192.168.0.64/26"] = "h2"
+				st.Blocks[netip.MustParsePrefix("192.168.0.0/26")] = "h1"
+				st.Blocks[netip.MustParsePrefix("192.168.0.64/26")] = "h2"
 				// h3 borrowed .70 from h2's block; h2 borrowed .5 from ours.
-				st.Endpoints["h3/e1"] = api.Endpoint{ID: "e1", Host: "h3", IPv4: "192.168.0.70/32"}
-				st.Endpoints["h2/e2"] = api.Endpoint{ID: "e2", Host: "h2", IPv4: "192.168.0.5/32"}
+				st.Endpoints[api.EndpointKey("h3", "e1")] = api.Endpoint{ID: "e1", Host: "h3", IPv4: "192.168.0.70/32"}
+				st.Endpoints[api.EndpointKey("h2", "e2")] = api.Endpoint{ID: "e2", Host: "h2", IPv4: "192.168.0.5/32"}
 				// Our own endpoint needs nothing here (the veth route covers it).
-				st.Endpoints["h1/e3"] = api.Endpoint{ID: "e3", Host: "h1", IPv4: "192.168.0.66/32"}
+				st.Endpoints[api.EndpointKey("h1", "e3")] = api.Endpoint{ID: "e3", Host: "h1", IPv4: "192.168.0.66/32"}
 			},
 			want: []string{"blackhole 192.168.0.0/26", "192.168.0.5/32 via 10.0.1.2 (direct)", "192.168.0.64/26 via 10.0.1.2 (direct)", "192.168.0.70/32 via 10.0.2.3 (direct)"},
 		},
@@ -71,15 +72,15 @@ func TestDesired(t *testing.T) {
 			name:  "IPv6 block via the node's IPv6 address; none for a node without one",
 			pools: []api.IPPool{{Name: "p6", CIDR: "fd99::/48", BlockSize: 122, VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}},
 			setup: func(st *State) {
-				st.Blocks["fd99::40/122"] = "h2"
-				st.Blocks["fd99::80/122"] = "h3"
+				st.Blocks[netip.MustParsePrefix("fd99::40/122")] = "h2"
+				st.Blocks[netip.MustParsePrefix("fd99::80/122")] = "h3"
 			},
 			want: []string{"fd99::40/122 via fd00:1::2 (direct)"},
 		},
 		{
 			name:  "a block of a host that has no node record gets no route",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26}},
-			setup: func(st *State) { st.Blocks["192.168.1.0/26"] = "gone" },
+			setup: func(st *State) { st.Blocks[netip.MustParsePrefix("192.168.1.0/26")] = "gone" },
 			want:  nil,
 		},
 	}

@@ -154,7 +154,7 @@ func run(cfg config) error {
 		if err := p.Validate(); err != nil {
 			return err
 		}
-		if err := s.Put(ctx, ipam.PoolKey(p.Name), p); err != nil {
+		if err := s.Put(ctx, api.PoolKey(p.Name), p); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
@@ -111,7 +112,7 @@ func TestLateReleaseKeepsTheNewHolder(t *testing.T) {
 		a.release(t) // late, or replayed: Docker does not say whose address it means
 	}
 	info := snapshot(t, s).Lookup(netip.MustParseAddr(ip))
-	if info.Owner == nil || info.Owner.Handle != ipam.HandleFor(b.mac) || info.State != ipam.StateBound {
+	if info.Owner == nil || info.Owner.Handle != ipam.HandleFor(b.mac) || info.State != api.StateBound {
 		t.Fatalf("%s after the late release: %+v, want still bound to B (%s)", ip, info, ipam.HandleFor(b.mac))
 	}
 	c := newLife(d, netID, poolID)
@@ -183,7 +184,7 @@ func TestCrashBetweenSteps(t *testing.T) {
 	}
 	t.Logf("garbage collected %s after the last restart (grace %s)", time.Since(start).Round(time.Second), grace)
 	snap := snapshot(t, s)
-	if info := snap.Lookup(netip.MustParseAddr(addrOnly(live.ip))); info.Owner == nil || info.State != ipam.StateBound {
+	if info := snap.Lookup(netip.MustParseAddr(addrOnly(live.ip))); info.Owner == nil || info.State != api.StateBound {
 		t.Fatalf("the live endpoint's address %s: %+v, want still bound", live.ip, info)
 	}
 	if !linkExists(ns, live.hostIface()) {
@@ -224,7 +225,7 @@ func TestDatastoreWipeKeepsRunningEndpoints(t *testing.T) {
 			t.Errorf("endpoint %s lost its veth", e.epID[:12])
 		}
 		info := snap.Lookup(netip.MustParseAddr(addrOnly(e.ip)))
-		if info.Owner == nil || info.State != ipam.StateBound || len(info.Endpoints) != 1 || !info.Endpoints[0].Adopted {
+		if info.Owner == nil || info.State != api.StateBound || len(info.Endpoints) != 1 || !info.Endpoints[0].Adopted {
 			t.Errorf("after the wipe %s: %+v, want held, bound and its endpoint adopted", e.ip, info)
 		}
 	}

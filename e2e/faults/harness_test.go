@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
@@ -250,13 +251,13 @@ func state(t *testing.T, s *datastore.Store) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	res, err := s.Read(ctx, datastore.GetPrefix(datastore.Prefix))
+	res, err := s.Read(ctx, datastore.GetPrefix(api.Prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var lines []string
 	for _, r := range res.Reads[0] {
-		k := strings.TrimPrefix(r.Key, datastore.Prefix)
+		k := strings.TrimPrefix(r.Key, api.Prefix)
 		if strings.HasPrefix(k, "nodes/") || strings.HasPrefix(k, "nodeclaims/") || k == "gc-leader" {
 			continue
 		}

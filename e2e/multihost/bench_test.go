@@ -19,7 +19,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 // TestBenchmarks measures, on the multi-host testbed (item 8), in one run:
@@ -257,15 +256,17 @@ func measureConvergence(t *testing.T, tb *Testbed, samples int) []convResult {
 	defer cancel()
 	var mu sync.Mutex
 	claimed := map[string]time.Time{}
-	wch := tb.Store.Client.Watch(ctx, datastore.BlocksPrefix, clientv3.WithPrefix())
+	wch := tb.Store.Client.Watch(ctx, api.BlocksPrefix, clientv3.WithPrefix())
 	go func() {
 		for wr := range wch {
 			now := time.Now()
 			for _, ev := range wr.Events {
 				if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
-					mu.Lock()
-					claimed[datastore.UnescapeCIDR(strings.TrimPrefix(string(ev.Kv.Key), datastore.BlocksPrefix))] = now
-					mu.Unlock()
+					if c, ok := api.ParseBlockKey(string(ev.Kv.Key)); ok {
+						mu.Lock()
+						claimed[c.String()] = now
+						mu.Unlock()
+					}
 				}
 			}
 		}

@@ -21,9 +21,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
 )
 
@@ -135,8 +133,8 @@ func TestMultiHost(t *testing.T) {
 			t.Logf("%s: `docker network ls` shows %s (calico) %s after it was created on %s", h.Name, netName, time.Since(created).Round(10*time.Millisecond), h1.Name)
 		}
 		var sn api.SharedNetwork
-		if _, err := tb.Store.Get(ctx, netsync.Key(netName), &sn); err != nil {
-			t.Fatalf("shared record %s: %v", netsync.Key(netName), err)
+		if _, err := tb.Store.Get(ctx, api.SharedNetworkKey(netName), &sn); err != nil {
+			t.Fatalf("shared record %s: %v", api.SharedNetworkKey(netName), err)
 		}
 		if sn.CreatedBy != h1.Name {
 			t.Errorf("shared record says %s was created by %q, want %s", netName, sn.CreatedBy, h1.Name)
@@ -178,8 +176,8 @@ func TestMultiHost(t *testing.T) {
 				t.Errorf("%s: address %s is outside the pool %s", c.Name, c.IP, pool)
 			}
 			blk := netip.PrefixFrom(c.IP, 26).Masked()
-			var b ipam.Block
-			if _, err := tb.Store.Get(ctx, ipam.BlockKey(blk.String()), &b); err != nil {
+			var b api.Block
+			if _, err := tb.Store.Get(ctx, api.BlockKey(blk), &b); err != nil {
 				t.Errorf("%s: block %s: %v", c.Name, blk, err)
 			} else if b.Affinity != c.Host.Name {
 				t.Errorf("%s on %s got %s from block %s affine to %q: want a block of its own host", c.Name, c.Host.Name, c.IP, blk, b.Affinity)
@@ -767,8 +765,8 @@ spec:
 		for _, h := range tb.Hosts {
 			bs = append(bs, h.Run(t, "b"+strings.TrimPrefix(h.Short, "h"), "netb"))
 		}
-		var blk ipam.Block
-		if _, err := tb.Store.Get(ctx, ipam.BlockKey(smallCIDR), &blk); err != nil || blk.Affinity != h1.Name {
+		var blk api.Block
+		if _, err := tb.Store.Get(ctx, api.BlockKey(netip.MustParsePrefix(smallCIDR)), &blk); err != nil || blk.Affinity != h1.Name {
 			t.Fatalf("block %s: affinity %q (%v), want %s", smallCIDR, blk.Affinity, err, h1.Name)
 		}
 		err := Eventually(10*time.Second, 200*time.Millisecond, func() error {
@@ -893,7 +891,7 @@ spec:
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, pfx := range []string{datastore.BlocksPrefix, datastore.AffinityPrefix, datastore.EndpointsPrefix, datastore.NetworksPrefix, netsync.Prefix} {
+		for _, pfx := range []string{api.BlocksPrefix, api.AffinityPrefix, api.EndpointsPrefix, api.NetworksPrefix, api.SharedNetworksPrefix} {
 			keys, err := tb.Store.Keys(ctx, pfx)
 			if err != nil {
 				t.Fatal(err)

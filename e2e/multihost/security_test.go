@@ -14,7 +14,6 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
-	"github.com/calico-libnetwork/calico-libnetwork/node"
 )
 
 // vxlanFrame is a VXLAN packet's UDP payload (VNI 4096) carrying an
@@ -95,7 +94,7 @@ func vxlanOnlyFromNodes(t *testing.T, tb *Testbed, c1, c3 *Container) {
 	drops, _ := NSExec(ctx, h3.NetNS, "nft", "list", "chain", "inet", "calico-libnetwork-host", "input")
 	t.Logf("%s drops VXLAN from non-nodes: %s", h3.Name, first(grepLines(drops, "VXLAN only from registered nodes")))
 
-	fake := node.Key("mh-outside-as-node")
+	fake := api.NodeKey("mh-outside-as-node")
 	if err := tb.Store.Put(ctx, fake, api.Node{Name: "mh-outside-as-node", IPv4Address: OutsideAddr + "/24"}); err != nil {
 		t.Fatal(err)
 	}

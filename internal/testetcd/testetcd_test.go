@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 )
@@ -20,7 +21,7 @@ func TestStartGivesAWorkingIsolatedEtcd(t *testing.T) {
 	if a.EmbeddedEndpoint() == b.EmbeddedEndpoint() {
 		t.Fatalf("two etcds share endpoint %s", a.EmbeddedEndpoint())
 	}
-	key := datastore.Prefix + "testetcd"
+	key := api.Prefix + "testetcd"
 	if err := a.Put(ctx, key, "x"); err != nil {
 		t.Fatal(err)
 	}

@@ -363,7 +363,7 @@ func (r *run) quiet(ctx context.Context, final bool) {
 // collector does, and records the call.
 func (r *run) collect(ctx context.Context, l Leak) {
 	op := Op{Proc: -1, Seq: len(r.collected), Host: l.Host, Handle: l.Handle, Kind: Collect, IP: l.IP, Owner: l.Seq, Invoke: Now()}
-	ok, err := r.collector.ReleaseOwned(ctx, l.IP, ipam.Owner{Host: l.Host, Handle: l.Handle, Seq: l.Seq}, "history test: leak")
+	ok, err := r.collector.ReleaseOwned(ctx, l.IP, api.Owner{Host: l.Host, Handle: l.Handle, Seq: l.Seq}, "history test: leak")
 	op.Complete = Now()
 	op.Outcome, op.Refused = classify(err)
 	if err != nil {

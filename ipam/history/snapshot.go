@@ -39,7 +39,7 @@ func FromIPAM(snap *ipam.Snapshot) Snapshot {
 	var out Snapshot
 	for _, it := range snap.Blocks {
 		b := it.Value
-		base := netip.MustParsePrefix(b.CIDR).Addr()
+		base := b.CIDR.Addr()
 		for ord, o := range b.Allocations {
 			if o == nil {
 				continue
