@@ -87,7 +87,7 @@ func (b *Block) UnmarshalJSON(data []byte) error {
 func (b *Block) Validate() error {
 	p := b.CIDR
 	if !p.IsValid() || p.Masked() != p {
-		return fmt.Errorf("block cidr %q is not a network address", cidrText(p))
+		return fmt.Errorf("block cidr %q is not a network address", PrefixText(p))
 	}
 	host := p.Addr().BitLen() - p.Bits()
 	if host > 16 {
@@ -119,14 +119,6 @@ func (b *Block) Validate() error {
 		}
 	}
 	return nil
-}
-
-// cidrText is a prefix as stored: "" when it is not set.
-func cidrText(p netip.Prefix) string {
-	if !p.IsValid() {
-		return ""
-	}
-	return p.String()
 }
 
 // Addr returns the address at ordinal o (a block holds at most 65536).

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -16,8 +17,8 @@ type Node struct {
 	Name string `json:"name"`
 	// IPv4Address and IPv6Address are the host's addresses with their prefix
 	// length ("10.0.0.1/24"), as autodetected or given with IP / IP6.
-	IPv4Address string `json:"ipv4Address,omitempty"`
-	IPv6Address string `json:"ipv6Address,omitempty"`
+	IPv4Address netip.Prefix `json:"ipv4Address,omitzero"`
+	IPv6Address netip.Prefix `json:"ipv6Address,omitzero"`
 	// LastSeen is when the daemon last refreshed the record.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	// Version is the daemon's version (api.Version of its build).
@@ -25,6 +26,31 @@ type Node struct {
 	// Blocks are the blocks affine to the node, filled in for display by
 	// calicoctl from the affinity records; never stored here.
 	Blocks []string `json:"-"`
+	// addrErr is why a document's address could not be read (see
+	// decodeNode); Validate reports it.
+	addrErr error
+}
+
+// UnmarshalJSON also reads addresses stored without a prefix length.
+func (n *Node) UnmarshalJSON(data []byte) error {
+	type plain Node
+	var raw struct {
+		plain
+		IPv4Address string `json:"ipv4Address"`
+		IPv6Address string `json:"ipv6Address"`
+	}
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	*n = Node(raw.plain)
+	var err error
+	if n.IPv4Address, err = ParseHostPrefix(raw.IPv4Address); err != nil {
+		return fmt.Errorf("ipv4Address: %w", err)
+	}
+	if n.IPv6Address, err = ParseHostPrefix(raw.IPv6Address); err != nil {
+		return fmt.Errorf("ipv6Address: %w", err)
+	}
+	return nil
 }
 
 // ResourceKind implements Resource.
@@ -33,11 +59,10 @@ func (n *Node) ResourceKind() *Kind { return NodeKind }
 // ResourceName implements Resource.
 func (n *Node) ResourceName() string { return n.Name }
 
-// Normalize canonicalises the addresses ("10.0.0.1" -> "10.0.0.1/32").
+// Normalize trims the name (the addresses are canonical once parsed: a
+// bare address is its host prefix, "10.0.0.1" is 10.0.0.1/32).
 func (n *Node) Normalize() {
 	n.Name = strings.TrimSpace(n.Name)
-	n.IPv4Address = normalizeHostAddr(n.IPv4Address)
-	n.IPv6Address = normalizeHostAddr(n.IPv6Address)
 }
 
 func normalizeHostAddr(s string) string {
@@ -62,30 +87,40 @@ func (n *Node) Validate() error {
 	if len(n.Name) > 253 || strings.ContainsAny(n.Name, "/ \t\n") {
 		return fmt.Errorf("metadata.name %q: use a host name, without '/' or spaces", n.Name)
 	}
+	if n.addrErr != nil {
+		return n.addrErr
+	}
 	for _, f := range []struct {
-		field, val string
-		v6         bool
+		field string
+		val   netip.Prefix
+		v6    bool
 	}{{"spec.ipv4Address", n.IPv4Address, false}, {"spec.ipv6Address", n.IPv6Address, true}} {
-		if f.val == "" {
+		if !f.val.IsValid() {
 			continue
 		}
-		p, err := netip.ParsePrefix(f.val)
-		if err != nil {
-			ex := "10.0.0.1/24"
-			if f.v6 {
-				ex = "fd00::1/64"
-			}
-			return fmt.Errorf("%s %q is not an address with a prefix length (e.g. %s)", f.field, f.val, ex)
-		}
-		if p.Addr().Is6() != f.v6 || p.Addr().Is4In6() {
+		if p := f.val; p.Addr().Is6() != f.v6 || p.Addr().Is4In6() {
 			fam := "IPv4"
 			if f.v6 {
 				fam = "IPv6"
 			}
-			return fmt.Errorf("%s %q is not an %s address", f.field, f.val, fam)
+			return fmt.Errorf("%s %q is not an %s address", f.field, p, fam)
 		}
 	}
 	return nil
+}
+
+// parseNodeAddr reads a document's address field; what does not parse is
+// kept, as an error, for Validate to report after the name.
+func (n *Node) parseNodeAddr(field, val string, v6 bool) netip.Prefix {
+	p, err := ParseHostPrefix(val)
+	if err != nil && n.addrErr == nil {
+		ex := "10.0.0.1/24"
+		if v6 {
+			ex = "fd00::1/64"
+		}
+		n.addrErr = fmt.Errorf("%s %q is not an address with a prefix length (e.g. %s)", field, strings.TrimSpace(val), ex)
+	}
+	return p
 }
 
 // NodeKind is the Node resource.
@@ -99,7 +134,7 @@ var NodeKind = &Kind{
 		d := &NodeDoc{
 			TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Node"},
 			Metadata: ObjectMeta{Name: n.Name, ResourceVersion: rv},
-			Spec:     NodeSpec{IPv4Address: n.IPv4Address, IPv6Address: n.IPv6Address},
+			Spec:     NodeSpec{IPv4Address: PrefixText(n.IPv4Address), IPv6Address: PrefixText(n.IPv6Address)},
 		}
 		if !n.LastSeen.IsZero() || n.Version != "" {
 			d.Status = &NodeStatus{Version: n.Version}
@@ -159,8 +194,9 @@ func decodeNode(raw []byte, legacy bool) (Object, error) {
 			return Object{}, err
 		}
 		n := &Node{Name: d.Metadata.Name}
-		if d.Spec.BGP != nil {
-			n.IPv4Address, n.IPv6Address = d.Spec.BGP.IPv4Address, d.Spec.BGP.IPv6Address
+		if b := d.Spec.BGP; b != nil {
+			n.IPv4Address = n.parseNodeAddr("spec.ipv4Address", b.IPv4Address, false)
+			n.IPv6Address = n.parseNodeAddr("spec.ipv6Address", b.IPv6Address, true)
 		}
 		return Object{Resource: n}, nil
 	}
@@ -168,13 +204,13 @@ func decodeNode(raw []byte, legacy bool) (Object, error) {
 	if err := StrictUnmarshal(raw, &d, "a Node"); err != nil {
 		return Object{}, err
 	}
-	n := &Node{Name: d.Metadata.Name, IPv4Address: d.Spec.IPv4Address, IPv6Address: d.Spec.IPv6Address}
+	v4, v6 := d.Spec.IPv4Address, d.Spec.IPv6Address
 	if b := d.Spec.BGP; b != nil {
 		for _, f := range []struct {
 			name    string
 			dst     *string
 			fromBGP string
-		}{{"ipv4Address", &n.IPv4Address, b.IPv4Address}, {"ipv6Address", &n.IPv6Address, b.IPv6Address}} {
+		}{{"ipv4Address", &v4, b.IPv4Address}, {"ipv6Address", &v6, b.IPv6Address}} {
 			if f.fromBGP == "" {
 				continue
 			}
@@ -184,5 +220,8 @@ func decodeNode(raw []byte, legacy bool) (Object, error) {
 			*f.dst = f.fromBGP
 		}
 	}
+	n := &Node{Name: d.Metadata.Name}
+	n.IPv4Address = n.parseNodeAddr("spec.ipv4Address", v4, false)
+	n.IPv6Address = n.parseNodeAddr("spec.ipv6Address", v6, true)
 	return Object{Resource: n, ResourceVersion: d.Metadata.ResourceVersion}, nil
 }

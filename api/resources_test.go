@@ -73,7 +73,7 @@ func TestDecodeNormalizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := objs[0].Resource.(*api.Node); n.IPv4Address != "10.0.0.1/32" || n.IPv6Address != "fd00::1/64" {
+	if n := objs[0].Resource.(*api.Node); api.PrefixText(n.IPv4Address) != "10.0.0.1/32" || api.PrefixText(n.IPv6Address) != "fd00::1/64" {
 		t.Errorf("node %+v", n)
 	}
 }
@@ -106,7 +106,7 @@ func TestDecodeErrorsNameTheDocument(t *testing.T) {
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	in := []api.Object{
 		{Resource: &api.IPPool{Name: "p", CIDR: "10.1.0.0/16", BlockSize: 24, IPIPMode: api.EncapCrossSubnet, VXLANMode: api.EncapNever, NATOutgoing: true, Disabled: true, NodeSelector: "all()"}, ResourceVersion: "7"},
-		{Resource: &api.Node{Name: "h", IPv4Address: "10.0.0.1/24"}, ResourceVersion: "8"},
+		{Resource: &api.Node{Name: "h", IPv4Address: netip.MustParsePrefix("10.0.0.1/24")}, ResourceVersion: "8"},
 		{Resource: &api.IPAMConfig{StrictAffinity: true, AutoAllocateBlocks: false, MaxBlocksPerHost: 3}},
 	}
 	for _, format := range []string{"yaml", "json"} {

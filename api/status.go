@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"net/netip"
+	"time"
+)
 
 // GCReport is the garbage collector's last pass on a host, as the daemon
 // reports it on /Calico.Status (calicoctl node status).
@@ -47,11 +50,11 @@ type RoutingStatus struct {
 
 // Peer is another node as this one sees it.
 type Peer struct {
-	Name       string    `json:"name"`
-	IPv4       string    `json:"ipv4,omitempty"`
-	IPv6       string    `json:"ipv6,omitempty"`
-	SameSubnet bool      `json:"sameSubnet"`
-	LastSeen   time.Time `json:"lastSeen"`
+	Name       string       `json:"name"`
+	IPv4       netip.Prefix `json:"ipv4,omitzero"` // the node's address with its prefix length
+	IPv6       netip.Prefix `json:"ipv6,omitzero"`
+	SameSubnet bool         `json:"sameSubnet"`
+	LastSeen   time.Time    `json:"lastSeen"`
 }
 
 // CarrierSupport says whether this kernel can carry a route mode.

@@ -177,9 +177,9 @@ func (h *harness) addEndpoint(host, id, network string, ip netip.Addr, mac strin
 	h.t.Helper()
 	e := api.Endpoint{ID: id, NetworkID: network, Host: host, MAC: mac, HostIface: "cali" + id[:11], CreatedAt: testNow}
 	if ip.Is4() {
-		e.IPv4 = netip.PrefixFrom(ip, 32).String()
+		e.IPv4 = netip.PrefixFrom(ip, 32)
 	} else {
-		e.IPv6 = netip.PrefixFrom(ip, 128).String()
+		e.IPv6 = netip.PrefixFrom(ip, 128)
 	}
 	if err := h.store.Put(context.Background(), api.EndpointKey(host, id), e); err != nil {
 		h.t.Fatal(err)

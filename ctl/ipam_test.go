@@ -65,7 +65,7 @@ func TestIPAMCheck(t *testing.T) {
 	golden(t, "ipam_check_no_nodes", h.ok("", "ipam", "check"))
 
 	// Nodes: host-2 has none, so its blocks' host is gone.
-	h.addNode(api.Node{Name: "host-1", IPv4Address: "172.16.0.1/24", LastSeen: testNow})
+	h.addNode(api.Node{Name: "host-1", IPv4Address: netip.MustParsePrefix("172.16.0.1/24"), LastSeen: testNow})
 	// An endpoint with no allocation.
 	h.addEndpoint("host-1", "ep6fffffffffffffffffffff", "net1nnnnnnnnnnnnnnnn", netip.MustParseAddr("10.10.0.50"), "02:42:c0:a8:00:06")
 	// A stale handle record.

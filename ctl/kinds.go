@@ -168,8 +168,7 @@ func (poolStore) row(o api.Object, wide bool, _ time.Time) []string {
 type nodeStore struct{}
 
 func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
-	var n api.Node
-	rev, err := s.Get(ctx, api.NodeKey(name), &n)
+	it, err := datastore.GetRaw(ctx, s, api.NodeKey(name))
 	if errors.Is(err, datastore.ErrNotFound) {
 		return api.Object{}, api.Mark(datastore.ErrNotFound, "Node %q does not exist (calicoctl get nodes lists them)", name)
 	}
@@ -180,8 +179,19 @@ func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.
 	if err != nil {
 		return api.Object{}, err
 	}
+	return nodeObject(name, it, blocks), nil
+}
+
+// nodeObject reads a stored node record; one that cannot be decoded is
+// shown by its name, marked invalid.
+func nodeObject(name string, it datastore.RawItem, blocks map[string][]string) api.Object {
+	n := &api.Node{Name: name}
+	o := api.Object{Resource: n, ResourceVersion: rvString(it.ModRevision)}
+	if err := json.Unmarshal(it.Value, n); err != nil {
+		*n, o.Invalid = api.Node{Name: name}, "undecodable: "+err.Error()
+	}
 	n.Blocks = blocks[n.Name]
-	return api.Object{Resource: &n, ResourceVersion: rvString(rev)}, nil
+	return o
 }
 
 // nodeBlocks lists each node's blocks from the affinity records.
@@ -200,7 +210,7 @@ func nodeBlocks(ctx context.Context, s *datastore.Store) (map[string][]string, e
 }
 
 func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
-	items, err := datastore.List[api.Node](ctx, s, api.NodesPrefix)
+	items, err := datastore.ListRaw(ctx, s, api.NodesPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -210,9 +220,7 @@ func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, er
 	}
 	out := make([]api.Object, 0, len(items))
 	for _, it := range items {
-		n := it.Value
-		n.Blocks = blocks[n.Name]
-		out = append(out, api.Object{Resource: &n, ResourceVersion: rvString(it.ModRevision)})
+		out = append(out, nodeObject(api.NameUnder(it.Key, api.NodesPrefix), it, blocks))
 	}
 	return out, nil
 }
@@ -270,7 +278,7 @@ func (nodeStore) row(o api.Object, wide bool, now time.Time) []string {
 	if !n.LastSeen.IsZero() {
 		seen = age(now.Sub(n.LastSeen)) + " ago"
 	}
-	return []string{n.Name, n.IPv4Address, n.IPv6Address, strings.Join(n.Blocks, ","), n.Version, seen}
+	return []string{n.Name, api.PrefixText(n.IPv4Address), api.PrefixText(n.IPv6Address), strings.Join(n.Blocks, ","), n.Version, seen}
 }
 
 // age prints a duration as kubectl does: 45s, 3m, 2h5m, 4d.

@@ -211,15 +211,18 @@ func (a *app) nodeStatus(ctx context.Context, pluginDir string) error {
 func (a *app) printNode(ctx context.Context, w io.Writer, s *datastore.Store, name string) error {
 	var n api.Node
 	_, err := s.Get(ctx, api.NodeKey(name), &n)
+	var derr *datastore.DecodeError
 	switch {
 	case errors.Is(err, datastore.ErrNotFound):
 		fmt.Fprintf(w, "Node %s:\n  no node record in the datastore (the daemon writes it when it starts; NODENAME sets the name)\n", name)
+	case errors.As(err, &derr):
+		fmt.Fprintf(w, "Node %s:\n  its record cannot be read (%v): fix it with calicoctl apply\n", name, derr.Err)
 	case err != nil:
 		return err
 	default:
 		fmt.Fprintf(w, "Node %s:\n", name)
-		fmt.Fprintf(w, "  IPv4 address: %s\n", orNone(n.IPv4Address))
-		fmt.Fprintf(w, "  IPv6 address: %s\n", orNone(n.IPv6Address))
+		fmt.Fprintf(w, "  IPv4 address: %s\n", orNone(api.PrefixText(n.IPv4Address)))
+		fmt.Fprintf(w, "  IPv6 address: %s\n", orNone(api.PrefixText(n.IPv6Address)))
 		if n.Version != "" {
 			fmt.Fprintf(w, "  version:      %s\n", n.Version)
 		}
@@ -338,7 +341,7 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 		if !p.LastSeen.IsZero() {
 			seen = age(a.env.Now().Sub(p.LastSeen)) + " ago"
 		}
-		rows = append(rows, []string{p.Name, orNone(p.IPv4), orNone(p.IPv6), path, seen})
+		rows = append(rows, []string{p.Name, orNone(api.PrefixText(p.IPv4)), orNone(api.PrefixText(p.IPv6)), path, seen})
 	}
 	writeBox(w, []string{"NODE", "IPV4", "IPV6", "PATH", "LAST SEEN"}, rows)
 	fmt.Fprintln(w)

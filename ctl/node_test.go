@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ func TestNodes(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
 	h.addPool("p1", "10.10.0.0/16", 26)
-	h.addNode(api.Node{Name: "host-1", IPv4Address: "172.16.0.1/24", IPv6Address: "fd00:172::1/64", LastSeen: testNow.Add(-7 * time.Second), Version: "v0.1.0"})
+	h.addNode(api.Node{Name: "host-1", IPv4Address: netip.MustParsePrefix("172.16.0.1/24"), IPv6Address: netip.MustParsePrefix("fd00:172::1/64"), LastSeen: testNow.Add(-7 * time.Second), Version: "v0.1.0"})
 	// Calico's spelling (spec.bgp) and the legacy form are read too.
 	h.ok(`apiVersion: projectcalico.org/v3
 kind: Node
@@ -39,7 +40,7 @@ spec:
 	if _, err := h.store.Get(ctx, api.NodeKey("host-1"), &n); err != nil {
 		t.Fatal(err)
 	}
-	if n.IPv4Address != "172.16.0.11/24" || n.IPv6Address != "" || n.Version != "v0.1.0" || !n.LastSeen.Equal(testNow.Add(-7*time.Second)) {
+	if api.PrefixText(n.IPv4Address) != "172.16.0.11/24" || n.IPv6Address.IsValid() || n.Version != "v0.1.0" || !n.LastSeen.Equal(testNow.Add(-7*time.Second)) {
 		t.Errorf("node after apply: %+v", n)
 	}
 	// get -o yaml | apply round trips (status is accepted and ignored).
@@ -75,7 +76,7 @@ spec:
 func TestNodeStatus(t *testing.T) {
 	h := newHarness(t)
 	h.addPool("p1", "10.10.0.0/16", 26)
-	h.addNode(api.Node{Name: "host-1", IPv4Address: "172.16.0.1/24", LastSeen: testNow.Add(-4 * time.Second), Version: "v0.1.0"})
+	h.addNode(api.Node{Name: "host-1", IPv4Address: netip.MustParsePrefix("172.16.0.1/24"), LastSeen: testNow.Add(-4 * time.Second), Version: "v0.1.0"})
 	h.allocate("host-1", "docker.1", 4)
 	h.allocate("host-1", "docker.2", 4)
 	h.allocate("host-2", "docker.3", 4)

@@ -123,23 +123,3 @@ func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error)
 	}
 	return res, errors.Join(errs...)
 }
-
-// ParseAddrs turns stored "a.b.c.d/32" strings into prefixes, skipping blanks.
-func ParseAddrs(ss ...string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range ss {
-		if s == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return nil, fmt.Errorf("bad address %q: %w", s, err)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		out = append(out, p)
-	}
-	return out, nil
-}

@@ -25,6 +25,15 @@ const DefaultOpTimeout = 10 * time.Second
 // ErrNotFound is returned by Get when the key does not exist.
 var ErrNotFound = errors.New("not found")
 
+// DecodeError is returned when a stored record does not decode.
+type DecodeError struct {
+	Key string
+	Err error
+}
+
+func (e *DecodeError) Error() string { return fmt.Sprintf("decode %s: %v", e.Key, e.Err) }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
 // ErrConflict is returned when a compare-and-swap kept failing.
 var ErrConflict = errors.New("too many concurrent updates, try again")
 
@@ -176,7 +185,7 @@ func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
 		return 0, ErrNotFound
 	}
 	if err := json.Unmarshal(resp.Kvs[0].Value, v); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", key, err)
+		return 0, &DecodeError{Key: key, Err: err}
 	}
 	return resp.Kvs[0].ModRevision, nil
 }

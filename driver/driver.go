@@ -234,7 +234,11 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 		}
 		return nil, err
 	}
-	addrs, err := dataplane.ParseAddrs(req.Interface.Address, req.Interface.AddressIPv6)
+	v4, err := parseIfaceAddr(req.Interface.Address)
+	if err != nil {
+		return nil, err
+	}
+	v6, err := parseIfaceAddr(req.Interface.AddressIPv6)
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +259,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	ep := api.Endpoint{
 		ID: req.EndpointID, NetworkID: req.NetworkID, Host: d.host,
-		IPv4: req.Interface.Address, IPv6: req.Interface.AddressIPv6,
+		IPv4: v4, IPv6: v6,
 		MAC: mac, HostIface: HostIfaceName(req.EndpointID), CreatedAt: time.Now().UTC(),
 		Handle: ipam.HandleFor(mac),
 	}
@@ -264,7 +268,7 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	}
 	// The record and the allocations' binding to it go in one transaction:
 	// from here on, a release naming only the address cannot free it.
-	if err := d.ipam.Bind(ctx, ep.Handle, hostAddrs(addrs), ep.ID, datastore.Put(api.EndpointKey(d.host, ep.ID), ep)); err != nil {
+	if err := d.ipam.Bind(ctx, ep.Handle, ep.Addrs(), ep.ID, datastore.Put(api.EndpointKey(d.host, ep.ID), ep)); err != nil {
 		return nil, fmt.Errorf("save endpoint %s: %w", short(req.EndpointID), err)
 	}
 	d.log.Info("endpoint created", "endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac)
@@ -321,8 +325,16 @@ func addrsOf(ep *api.Endpoint) []netip.Prefix {
 	if ep == nil {
 		return nil
 	}
-	a, _ := dataplane.ParseAddrs(ep.IPv4, ep.IPv6)
-	return a
+	return ep.Prefixes()
+}
+
+// parseIfaceAddr reads an address Docker's IPAM gave an interface.
+func parseIfaceAddr(s string) (netip.Prefix, error) {
+	p, err := api.ParseHostPrefix(s)
+	if err != nil {
+		return p, fmt.Errorf("bad address %q: %w", s, err)
+	}
+	return p, nil
 }
 
 func (d *Driver) EndpointInfo(req *network.InfoRequest) (*network.InfoResponse, error) {

@@ -166,7 +166,7 @@ func TestEndpointLifecycle(t *testing.T) {
 			t.Fatalf("reconcile = %+v, %v; the veth must stay and its record come back", res, err)
 		}
 		var adopted api.Endpoint
-		if _, err := s.Get(ctx, api.EndpointKey("host-a", v4ID), &adopted); err != nil || !adopted.Adopted || adopted.IPv4 != "10.1.0.1/32" {
+		if _, err := s.Get(ctx, api.EndpointKey("host-a", v4ID), &adopted); err != nil || !adopted.Adopted || api.PrefixText(adopted.IPv4) != "10.1.0.1/32" {
 			t.Fatalf("adopted record = %+v, %v", adopted, err)
 		}
 		if !dataplane.LinkExists("cali" + dsID[:11]) {

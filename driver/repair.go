@@ -89,9 +89,9 @@ func (d *Driver) adopt(ctx context.Context, ke dataplane.KernelEndpoint) (bool, 
 		Adopted: true, CreatedAt: time.Now().UTC()}
 	for _, a := range ke.Addrs {
 		if a.Addr().Is4() {
-			ep.IPv4 = a.String()
+			ep.IPv4 = a
 		} else {
-			ep.IPv6 = a.String()
+			ep.IPv6 = a
 		}
 	}
 	adopted := ep.Handle

@@ -149,7 +149,7 @@ func assertNoRecord(t *testing.T, ep endpoint) {
 			t.Errorf("endpoint record %s is still there", it.Key)
 		}
 		for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
-			if a != "" && (strings.HasPrefix(it.Value.IPv4, a+"/") || strings.HasPrefix(it.Value.IPv6, a+"/")) {
+			if a != "" && (strings.HasPrefix(api.PrefixText(it.Value.IPv4), a+"/") || strings.HasPrefix(api.PrefixText(it.Value.IPv6), a+"/")) {
 				t.Errorf("address %s is still held by endpoint record %s", a, it.Key)
 			}
 		}

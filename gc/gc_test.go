@@ -87,10 +87,10 @@ func TestEngineChecksNeedTwoPasses(t *testing.T) {
 	ctx := context.Background()
 	old := time.Now().Add(-time.Hour)
 	for _, ep := range []api.Endpoint{
-		{ID: "known", Host: "h", IPv4: "10.0.0.1/32", CreatedAt: old},
-		{ID: "gone", Host: "h", IPv4: "10.0.0.2/32", CreatedAt: old},
-		{ID: "young", Host: "h", IPv4: "10.0.0.3/32", CreatedAt: time.Now()},
-		{ID: "other-host", Host: "h2", IPv4: "10.0.0.4/32", CreatedAt: old},
+		{ID: "known", Host: "h", IPv4: netip.MustParsePrefix("10.0.0.1/32"), CreatedAt: old},
+		{ID: "gone", Host: "h", IPv4: netip.MustParsePrefix("10.0.0.2/32"), CreatedAt: old},
+		{ID: "young", Host: "h", IPv4: netip.MustParsePrefix("10.0.0.3/32"), CreatedAt: time.Now()},
+		{ID: "other-host", Host: "h2", IPv4: netip.MustParsePrefix("10.0.0.4/32"), CreatedAt: old},
 	} {
 		if err := s.Put(ctx, api.EndpointKey(ep.Host, ep.ID), ep); err != nil {
 			t.Fatal(err)

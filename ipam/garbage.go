@@ -159,7 +159,7 @@ func (s *Snapshot) index() snapIndex {
 	for _, it := range s.Endpoints {
 		e := it.Value
 		idx.endpoints[e.Host+"/"+e.ID] = true
-		for _, a := range EndpointAddrs(e) {
+		for _, a := range e.Addrs() {
 			idx.held[e.Host+"/"+a.String()] = true
 			idx.held["/"+a.String()] = true
 		}
@@ -193,11 +193,11 @@ func (s *Snapshot) goneNodes(opt CollectOptions, idx snapIndex) map[string]time.
 		hosts[h.Host] = true
 	}
 	gone := map[string]time.Time{}
-	if len(records) == 0 {
+	if len(records) == 0 && len(s.unreadNodes) == 0 {
 		return gone // no node records at all (an older datastore): hosts cannot be judged
 	}
 	for h := range hosts {
-		if h == "" || s.Claims[h] {
+		if h == "" || s.Claims[h] || s.unreadNodes[h] {
 			continue
 		}
 		n, ok := records[h]

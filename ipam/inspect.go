@@ -43,6 +43,9 @@ type Snapshot struct {
 	Claims map[string]bool
 	// Undecodable lists records that could not be read ("key: error").
 	Undecodable []string
+	// unreadNodes are the names of node records that could not be read:
+	// the node is not taken for deleted (its addresses stay its own).
+	unreadNodes map[string]bool
 }
 
 // LoadSnapshot reads pools, blocks, affinities, handles, endpoints, nodes and
@@ -56,7 +59,7 @@ func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read IPAM records: %w", err)
 	}
-	snap := &Snapshot{Revision: res.Revision, Claims: map[string]bool{}}
+	snap := &Snapshot{Revision: res.Revision, Claims: map[string]bool{}, unreadNodes: map[string]bool{}}
 	bad := func(key string, err error) {
 		snap.Undecodable = append(snap.Undecodable, fmt.Sprintf("%s: %v", key, err))
 	}
@@ -91,7 +94,12 @@ func LoadSnapshot(ctx context.Context, s *datastore.Store) (*Snapshot, error) {
 		snap.Handles = append(snap.Handles, HandleItem{HandleRef: ref, Record: hr, ModRevision: rec.ModRevision})
 	}
 	snap.Endpoints = decodeAll[api.Endpoint](res.Reads[4], bad)
-	snap.Nodes = decodeAll[api.Node](res.Reads[5], bad)
+	snap.Nodes = decodeAll[api.Node](res.Reads[5], func(key string, err error) {
+		bad(key, err)
+		if name, ok := api.ParseNodeKey(key); ok {
+			snap.unreadNodes[name] = true
+		}
+	})
 	for _, rec := range res.Reads[6] {
 		if name, ok := api.ParseNodeClaimKey(rec.Key); ok {
 			snap.Claims[name] = true
@@ -242,24 +250,8 @@ func (s *Snapshot) Lookup(ip netip.Addr) IPInfo {
 	return info
 }
 
-// EndpointAddrs returns the addresses an endpoint record holds.
-func EndpointAddrs(e api.Endpoint) []netip.Addr {
-	var out []netip.Addr
-	for _, s := range []string{e.IPv4, e.IPv6} {
-		if s == "" {
-			continue
-		}
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Addr())
-		} else if a, err := netip.ParseAddr(s); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 func endpointHas(e api.Endpoint, ip netip.Addr) bool {
-	for _, a := range EndpointAddrs(e) {
+	for _, a := range e.Addrs() {
 		if a == ip {
 			return true
 		}
@@ -320,7 +312,7 @@ func (s *Snapshot) Check(opt CollectOptions) CheckReport {
 	r.Garbage = s.Garbage(opt)
 	byIP := map[netip.Addr][]api.Endpoint{}
 	for _, it := range s.Endpoints {
-		for _, a := range EndpointAddrs(it.Value) {
+		for _, a := range it.Value.Addrs() {
 			byIP[a] = append(byIP[a], it.Value)
 		}
 	}
@@ -353,7 +345,7 @@ func (s *Snapshot) Check(opt CollectOptions) CheckReport {
 	}
 	for _, it := range s.Endpoints {
 		e := it.Value
-		for _, ip := range EndpointAddrs(e) {
+		for _, ip := range e.Addrs() {
 			if !allocated[ip] {
 				r.EndpointsWithoutAllocation = append(r.EndpointsWithoutAllocation, EndpointIssue{Endpoint: e, IP: ip, Reason: "address not allocated"})
 			} else if others := byIP[ip]; len(others) > 1 && others[0].ID != e.ID {

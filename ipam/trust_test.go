@@ -212,7 +212,7 @@ func TestGarbageRules(t *testing.T) {
 	unclaimed, _ := a.AllocateOnce(ctx, "docker.1", v4)
 	bound, _ := a.AllocateOnce(ctx, "docker.2", v4)
 	mustBind(t, a, "docker.2", bound, "ep2")
-	if err := s.Put(ctx, api.EndpointKey("host-a", "ep2"), api.Endpoint{ID: "ep2", Host: "host-a", IPv4: bound.String() + "/32"}); err != nil {
+	if err := s.Put(ctx, api.EndpointKey("host-a", "ep2"), api.Endpoint{ID: "ep2", Host: "host-a", IPv4: netip.PrefixFrom(bound, 32)}); err != nil {
 		t.Fatal(err)
 	}
 	released, _ := a.AllocateOnce(ctx, "docker.3", v4)
@@ -306,4 +306,38 @@ func readBlockRev(t *testing.T, s *datastore.Store, cidr string) int64 {
 		t.Fatal(err)
 	}
 	return rev
+}
+
+// TestUnreadableNodeIsNotGone: a node record that cannot be decoded (say,
+// an address someone wrote by hand that is no address) is not taken for a
+// deleted node: its addresses are not collected.
+func TestUnreadableNodeIsNotGone(t *testing.T) {
+	s := setup(t, api.IPPool{Name: "p", CIDR: "10.125.0.0/24", BlockSize: 26})
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := New(s, "host-c", quietLog())
+	c.SetClock(func() time.Time { return t0 })
+	ctx := testCtx(t)
+	ip, err := c.AllocateOnce(ctx, "docker.1", v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustBind(t, c, "docker.1", ip, "ep1")
+	if err := s.Put(ctx, api.EndpointKey("host-c", "ep1"), api.Endpoint{ID: "ep1", Host: "host-c", IPv4: netip.PrefixFrom(ip, 32)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, api.NodeKey("host-c"), map[string]string{"name": "host-c", "ipv4Address": "not an address"}); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := LoadSnapshot(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Undecodable) != 1 {
+		t.Fatalf("undecodable records %v, want the node's", snap.Undecodable)
+	}
+	for _, f := range snap.Garbage(CollectOptions{Now: t0.Add(48 * time.Hour), Grace: time.Minute, NodeGoneAfter: time.Hour}) {
+		if f.Kind.NodeGone() {
+			t.Errorf("the node whose record cannot be read is taken for gone: %s", f)
+		}
+	}
 }

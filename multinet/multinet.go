@@ -263,15 +263,15 @@ func Desired(endpoints map[string]api.Endpoint, networks map[string]api.Network,
 		var routes []dataplane.SandboxRoute
 		for _, m := range members {
 			gw4, gw6 := dataplane.Gateways(m.GatewayIndex)
-			own4, own6 := addr(m.IPv4), addr(m.IPv6)
+			own4, own6 := m.IPv4.Addr(), m.IPv6.Addr()
 			for _, p := range byNet[policysync.NetworkName(networks[m.NetworkID], m.NetworkID)] {
 				if mine[p.ID] {
 					continue
 				}
-				if a := addr(p.IPv4); a.IsValid() && own4.IsValid() {
+				if a := p.IPv4.Addr(); a.IsValid() && own4.IsValid() {
 					routes = append(routes, dataplane.SandboxRoute{Dst: netip.PrefixFrom(a, 32), HostIface: m.HostIface, Gateway: gw4})
 				}
-				if a := addr(p.IPv6); a.IsValid() && own6.IsValid() {
+				if a := p.IPv6.Addr(); a.IsValid() && own6.IsValid() {
 					routes = append(routes, dataplane.SandboxRoute{Dst: netip.PrefixFrom(a, 128), HostIface: m.HostIface, Gateway: gw6})
 				}
 			}
@@ -279,12 +279,4 @@ func Desired(endpoints map[string]api.Endpoint, networks map[string]api.Network,
 		out[key] = routes
 	}
 	return out
-}
-
-func addr(s string) netip.Addr {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Addr()
-	}
-	a, _ := netip.ParseAddr(s)
-	return a
 }

@@ -1,6 +1,7 @@
 package multinet
 
 import (
+	"net/netip"
 	"sort"
 	"strings"
 	"testing"
@@ -16,7 +17,7 @@ func TestDesired(t *testing.T) {
 		"b1": {ID: "b1", Name: "netB"}, "c1": {ID: "c1", Name: "netC"},
 	}
 	ep := func(id, host, net, v4, v6, sb string, idx int) api.Endpoint {
-		return api.Endpoint{ID: id, Host: host, NetworkID: net, IPv4: v4, IPv6: v6, HostIface: "cali" + id, SandboxKey: sb, GatewayIndex: idx}
+		return api.Endpoint{ID: id, Host: host, NetworkID: net, IPv4: pfx(v4), IPv6: pfx(v6), HostIface: "cali" + id, SandboxKey: sb, GatewayIndex: idx}
 	}
 	endpoints := map[string]api.Endpoint{}
 	for _, e := range []api.Endpoint{
@@ -62,4 +63,12 @@ func TestDesired(t *testing.T) {
 	if len(got) != 2 {
 		t.Errorf("sandboxes with routes: %d, want 2 (m, q)", len(got))
 	}
+}
+
+func pfx(s string) netip.Prefix {
+	p, err := api.ParseHostPrefix(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
 }

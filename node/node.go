@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,9 +40,9 @@ type Registration struct {
 // Config says who this node is.
 type Config struct {
 	Name    string
-	DataDir string // holds the host identity that lets a restarted daemon take its name back
-	IPv4    string // "10.0.0.1/24" or ""
-	IPv6    string
+	DataDir string       // holds the host identity that lets a restarted daemon take its name back
+	IPv4    netip.Prefix // the node's address with its prefix length ("10.0.0.1/24"); zero: none
+	IPv6    netip.Prefix
 	Version string
 }
 

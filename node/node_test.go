@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -18,12 +19,12 @@ func TestRegister(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	dirA, dirB := t.TempDir(), t.TempDir()
 
-	a, err := Register(ctx, s, Config{Name: "h1", DataDir: dirA, IPv4: "10.0.1.1/24", Version: "v1"}, log)
+	a, err := Register(ctx, s, Config{Name: "h1", DataDir: dirA, IPv4: netip.MustParsePrefix("10.0.1.1/24"), Version: "v1"}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n api.Node
-	if _, err := s.Get(ctx, api.NodeKey("h1"), &n); err != nil || n.IPv4Address != "10.0.1.1/24" || n.LastSeen.IsZero() {
+	if _, err := s.Get(ctx, api.NodeKey("h1"), &n); err != nil || api.PrefixText(n.IPv4Address) != "10.0.1.1/24" || n.LastSeen.IsZero() {
 		t.Fatalf("node record = %+v, %v", n, err)
 	}
 
@@ -35,7 +36,7 @@ func TestRegister(t *testing.T) {
 
 	// The same host restarted (even after kill -9, claim still live) takes
 	// its name back at once.
-	a2, err := Register(ctx, s, Config{Name: "h1", DataDir: dirA, IPv4: "10.0.1.1/24"}, log)
+	a2, err := Register(ctx, s, Config{Name: "h1", DataDir: dirA, IPv4: netip.MustParsePrefix("10.0.1.1/24")}, log)
 	if err != nil {
 		t.Fatalf("restart on the same host: %v", err)
 	}

@@ -53,7 +53,7 @@ func fuzzMuxes(f *testing.F) (netMux, ipamMux http.Handler, do func(*testing.T, 
 		f.Fatal(err)
 	}
 	if err := s.Put(ctx, api.EndpointKey("fuzz-host", fuzzEP), api.Endpoint{ID: fuzzEP, NetworkID: fuzzNet, Host: "fuzz-host",
-		IPv4: "10.77.0.9/32", MAC: "ee:00:00:00:00:09", HostIface: driver.HostIfaceName(fuzzEP)}); err != nil {
+		IPv4: netip.MustParsePrefix("10.77.0.9/32"), MAC: "ee:00:00:00:00:09", HostIface: driver.HostIfaceName(fuzzEP)}); err != nil {
 		f.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

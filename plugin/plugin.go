@@ -91,9 +91,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
 
 	hostMTU := dataplane.DefaultMTU()
-	var addr4 netip.Addr
-	if p, err := netip.ParsePrefix(v4); err == nil {
-		addr4 = p.Addr()
+	addr4 := v4.Addr()
+	if v4.IsValid() {
 		if m := dataplane.LinkMTUHolding(addr4); m > 0 {
 			hostMTU = m
 		}
@@ -281,48 +280,44 @@ func anyVXLAN(pools []api.IPPool) bool {
 // autodetection method. An explicit setting that cannot be resolved is an
 // error; a failed plain autodetection only leaves the address empty (a
 // single host needs none).
-func nodeAddresses(cfg *Config, log *slog.Logger) (v4, v6 string, err error) {
-	resolve := func(family int, val, method string) (string, error) {
+func nodeAddresses(cfg *Config, log *slog.Logger) (v4, v6 netip.Prefix, err error) {
+	resolve := func(family int, val, method string) (netip.Prefix, error) {
 		switch {
 		case val == "none":
-			return "", nil
+			return netip.Prefix{}, nil
 		case val == "" || val == "autodetect":
 			p, err := dataplane.Autodetect(family, method)
 			if err != nil {
 				if method != "" {
-					return "", err
+					return netip.Prefix{}, err
 				}
 				if family == 4 {
 					log.Warn("could not autodetect this node's IPv4 address; other hosts cannot route to it (set --ip)", "err", err)
 				}
-				return "", nil
+				return netip.Prefix{}, nil
 			}
-			return p.String(), nil
+			return p, nil
 		case strings.HasPrefix(val, "can-reach="), strings.HasPrefix(val, "interface="):
-			p, err := dataplane.Autodetect(family, val)
-			if err != nil {
-				return "", err
-			}
-			return p.String(), nil
+			return dataplane.Autodetect(family, val)
 		case strings.Contains(val, "/"):
 			p, err := netip.ParsePrefix(val)
 			if err != nil {
-				return "", fmt.Errorf("node address %q: %w", val, err)
+				return netip.Prefix{}, fmt.Errorf("node address %q: %w", val, err)
 			}
-			return p.String(), nil
+			return p, nil
 		default:
 			a, err := netip.ParseAddr(val)
 			if err != nil {
-				return "", fmt.Errorf("node address %q: %w", val, err)
+				return netip.Prefix{}, fmt.Errorf("node address %q: %w", val, err)
 			}
-			return dataplane.PrefixOfAddr(a).String(), nil
+			return dataplane.PrefixOfAddr(a), nil
 		}
 	}
 	if v4, err = resolve(4, cfg.IP, cfg.AutodetectIP); err != nil {
-		return "", "", err
+		return netip.Prefix{}, netip.Prefix{}, err
 	}
 	if v6, err = resolve(6, cfg.IP6, ""); err != nil {
-		return "", "", err
+		return netip.Prefix{}, netip.Prefix{}, err
 	}
 	return v4, v6, nil
 }

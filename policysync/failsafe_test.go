@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,7 +117,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 	s := testetcd.Start(t)
 	ctx := context.Background()
 	putJSON(t, s, api.NetworkKey("n1"), api.Network{ID: "n1", Name: "net1"})
-	putJSON(t, s, api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.1/32", HostIface: "calia", LabelsKnown: true})
+	putJSON(t, s, api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.1/32"), HostIface: "calia", LabelsKnown: true})
 	key := api.GlobalNetworkPolicyKey("deny-db")
 	putJSON(t, s, key, denyDB)
 	lastGood := filepath.Join(t.TempDir(), LastGoodFile)
@@ -147,7 +148,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 		t.Errorf("Invalid() = %v, want the three keys", got)
 	}
 	// Another endpoint joins and is enforced, with its policy intact.
-	ep := api.Endpoint{ID: "b", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.2/32", HostIface: "calib", LabelsKnown: true}
+	ep := api.Endpoint{ID: "b", NetworkID: "n1", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.2/32"), HostIface: "calib", LabelsKnown: true}
 	putJSON(t, s, api.EndpointKey("h1", "b"), ep)
 	jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -207,9 +208,9 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 func TestNoLabelWindow(t *testing.T) {
 	s := testetcd.Start(t)
 	putJSON(t, s, api.NetworkKey("n1"), api.Network{ID: "n1", Name: "net1"})
-	putJSON(t, s, api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.1/32", HostIface: "calia", LabelsKnown: true})
+	putJSON(t, s, api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.1/32"), HostIface: "calia", LabelsKnown: true})
 	ps, rec, _ := startSyncer(t, s, Options{HoldUnlabelled: true})
-	ep := api.Endpoint{ID: "b", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.2/32", HostIface: "calib"}
+	ep := api.Endpoint{ID: "b", NetworkID: "n1", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.2/32"), HostIface: "calib"}
 	putJSON(t, s, api.EndpointKey("h1", "b"), ep)
 	ctx := context.Background()
 	if err := ps.EndpointJoined(ctx, ep); err != nil {
@@ -227,7 +228,7 @@ func TestNoLabelWindow(t *testing.T) {
 		defer ps.mu.Unlock()
 		return len(ps.st.gnps) == 1
 	})
-	ep2 := api.Endpoint{ID: "c", NetworkID: "n1", Host: "h1", IPv4: "10.0.0.3/32", HostIface: "calic"}
+	ep2 := api.Endpoint{ID: "c", NetworkID: "n1", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.3/32"), HostIface: "calic"}
 	putJSON(t, s, api.EndpointKey("h1", "c"), ep2)
 	if err := ps.EndpointJoined(ctx, ep2); err != nil {
 		t.Fatal(err)

@@ -103,9 +103,9 @@ func (h *HostSync) putLocked(key string, val []byte) {
 		delete(h.nodes, key)
 		return
 	}
-	p, err := netip.ParsePrefix(n.IPv4Address)
-	if n.IPv4Address == "" || err != nil || !p.Addr().Is4() {
-		if n.IPv4Address != "" {
+	p := n.IPv4Address
+	if !p.IsValid() || !p.Addr().Is4() {
+		if p.IsValid() {
 			h.noteBadNode(name, fmt.Sprintf("ipv4Address %q is not an IPv4 address", n.IPv4Address))
 		}
 		delete(h.nodes, key)

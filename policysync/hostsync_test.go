@@ -43,7 +43,7 @@ func (h *hostRecorder) last() nftpolicy.HostRules {
 func TestHostSync(t *testing.T) {
 	s := testetcd.Start(t)
 	ctx := context.Background()
-	putJSON(t, s, api.NodeKey("h1"), api.Node{Name: "h1", IPv4Address: "10.0.0.1/24"})
+	putJSON(t, s, api.NodeKey("h1"), api.Node{Name: "h1", IPv4Address: netip.MustParsePrefix("10.0.0.1/24")})
 	putRaw(t, s, api.NodeKey("broken"), `{"name":`)
 	rec := &hostRecorder{}
 	lb := &logBuf{}
@@ -69,7 +69,7 @@ func TestHostSync(t *testing.T) {
 	if !strings.Contains(lb.String(), `node record ignored: VXLAN from it is not accepted" node=broken`) {
 		t.Errorf("the undecodable node record is not logged:\n%s", lb.String())
 	}
-	putJSON(t, s, api.NodeKey("h2"), api.Node{Name: "h2", IPv4Address: "10.0.0.2/24", IPv6Address: "fd00::2/64"})
+	putJSON(t, s, api.NodeKey("h2"), api.Node{Name: "h2", IPv4Address: netip.MustParsePrefix("10.0.0.2/24"), IPv6Address: netip.MustParsePrefix("fd00::2/64")})
 	waitFor(t, "h2's address in the rules", func() bool { return nodes() == "10.0.0.1,10.0.0.2" })
 	putJSON(t, s, api.FelixConfigKey, api.FelixConfig{DefaultEndpointToHostAction: api.ActionAccept,
 		EndpointToHostAllowedPorts: []api.ProtoPort{{Protocol: "UDP", Port: 53}}})

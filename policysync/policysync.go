@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -147,12 +146,7 @@ func (st *state) Model(hold bool) *policy.Model {
 		nw := st.networks[e.NetworkID]
 		prof := NetworkName(nw, e.NetworkID)
 		defaults[prof] = defaults[prof] || nw.Options[OpenOption] == "true"
-		var ips []netip.Addr
-		for _, s := range []string{e.IPv4, e.IPv6} {
-			if p, err := netip.ParsePrefix(s); err == nil {
-				ips = append(ips, p.Addr())
-			}
-		}
+		ips := e.Addrs()
 		labels := map[string]string{}
 		for lk, lv := range e.Labels {
 			if lk != NetworkLabel { // a container cannot claim another network's membership

@@ -41,8 +41,7 @@ func newState() *State {
 // address borrowed from another host's block, via the host holding it.
 func (st *State) Desired(host string) []dataplane.BlockRoute {
 	me := st.Nodes[host]
-	my4, _ := netip.ParsePrefix(me.IPv4Address)
-	my6, _ := netip.ParsePrefix(me.IPv6Address)
+	my4, my6 := me.IPv4Address, me.IPv6Address
 	var out []dataplane.BlockRoute
 	via := func(dst netip.Prefix, owner string) (dataplane.BlockRoute, bool) {
 		n, ok := st.Nodes[owner]
@@ -53,12 +52,11 @@ func (st *State) Desired(host string) []dataplane.BlockRoute {
 		if dst.Addr().Is6() {
 			remote, mine = n.IPv6Address, my6
 		}
-		rp, err := netip.ParsePrefix(remote)
-		if err != nil {
+		if !remote.IsValid() {
 			return dataplane.BlockRoute{}, false
 		}
-		same := mine.IsValid() && mine.Contains(rp.Addr())
-		return dataplane.BlockRoute{Dst: dst, Via: rp.Addr(), Mode: st.modeFor(dst, same)}, true
+		same := mine.IsValid() && mine.Contains(remote.Addr())
+		return dataplane.BlockRoute{Dst: dst, Via: remote.Addr(), Mode: st.modeFor(dst, same)}, true
 	}
 	for dst, owner := range st.Blocks {
 		if owner == "" {
@@ -76,13 +74,9 @@ func (st *State) Desired(host string) []dataplane.BlockRoute {
 		if ep.Host == host {
 			continue
 		}
-		for _, s := range []string{ep.IPv4, ep.IPv6} {
-			p, err := netip.ParsePrefix(s)
-			if err != nil {
-				continue
-			}
-			if owner, ok := st.blockOwner(p.Addr()); ok && owner != ep.Host {
-				if r, ok := via(netip.PrefixFrom(p.Addr(), p.Addr().BitLen()), ep.Host); ok {
+		for _, a := range ep.Addrs() {
+			if owner, ok := st.blockOwner(a); ok && owner != ep.Host {
+				if r, ok := via(netip.PrefixFrom(a, a.BitLen()), ep.Host); ok {
 					out = append(out, r)
 				}
 			}
@@ -187,15 +181,15 @@ func (s *Syncer) UsesVXLAN() bool {
 func (s *Syncer) Peers() []api.Peer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	my4, _ := netip.ParsePrefix(s.st.Nodes[s.host].IPv4Address)
+	my4 := s.st.Nodes[s.host].IPv4Address
 	var out []api.Peer
 	for name, n := range s.st.Nodes {
 		if name == s.host {
 			continue
 		}
 		p := api.Peer{Name: name, IPv4: n.IPv4Address, IPv6: n.IPv6Address, LastSeen: n.LastSeen}
-		if rp, err := netip.ParsePrefix(n.IPv4Address); err == nil && my4.IsValid() {
-			p.SameSubnet = my4.Contains(rp.Addr())
+		if n.IPv4Address.IsValid() && my4.IsValid() {
+			p.SameSubnet = my4.Contains(n.IPv4Address.Addr())
 		}
 		out = append(out, p)
 	}

@@ -10,9 +10,9 @@ import (
 
 func state() *State {
 	st := newState()
-	st.Nodes["h1"] = api.Node{Name: "h1", IPv4Address: "10.0.1.1/24", IPv6Address: "fd00:1::1/64"}
-	st.Nodes["h2"] = api.Node{Name: "h2", IPv4Address: "10.0.1.2/24", IPv6Address: "fd00:1::2/64"}
-	st.Nodes["h3"] = api.Node{Name: "h3", IPv4Address: "10.0.2.3/24"}
+	st.Nodes["h1"] = api.Node{Name: "h1", IPv4Address: netip.MustParsePrefix("10.0.1.1/24"), IPv6Address: netip.MustParsePrefix("fd00:1::1/64")}
+	st.Nodes["h2"] = api.Node{Name: "h2", IPv4Address: netip.MustParsePrefix("10.0.1.2/24"), IPv6Address: netip.MustParsePrefix("fd00:1::2/64")}
+	st.Nodes["h3"] = api.Node{Name: "h3", IPv4Address: netip.MustParsePrefix("10.0.2.3/24")}
 	return st
 }
 
@@ -61,10 +61,10 @@ func TestDesired(t *testing.T) {
 				st.Blocks[netip.MustParsePrefix("192.168.0.0/26")] = "h1"
 				st.Blocks[netip.MustParsePrefix("192.168.0.64/26")] = "h2"
 				// h3 borrowed .70 from h2's block; h2 borrowed .5 from ours.
-				st.Endpoints[api.EndpointKey("h3", "e1")] = api.Endpoint{ID: "e1", Host: "h3", IPv4: "192.168.0.70/32"}
-				st.Endpoints[api.EndpointKey("h2", "e2")] = api.Endpoint{ID: "e2", Host: "h2", IPv4: "192.168.0.5/32"}
+				st.Endpoints[api.EndpointKey("h3", "e1")] = api.Endpoint{ID: "e1", Host: "h3", IPv4: netip.MustParsePrefix("192.168.0.70/32")}
+				st.Endpoints[api.EndpointKey("h2", "e2")] = api.Endpoint{ID: "e2", Host: "h2", IPv4: netip.MustParsePrefix("192.168.0.5/32")}
 				// Our own endpoint needs nothing here (the veth route covers it).
-				st.Endpoints[api.EndpointKey("h1", "e3")] = api.Endpoint{ID: "e3", Host: "h1", IPv4: "192.168.0.66/32"}
+				st.Endpoints[api.EndpointKey("h1", "e3")] = api.Endpoint{ID: "e3", Host: "h1", IPv4: netip.MustParsePrefix("192.168.0.66/32")}
 			},
 			want: []string{"blackhole 192.168.0.0/26", "192.168.0.5/32 via 10.0.1.2 (direct)", "192.168.0.64/26 via 10.0.1.2 (direct)", "192.168.0.70/32 via 10.0.2.3 (direct)"},
 		},

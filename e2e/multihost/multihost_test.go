@@ -91,7 +91,7 @@ func TestMultiHost(t *testing.T) {
 			}
 			got := map[string]string{}
 			for _, n := range nodes {
-				got[n.Name] = n.IPv4Address
+				got[n.Name] = api.PrefixText(n.IPv4Address)
 			}
 			for _, h := range tb.Hosts {
 				if got[h.Name] != h.Addr.String() {

@@ -95,7 +95,7 @@ func vxlanOnlyFromNodes(t *testing.T, tb *Testbed, c1, c3 *Container) {
 	t.Logf("%s drops VXLAN from non-nodes: %s", h3.Name, first(grepLines(drops, "VXLAN only from registered nodes")))
 
 	fake := api.NodeKey("mh-outside-as-node")
-	if err := tb.Store.Put(ctx, fake, api.Node{Name: "mh-outside-as-node", IPv4Address: OutsideAddr + "/24"}); err != nil {
+	if err := tb.Store.Put(ctx, fake, api.Node{Name: "mh-outside-as-node", IPv4Address: netip.MustParsePrefix(OutsideAddr + "/24")}); err != nil {
 		t.Fatal(err)
 	}
 	deleted := false
