@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 const felixV3 = `apiVersion: projectcalico.org/v3
@@ -40,11 +41,11 @@ func TestFelixConfiguration(t *testing.T) {
 	if _, err := h.store.Get(ctx, api.FelixConfigKey, &stored); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := h.store.Client.Get(ctx, api.FelixConfigKey)
+	raw, err := datastore.GetRaw(ctx, h.store, api.FelixConfigKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	daemon, err := api.DecodeStoredFelixConfig(raw.Kvs[0].Value)
+	daemon, err := api.DecodeStoredFelixConfig(raw.Value)
 	if err != nil {
 		t.Fatalf("the daemon cannot read what calicoctl stored: %v", err)
 	}

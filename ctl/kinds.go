@@ -408,7 +408,7 @@ func casPut[T any](ctx context.Context, s *datastore.Store, key, kind, name stri
 		if exists && bytes.Equal(it.Value, b) {
 			return false, nil
 		}
-		resp, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, it.ModRevision)}, []datastore.Op{datastore.PutRaw(key, string(b))})
+		resp, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, it.ModRevision)}, []datastore.Op{datastore.PutRaw(key, string(b))})
 		if errors.Is(err, datastore.ErrUncertain) {
 			continue // the next read shows whether it went (an equal record is then left alone)
 		}
@@ -428,7 +428,7 @@ func casDelete(ctx context.Context, s *datastore.Store, key, kind, name string, 
 	if rv != 0 {
 		cond = datastore.Unchanged(key, rv)
 	}
-	resp, err := s.Txn(ctx, []datastore.Cond{cond}, []datastore.Op{datastore.Delete(key)}, datastore.Get(key))
+	resp, err := s.CAS(ctx, []datastore.Cond{cond}, []datastore.Op{datastore.Delete(key)}, datastore.Get(key))
 	if err != nil {
 		return fmt.Errorf("delete %s %q: %w", kind, name, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 func TestNodes(t *testing.T) {
@@ -143,4 +144,27 @@ func maskDirs(h *harness, s string) string {
 	s = strings.ReplaceAll(s, h.store.EmbeddedEndpoint(), "<etcd>")
 	s = strings.ReplaceAll(s, h.dataDir, "<data-dir>")
 	return commitRE.ReplaceAllString(s, "${1}<commit>")
+}
+
+// TestGetShowsUndecodableNode: a node record someone wrote by hand with an
+// address that is no address is listed, marked invalid, beside the valid
+// ones; node status says its record cannot be read.
+func TestGetShowsUndecodableNode(t *testing.T) {
+	h := newHarness(t)
+	h.addNode(api.Node{Name: "host-1", IPv4Address: netip.MustParsePrefix("172.16.0.1/24"), LastSeen: testNow})
+	if _, err := h.store.CAS(context.Background(), nil, []datastore.Op{datastore.PutRaw(api.NodeKey("host-2"), `{"name":"host-2","ipv4Address":"ten"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	r := h.run("", "get", "nodes", "-o", "wide")
+	if r.code != 0 {
+		t.Fatalf("get nodes: exit %d: %s", r.code, r.err)
+	}
+	for _, want := range []string{"host-1", "172.16.0.1/24", "Valid", "host-2", `Invalid: undecodable: ipv4Address: "ten" is not an IP address`} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("get nodes -o wide lacks %q:\n%s", want, r.out)
+		}
+	}
+	if !strings.Contains(r.err, `Warning: Node "host-2" is invalid`) {
+		t.Errorf("no warning for the invalid node:\n%s", r.err)
+	}
 }

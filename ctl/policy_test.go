@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
@@ -512,13 +513,13 @@ func TestConcurrentPolicyCreates(t *testing.T) {
 	if won != 1 {
 		t.Errorf("%d creates of one name succeeded, want 1", won)
 	}
-	raw, err := h.store.Client.Get(context.Background(), api.GlobalNetworkPolicyKey("race"))
-	if err != nil || len(raw.Kvs) != 1 {
+	raw, err := datastore.GetRaw(context.Background(), h.store, api.GlobalNetworkPolicyKey("race"))
+	if err != nil {
 		t.Fatalf("record: %v", err)
 	}
 	var p policy.GlobalNetworkPolicy
-	if err := json.Unmarshal(raw.Kvs[0].Value, &p); err != nil || p.Name != "race" {
-		t.Errorf("record %s: %v", raw.Kvs[0].Value, err)
+	if err := json.Unmarshal(raw.Value, &p); err != nil || p.Name != "race" {
+		t.Errorf("record %s: %v", raw.Value, err)
 	}
 }
 
@@ -542,7 +543,7 @@ func TestGetShowsInvalidPolicies(t *testing.T) {
 		api.GlobalNetworkPolicyKey("from-newer"): `{"name":"from-newer","selector":"all()","ingress":[{"action":"Allow","http":{"methods":["GET"]}}]}`,
 		api.GlobalNetworkPolicyKey("garbage"):    `{"name":`,
 	} {
-		if _, err := h.store.Client.Put(ctx, key, raw); err != nil {
+		if _, err := h.store.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(key, raw)}); err != nil {
 			t.Fatal(err)
 		}
 	}

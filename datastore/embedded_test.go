@@ -226,7 +226,7 @@ func oldStyleEtcd(t *testing.T, dir, key, val string) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Client.Put(ctx, key, val); err != nil {
+	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(key, val)}); err != nil {
 		t.Fatal(err)
 	}
 }

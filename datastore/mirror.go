@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/dshook"
 )
 
 // KV is one record of a snapshot.
@@ -74,7 +75,7 @@ func (s *Store) snapshot(ctx context.Context, prefixes []string, h MirrorHandler
 	for _, p := range prefixes {
 		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
 	}
-	resp, err := s.Client.Txn(c).Then(ops...).Commit()
+	resp, err := s.kvs().Commit(c, dshook.Request{Then: ops})
 	if err != nil {
 		return 0, err
 	}
@@ -92,7 +93,7 @@ func (s *Store) snapshot(ctx context.Context, prefixes []string, h MirrorHandler
 func (s *Store) follow(ctx context.Context, rev int64, prefixes []string, h MirrorHandler, opt MirrorOptions) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.Client.Watch(wctx, api.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := s.client.Watch(wctx, api.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	resync := time.NewTicker(opt.Resync)
 	defer resync.Stop()
 	var pending <-chan time.Time

@@ -19,7 +19,7 @@ type RawItem struct {
 func ListRaw(ctx context.Context, s *Store, prefix string) ([]RawItem, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
-	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix())
+	resp, err := s.kvs().Get(c, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, fmt.Errorf("etcd list %s: %w", prefix, err)
 	}
@@ -34,7 +34,7 @@ func ListRaw(ctx context.Context, s *Store, prefix string) ([]RawItem, error) {
 func GetRaw(ctx context.Context, s *Store, key string) (RawItem, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
-	resp, err := s.Client.Get(c, key)
+	resp, err := s.kvs().Get(c, key)
 	if err != nil {
 		return RawItem{}, fmt.Errorf("etcd get %s: %w", key, err)
 	}

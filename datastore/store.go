@@ -48,9 +48,15 @@ type Config struct {
 	Timeout    time.Duration
 }
 
-// Store is a thin typed layer over an etcd v3 client.
+// Store is a thin typed layer over an etcd v3 client, which it keeps to
+// itself: records are read and written as typed JSON (Get, Put, Create,
+// Delete, List, Update), several keys change together only in one
+// compare-and-swap (CAS), and watchers follow etcd through Mirror.
 type Store struct {
-	Client    *clientv3.Client
+	client *clientv3.Client
+	// kv carries every read and write (Watch and leases go straight to
+	// the client); tests wrap it through SetHooks.
+	kv        atomic.Pointer[kvHolder]
 	timeout   time.Duration
 	embedded  *Embedded
 	endpoints []string
@@ -105,7 +111,8 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	s := &Store{Client: cli, timeout: timeout, endpoints: append([]string(nil), cfg.Endpoints...)}
+	s := &Store{client: cli, timeout: timeout, endpoints: append([]string(nil), cfg.Endpoints...)}
+	s.kv.Store(&kvHolder{etcdKV{cli}})
 	if err := s.Ping(ctx); err != nil {
 		cli.Close()
 		return nil, fmt.Errorf("etcd at %s is not reachable (check --etcd-endpoints/ETCD_ENDPOINTS and TLS files): %w",
@@ -136,7 +143,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 // Close closes the client and stops the embedded etcd, if any.
 func (s *Store) Close() error {
-	err := s.Client.Close()
+	err := s.client.Close()
 	if s.embedded != nil {
 		s.embedded.Close()
 	}
@@ -164,7 +171,7 @@ func (s *Store) Ping(ctx context.Context) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	if _, err := s.Client.Get(c, api.PingKey, clientv3.WithCountOnly()); err != nil {
+	if _, err := s.kvs().Get(c, api.PingKey, clientv3.WithCountOnly()); err != nil {
 		return s.wrapErr(err, start)
 	}
 	s.up()
@@ -176,7 +183,7 @@ func (s *Store) Get(ctx context.Context, key string, v any) (int64, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	resp, err := s.Client.Get(c, key)
+	resp, err := s.kvs().Get(c, key)
 	if err != nil {
 		return 0, s.wrapErr(fmt.Errorf("etcd get %s: %w", key, err), start)
 	}
@@ -200,7 +207,7 @@ func (s *Store) Put(ctx context.Context, key string, v any) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	if _, err := s.Client.Put(c, key, string(b)); err != nil {
+	if _, err := s.kvs().Put(c, key, string(b)); err != nil {
 		return s.wrapErr(fmt.Errorf("etcd put %s: %w", key, err), start)
 	}
 	s.up()
@@ -210,7 +217,7 @@ func (s *Store) Put(ctx context.Context, key string, v any) error {
 // Create writes v at key only if the key does not exist. It reports whether
 // it created the key.
 func (s *Store) Create(ctx context.Context, key string, v any) (bool, error) {
-	res, err := s.Txn(ctx, []Cond{Absent(key)}, []Op{Put(key, v)})
+	res, err := s.CAS(ctx, []Cond{Absent(key)}, []Op{Put(key, v)})
 	if err != nil {
 		return false, fmt.Errorf("etcd create %s: %w", key, err)
 	}
@@ -222,7 +229,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	if _, err := s.Client.Delete(c, key); err != nil {
+	if _, err := s.kvs().Delete(c, key); err != nil {
 		return s.wrapErr(fmt.Errorf("etcd delete %s: %w", key, err), start)
 	}
 	s.up()
@@ -241,7 +248,7 @@ func List[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], error
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix())
+	resp, err := s.kvs().Get(c, prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, s.wrapErr(fmt.Errorf("etcd list %s: %w", prefix, err), start)
 	}
@@ -262,7 +269,7 @@ func (s *Store) Keys(ctx context.Context, prefix string) ([]string, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	resp, err := s.Client.Get(c, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	resp, err := s.kvs().Get(c, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, s.wrapErr(fmt.Errorf("etcd list %s: %w", prefix, err), start)
 	}
@@ -312,14 +319,14 @@ func Update[T any](ctx context.Context, s *Store, key string, fn func(cur *T) (*
 		} else {
 			op = Put(key, next)
 		}
-		tr, err := s.Txn(ctx, []Cond{Unchanged(key, rev)}, []Op{op})
+		tr, err := s.CAS(ctx, []Cond{Unchanged(key, rev)}, []Op{op})
 		if errors.Is(err, ErrUncertain) {
 			// Applied or not, the next pass reads the key again and fn
 			// decides from what is there.
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("etcd txn %s: %w", key, err)
+			return fmt.Errorf("etcd compare-and-swap %s: %w", key, err)
 		}
 		if tr.Succeeded {
 			return nil

@@ -10,9 +10,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/calico-libnetwork/calico-libnetwork/internal/dshook"
 )
 
-// Cond is one comparison of a multi-key transaction. Build them with
+// Cond is one comparison of a multi-key compare-and-swap. Build them with
 // Unchanged, Absent, NothingUnder and UnchangedUnder.
 type Cond struct{ cmp clientv3.Cmp }
 
@@ -42,7 +44,7 @@ func UnchangedUnder(prefix string, rev int64) Cond {
 	return Cond{clientv3.Compare(clientv3.ModRevision(prefix), "<", rev+1).WithPrefix()}
 }
 
-// Op is one operation of a transaction: Put (JSON), PutRaw, Delete, Get,
+// Op is one operation of a compare-and-swap: Put (JSON), PutRaw, Delete, Get,
 // GetPrefix or KeysUnder.
 type Op struct {
 	op   clientv3.Op
@@ -91,7 +93,7 @@ func KeysUnder(prefix string) Op {
 	return Op{op: clientv3.OpGet(prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly()), read: true}
 }
 
-// Record is one stored key of a transaction's read.
+// Record is one stored key a CAS or Read returned.
 type Record struct {
 	Key         string
 	Value       []byte
@@ -106,17 +108,17 @@ func (r Record) Decode(v any) error {
 	return nil
 }
 
-// TxnResult is what a transaction did. Reads holds, per read operation of the
+// Result is what a compare-and-swap (or a Read) did. Reads holds, per read operation of the
 // branch that ran (Then on success, Else otherwise) and in its order, the
 // records it found.
-type TxnResult struct {
+type Result struct {
 	Succeeded bool
 	Revision  int64
 	Reads     [][]Record
 }
 
 // One returns the single record of read i, or false when the key was absent.
-func (r TxnResult) One(i int) (Record, bool) {
+func (r Result) One(i int) (Record, bool) {
 	if i >= len(r.Reads) || len(r.Reads[i]) == 0 {
 		return Record{}, false
 	}
@@ -128,35 +130,35 @@ func (r TxnResult) One(i int) (Record, bool) {
 // read back what it wrote to decide, never blindly write again.
 var ErrUncertain = errors.New("the datastore did not confirm whether the write was applied")
 
-// Txn runs one compare-and-swap transaction: if every cond holds, then runs,
-// else els. It is the only way the project writes several keys together.
-// A failure after the request may have reached etcd is returned wrapping
-// ErrUncertain.
-func (s *Store) Txn(ctx context.Context, conds []Cond, then []Op, els ...Op) (TxnResult, error) {
+// CAS runs one multi-key compare-and-swap: if every cond holds, then runs,
+// else els, all at one revision. It is the only way the project writes
+// several keys together. A failure after the request may have reached etcd
+// is returned wrapping ErrUncertain.
+func (s *Store) CAS(ctx context.Context, conds []Cond, then []Op, els ...Op) (Result, error) {
 	cmps := make([]clientv3.Cmp, len(conds))
 	for i, c := range conds {
 		cmps[i] = c.cmp
 	}
 	thenOps, thenReads, err := unwrapOps(then)
 	if err != nil {
-		return TxnResult{}, err
+		return Result{}, err
 	}
 	elseOps, elseReads, err := unwrapOps(els)
 	if err != nil {
-		return TxnResult{}, err
+		return Result{}, err
 	}
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	resp, err := s.Client.Txn(c).If(cmps...).Then(thenOps...).Else(elseOps...).Commit()
+	resp, err := s.kvs().Commit(c, dshook.Request{If: cmps, Then: thenOps, Else: elseOps})
 	if err != nil {
 		if writes(then) || writes(els) {
-			return TxnResult{}, s.wrapErr(fmt.Errorf("%w: %w", ErrUncertain, err), start)
+			return Result{}, s.wrapErr(fmt.Errorf("%w: %w", ErrUncertain, err), start)
 		}
-		return TxnResult{}, s.wrapErr(err, start)
+		return Result{}, s.wrapErr(err, start)
 	}
 	s.up()
-	out := TxnResult{Succeeded: resp.Succeeded, Revision: resp.Header.Revision}
+	out := Result{Succeeded: resp.Succeeded, Revision: resp.Header.Revision}
 	reads := elseReads
 	if resp.Succeeded {
 		reads = thenReads
@@ -172,8 +174,8 @@ func (s *Store) Txn(ctx context.Context, conds []Cond, then []Op, els ...Op) (Tx
 }
 
 // Read runs the read operations ops at one revision.
-func (s *Store) Read(ctx context.Context, ops ...Op) (TxnResult, error) {
-	return s.Txn(ctx, nil, ops)
+func (s *Store) Read(ctx context.Context, ops ...Op) (Result, error) {
+	return s.CAS(ctx, nil, ops)
 }
 
 func unwrapOps(ops []Op) ([]clientv3.Op, []int, error) {
@@ -208,7 +210,7 @@ func (s *Store) Grant(ctx context.Context, ttl time.Duration) (Lease, error) {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	resp, err := s.Client.Grant(c, int64(ttl/time.Second))
+	resp, err := s.client.Grant(c, int64(ttl/time.Second))
 	if err != nil {
 		return 0, s.wrapErr(fmt.Errorf("etcd lease: %w", err), start)
 	}
@@ -221,7 +223,7 @@ func (s *Store) KeepAliveOnce(ctx context.Context, l Lease) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
 	start := time.Now()
-	if _, err := s.Client.KeepAliveOnce(c, clientv3.LeaseID(l)); err != nil {
+	if _, err := s.client.KeepAliveOnce(c, clientv3.LeaseID(l)); err != nil {
 		return s.wrapErr(fmt.Errorf("renew etcd lease: %w", err), start)
 	}
 	s.up()
@@ -232,7 +234,7 @@ func (s *Store) KeepAliveOnce(ctx context.Context, l Lease) error {
 func (s *Store) Revoke(ctx context.Context, l Lease) error {
 	c, cancel := s.Ctx(ctx)
 	defer cancel()
-	if _, err := s.Client.Revoke(c, clientv3.LeaseID(l)); err != nil {
+	if _, err := s.client.Revoke(c, clientv3.LeaseID(l)); err != nil {
 		return fmt.Errorf("revoke etcd lease: %w", err)
 	}
 	return nil

@@ -164,7 +164,7 @@ func (c *Collector) lead(ctx context.Context) bool {
 		return false
 	}
 	key := api.GCLeaderKey
-	res, err := c.cfg.Store.Txn(ctx, []datastore.Cond{datastore.Absent(key)},
+	res, err := c.cfg.Store.CAS(ctx, []datastore.Cond{datastore.Absent(key)},
 		[]datastore.Op{datastore.PutLeased(key, c.cfg.Host, c.cfg.Lease())}, datastore.Get(key))
 	if err != nil {
 		return false

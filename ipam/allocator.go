@@ -279,7 +279,7 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 	if w.drop {
 		first = datastore.Delete(bkey)
 	}
-	res, err := a.store.Txn(ctx, conds, append([]datastore.Op{first}, w.ops...), elses...)
+	res, err := a.store.CAS(ctx, conds, append([]datastore.Op{first}, w.ops...), elses...)
 	if errors.Is(err, datastore.ErrUncertain) {
 		return a.readBack(ctx, w, err)
 	}
@@ -336,7 +336,7 @@ func (a *Allocator) readBack(ctx context.Context, w write, cause error) (outcome
 	rec, found := res.One(0)
 	switch {
 	case found && rec.ModRevision == w.rev:
-		fence, err := a.store.Txn(rctx, []datastore.Cond{datastore.Unchanged(bkey, w.rev)},
+		fence, err := a.store.CAS(rctx, []datastore.Cond{datastore.Unchanged(bkey, w.rev)},
 			[]datastore.Op{datastore.PutRaw(bkey, string(rec.Value))}, datastore.Get(bkey))
 		if err != nil {
 			return outcome{}, fmt.Errorf("block %s: %w (and fencing the write off failed: %v)", w.blk.CIDR, cause, err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/dshook"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 )
 
@@ -129,10 +130,17 @@ func blockCIDRs(t testing.TB, s *datastore.Store) []string {
 	return out
 }
 
-// countingKV counts the requests that reach etcd through a client.
+// countingKV counts the requests that reach etcd from a Store.
 type countingKV struct {
-	clientv3.KV
+	dshook.KV
 	gets, puts, deletes, txns atomic.Int64
+}
+
+// countRequests makes s count its requests from now on.
+func countRequests(s *datastore.Store) *countingKV {
+	kv := &countingKV{}
+	s.SetHooks(&dshook.Hooks{WrapKV: func(next dshook.KV) dshook.KV { kv.KV = next; return kv }})
+	return kv
 }
 
 func (k *countingKV) total() int64 {
@@ -154,23 +162,9 @@ func (k *countingKV) Delete(ctx context.Context, key string, opts ...clientv3.Op
 	return k.KV.Delete(ctx, key, opts...)
 }
 
-func (k *countingKV) Txn(ctx context.Context) clientv3.Txn { return countingTxn{k.KV.Txn(ctx), k} }
-
-type countingTxn struct {
-	clientv3.Txn
-	k *countingKV
-}
-
-func (t countingTxn) If(cs ...clientv3.Cmp) clientv3.Txn { return countingTxn{t.Txn.If(cs...), t.k} }
-func (t countingTxn) Then(ops ...clientv3.Op) clientv3.Txn {
-	return countingTxn{t.Txn.Then(ops...), t.k}
-}
-func (t countingTxn) Else(ops ...clientv3.Op) clientv3.Txn {
-	return countingTxn{t.Txn.Else(ops...), t.k}
-}
-func (t countingTxn) Commit() (*clientv3.TxnResponse, error) {
-	t.k.txns.Add(1)
-	return t.Txn.Commit()
+func (k *countingKV) Commit(ctx context.Context, r dshook.Request) (*clientv3.TxnResponse, error) {
+	k.txns.Add(1)
+	return k.KV.Commit(ctx, r)
 }
 
 func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
@@ -189,8 +183,7 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 		t.Fatalf("affinity keys = %v", got)
 	}
 
-	kv := &countingKV{KV: s.Client.KV}
-	s.Client.KV = kv
+	kv := countRequests(s)
 	for i, want := range []string{"10.10.0.1", "10.10.0.2", "10.10.0.3"} {
 		// Keep the pool list fresh so that its TTL cannot expire on a slow
 		// machine and add a read: the point is the allocation's own cost.

@@ -69,7 +69,7 @@ func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID strin
 		// DeleteEndpoint ran, yet the endpoint runs: bind it again.
 		rec.State, rec.Since = api.StateBound, a.now().UTC()
 		key := api.HandleKey(a.host, h.Handle, ip)
-		res, err := a.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.Put(key, rec)})
+		res, err := a.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.Put(key, rec)})
 		if err != nil || !res.Succeeded {
 			return "", fmt.Errorf("bind %s to endpoint %s again: %w", ip, abbrevID(endpointID), errors.Join(err, datastore.ErrConflict))
 		}

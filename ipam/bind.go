@@ -58,7 +58,7 @@ func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Add
 		for _, p := range puts {
 			all = append(all, datastore.Put(p.key, p.rec))
 		}
-		res, err := a.store.Txn(ctx, conds, append(all, ops...))
+		res, err := a.store.CAS(ctx, conds, append(all, ops...))
 		if errors.Is(err, datastore.ErrUncertain) {
 			fresh, uncertain = true, true // read back on the next pass: the records say whether it was applied
 			continue

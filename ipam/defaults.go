@@ -71,7 +71,7 @@ func EnsureDefaultPools(ctx context.Context, s *datastore.Store, avoid []netip.P
 		cmps = append(cmps, datastore.Absent(api.PoolKey(want[i].Name)))
 		ops = append(ops, datastore.Put(api.PoolKey(want[i].Name), want[i]))
 	}
-	resp, err := s.Txn(ctx, cmps, ops)
+	resp, err := s.CAS(ctx, cmps, ops)
 	if errors.Is(err, datastore.ErrUncertain) {
 		var done string
 		if _, gerr := s.Get(ctx, api.DefaultsDoneKey, &done); gerr == nil {

@@ -321,7 +321,7 @@ func Apply(ctx context.Context, s *datastore.Store, f Finding) (bool, error) {
 	case f.Kind == GarbageNodeBlock:
 		return freeBlockIfEmpty(ctx, s, f.Block, f.Host)
 	case f.Key != "":
-		res, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(f.Key, f.Rev)}, []datastore.Op{datastore.Delete(f.Key)})
+		res, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(f.Key, f.Rev)}, []datastore.Op{datastore.Delete(f.Key)})
 		if err != nil {
 			return false, fmt.Errorf("delete %s: %w", f.Key, err)
 		}
@@ -385,7 +385,7 @@ func freeOwnedIn(ctx context.Context, s *datastore.Store, cidr netip.Prefix, ip 
 		} else {
 			ops = append(ops, datastore.Put(key, b))
 		}
-		tr, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)}, ops)
+		tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)}, ops)
 		if errors.Is(err, datastore.ErrUncertain) {
 			uncertain = true
 			continue // the next read shows whether it went

@@ -181,7 +181,7 @@ func PutPool(ctx context.Context, s *datastore.Store, p api.IPPool, mode PutMode
 			// overlapping pools created at once cannot both pass the check.
 			cmps = append(cmps, datastore.UnchangedUnder(api.PoolsPrefix, v.rev))
 		}
-		resp, err := s.Txn(ctx, cmps, []datastore.Op{datastore.Put(key, p)})
+		resp, err := s.CAS(ctx, cmps, []datastore.Op{datastore.Put(key, p)})
 		if errors.Is(err, datastore.ErrUncertain) {
 			uncertain = true
 			continue
@@ -253,7 +253,7 @@ func DeletePool(ctx context.Context, s *datastore.Store, nameOrCIDR string, forc
 			// between would otherwise be orphaned.
 			cmps = append(cmps, datastore.UnchangedUnder(api.BlocksPrefix, v.rev))
 		}
-		resp, err := s.Txn(ctx, cmps, []datastore.Op{datastore.Delete(it.Key)})
+		resp, err := s.CAS(ctx, cmps, []datastore.Op{datastore.Delete(it.Key)})
 		if errors.Is(err, datastore.ErrUncertain) {
 			continue // the next read tells: gone means deleted
 		}
@@ -306,7 +306,7 @@ func freeBlockIfEmpty(ctx context.Context, s *datastore.Store, cidr netip.Prefix
 		if b.Affinity != "" {
 			ops = append(ops, datastore.Delete(api.AffinityKey(b.Affinity, b.CIDR)))
 		}
-		tr, err := s.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)}, ops)
+		tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)}, ops)
 		if errors.Is(err, datastore.ErrUncertain) {
 			continue // the next read says whether it went
 		}

@@ -9,25 +9,34 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/dshook"
 )
 
 // lateKV plays a write that etcd applies after the client gave up on it:
-// the first write transaction after arm() fails at once as a timeout would
+// the first write request after arm() fails at once as a timeout would
 // (the request is still on its way), one more call goes through unchanged
 // (the read back), and the held write reaches etcd just before the call
 // after that. The fault-injection history test (ipam/history) saw this
 // order under a real cluster: a release reported freeing nothing although
 // its own write had freed the address.
 type lateKV struct {
-	clientv3.KV
+	dshook.KV
 	mu      sync.Mutex
 	armed   bool
-	held    *lateTxn
+	held    *dshook.Request
 	passed  bool
 	applied bool
 	// afterCall keeps the write held until deliver: it reaches etcd only
 	// once the call that sent it has returned.
 	afterCall bool
+}
+
+// lateWrites makes s's requests go through a lateKV.
+func lateWrites(s *datastore.Store, afterCall bool) *lateKV {
+	kv := &lateKV{afterCall: afterCall}
+	s.SetHooks(&dshook.Hooks{WrapKV: func(next dshook.KV) dshook.KV { kv.KV = next; return kv }})
+	return kv
 }
 
 func (k *lateKV) arm() { k.mu.Lock(); k.armed = true; k.mu.Unlock() }
@@ -45,7 +54,7 @@ func (k *lateKV) before() {
 	}
 	h := k.held
 	k.held = nil
-	if _, err := k.KV.Txn(context.Background()).If(h.cmps...).Then(h.then...).Else(h.els...).Commit(); err == nil {
+	if _, err := k.KV.Commit(context.Background(), *h); err == nil {
 		k.applied = true
 	}
 }
@@ -60,7 +69,7 @@ func (k *lateKV) deliver(t *testing.T) bool {
 	if h == nil {
 		t.Fatal("no write was held")
 	}
-	resp, err := k.KV.Txn(context.Background()).If(h.cmps...).Then(h.then...).Else(h.els...).Commit()
+	resp, err := k.KV.Commit(context.Background(), *h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,39 +81,16 @@ func (k *lateKV) Get(ctx context.Context, key string, opts ...clientv3.OpOption)
 	return k.KV.Get(ctx, key, opts...)
 }
 
-func (k *lateKV) Txn(ctx context.Context) clientv3.Txn { return &lateTxn{k: k, ctx: ctx} }
-
-type lateTxn struct {
-	k         *lateKV
-	ctx       context.Context
-	cmps      []clientv3.Cmp
-	then, els []clientv3.Op
-}
-
-func (t *lateTxn) If(cs ...clientv3.Cmp) clientv3.Txn   { t.cmps = append(t.cmps, cs...); return t }
-func (t *lateTxn) Then(ops ...clientv3.Op) clientv3.Txn { t.then = append(t.then, ops...); return t }
-func (t *lateTxn) Else(ops ...clientv3.Op) clientv3.Txn { t.els = append(t.els, ops...); return t }
-
-func (t *lateTxn) Commit() (*clientv3.TxnResponse, error) {
-	k := t.k
+func (k *lateKV) Commit(ctx context.Context, r dshook.Request) (*clientv3.TxnResponse, error) {
 	k.mu.Lock()
-	if k.armed && writesAny(t.then) {
-		k.armed, k.held = false, t
+	if k.armed && r.Writes() {
+		k.armed, k.held = false, &r
 		k.mu.Unlock()
 		return nil, context.DeadlineExceeded
 	}
 	k.mu.Unlock()
 	k.before()
-	return k.KV.Txn(t.ctx).If(t.cmps...).Then(t.then...).Else(t.els...).Commit()
-}
-
-func writesAny(ops []clientv3.Op) bool {
-	for _, o := range ops {
-		if o.IsPut() || o.IsDelete() {
-			return true
-		}
-	}
-	return false
+	return k.KV.Commit(ctx, r)
 }
 
 // A release whose write etcd applied only after the read back said it had
@@ -113,8 +99,7 @@ func TestReleaseWhoseWriteLandsAfterTheReadBack(t *testing.T) {
 	for _, by := range []string{"address", "owner", "handle"} {
 		t.Run(by, func(t *testing.T) {
 			s := setup(t, api.IPPool{Name: "p", CIDR: "10.20.0.0/24", BlockSize: 26})
-			kv := &lateKV{KV: s.Client.KV}
-			s.Client.KV = kv
+			kv := lateWrites(s, false)
 			a := New(s, "host-a", quietLog())
 			ctx := testCtx(t)
 			ip := mustAlloc(t, a, "h1", Selection{Family: 4})
@@ -157,8 +142,7 @@ func TestAllocationWhoseWriteLandsAfterTheReadBack(t *testing.T) {
 	for _, how := range []string{"Allocate", "AllocateOnce", "Assign"} {
 		t.Run(how, func(t *testing.T) {
 			s := setup(t, api.IPPool{Name: "p", CIDR: "10.20.0.0/24", BlockSize: 26})
-			kv := &lateKV{KV: s.Client.KV}
-			s.Client.KV = kv
+			kv := lateWrites(s, false)
 			a := New(s, "host-a", quietLog())
 			ctx := testCtx(t)
 			mustAlloc(t, a, "first", Selection{Family: 4}) // the block exists: the late write is an update
@@ -197,8 +181,7 @@ func TestWriteLandingAfterItsCallIsFencedOff(t *testing.T) {
 	for _, how := range []string{"Allocate", "Release"} {
 		t.Run(how, func(t *testing.T) {
 			s := setup(t, api.IPPool{Name: "p", CIDR: "10.20.0.0/24", BlockSize: 26})
-			kv := &lateKV{KV: s.Client.KV, afterCall: true}
-			s.Client.KV = kv
+			kv := lateWrites(s, true)
 			a := New(s, "host-a", quietLog())
 			ctx := testCtx(t)
 			ip := mustAlloc(t, a, "h1", Selection{Family: 4})

@@ -59,7 +59,7 @@ func (a *Allocator) ReleaseByHandle(ctx context.Context, handle string) (int, er
 			}
 		}
 		// A record whose address the handle no longer holds.
-		if _, err := a.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(r.Key, r.ModRevision)}, []datastore.Op{datastore.Delete(r.Key)}); err != nil {
+		if _, err := a.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(r.Key, r.ModRevision)}, []datastore.Op{datastore.Delete(r.Key)}); err != nil {
 			return n, err
 		}
 	}

@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
@@ -76,34 +74,41 @@ func claimKey(ip netip.Addr) string { return claimsPrefix + ip.String() }
 
 // claim records that handle now holds ip; an existing claim means the
 // allocator handed out an address that someone else still holds.
-func claim(ctx context.Context, cli *clientv3.Client, ip netip.Addr, handle string) error {
+func claim(ctx context.Context, s *datastore.Store, ip netip.Addr, handle string) error {
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	k := claimKey(ip)
-	resp, err := cli.Txn(c).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, handle)).Else(clientv3.OpGet(k)).Commit()
+	res, err := s.CAS(c, []datastore.Cond{datastore.Absent(k)}, []datastore.Op{datastore.PutRaw(k, handle)}, datastore.Get(k))
 	if err != nil {
 		return fmt.Errorf("claim %s: %w", ip, err)
 	}
-	if !resp.Succeeded {
+	if !res.Succeeded {
 		other := "?"
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-			other = string(kvs[0].Value)
+		if rec, ok := res.One(0); ok {
+			other = string(rec.Value)
 		}
 		return fmt.Errorf("DUPLICATE: %s handed to %s while %s still holds it", ip, handle, other)
 	}
 	return nil
 }
 
-func unclaim(ctx context.Context, cli *clientv3.Client, ip netip.Addr, handle string) error {
+func unclaim(ctx context.Context, s *datastore.Store, ip netip.Addr, handle string) error {
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	k := claimKey(ip)
-	resp, err := cli.Txn(c).If(clientv3.Compare(clientv3.Value(k), "=", handle)).Then(clientv3.OpDelete(k)).Commit()
+	res, err := s.Read(c, datastore.Get(k))
 	if err != nil {
 		return fmt.Errorf("unclaim %s: %w", ip, err)
 	}
-	if !resp.Succeeded {
+	rec, ok := res.One(0)
+	if !ok || string(rec.Value) != handle {
+		return fmt.Errorf("claim on %s by %s was changed by someone else", ip, handle)
+	}
+	tr, err := s.CAS(c, []datastore.Cond{datastore.Unchanged(k, rec.ModRevision)}, []datastore.Op{datastore.Delete(k)})
+	if err != nil {
+		return fmt.Errorf("unclaim %s: %w", ip, err)
+	}
+	if !tr.Succeeded {
 		return fmt.Errorf("claim on %s by %s was changed by someone else", ip, handle)
 	}
 	return nil
@@ -135,7 +140,7 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 			if err != nil {
 				return res, fmt.Errorf("%s: Assign(%s): %w", job.Worker, ip, err)
 			}
-			if err := claim(ctx, s.Client, ip, handle); err != nil {
+			if err := claim(ctx, s, ip, handle); err != nil {
 				return res, err
 			}
 			res.Assigns++
@@ -154,7 +159,7 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 			if !pool.Contains(ip) {
 				return res, fmt.Errorf("%s: Allocate gave %s, outside pool %s", job.Worker, ip, pool)
 			}
-			if err := claim(ctx, s.Client, ip, handle); err != nil {
+			if err := claim(ctx, s, ip, handle); err != nil {
 				return res, err
 			}
 			a.lock <- struct{}{}
@@ -173,7 +178,7 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 			}
 			i := rng.IntN(len(held))
 			h := held[i]
-			if err := unclaim(ctx, s.Client, h.IP, h.Handle); err != nil {
+			if err := unclaim(ctx, s, h.IP, h.Handle); err != nil {
 				return res, fmt.Errorf("%s: %w", job.Worker, err)
 			}
 			if rng.IntN(2) == 0 {
@@ -219,10 +224,10 @@ func TestStressHelperProcess(t *testing.T) {
 	}
 	defer s.Close()
 	a := New(s, job.Host, quietLog())
-	if _, err := s.Client.Put(ctx, readyPrefix+job.Worker, ""); err != nil {
+	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(readyPrefix+job.Worker, "")}); err != nil {
 		t.Fatal(err)
 	}
-	if err := waitForKey(ctx, s.Client, goKey); err != nil {
+	if err := waitForKey(ctx, s, goKey); err != nil {
 		t.Fatal(err)
 	}
 	res, err := runStressWorker(ctx, s, a, job)
@@ -233,14 +238,14 @@ func TestStressHelperProcess(t *testing.T) {
 	fmt.Printf("\n%s%s\n", resultMarker, out)
 }
 
-func waitForKey(ctx context.Context, cli *clientv3.Client, key string) error {
+func waitForKey(ctx context.Context, s *datastore.Store, key string) error {
 	for {
-		resp, err := cli.Get(ctx, key)
-		if err != nil {
-			return err
-		}
-		if len(resp.Kvs) > 0 {
+		_, err := datastore.GetRaw(ctx, s, key)
+		if err == nil {
 			return nil
+		}
+		if !errors.Is(err, datastore.ErrNotFound) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -321,19 +326,19 @@ func TestStressNoDuplicates(t *testing.T) {
 	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		resp, err := s.Client.Get(readyCtx, readyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+		ready, err := s.Keys(readyCtx, readyPrefix)
 		if err != nil {
 			for _, c := range children {
 				t.Logf("%s stderr:\n%s", c.job.Worker, c.stderr.String())
 			}
 			t.Fatalf("waiting for helper processes: %v", err)
 		}
-		if resp.Count == int64(procHosts) {
+		if len(ready) == procHosts {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := s.Client.Put(ctx, goKey, ""); err != nil {
+	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(goKey, "")}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -471,13 +476,13 @@ func TestStressNoDuplicates(t *testing.T) {
 func verifyAgainstEtcd(t *testing.T, s *datastore.Store, held map[netip.Addr]string) {
 	t.Helper()
 	ctx := testCtx(t)
-	resp, err := s.Client.Get(ctx, claimsPrefix, clientv3.WithPrefix())
+	items, err := datastore.ListRaw(ctx, s, claimsPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
 	claims := map[netip.Addr]string{}
-	for _, kv := range resp.Kvs {
-		claims[netip.MustParseAddr(strings.TrimPrefix(string(kv.Key), claimsPrefix))] = string(kv.Value)
+	for _, kv := range items {
+		claims[netip.MustParseAddr(strings.TrimPrefix(kv.Key, claimsPrefix))] = string(kv.Value)
 	}
 	if len(claims) != len(held) {
 		t.Errorf("%d claim keys, %d held addresses", len(claims), len(held))

@@ -15,9 +15,8 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"sync"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -80,19 +79,15 @@ func (s *Syncer) kickNow() {
 }
 
 // Run syncs on every kick, on every change to the shared records, and every
-// interval, until ctx ends.
+// interval, until ctx ends; the mirror of the shared records is joined
+// before it returns.
 func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
 	go func() {
-		for ctx.Err() == nil {
-			wch := s.store.Client.Watch(clientv3.WithRequireLeader(ctx), api.SharedNetworksPrefix, clientv3.WithPrefix())
-			for range wch {
-				s.kickNow()
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Second):
-			}
-		}
+		defer wg.Done()
+		s.store.Mirror(ctx, []string{api.SharedNetworksPrefix}, sharedChanges{s}, datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: time.Minute})
 	}()
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -107,6 +102,18 @@ func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
 		case <-s.kick:
 		}
 	}
+}
+
+// sharedChanges kicks a pass whenever the shared records change (the pass
+// reads them itself).
+type sharedChanges struct{ s *Syncer }
+
+func (sharedChanges) Reset([]datastore.KV) {}
+func (sharedChanges) Put(string, []byte)   {}
+func (sharedChanges) Delete(string)        {}
+func (c sharedChanges) Sync(bool)          { c.s.kickNow() }
+func (c sharedChanges) Failed(err error) {
+	c.s.log.Debug("shared networks: cannot read etcd", "err", err)
 }
 
 // Sync runs one pass.

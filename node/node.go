@@ -97,7 +97,7 @@ func (r *Registration) claim(ctx context.Context) error {
 	val := api.NodeClaim{HostID: r.hostID, PID: os.Getpid(), Since: time.Now().UTC()}
 	key := api.NodeClaimKey(r.node.Name)
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		res, err := r.store.Txn(ctx, []datastore.Cond{datastore.Absent(key)},
+		res, err := r.store.CAS(ctx, []datastore.Cond{datastore.Absent(key)},
 			[]datastore.Op{datastore.PutLeased(key, val, lease)}, datastore.Get(key))
 		if err != nil && !errors.Is(err, datastore.ErrUncertain) {
 			return fmt.Errorf("claim node name %s: %w", r.node.Name, err)
@@ -121,7 +121,7 @@ func (r *Registration) claim(ctx context.Context) error {
 				r.node.Name, other.PID, other.Since.Format(time.RFC3339), ErrNameTaken)
 		}
 		// Our own earlier life (restart, kill -9): take the claim over.
-		tr, err := r.store.Txn(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)},
+		tr, err := r.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, rec.ModRevision)},
 			[]datastore.Op{datastore.PutLeased(key, val, lease)})
 		if err != nil && !errors.Is(err, datastore.ErrUncertain) {
 			return fmt.Errorf("claim node name %s: %w", r.node.Name, err)

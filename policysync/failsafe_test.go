@@ -87,7 +87,7 @@ func putJSON(t *testing.T, s *datastore.Store, key string, v any) {
 
 func putRaw(t *testing.T, s *datastore.Store, key, raw string) {
 	t.Helper()
-	if _, err := s.Client.Put(context.Background(), key, raw); err != nil {
+	if _, err := s.CAS(context.Background(), nil, []datastore.Op{datastore.PutRaw(key, raw)}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -195,7 +195,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 	if !strings.Contains(lb.String(), "valid again") {
 		t.Errorf("the fix is not logged:\n%s", lb.String())
 	}
-	if _, err := s.Client.Delete(ctx, api.GlobalNetworkPolicyKey("broken")); err != nil {
+	if err := s.Delete(ctx, api.GlobalNetworkPolicyKey("broken")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a deleted invalid resource is forgotten", func() bool { return len(ps.Invalid()) == 1 })

@@ -87,10 +87,10 @@ func TestHostSync(t *testing.T) {
 	if n := strings.Count(lb.String(), "FelixConfiguration default is invalid"); n != 1 {
 		t.Errorf("logged %d times, want once", n)
 	}
-	if _, err := s.Client.Delete(ctx, api.FelixConfigKey); err != nil {
+	if err := s.Delete(ctx, api.FelixConfigKey); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Client.Delete(ctx, api.NodeKey("h1")); err != nil {
+	if err := s.Delete(ctx, api.NodeKey("h1")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the defaults back and h1 gone", func() bool {

@@ -9,7 +9,7 @@ out="$PWD/bench-results.md" # absolute: go test runs in each package's directory
 : > "$out"
 section() { echo; echo "## $1"; echo; } >> "$out"
 
-section "IPAM allocation rate vs raw etcd CAS (go run ./cmd/ipam-bench)"
+section "IPAM allocation rate vs a bare etcd CAS (go run ./cmd/ipam-bench)"
 go run ./cmd/ipam-bench | tee -a "$out"
 
 scripts/ensure-docker.sh

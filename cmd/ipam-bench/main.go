@@ -25,8 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
@@ -163,18 +161,15 @@ func run(cfg config) error {
 		return func(w int) (time.Duration, error) {
 			k := fmt.Sprintf("/bench/cas/%d/%d", workers, w)
 			t0 := time.Now()
-			c, cancel := s.Ctx(ctx)
-			defer cancel()
-			g, err := s.Client.Get(c, k)
+			g, err := s.Read(ctx, datastore.Get(k))
 			if err != nil {
 				return 0, err
 			}
 			var rev int64 // 0: the key does not exist yet
-			if len(g.Kvs) > 0 {
-				rev = g.Kvs[0].ModRevision
+			if rec, ok := g.One(0); ok {
+				rev = rec.ModRevision
 			}
-			tr, err := s.Client.Txn(c).If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
-				Then(clientv3.OpPut(k, fmt.Sprint(rev))).Commit()
+			tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(k, rev)}, []datastore.Op{datastore.PutRaw(k, fmt.Sprint(rev))})
 			if err != nil {
 				return 0, err
 			}
@@ -212,7 +207,7 @@ func run(cfg config) error {
 
 	var benches []*bench
 	for _, c := range []int{1, 8} {
-		benches = append(benches, &bench{name: "raw etcd CAS (get + txn If ModRevision==rev put; own key per worker)", concurrency: c, kind: "cas"})
+		benches = append(benches, &bench{name: "etcd CAS (read + compare-and-swap put, as datastore sends them; own key per worker)", concurrency: c, kind: "cas"})
 		if c == 1 {
 			benches = append(benches,
 				&bench{name: "IPAM Allocate + Release, 1 host", concurrency: 1, kind: "churn", hosts: 1, target: true},

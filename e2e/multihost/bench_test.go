@@ -16,9 +16,8 @@ import (
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 // TestBenchmarks measures, on the multi-host testbed (item 8), in one run:
@@ -253,25 +252,23 @@ type convResult struct {
 func measureConvergence(t *testing.T, tb *Testbed, samples int) []convResult {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	defer cancel()
-	var mu sync.Mutex
-	claimed := map[string]time.Time{}
-	wch := tb.Store.Client.Watch(ctx, api.BlocksPrefix, clientv3.WithPrefix())
+	claims := &blockClaims{known: map[string]bool{}, claimed: map[string]time.Time{}}
+	ready := make(chan struct{})
+	wg.Add(1)
 	go func() {
-		for wr := range wch {
-			now := time.Now()
-			for _, ev := range wr.Events {
-				if ev.Type == clientv3.EventTypePut && ev.Kv.CreateRevision == ev.Kv.ModRevision {
-					if c, ok := api.ParseBlockKey(string(ev.Kv.Key)); ok {
-						mu.Lock()
-						claimed[c.String()] = now
-						mu.Unlock()
-					}
-				}
-			}
-		}
+		defer wg.Done()
+		tb.Store.Mirror(ctx, []string{api.BlocksPrefix}, claims, datastore.MirrorOptions{Debounce: time.Millisecond, Resync: time.Hour,
+			Ready: func() { close(ready) }})
 	}()
-	time.Sleep(200 * time.Millisecond) // the watch is established
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the datastore's blocks could not be read")
+	}
+	mu, claimed := &claims.mu, claims.claimed
 	var direct, vxlan, all []time.Duration
 	for k := 0; k < samples; k++ {
 		owner := tb.Hosts[k%len(tb.Hosts)]
@@ -374,3 +371,41 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// blockClaims notes when each block record first appears: the moment its
+// host claimed it.
+type blockClaims struct {
+	mu      sync.Mutex
+	known   map[string]bool
+	claimed map[string]time.Time
+}
+
+func (b *blockClaims) Reset(kvs []datastore.KV) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, kv := range kvs {
+		b.known[kv.Key] = true
+	}
+}
+
+func (b *blockClaims) Put(key string, _ []byte) {
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.known[key] {
+		return
+	}
+	b.known[key] = true
+	if c, ok := api.ParseBlockKey(key); ok {
+		b.claimed[c.String()] = now
+	}
+}
+
+func (b *blockClaims) Delete(key string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.known, key)
+}
+
+func (b *blockClaims) Sync(bool)    {}
+func (b *blockClaims) Failed(error) {}

@@ -257,14 +257,13 @@ func (c *EtcdCluster) closeProxies() {
 
 // Status asks this member alone for its status.
 func (m *EtcdMember) Status(ctx context.Context) (leader bool, err error) {
-	s := m.Host.tb.Store
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := s.Client.Status(cctx, m.LocalURL)
+	leads, err := m.Host.tb.Store.MemberLeads(cctx, m.LocalURL)
 	if err != nil {
 		return false, fmt.Errorf("etcd member %s: %w", m.Name, err)
 	}
-	return resp.Header.MemberId == resp.Leader, nil
+	return leads, nil
 }
 
 // Leader returns the member that leads the cluster now.
