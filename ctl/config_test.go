@@ -14,7 +14,7 @@ import (
 func TestConfigFile(t *testing.T) {
 	h := newHarness(t)
 	h.addPool("p1", "10.10.0.0/16", 26)
-	ep := h.store.EmbeddedEndpoint()
+	ep := h.store.Endpoints()[0]
 	delete(h.env, "ETCD_ENDPOINTS")
 
 	v3 := "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata:\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: " + ep + "\n"
@@ -57,7 +57,7 @@ func TestEmbeddedDatastore(t *testing.T) {
 	h := newHarness(t)
 	h.addPool("p1", "10.10.0.0/16", 26)
 	delete(h.env, "ETCD_ENDPOINTS")
-	if err := os.WriteFile(filepath.Join(h.dataDir, datastore.EndpointFile), []byte(h.store.EmbeddedEndpoint()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(h.dataDir, datastore.EndpointFile), []byte(h.store.Endpoints()[0]+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out := h.ok("", "get", "ippool"); !strings.Contains(out, "p1") {

@@ -43,7 +43,7 @@ func newHarness(t *testing.T) *harness {
 	s := testetcd.Start(t)
 	h := &harness{
 		t: t, store: s,
-		env:       map[string]string{"ETCD_ENDPOINTS": s.EmbeddedEndpoint()},
+		env:       map[string]string{"ETCD_ENDPOINTS": s.Endpoints()[0]},
 		dataDir:   t.TempDir(),
 		pluginDir: shortTempDir(t),
 	}

@@ -141,7 +141,7 @@ var commitRE = regexp.MustCompile(`(?m)^(Git commit: +)\S+`)
 
 func maskDirs(h *harness, s string) string {
 	s = strings.ReplaceAll(s, h.pluginDir, "<plugin-dir>")
-	s = strings.ReplaceAll(s, h.store.EmbeddedEndpoint(), "<etcd>")
+	s = strings.ReplaceAll(s, h.store.Endpoints()[0], "<etcd>")
 	s = strings.ReplaceAll(s, h.dataDir, "<data-dir>")
 	return commitRE.ReplaceAllString(s, "${1}<commit>")
 }

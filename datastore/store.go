@@ -1,5 +1,8 @@
-// Package datastore owns the etcd client, the embedded single-host etcd, the
-// key layout and the compare-and-swap helpers every read-modify-write uses.
+// Package datastore owns the etcd client and everything said to etcd:
+// typed reads and writes of the records of package api, the multi-key
+// compare-and-swap every read-modify-write uses (CAS, Update), leases, and
+// the mirror every watcher of etcd follows (Mirror). Its embedded server
+// lives apart, in datastore/embedded.
 package datastore
 
 import (
@@ -38,7 +41,7 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 var ErrConflict = errors.New("too many concurrent updates, try again")
 
 // Config says where the datastore is. With no Endpoints an embedded etcd is
-// run in DataDir.
+// run in DataDir (embedded.Open).
 type Config struct {
 	Endpoints  []string
 	CACertFile string
@@ -58,7 +61,7 @@ type Store struct {
 	// the client); tests wrap it through SetHooks.
 	kv        atomic.Pointer[kvHolder]
 	timeout   time.Duration
-	embedded  *Embedded
+	onClose   []func()
 	endpoints []string
 	// down is set while etcd does not answer: every call then gives up
 	// after DownTimeout instead of its full timeout, so that a Docker
@@ -121,42 +124,18 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Open connects to cfg.Endpoints, or starts the embedded etcd in cfg.DataDir
-// when no endpoints are given.
-func Open(ctx context.Context, cfg Config) (*Store, error) {
-	if len(cfg.Endpoints) > 0 {
-		return Connect(ctx, cfg)
-	}
-	e, err := StartEmbedded(cfg.DataDir)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Endpoints = []string{e.Endpoint}
-	s, err := Connect(ctx, cfg)
-	if err != nil {
-		e.Close()
-		return nil, err
-	}
-	s.embedded = e
-	return s, nil
-}
-
-// Close closes the client and stops the embedded etcd, if any.
+// Close closes the client, then runs what OnClose registered (the
+// embedded etcd's stop), last registered first.
 func (s *Store) Close() error {
 	err := s.client.Close()
-	if s.embedded != nil {
-		s.embedded.Close()
+	for i := len(s.onClose) - 1; i >= 0; i-- {
+		s.onClose[i]()
 	}
 	return err
 }
 
-// Embedded reports the embedded etcd's client URL, or "" when external.
-func (s *Store) EmbeddedEndpoint() string {
-	if s.embedded == nil {
-		return ""
-	}
-	return s.embedded.Endpoint
-}
+// OnClose registers fn to run when the store closes, after its client.
+func (s *Store) OnClose(fn func()) { s.onClose = append(s.onClose, fn) }
 
 // Ctx bounds one remote call.
 func (s *Store) Ctx(ctx context.Context) (context.Context, context.CancelFunc) {

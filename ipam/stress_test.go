@@ -296,7 +296,7 @@ func TestStressNoDuplicates(t *testing.T) {
 		spec, _ := json.Marshal(job)
 		c := &child{job: job}
 		c.cmd = exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStressHelperProcess$", "-test.count=1", "-test.timeout="+stressTimeout.String())
-		c.cmd.Env = append(os.Environ(), envHelper+"="+string(spec), envEndpoint+"="+s.EmbeddedEndpoint())
+		c.cmd.Env = append(os.Environ(), envHelper+"="+string(spec), envEndpoint+"="+s.Endpoints()[0])
 		c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
 		if err := c.cmd.Start(); err != nil {
 			t.Fatalf("start helper process: %v", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
 	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
 	"github.com/calico-libnetwork/calico-libnetwork/gc"
@@ -36,7 +37,7 @@ const reconcileEvery = 30 * time.Second
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	startCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	store, err := datastore.Open(startCtx, datastore.Config{
+	store, err := embedded.Open(startCtx, datastore.Config{
 		Endpoints: cfg.EtcdEndpoints, CACertFile: cfg.EtcdCACertFile, CertFile: cfg.EtcdCertFile,
 		KeyFile: cfg.EtcdKeyFile, DataDir: cfg.DataDir,
 	})
@@ -44,8 +45,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	if ep := store.EmbeddedEndpoint(); ep != "" {
-		log.Info("embedded etcd running", "endpoint", ep, "dataDir", cfg.DataDir)
+	if len(cfg.EtcdEndpoints) == 0 {
+		log.Info("embedded etcd running", "endpoint", store.Endpoints()[0], "dataDir", cfg.DataDir)
 	}
 
 	if err := ensureProcSysWritable(log); err != nil {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
@@ -135,7 +136,7 @@ func run(cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	s, err := datastore.Open(ctx, datastore.Config{DataDir: dir})
+	s, err := embedded.Open(ctx, datastore.Config{DataDir: dir})
 	if err != nil {
 		return err
 	}

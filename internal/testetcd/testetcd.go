@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
 )
 
 // startTimeout bounds etcd's start-up; a loaded CI machine running -race can
@@ -19,13 +20,13 @@ const startTimeout = 90 * time.Second
 
 // Start runs an embedded etcd in t.TempDir() and returns a store connected to
 // it. The store is closed and etcd stopped when the test ends. Its client URL
-// is s.EmbeddedEndpoint(), for code under test that dials etcd itself (e.g. a
+// is s.Endpoints()[0], for code under test that dials etcd itself (e.g. a
 // child process).
 func Start(t testing.TB) *datastore.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
-	s, err := datastore.Open(ctx, datastore.Config{DataDir: t.TempDir()})
+	s, err := embedded.Open(ctx, datastore.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatalf("start embedded etcd: %v", err)
 	}

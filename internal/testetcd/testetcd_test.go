@@ -15,11 +15,11 @@ func TestStartGivesAWorkingIsolatedEtcd(t *testing.T) {
 	ctx := context.Background()
 	a := testetcd.Start(t)
 	b := testetcd.Start(t)
-	if !strings.HasPrefix(a.EmbeddedEndpoint(), "unix:///") || !strings.HasSuffix(a.EmbeddedEndpoint(), "/"+datastore.SocketFile) {
-		t.Fatalf("EmbeddedEndpoint() = %q, want the unix socket in the data dir", a.EmbeddedEndpoint())
+	if !strings.HasPrefix(a.Endpoints()[0], "unix:///") || !strings.HasSuffix(a.Endpoints()[0], "/"+datastore.SocketFile) {
+		t.Fatalf("Endpoints()[0] = %q, want the unix socket in the data dir", a.Endpoints()[0])
 	}
-	if a.EmbeddedEndpoint() == b.EmbeddedEndpoint() {
-		t.Fatalf("two etcds share endpoint %s", a.EmbeddedEndpoint())
+	if a.Endpoints()[0] == b.Endpoints()[0] {
+		t.Fatalf("two etcds share endpoint %s", a.Endpoints()[0])
 	}
 	key := api.Prefix + "testetcd"
 	if err := a.Put(ctx, key, "x"); err != nil {

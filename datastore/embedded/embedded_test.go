@@ -1,4 +1,4 @@
-package datastore_test
+package embedded_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
 
@@ -24,7 +25,7 @@ func openEmbedded(t *testing.T, dir string) *datastore.Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	s, err := datastore.Open(ctx, datastore.Config{DataDir: dir})
+	s, err := embedded.Open(ctx, datastore.Config{DataDir: dir})
 	if err != nil {
 		t.Fatalf("open embedded etcd in %s: %v", dir, err)
 	}
@@ -78,7 +79,7 @@ func TestEmbeddedIsRootOnly(t *testing.T) {
 	}
 	sock := filepath.Join(dir, datastore.SocketFile)
 	want := "unix://" + sock
-	if got := s.EmbeddedEndpoint(); got != want {
+	if got := s.Endpoints()[0]; got != want {
 		t.Fatalf("endpoint %q, want %q", got, want)
 	}
 	if got := datastore.EmbeddedEndpoint(dir); got != want {
@@ -175,7 +176,7 @@ func TestEmbeddedRestartAndUpgrade(t *testing.T) {
 	}
 	c, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := datastore.Open(c, datastore.Config{DataDir: dir}); err == nil || !strings.Contains(err.Error(), "another running daemon") {
+	if _, err := embedded.Open(c, datastore.Config{DataDir: dir}); err == nil || !strings.Contains(err.Error(), "another running daemon") {
 		t.Fatalf("a second daemon on the same data dir: err = %v, want a refusal", err)
 	}
 	if err := s.Ping(ctx); err != nil {
@@ -228,30 +229,5 @@ func oldStyleEtcd(t *testing.T, dir, key, val string) {
 	defer s.Close()
 	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(key, val)}); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestCheckEndpointSchemes(t *testing.T) {
-	tests := []struct {
-		eps         []string
-		ca, crt, ky string
-		wantErr     string
-	}{
-		{eps: []string{"http://10.0.0.1:2379"}},
-		{eps: []string{"https://10.0.0.1:2379"}, ca: "ca.pem"},
-		{eps: []string{"unix:///var/lib/calico/etcd.sock"}, ca: "ca.pem"},
-		{eps: []string{"https://10.0.0.1:2379", "HTTP://10.0.0.2:2379"}, crt: "c.pem", ky: "k.pem", wantErr: "use https://10.0.0.2:2379"},
-		{eps: []string{"http://e1:2379"}, ca: "ca.pem", wantErr: "etcd endpoint http://e1:2379 is plain http:// but TLS files are given"},
-	}
-	for _, tc := range tests {
-		err := datastore.CheckEndpointSchemes(tc.eps, tc.ca, tc.crt, tc.ky)
-		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
-			t.Errorf("%v (ca %q cert %q key %q): err = %v, want %q", tc.eps, tc.ca, tc.crt, tc.ky, err, tc.wantErr)
-		}
-	}
-	// Connect refuses it too, before dialling anything.
-	_, err := datastore.Connect(context.Background(), datastore.Config{Endpoints: []string{"http://127.0.0.1:1"}, CACertFile: "/nonexistent"})
-	if err == nil || !strings.Contains(err.Error(), "use https://127.0.0.1:1") {
-		t.Errorf("Connect with http and a CA: %v", err)
 	}
 }

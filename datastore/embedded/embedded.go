@@ -1,46 +1,43 @@
-package datastore
+// Package embedded runs the single-member etcd the daemon uses when no
+// etcd endpoints are given. It is apart from package datastore so that
+// only the daemon (and tests) link etcd's server: calicoctl reads the
+// endpoint record the server leaves (datastore.ReadEmbeddedEndpoint) and
+// dials it as any client.
+package embedded
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
+
+	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
-
-// EndpointFile, inside the data dir, records the embedded etcd's client URL so
-// that calicoctl and a restarted daemon find it without flags.
-const EndpointFile = "etcd-endpoint"
-
-// SocketFile, inside the data dir, is the embedded etcd's only listener: a
-// unix socket only root may open (see StartEmbedded).
-const SocketFile = "etcd.sock"
 
 // maxSocketPath is the longest path a unix socket can have (sun_path).
 const maxSocketPath = 107
 
-// Embedded is a single-member etcd that listens on a unix socket in the data
+// Server is a single-member etcd that listens on a unix socket in the data
 // dir and nowhere else.
-type Embedded struct {
+type Server struct {
 	Endpoint string
 	etcd     *embed.Etcd
 	dataDir  string
 }
 
-// StartEmbedded runs etcd in dataDir/etcd. Its clients reach it only through
+// Start runs etcd in dataDir/etcd. Its clients reach it only through
 // dataDir/etcd.sock, mode 0600 in a data dir made 0700, so only root can
 // read or write the datastore: no TCP port (a local user, a container or a
 // web page through DNS rebinding has nothing to connect to), no peer
 // listener (a single member has no peers to hear from), no HTTP gateway and
 // no CORS.
-func StartEmbedded(dataDir string) (*Embedded, error) {
+func Start(dataDir string) (*Server, error) {
 	if dataDir == "" {
 		return nil, errors.New("embedded etcd needs a data dir (--data-dir)")
 	}
@@ -51,7 +48,7 @@ func StartEmbedded(dataDir string) (*Embedded, error) {
 	if err := privateDir(dir); err != nil {
 		return nil, err
 	}
-	sock := filepath.Join(dir, SocketFile)
+	sock := filepath.Join(dir, datastore.SocketFile)
 	if len(sock) > maxSocketPath {
 		return nil, fmt.Errorf("the embedded etcd's socket %s is longer than %d bytes, the most a unix socket path may have: use a shorter --data-dir", sock, maxSocketPath)
 	}
@@ -99,11 +96,11 @@ func StartEmbedded(dataDir string) (*Embedded, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd in %s did not become ready within 60s", cfg.Dir)
 	}
-	if err := os.WriteFile(filepath.Join(dir, EndpointFile), []byte(cURL.String()+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, datastore.EndpointFile), []byte(cURL.String()+"\n"), 0o600); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("record embedded etcd endpoint: %w", err)
 	}
-	return &Embedded{Endpoint: cURL.String(), etcd: e, dataDir: dir}, nil
+	return &Server{Endpoint: cURL.String(), etcd: e, dataDir: dir}, nil
 }
 
 // privateDir creates dir, or takes an existing one, as root's alone (0700):
@@ -130,45 +127,27 @@ func socketAnswers(path string) bool {
 
 // Close stops etcd and removes the endpoint record, so clients do not dial a
 // dead socket.
-func (e *Embedded) Close() {
+func (e *Server) Close() {
 	e.etcd.Close()
-	os.Remove(filepath.Join(e.dataDir, EndpointFile))
+	os.Remove(filepath.Join(e.dataDir, datastore.EndpointFile))
 }
 
-// EmbeddedEndpoint returns the recorded client URL of the embedded etcd in
-// dataDir, or "" when no daemon recorded one.
-func EmbeddedEndpoint(dataDir string) string {
-	ep, _ := ReadEmbeddedEndpoint(dataDir)
-	return ep
-}
-
-// ErrRootOnly is returned when the embedded datastore's record cannot be
-// read for lack of permission: it is root's alone.
-var ErrRootOnly = errors.New("permission denied")
-
-// ReadEmbeddedEndpoint returns the recorded client URL of the embedded etcd
-// in dataDir: "" with no error when none is recorded, an error wrapping
-// ErrRootOnly when the caller may not read it (it is not root).
-func ReadEmbeddedEndpoint(dataDir string) (string, error) {
-	path := filepath.Join(dataDir, EndpointFile)
-	b, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, os.ErrPermission):
-		return "", fmt.Errorf("%w reading %s: %w", ErrRootOnly, path, err)
-	case errors.Is(err, os.ErrNotExist):
-		return "", nil
-	case err != nil:
-		return "", fmt.Errorf("read %s: %w", path, err)
+// Open connects to cfg.Endpoints, or starts the embedded etcd in
+// cfg.DataDir when no endpoints are given; closing the store stops it.
+func Open(ctx context.Context, cfg datastore.Config) (*datastore.Store, error) {
+	if len(cfg.Endpoints) > 0 {
+		return datastore.Connect(ctx, cfg)
 	}
-	return strings.TrimSpace(string(b)), nil
-}
-
-func quietZap() *zap.Logger {
-	cfg := zap.NewProductionConfig()
-	cfg.Level = zap.NewAtomicLevelAt(zapcore.ErrorLevel)
-	l, err := cfg.Build()
+	e, err := Start(cfg.DataDir)
 	if err != nil {
-		return zap.NewNop()
+		return nil, err
 	}
-	return l
+	cfg.Endpoints = []string{e.Endpoint}
+	s, err := datastore.Connect(ctx, cfg)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	s.OnClose(e.Close)
+	return s, nil
 }
