@@ -78,6 +78,11 @@ func (b *Block) UnmarshalJSON(data []byte) error {
 		if err := json.Unmarshal(r, &b.Allocations[i]); err != nil {
 			return fmt.Errorf("allocation %d: %w", i, err)
 		}
+		// The next sequence number must be new even for a block whose own
+		// counter is behind its allocations' (written by hand, or older).
+		if o := b.Allocations[i]; o != nil && o.Seq > b.Seq {
+			b.Seq = o.Seq
+		}
 	}
 	return nil
 }
