@@ -36,6 +36,20 @@ type DaemonStatus struct {
 	Carriers []CarrierSupport `json:"carriers"`
 	// GC is the garbage collector's last pass on this host.
 	GC GCReport `json:"gc"`
+	// Agents are the loops that turn the datastore into kernel state, each
+	// with its last pass.
+	Agents []AgentStatus `json:"agents,omitempty"`
+}
+
+// AgentStatus is one agent's passes (package agent).
+type AgentStatus struct {
+	Name        string    `json:"name"`
+	LastPass    time.Time `json:"lastPass"`
+	LastSuccess time.Time `json:"lastSuccess,omitzero"`
+	TookMillis  int64     `json:"tookMillis"`
+	Passes      uint64    `json:"passes"`
+	Failures    uint64    `json:"failures"`
+	LastError   string    `json:"lastError,omitempty"`
 }
 
 // RoutingStatus is the route syncer's last apply of the routes to other

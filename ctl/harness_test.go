@@ -220,6 +220,24 @@ func fakeDaemon(t *testing.T, dir, version string, sockets ...string) {
 	}
 }
 
+// fakeStatusDaemon serves a network socket at path that answers
+// /Calico.Status with st.
+func fakeStatusDaemon(t *testing.T, path string, st api.DaemonStatus) {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string][]string{"Implements": {"NetworkDriver"}})
+	})
+	mux.HandleFunc("/Calico.Status", func(w http.ResponseWriter, r *http.Request) { json.NewEncoder(w).Encode(st) })
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
 // newAllocator is the daemon's allocator acting as host, logging nowhere.
 func newAllocator(h *harness, host string) *ipam.Allocator {
 	a := ipam.New(h.store, host, slog.New(slog.NewTextHandler(io.Discard, nil)))

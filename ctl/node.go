@@ -325,6 +325,7 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 	}
 	fmt.Fprintln(w)
 	a.printGC(w, st.GC)
+	a.printAgents(w, st.Agents)
 	if len(st.Peers) == 0 {
 		fmt.Fprintln(w, "Peers: none (no other node is registered)")
 		fmt.Fprintln(w)
@@ -344,6 +345,26 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 		rows = append(rows, []string{p.Name, orNone(api.PrefixText(p.IPv4)), orNone(api.PrefixText(p.IPv6)), path, seen})
 	}
 	writeBox(w, []string{"NODE", "IPV4", "IPV6", "PATH", "LAST SEEN"}, rows)
+	fmt.Fprintln(w)
+}
+
+// printAgents shows the last pass of each loop that turns the datastore
+// into kernel state, so a stuck or failing one is seen.
+func (a *app) printAgents(w io.Writer, agents []api.AgentStatus) {
+	if len(agents) == 0 {
+		return // a daemon older than the agents' report
+	}
+	fmt.Fprintln(w, "Agents:")
+	rows := make([][]string, 0, len(agents))
+	for _, ag := range agents {
+		state := "ok"
+		if ag.LastError != "" {
+			state = "failing: " + oneLine(ag.LastError)
+		}
+		rows = append(rows, []string{ag.Name, age(a.env.Now().Sub(ag.LastPass)) + " ago", fmt.Sprintf("%dms", ag.TookMillis),
+			fmt.Sprintf("%d", ag.Passes), fmt.Sprintf("%d", ag.Failures), state})
+	}
+	writeBox(w, []string{"AGENT", "LAST PASS", "TOOK", "PASSES", "FAILED", "STATE"}, rows)
 	fmt.Fprintln(w)
 }
 

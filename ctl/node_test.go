@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"net/netip"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -97,6 +98,22 @@ func TestNodeStatus(t *testing.T) {
 	h.env["NODENAME"] = "host-2"
 	if out := h.ok("", "node", "status"); !strings.Contains(out, "Blocks owned by host-2:") {
 		t.Errorf("NODENAME not used:\n%s", out)
+	}
+}
+
+func TestNodeStatusAgents(t *testing.T) {
+	h := newHarness(t)
+	fakeDaemon(t, h.pluginDir, "", api.IPAMSocket)
+	st := api.DaemonStatus{Node: "host-1", Agents: []api.AgentStatus{
+		{Name: "policy", LastPass: testNow.Add(-3 * time.Second), TookMillis: 12, Passes: 7},
+		{Name: "routing", LastPass: testNow.Add(-2 * time.Second), TookMillis: 4, Passes: 9, Failures: 2, LastError: "add route 10.1.0.0/26: no such device"},
+	}}
+	fakeStatusDaemon(t, filepath.Join(h.pluginDir, api.NetworkSocket), st)
+	out := h.ok("", "node", "status")
+	for _, want := range []string{"Agents:", "AGENT", "policy", "ok", "routing", "failing: add route 10.1.0.0/26: no such device"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("node status does not show %q:\n%s", want, out)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/driver"
@@ -45,6 +46,8 @@ type Config struct {
 	// Lease is this node's etcd lease: the leadership key lives on it.
 	Lease func() datastore.Lease
 	Log   *slog.Logger
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 }
 
 // Collector is one daemon's garbage collector.
@@ -77,20 +80,15 @@ func New(cfg Config) *Collector {
 
 // Run passes at once and then every cfg.Every until ctx ends.
 func (c *Collector) Run(ctx context.Context) {
-	t := time.NewTicker(c.cfg.Every)
-	defer t.Stop()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, c.cfg.Every)
-		if _, err := c.Pass(pctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("garbage collection pass incomplete", "err", err)
-		}
-		cancel()
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	a := agent.Periodic{Name: "gc", Every: c.cfg.Every, Observer: c.cfg.Observer, Log: c.log,
+		Pass: func(ctx context.Context) (bool, error) {
+			_, err := c.Pass(ctx)
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("garbage collection pass incomplete", "err", err)
+			}
+			return false, err
+		}}
+	a.Run(ctx)
 }
 
 // Last is the latest pass's report.

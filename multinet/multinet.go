@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -56,7 +57,9 @@ type Syncer struct {
 	endpoints map[string]api.Endpoint // by key
 	networks  map[string]api.Network  // by Docker network ID
 	full      bool                    // the next pass re-applies every sandbox
-	kick      chan struct{}
+	kick      agent.Kicker
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 
 	// Owned by the worker.
 	applied map[string]string    // sandbox key -> what was applied last
@@ -67,47 +70,36 @@ type Syncer struct {
 // New returns a syncer for host.
 func New(store *datastore.Store, k Kernel, host string, log *slog.Logger) *Syncer {
 	return &Syncer{store: store, k: k, host: host, log: log, endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{},
-		kick: make(chan struct{}, 1), applied: map[string]string{}, pending: map[string]time.Time{}, warned: map[string]bool{}}
+		kick: agent.NewKicker(), applied: map[string]string{}, pending: map[string]time.Time{}, warned: map[string]bool{}}
 }
 
 // Run mirrors etcd and applies until ctx ends; both loops are joined
 // before it returns.
+// The mirror only records and kicks; the passes, which enter containers'
+// namespaces, run in a worker of their own so the mirror keeps following.
 func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.store.Mirror(ctx, prefixes, s, datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: resync})
+		m := agent.Mirrored{Name: "multinet-mirror", Store: s.store, Prefixes: prefixes, Model: s, Log: s.log,
+			Options: datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: resync}}
+		m.Run(ctx)
 	}()
-	s.work(ctx)
+	worker := agent.Periodic{Name: "multinet", WaitFirst: true, Soon: retryEvery, Kick: s.kick, Observer: s.Observer, Log: s.log,
+		Pass: func(context.Context) (bool, error) {
+			if s.pass() {
+				return true, errors.New("some containers' routes are not updated yet; retrying")
+			}
+			return false, nil
+		}}
+	worker.Run(ctx)
 	wg.Wait()
 }
 
-func (s *Syncer) work(ctx context.Context) {
-	var retry <-chan time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.kick:
-		case <-retry:
-		}
-		retry = nil
-		if s.pass() {
-			retry = time.After(retryEvery)
-		}
-	}
-}
+func (s *Syncer) kickNow() { s.kick.Kick() }
 
-func (s *Syncer) kickNow() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// Reset, Put, Delete, Sync and Failed make the Syncer a
-// datastore.MirrorHandler.
+// Reset, Put, Delete, Apply and Failed make the Syncer an agent.Model.
 func (s *Syncer) Reset(kvs []datastore.KV) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -146,13 +138,14 @@ func (s *Syncer) Delete(key string) {
 	}
 }
 
-func (s *Syncer) Sync(full bool) {
+func (s *Syncer) Apply(full bool) error {
 	if full {
 		s.mu.Lock()
 		s.full = true
 		s.mu.Unlock()
 	}
 	s.kickNow()
+	return nil
 }
 
 func (s *Syncer) Failed(err error) {

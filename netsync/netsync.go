@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
@@ -42,8 +43,10 @@ type Syncer struct {
 	drivers    []string // network driver names as Docker reports them; the first creates
 	ipamDriver string
 	log        *slog.Logger
-	kick       chan struct{}
+	kick       agent.Kicker
 	warned     map[string]bool
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 }
 
 // New returns a syncer. driver is a comma-separated list of the names
@@ -60,7 +63,7 @@ func New(store *datastore.Store, docker Docker, host, driver, ipamDriver string,
 		drivers = []string{"calico"}
 	}
 	return &Syncer{store: store, docker: docker, host: host, drivers: drivers, ipamDriver: ipamDriver, log: log,
-		kick: make(chan struct{}, 1), warned: map[string]bool{}}
+		kick: agent.NewKicker(), warned: map[string]bool{}}
 }
 
 // Kick asks for a sync now and again shortly: CreateNetwork runs before
@@ -71,12 +74,7 @@ func (s *Syncer) Kick() {
 	time.AfterFunc(300*time.Millisecond, s.kickNow)
 }
 
-func (s *Syncer) kickNow() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
+func (s *Syncer) kickNow() { s.kick.Kick() }
 
 // Run syncs on every kick, on every change to the shared records, and every
 // interval, until ctx ends; the mirror of the shared records is joined
@@ -87,21 +85,19 @@ func (s *Syncer) Run(ctx context.Context, interval time.Duration) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		s.store.Mirror(ctx, []string{api.SharedNetworksPrefix}, sharedChanges{s}, datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: time.Minute})
+		m := agent.Mirrored{Name: "netsync-mirror", Store: s.store, Prefixes: []string{api.SharedNetworksPrefix}, Model: sharedChanges{s},
+			Options: datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: time.Minute}}
+		m.Run(ctx)
 	}()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		if err := s.Sync(ctx); err != nil && ctx.Err() == nil {
-			s.log.Debug("network sync incomplete", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.kick:
-		}
-	}
+	a := agent.Periodic{Name: "netsync", Every: interval, Timeout: -1, Kick: s.kick, Observer: s.Observer, Log: s.log,
+		Pass: func(ctx context.Context) (bool, error) {
+			err := s.Sync(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Debug("network sync incomplete", "err", err)
+			}
+			return false, err
+		}}
+	a.Run(ctx)
 }
 
 // sharedChanges kicks a pass whenever the shared records change (the pass
@@ -111,7 +107,7 @@ type sharedChanges struct{ s *Syncer }
 func (sharedChanges) Reset([]datastore.KV) {}
 func (sharedChanges) Put(string, []byte)   {}
 func (sharedChanges) Delete(string)        {}
-func (c sharedChanges) Sync(bool)          { c.s.kickNow() }
+func (c sharedChanges) Apply(bool) error   { c.s.kickNow(); return nil }
 func (c sharedChanges) Failed(err error) {
 	c.s.log.Debug("shared networks: cannot read etcd", "err", err)
 }

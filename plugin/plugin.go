@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
@@ -27,217 +28,334 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 	"github.com/calico-libnetwork/calico-libnetwork/policysync"
 	"github.com/calico-libnetwork/calico-libnetwork/routing"
+	"golang.org/x/sync/errgroup"
 )
 
 // reconcileEvery is how often the data plane is compared with the records.
 const reconcileEvery = 30 * time.Second
 
-// Run starts the daemon and blocks until ctx is cancelled. Running
-// containers keep their networking when it returns.
+// daemon is one run's parts. Run wires them top to bottom; every
+// goroutine they need runs in group and is joined before Run returns.
+type daemon struct {
+	cfg   *Config
+	log   *slog.Logger
+	group *errgroup.Group
+	ctx   context.Context // the group's: ends on shutdown or when a part fails
+
+	store    *datastore.Store
+	dp       *dataplane.Dataplane
+	fwd      *forwarding
+	reg      *node.Registration
+	agents   *agent.Recorder
+	routes   *routing.Syncer
+	carriers []api.CarrierSupport
+	hostMTU  int
+	v4       netip.Prefix      // this node's address, the VXLAN tunnel's source
+	docker   *dockerapi.Client // nil when the engine API cannot be reached
+	nets     *netsync.Syncer
+	joined   func()
+	policy   driver.Policy
+	alloc    *ipam.Allocator
+	drv      *driver.Driver
+	col      *gc.Collector
+	servers  []servedSocket
+}
+
+// Run starts the daemon and blocks until ctx is cancelled or a socket
+// fails. Running containers keep their networking when it returns.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	d := &daemon{cfg: cfg, log: log, agents: agent.NewRecorder(), joined: func() {}}
 	startCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	store, err := embedded.Open(startCtx, datastore.Config{
+	if err := d.openStore(startCtx); err != nil {
+		return err
+	}
+	defer d.store.Close() // last: after every part is joined
+	if err := d.prepareHost(startCtx); err != nil {
+		return err
+	}
+	ctx, stop := context.WithCancel(ctx)
+	d.group, d.ctx = errgroup.WithContext(ctx)
+	defer func() { stop(); _ = d.group.Wait() }()
+
+	if err := d.register(startCtx); err != nil {
+		return err
+	}
+	defer d.reg.Release(context.Background())
+	d.startRouting()
+	d.startHostProtection(startCtx)
+	d.connectDocker()
+	if err := d.startPolicy(); err != nil {
+		return err
+	}
+	d.newDrivers(startCtx)
+	if err := d.serve(); err != nil {
+		return err
+	}
+	d.startBackground()
+	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
+		"sockets", socketPaths(d.servers), "vethMTU", d.mtu())
+
+	err := d.group.Wait()
+	log.Info("shutting down: sockets closed, container networking left in place")
+	return err
+}
+
+// run runs fn in the daemon's group until the daemon stops.
+func (d *daemon) run(fn func(ctx context.Context)) {
+	d.group.Go(func() error { fn(d.ctx); return nil })
+}
+
+func (d *daemon) openStore(ctx context.Context) error {
+	cfg := d.cfg
+	store, err := embedded.Open(ctx, datastore.Config{
 		Endpoints: cfg.EtcdEndpoints, CACertFile: cfg.EtcdCACertFile, CertFile: cfg.EtcdCertFile,
 		KeyFile: cfg.EtcdKeyFile, DataDir: cfg.DataDir,
 	})
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	d.store = store
 	if len(cfg.EtcdEndpoints) == 0 {
-		log.Info("embedded etcd running", "endpoint", store.Endpoints()[0], "dataDir", cfg.DataDir)
+		d.log.Info("embedded etcd running", "endpoint", store.Endpoints()[0], "dataDir", cfg.DataDir)
 	}
+	return nil
+}
 
-	if err := ensureProcSysWritable(log); err != nil {
+// prepareHost readies the kernel (forwarding) and, unless told not to, the
+// default pools.
+func (d *daemon) prepareHost(ctx context.Context) error {
+	if err := ensureProcSysWritable(d.log); err != nil {
 		return err
 	}
-	dp := dataplane.New(log, cfg.NodeName)
-	if err := dp.EnableForwarding(false); err != nil {
+	d.dp = dataplane.New(d.log, d.cfg.NodeName)
+	if err := d.dp.EnableForwarding(false); err != nil {
 		return err
 	}
-	fwd := &forwarding{dp: dp, log: log}
-	if err := fwd.ensure(); err != nil {
+	d.fwd = &forwarding{dp: d.dp, log: d.log}
+	if err := d.fwd.ensure(); err != nil {
 		return err
 	}
 	if !dataplane.GatewayRoutable() {
-		log.Warn("this host has no route to " + dataplane.GatewayIPv4 + " (normally the default route): proxy ARP will not answer for the containers' gateway, so containers cannot send traffic; add a default route")
+		d.log.Warn("this host has no route to " + dataplane.GatewayIPv4 + " (normally the default route): proxy ARP will not answer for the containers' gateway, so containers cannot send traffic; add a default route")
 	}
-	if !cfg.NoDefaultPools {
-		avoid, err := dataplane.HostPrefixes()
-		if err != nil {
-			return err
-		}
-		created, err := ipam.EnsureDefaultPools(startCtx, store, avoid, runningAddrs(dp, log))
-		if err != nil {
-			return err
-		}
-		for _, p := range created {
-			logDefaultPool(log, p, avoid)
-		}
+	if d.cfg.NoDefaultPools {
+		return nil
 	}
-	ctx, stopLoops := context.WithCancel(ctx)
-	defer stopLoops() // before the store closes (defers run last-in first-out)
-
-	v4, v6, err := nodeAddresses(cfg, log)
+	avoid, err := dataplane.HostPrefixes()
 	if err != nil {
 		return err
 	}
-	reg, err := node.Register(startCtx, store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: api.Version}, log)
+	created, err := ipam.EnsureDefaultPools(ctx, d.store, avoid, runningAddrs(d.dp, d.log))
 	if err != nil {
 		return err
 	}
-	defer reg.Release(context.Background())
-	go reg.Heartbeat(ctx, 5*time.Second)
-	log.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
+	for _, p := range created {
+		logDefaultPool(d.log, p, avoid)
+	}
+	return nil
+}
 
-	hostMTU := dataplane.DefaultMTU()
-	addr4 := v4.Addr()
+// register records this node and keeps its lease alive.
+func (d *daemon) register(ctx context.Context) error {
+	cfg := d.cfg
+	v4, v6, err := nodeAddresses(cfg, d.log)
+	if err != nil {
+		return err
+	}
+	d.reg, err = node.Register(ctx, d.store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: api.Version}, d.log)
+	if err != nil {
+		return err
+	}
+	d.run(func(ctx context.Context) { d.reg.Heartbeat(ctx, 5*time.Second) })
+	d.log.Info("node registered", "node", cfg.NodeName, "ipv4", v4, "ipv6", v6)
+	d.v4, d.hostMTU = v4, dataplane.DefaultMTU()
 	if v4.IsValid() {
-		if m := dataplane.LinkMTUHolding(addr4); m > 0 {
-			hostMTU = m
+		if m := dataplane.LinkMTUHolding(v4.Addr()); m > 0 {
+			d.hostMTU = m
 		}
 	}
-	blockRoutes := dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))
-	syncer := routing.New(store, hostRoutes{dp, blockRoutes}, cfg.NodeName, log.With("part", "routing"))
-	var carriers []api.CarrierSupport
+	return nil
+}
+
+// startRouting runs the agent that routes to other hosts' blocks, and
+// waits (a while) for its first pass, so that the first Join already knows
+// the pools' encapsulation.
+func (d *daemon) startRouting() {
+	blockRoutes := d.dp.NewBlockRoutes(d.dp.NewVXLANCarrier(d.v4.Addr(), d.hostMTU-dataplane.VXLANOverhead))
+	d.routes = routing.New(d.store, hostRoutes{d.dp, blockRoutes}, d.cfg.NodeName, d.log.With("part", "routing"))
+	d.routes.Observer = d.agents
 	for _, m := range []dataplane.RouteMode{dataplane.ModeVXLAN, dataplane.ModeIPIP} {
 		ok, why := blockRoutes.Carrier(m).Available()
 		if !ok {
-			log.Warn("encapsulation not available on this host", "mode", m, "reason", why)
+			d.log.Warn("encapsulation not available on this host", "mode", m, "reason", why)
 		}
-		carriers = append(carriers, api.CarrierSupport{Mode: string(m), Available: ok, Reason: why})
+		d.carriers = append(d.carriers, api.CarrierSupport{Mode: string(m), Available: ok, Reason: why})
 	}
-	var col *gc.Collector // set below, before the sockets serve
-	status := func() api.DaemonStatus {
-		return api.DaemonStatus{Node: cfg.NodeName, Routing: syncer.Status(), Peers: syncer.Peers(), Carriers: carriers, GC: col.Last().GCReport}
-	}
-	// The veth MTU follows the pools: with a VXLAN pool it leaves room for
-	// the encapsulation, so containers never send what cannot cross hosts.
-	mtu := func() int {
-		if cfg.VethMTU > 0 {
-			return cfg.VethMTU
-		}
-		if syncer.UsesVXLAN() {
-			return hostMTU - dataplane.VXLANOverhead
-		}
-		return hostMTU
-	}
-	go syncer.Run(ctx)
-	select { // so the first Join already knows the pools' encapsulation
-	case <-syncer.Ready():
+	d.run(d.routes.Run)
+	select {
+	case <-d.routes.Ready():
 	case <-time.After(10 * time.Second):
-		log.Warn("route sync has not read the datastore yet; starting anyway")
+		d.log.Warn("route sync has not read the datastore yet; starting anyway")
 	}
+}
 
-	startHostProtection(ctx, cfg, store, log.With("part", "hostprotect"))
+// mtu is the veth MTU. It follows the pools: with a VXLAN pool it leaves
+// room for the encapsulation, so containers never send what cannot cross
+// hosts.
+func (d *daemon) mtu() int {
+	if d.cfg.VethMTU > 0 {
+		return d.cfg.VethMTU
+	}
+	if d.routes.UsesVXLAN() {
+		return d.hostMTU - dataplane.VXLANOverhead
+	}
+	return d.hostMTU
+}
 
-	var nets *netsync.Syncer
-	dc, err := dockerapi.New(cfg.DockerHost)
+// startHostProtection runs the host protection agent and waits for its
+// first apply, so that no container starts before it.
+func (d *daemon) startHostProtection(ctx context.Context) {
+	log := d.log.With("part", "hostprotect")
+	hs := newHostProtection(ctx, d.cfg, d.store, log)
+	hs.Observer = d.agents
+	d.run(func(ctx context.Context) { hs.Run(ctx, 30*time.Second) })
+	select {
+	case <-hs.Ready():
+	case <-time.After(15 * time.Second):
+		log.Warn("host protection not applied yet (etcd slow?); going on: it applies as soon as etcd answers")
+	}
+}
+
+// connectDocker reaches the engine API, for network sharing and labels.
+// Labels are learnt with policy off too, so that turning it on finds them
+// known.
+func (d *daemon) connectDocker() {
+	dc, err := dockerapi.New(d.cfg.DockerHost)
 	if err != nil {
-		log.Warn("networks will not be shared with other hosts and container labels are not read", "err", err)
-	} else {
-		nets = netsync.New(store, dc, cfg.NodeName, cfg.DriverName, cfg.IPAMDriverName, log.With("part", "netsync"))
+		d.log.Warn("networks will not be shared with other hosts and container labels are not read", "err", err)
+		return
 	}
-	var pol driver.Policy
-	joined := func() {}
-	if dc != nil { // labels are learnt with policy off too, so that turning it on finds them known
-		lr := policysync.NewLabelResolver(store, dc, cfg.NodeName, log.With("part", "labels"))
-		go lr.Run(ctx)
-		joined = lr.Kick
+	d.docker = dc
+	d.nets = netsync.New(d.store, dc, d.cfg.NodeName, d.cfg.DriverName, d.cfg.IPAMDriverName, d.log.With("part", "netsync"))
+	d.nets.Observer = d.agents
+	lr := policysync.NewLabelResolver(d.store, dc, d.cfg.NodeName, d.log.With("part", "labels"))
+	lr.Observer = d.agents
+	d.run(lr.Run)
+	d.joined = lr.Kick
+}
+
+// startPolicy runs the policy agent and waits for the kernel to hold the
+// full policy before any Join; with policy off it removes our table.
+func (d *daemon) startPolicy() error {
+	if !d.cfg.Policy {
+		return removePolicyTable(d.log)
 	}
-	if cfg.Policy {
-		enf, err := nftpolicy.New(nftpolicy.Config{Log: log.With("part", "nftables")})
-		if err != nil {
-			return err
-		}
-		ps := policysync.New(store, enforcer{enf}, cfg.NodeName, log.With("part", "policy"),
-			policysync.Options{LastGoodFile: filepath.Join(cfg.DataDir, policysync.LastGoodFile), HoldUnlabelled: dc != nil})
-		go ps.Run(ctx, 30*time.Second)
-		select { // the kernel holds the full policy before any Join
-		case <-ps.Ready():
-		case <-time.After(30 * time.Second):
-			log.Warn("network policy not applied yet; Joins wait for it")
-		}
-		pol = ps
-	} else if err := removePolicyTable(log); err != nil {
+	enf, err := nftpolicy.New(nftpolicy.Config{Log: d.log.With("part", "nftables")})
+	if err != nil {
 		return err
 	}
+	ps := policysync.New(d.store, enforcer{enf}, d.cfg.NodeName, d.log.With("part", "policy"),
+		policysync.Options{LastGoodFile: filepath.Join(d.cfg.DataDir, policysync.LastGoodFile), HoldUnlabelled: d.docker != nil})
+	ps.Observer = d.agents
+	d.run(func(ctx context.Context) { ps.Run(ctx, 30*time.Second) })
+	select {
+	case <-ps.Ready():
+	case <-time.After(30 * time.Second):
+		d.log.Warn("network policy not applied yet; Joins wait for it")
+	}
+	d.policy = ps
+	return nil
+}
+
+// newDrivers makes the network and IPAM drivers' domain parts, and claims
+// running containers' addresses again (if the datastore lost them) before
+// any new container can be given one.
+func (d *daemon) newDrivers(ctx context.Context) {
 	kick := func() {
-		if nets != nil {
-			nets.Kick()
+		if d.nets != nil {
+			d.nets.Kick()
 		}
 	}
-	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
-	drv := driver.New(driver.Config{Store: store, Dataplane: dp, IPAM: alloc, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick,
-		Policy: pol, EndpointJoined: joined})
-	// Before serving: running containers' addresses are claimed again (if
-	// the datastore lost them) before any new container can be given one.
-	if res, err := drv.Reconcile(startCtx); err != nil {
-		log.Warn("initial data plane reconcile incomplete", "err", err)
+	d.alloc = ipam.New(d.store, d.cfg.NodeName, d.log.With("part", "ipam"))
+	d.drv = driver.New(driver.Config{Store: d.store, Dataplane: d.dp, IPAM: d.alloc, Host: d.cfg.NodeName, MTU: d.mtu,
+		Log: d.log.With("part", "driver"), NetworksChanged: kick, Policy: d.policy, EndpointJoined: d.joined})
+	if res, err := d.drv.Reconcile(ctx); err != nil {
+		d.log.Warn("initial data plane reconcile incomplete", "err", err)
 	} else {
-		log.Info("data plane reconciled", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
+		d.log.Info("data plane reconciled", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
 	}
 	var eng gc.Engine
-	if dc != nil {
-		eng = newEngine(dc, cfg.DriverName)
+	if d.docker != nil {
+		eng = newEngine(d.docker, d.cfg.DriverName)
 	}
-	col = gc.New(gc.Config{Store: store, Host: cfg.NodeName, Grace: cfg.GCGrace, NodeTimeout: cfg.GCNodeTimeout, Every: cfg.GCInterval,
-		Engine: eng, Endpoints: drv, Lease: reg.Lease, Log: log.With("part", "gc")})
+	d.col = gc.New(gc.Config{Store: d.store, Host: d.cfg.NodeName, Grace: d.cfg.GCGrace, NodeTimeout: d.cfg.GCNodeTimeout, Every: d.cfg.GCInterval,
+		Engine: eng, Endpoints: d.drv, Lease: d.reg.Lease, Log: d.log.With("part", "gc"), Observer: d.agents})
+}
 
-	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", api.NetworkSocket)),
-		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", api.IPAMSocket))))
+func (d *daemon) status() api.DaemonStatus {
+	return api.DaemonStatus{Node: d.cfg.NodeName, Routing: d.routes.Status(), Peers: d.routes.Peers(), Carriers: d.carriers,
+		GC: d.col.Last().GCReport, Agents: d.agents.Status()}
+}
+
+// serve listens on the plugin sockets; a socket that fails stops the
+// daemon, and shutdown closes them all (gracefully, for 10 s).
+func (d *daemon) serve() error {
+	netMux := NetworkMux(d.drv, d.status, d.log.With("socket", api.NetworkSocket))
+	ipamMux := IPAMMux(ipam.NewDriver(d.alloc, d.log.With("part", "ipam-driver")), d.log.With("socket", api.IPAMSocket))
+	servers, err := listenAll(socketPlan(d.cfg, netMux, ipamMux))
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, len(servers))
+	d.servers = servers
 	for _, s := range servers {
-		go func(s servedSocket) {
+		d.group.Go(func() error {
 			if err := s.Server.Serve(s.Listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
+				return fmt.Errorf("plugin socket failed: %w", err)
 			}
-		}(s)
+			return nil
+		})
 	}
-	if nets != nil {
-		go nets.Run(ctx, 2*time.Second)
-	}
-	go col.Run(ctx)
-	go multinet.New(store, dp, cfg.NodeName, log.With("part", "multinet")).Run(ctx, reconcileEvery)
-	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
-		"sockets", socketPaths(servers), "vethMTU", mtu())
-
-	ticker := time.NewTicker(reconcileEvery)
-	defer ticker.Stop()
-	var runErr error
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case err := <-errc:
-			runErr = fmt.Errorf("plugin socket failed: %w", err)
-			break loop
-		case <-ticker.C:
-			if err := fwd.ensure(); err != nil {
-				log.Warn("restoring forward rules failed", "err", err)
-			}
-			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-			if res, err := drv.Reconcile(rctx); err != nil {
-				log.Warn("data plane reconcile failed", "err", err)
-			} else if res != (driver.RepairResult{}) {
-				log.Info("data plane repaired", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
-			}
-			rcancel()
+	d.run(func(ctx context.Context) {
+		<-ctx.Done()
+		shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, s := range servers {
+			_ = s.Server.Shutdown(shutCtx)
+			os.Remove(s.Path)
 		}
+	})
+	return nil
+}
+
+// startBackground runs the agents that need the drivers: network sharing,
+// garbage collection, multi-network routes and endpoint repair.
+func (d *daemon) startBackground() {
+	if d.nets != nil {
+		d.run(func(ctx context.Context) { d.nets.Run(ctx, 2*time.Second) })
 	}
-	log.Info("shutting down: sockets closed, container networking left in place")
-	shutCtx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer scancel()
-	for _, s := range servers {
-		_ = s.Server.Shutdown(shutCtx)
-		os.Remove(s.Path)
+	d.run(d.col.Run)
+	mn := multinet.New(d.store, d.dp, d.cfg.NodeName, d.log.With("part", "multinet"))
+	mn.Observer = d.agents
+	d.run(func(ctx context.Context) { mn.Run(ctx, reconcileEvery) })
+	repair := agent.Periodic{Name: "repair", WaitFirst: true, Every: reconcileEvery, Observer: d.agents, Log: d.log, Pass: d.repair}
+	d.run(repair.Run)
+}
+
+// repair puts back the forward rules and the endpoints' kernel state.
+func (d *daemon) repair(ctx context.Context) (bool, error) {
+	if err := d.fwd.ensure(); err != nil {
+		d.log.Warn("restoring forward rules failed", "err", err)
 	}
-	return runErr
+	res, err := d.drv.Reconcile(ctx)
+	if err != nil {
+		d.log.Warn("data plane reconcile failed", "err", err)
+		return false, err
+	}
+	if res != (driver.RepairResult{}) {
+		d.log.Info("data plane repaired", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
+	}
+	return false, nil
 }
 
 // runningAddrs are the addresses of the containers this host runs, from the

@@ -25,10 +25,10 @@ import (
 // ours listens there: the ports an etcd on the host would use.
 var etcdPorts = []uint16{2379, 2380}
 
-// startHostProtection enforces the host protection table (nftables table
-// inet calico-libnetwork-host) from the datastore, whether policy is on or
-// off, and waits for its first apply so that no container starts before it.
-func startHostProtection(ctx context.Context, cfg *Config, store *datastore.Store, log *slog.Logger) {
+// newHostProtection is the agent that enforces the host protection table
+// (nftables table inet calico-libnetwork-host) from the datastore, whether
+// policy is on or off.
+func newHostProtection(ctx context.Context, cfg *Config, store *datastore.Store, log *slog.Logger) *policysync.HostSync {
 	static := nftpolicy.HostRules{VXLANPort: dataplane.VXLANPort, VXLANVNI: dataplane.VXLANVNI}
 	ports, eps := datastoreEndpoints(ctx, cfg.EtcdEndpoints, log)
 	for _, p := range ports {
@@ -36,13 +36,7 @@ func startHostProtection(ctx context.Context, cfg *Config, store *datastore.Stor
 	}
 	static.ClosedEndpoints = eps
 	hp := nftpolicy.NewHostProtection(nftpolicy.HostConfig{Log: log})
-	hs := policysync.NewHostSync(store, hp, static, log)
-	go hs.Run(ctx, 30*time.Second)
-	select {
-	case <-hs.Ready():
-	case <-time.After(15 * time.Second):
-		log.Warn("host protection not applied yet (etcd slow?); going on: it applies as soon as etcd answers")
-	}
+	return policysync.NewHostSync(store, hp, static, log)
 }
 
 // datastoreEndpoints are the etcd client ports containers may not reach on

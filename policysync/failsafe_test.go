@@ -159,7 +159,7 @@ func TestInvalidPolicyFailsSafe(t *testing.T) {
 		t.Errorf("the new endpoint's chains: %v (present %v), want deny-db first", c, ok)
 	}
 	// The same problems again (a resync) are not logged again.
-	ps.Sync(true)
+	ps.Apply(true)
 	putRaw(t, s, api.NetworkPolicyKey("garbage"), `{not json`)
 	time.Sleep(200 * time.Millisecond)
 	if n := strings.Count(lb.String(), "policy resource is invalid"); n != 3 {

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -38,6 +39,8 @@ type HostSync struct {
 	felixBad string                // the problem last logged, so it is logged once
 	badNodes map[string]string
 	ready    chan struct{}
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 }
 
 // NewHostSync returns a syncer; static holds what comes from the daemon's
@@ -53,13 +56,12 @@ func (h *HostSync) Ready() <-chan struct{} { return h.ready }
 // Run mirrors etcd until ctx ends. While etcd is unreachable the kernel
 // keeps the last applied table.
 func (h *HostSync) Run(ctx context.Context, resync time.Duration) {
-	h.store.Mirror(ctx, []string{api.NodesPrefix, api.FelixConfigKey}, h, datastore.MirrorOptions{
-		Debounce: 10 * time.Millisecond, Resync: resync, Ready: func() { close(h.ready) },
-	})
+	a := agent.Mirrored{Name: "hostprotect", Store: h.store, Prefixes: []string{api.NodesPrefix, api.FelixConfigKey}, Model: h, Observer: h.Observer, Log: h.log,
+		Options: datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: resync, Ready: func() { close(h.ready) }}}
+	a.Run(ctx)
 }
 
-// Reset, Put, Delete, Sync and Failed make the HostSync a
-// datastore.MirrorHandler.
+// Reset, Put, Delete, Apply and Failed make the HostSync an agent.Model.
 func (h *HostSync) Reset(kvs []datastore.KV) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -166,17 +168,18 @@ func ipProto(name string) uint8 {
 	return unix.IPPROTO_TCP
 }
 
-// Sync applies; a full sync also checks the kernel's table.
-func (h *HostSync) Sync(full bool) {
+// Apply applies; a full apply also checks the kernel's table.
+func (h *HostSync) Apply(full bool) error {
 	r := h.Rules()
 	changed, err := h.enf.Apply(r, full)
 	if err != nil {
 		h.log.Warn("host protection not applied; the table in the kernel stays as it was", "err", err)
-		return
+		return err
 	}
 	if changed {
 		h.log.Info("host protection applied", "rules", r.String())
 	}
+	return nil
 }
 
 func (h *HostSync) Failed(err error) {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
@@ -28,7 +29,9 @@ type LabelResolver struct {
 	docker Docker
 	host   string
 	log    *slog.Logger
-	kick   chan struct{}
+	kick   agent.Kicker
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 	// giveUp is how long an endpoint may stay without a container before
 	// it is taken to have no labels.
 	giveUp time.Duration
@@ -36,34 +39,19 @@ type LabelResolver struct {
 
 // NewLabelResolver returns a resolver for host's endpoints.
 func NewLabelResolver(store *datastore.Store, docker Docker, host string, log *slog.Logger) *LabelResolver {
-	return &LabelResolver{store: store, docker: docker, host: host, log: log, kick: make(chan struct{}, 1), giveUp: 2 * time.Minute}
+	return &LabelResolver{store: store, docker: docker, host: host, log: log, kick: agent.NewKicker(), giveUp: 2 * time.Minute}
 }
 
 // Kick asks for a pass now; it never blocks.
-func (r *LabelResolver) Kick() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
+func (r *LabelResolver) Kick() { r.kick.Kick() }
 
 // Run resolves until ctx ends: every 100 ms while some endpoint waits (it
 // is held, passing nothing, until its labels are known), else on a kick or
 // every 10 s.
 func (r *LabelResolver) Run(ctx context.Context) {
-	for {
-		pending := r.pass(ctx)
-		wait := 10 * time.Second
-		if pending {
-			wait = 100 * time.Millisecond
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-r.kick:
-		case <-time.After(wait):
-		}
-	}
+	a := agent.Periodic{Name: "labels", Every: 10 * time.Second, Soon: 100 * time.Millisecond, Timeout: -1, Kick: r.kick, Observer: r.Observer, Log: r.log,
+		Pass: func(ctx context.Context) (bool, error) { return r.pass(ctx), nil }}
+	a.Run(ctx)
 }
 
 // pass resolves what it can and reports whether endpoints still wait.

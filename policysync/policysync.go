@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
@@ -196,6 +197,8 @@ type Syncer struct {
 	lastErr string
 	applyMu sync.Mutex // one kernel transaction at a time
 	ready   chan struct{}
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 }
 
 // Options tune a Syncer.
@@ -244,14 +247,12 @@ func (s *Syncer) EndpointJoined(ctx context.Context, ep api.Endpoint) error {
 // Run mirrors etcd and applies until ctx ends. While etcd is unreachable
 // the kernel keeps the last applied policy.
 func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
-	s.store.Mirror(ctx, prefixes, s, datastore.MirrorOptions{
-		Debounce: 10 * time.Millisecond, Resync: resync,
-		Ready: func() { close(s.ready) },
-	})
+	a := agent.Mirrored{Name: "policy", Store: s.store, Prefixes: prefixes, Model: s, Observer: s.Observer, Log: s.log,
+		Options: datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: resync, Ready: func() { close(s.ready) }}}
+	a.Run(ctx)
 }
 
-// Reset, Put, Delete, Sync and Failed make the Syncer a
-// datastore.MirrorHandler.
+// Reset, Put, Delete, Apply and Failed make the Syncer an agent.Model.
 func (s *Syncer) Reset(kvs []datastore.KV) {
 	st := newState(s.res)
 	present := make(map[string]bool, len(kvs))
@@ -277,11 +278,13 @@ func (s *Syncer) Delete(key string) {
 	s.st.del(key)
 }
 
-// Sync applies; a full sync re-reads the kernel and repairs drift.
-func (s *Syncer) Sync(full bool) {
-	if err := s.apply(full); err != nil {
+// Apply applies; a full apply re-reads the kernel and repairs drift.
+func (s *Syncer) Apply(full bool) error {
+	err := s.apply(full)
+	if err != nil {
 		s.log.Warn("policy apply failed", "full", full, "err", err)
 	}
+	return err
 }
 
 func (s *Syncer) Failed(err error) {

@@ -6,6 +6,7 @@ package routing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -154,6 +156,8 @@ type Syncer struct {
 	resync   time.Duration
 	debounce time.Duration
 	ready    chan struct{}
+	// Observer is told of every pass (the daemon's status and metrics).
+	Observer agent.Observer
 }
 
 // Ready is closed once the first snapshot of etcd has been read.
@@ -210,14 +214,12 @@ var prefixes = []string{api.NodesPrefix, api.PoolsPrefix, api.BlocksPrefix, api.
 // Run mirrors etcd and applies until ctx ends. While etcd is unreachable it
 // keeps the last known routes in place and retries.
 func (s *Syncer) Run(ctx context.Context) {
-	s.store.Mirror(ctx, prefixes, s, datastore.MirrorOptions{
-		Debounce: s.debounce, Resync: s.resync,
-		Ready: func() { close(s.ready) },
-	})
+	a := agent.Mirrored{Name: "routing", Store: s.store, Prefixes: prefixes, Model: s, Observer: s.Observer, Log: s.log,
+		Options: datastore.MirrorOptions{Debounce: s.debounce, Resync: s.resync, Ready: func() { close(s.ready) }}}
+	a.Run(ctx)
 }
 
-// Reset, Put, Delete, Sync and Failed make the Syncer a
-// datastore.MirrorHandler.
+// Reset, Put, Delete, Apply and Failed make the Syncer an agent.Model.
 func (s *Syncer) Reset(kvs []datastore.KV) {
 	st := newState()
 	for _, kv := range kvs {
@@ -240,8 +242,8 @@ func (s *Syncer) Delete(key string) {
 	s.st.del(key)
 }
 
-// Sync applies; a full sync also repairs routes someone removed by hand.
-func (s *Syncer) Sync(bool) { s.apply() }
+// Apply applies; every apply also repairs routes someone removed by hand.
+func (s *Syncer) Apply(bool) error { return s.apply() }
 
 func (s *Syncer) Failed(err error) {
 	s.log.Warn("route sync: cannot read etcd; keeping current routes", "err", err)
@@ -292,7 +294,7 @@ func (st *State) del(key string) {
 	}
 }
 
-func (s *Syncer) apply() {
+func (s *Syncer) apply() error {
 	s.mu.Lock()
 	want := s.st.Desired(s.host)
 	nat, all := s.st.NAT()
@@ -321,4 +323,5 @@ func (s *Syncer) apply() {
 			s.log.Warn("route not installed", "route", sk)
 		}
 	}
+	return errors.Join(err, natErr)
 }
