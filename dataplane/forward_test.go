@@ -115,96 +115,105 @@ func TestForwardingBackends(t *testing.T) {
 		{"both DROP", []string{"iptables-nft", "iptables-legacy"}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			host, a := forwardTopo(t)
-			for _, ipt := range tc.drop {
-				must(t, host, ipt, "-A", "FORWARD", "-i", "lo", "-j", "ACCEPT") // someone else's rule
-				must(t, host, ipt, "-P", "FORWARD", "DROP")
-			}
-			if reaches(t, a) {
-				t.Fatal("forwarded traffic passed before our rules: the DROP policy is not in effect, the test proves nothing")
-			}
-			dp := New(nil, "fwd")
-			var err error
-			testns.Do(t, host, func() { err = dp.EnsureForwarding() })
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reaches(t, a) {
-				t.Fatalf("no forwarding after EnsureForwarding with FORWARD DROP in %v", tc.drop)
-			}
-			for _, ipt := range tc.drop {
-				if out := must(t, host, ipt, "-S", "FORWARD"); !strings.Contains(out, "-j "+ForwardChain) {
-					t.Errorf("%s FORWARD has no jump to %s:\n%s", ipt, ForwardChain, out)
-				}
-			}
-			if len(tc.drop) == 1 && tc.drop[0] == "iptables-nft" {
-				if out := must(t, host, "iptables-legacy", "-S"); strings.Contains(out, ForwardChain) {
-					t.Errorf("the legacy back end, FORWARD policy ACCEPT, got our chain:\n%s", out)
-				}
-			}
-			testns.Do(t, host, func() { err = dp.RemoveForwarding() })
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, ipt := range tc.drop {
-				out := must(t, host, ipt, "-S")
-				if strings.Contains(out, ForwardChain) {
-					t.Errorf("%s still has %s after RemoveForwarding:\n%s", ipt, ForwardChain, out)
-				}
-				if !strings.Contains(out, "-P FORWARD DROP") || !strings.Contains(out, "-A FORWARD -i lo -j ACCEPT") {
-					t.Errorf("%s: RemoveForwarding changed what is not ours:\n%s", ipt, out)
-				}
-			}
-			if reaches(t, a) {
-				t.Error("forwarding still passes after our rules were removed")
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { forwardingWithDrop(t, tc.drop) })
 	}
+	t.Run("nftables only, no iptables", forwardingNftablesOnly)
+}
 
-	t.Run("nftables only, no iptables", func(t *testing.T) {
-		host, a := forwardTopo(t)
-		// Docker 29's nftables firewall: its own table, a forward chain
-		// with policy accept that drops only its bridges' traffic.
-		must(t, host, "nft", "add table ip docker-bridges")
-		must(t, host, "nft", "add chain ip docker-bridges filter-FORWARD { type filter hook forward priority filter; policy accept; }")
-		must(t, host, "nft", `add rule ip docker-bridges filter-FORWARD oifname "docker0" drop`)
-		empty := t.TempDir() // PATH without any iptables
-		t.Setenv("PATH", empty)
-		dp := New(nil, "fwd")
-		var err error
-		var drops []string
-		testns.Do(t, host, func() {
-			err = dp.EnsureForwarding()
-			drops, _ = ForeignForwardDrops()
-		})
-		if !errors.Is(err, ErrNoIptables) {
-			t.Fatalf("EnsureForwarding without iptables: %v, want ErrNoIptables", err)
+// forwardingWithDrop: with FORWARD policy DROP in the back ends drop,
+// EnsureForwarding makes forwarding pass with a jump to our chain in each
+// (and only there); RemoveForwarding removes only ours.
+func forwardingWithDrop(t *testing.T, drop []string) {
+	host, a := forwardTopo(t)
+	for _, ipt := range drop {
+		must(t, host, ipt, "-A", "FORWARD", "-i", "lo", "-j", "ACCEPT") // someone else's rule
+		must(t, host, ipt, "-P", "FORWARD", "DROP")
+	}
+	if reaches(t, a) {
+		t.Fatal("forwarded traffic passed before our rules: the DROP policy is not in effect, the test proves nothing")
+	}
+	dp := New(nil, "fwd")
+	var err error
+	testns.Do(t, host, func() { err = dp.EnsureForwarding() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reaches(t, a) {
+		t.Fatalf("no forwarding after EnsureForwarding with FORWARD DROP in %v", drop)
+	}
+	for _, ipt := range drop {
+		if out := must(t, host, ipt, "-S", "FORWARD"); !strings.Contains(out, "-j "+ForwardChain) {
+			t.Errorf("%s FORWARD has no jump to %s:\n%s", ipt, ForwardChain, out)
 		}
-		if len(drops) != 0 {
-			t.Errorf("ForeignForwardDrops = %v with only an accepting chain", drops)
+	}
+	if len(drop) == 1 && drop[0] == "iptables-nft" {
+		if out := must(t, host, "iptables-legacy", "-S"); strings.Contains(out, ForwardChain) {
+			t.Errorf("the legacy back end, FORWARD policy ACCEPT, got our chain:\n%s", out)
 		}
-		if !reaches(t, a) {
-			t.Fatal("no forwarding on an nftables-only host")
+	}
+	testns.Do(t, host, func() { err = dp.RemoveForwarding() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ipt := range drop {
+		out := must(t, host, ipt, "-S")
+		if strings.Contains(out, ForwardChain) {
+			t.Errorf("%s still has %s after RemoveForwarding:\n%s", ipt, ForwardChain, out)
 		}
-		// A firewall of the admin's that drops forwarding: named, so the
-		// daemon can say what to change.
-		if out, err := exec.Command("/usr/sbin/nft", "--version").CombinedOutput(); err != nil {
-			t.Fatalf("nft: %v %s", err, out)
+		if !strings.Contains(out, "-P FORWARD DROP") || !strings.Contains(out, "-A FORWARD -i lo -j ACCEPT") {
+			t.Errorf("%s: RemoveForwarding changed what is not ours:\n%s", ipt, out)
 		}
-		nsRun := func(args string) {
-			if out, err := exec.Command("/usr/bin/nsenter", "--net="+host.Path(), "/usr/sbin/nft", args).CombinedOutput(); err != nil {
-				t.Fatalf("nft %s: %v %s", args, err, out)
-			}
-		}
-		nsRun("add table inet hostfw")
-		nsRun("add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }")
-		testns.Do(t, host, func() { drops, err = ForeignForwardDrops() })
-		if err != nil || len(drops) != 1 || drops[0] != "inet hostfw chain forward" {
-			t.Errorf("ForeignForwardDrops = %v, %v; want [inet hostfw chain forward]", drops, err)
-		}
-		if reaches(t, a) {
-			t.Error("forwarding passed a forward chain with policy drop")
-		}
+	}
+	if reaches(t, a) {
+		t.Error("forwarding still passes after our rules were removed")
+	}
+}
+
+// forwardingNftablesOnly: on a host with Docker 29's nftables table and no
+// iptables, EnsureForwarding says so and forwarding passes; an admin's
+// forward chain with policy drop is named by ForeignForwardDrops.
+func forwardingNftablesOnly(t *testing.T) {
+	host, a := forwardTopo(t)
+	// Docker 29's nftables firewall: its own table, a forward chain
+	// with policy accept that drops only its bridges' traffic.
+	must(t, host, "nft", "add table ip docker-bridges")
+	must(t, host, "nft", "add chain ip docker-bridges filter-FORWARD { type filter hook forward priority filter; policy accept; }")
+	must(t, host, "nft", `add rule ip docker-bridges filter-FORWARD oifname "docker0" drop`)
+	empty := t.TempDir() // PATH without any iptables
+	t.Setenv("PATH", empty)
+	dp := New(nil, "fwd")
+	var err error
+	var drops []string
+	testns.Do(t, host, func() {
+		err = dp.EnsureForwarding()
+		drops, _ = ForeignForwardDrops()
 	})
+	if !errors.Is(err, ErrNoIptables) {
+		t.Fatalf("EnsureForwarding without iptables: %v, want ErrNoIptables", err)
+	}
+	if len(drops) != 0 {
+		t.Errorf("ForeignForwardDrops = %v with only an accepting chain", drops)
+	}
+	if !reaches(t, a) {
+		t.Fatal("no forwarding on an nftables-only host")
+	}
+	// A firewall of the admin's that drops forwarding: named, so the
+	// daemon can say what to change.
+	if out, err := exec.Command("/usr/sbin/nft", "--version").CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	nsRun := func(args string) {
+		if out, err := exec.Command("/usr/bin/nsenter", "--net="+host.Path(), "/usr/sbin/nft", args).CombinedOutput(); err != nil {
+			t.Fatalf("nft %s: %v %s", args, err, out)
+		}
+	}
+	nsRun("add table inet hostfw")
+	nsRun("add chain inet hostfw forward { type filter hook forward priority 0; policy drop; }")
+	testns.Do(t, host, func() { drops, err = ForeignForwardDrops() })
+	if err != nil || len(drops) != 1 || drops[0] != "inet hostfw chain forward" {
+		t.Errorf("ForeignForwardDrops = %v, %v; want [inet hostfw chain forward]", drops, err)
+	}
+	if reaches(t, a) {
+		t.Error("forwarding passed a forward chain with policy drop")
+	}
 }

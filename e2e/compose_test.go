@@ -192,6 +192,28 @@ func TestCompose(t *testing.T) {
 	})
 	c.must("up", "-d", "--scale", "client=3")
 
+	c.checkLayout(t)
+	t.Run("up", c.checkReach)
+	t.Run("restart", func(t *testing.T) {
+		c.must("restart", "web")
+		c.checkReach(t)
+	})
+	t.Run("engine restart with restart: always", c.engineRestart)
+	t.Run("down", c.checkDown)
+
+	if marker := os.Getenv("CALICO_E2E_COMPOSE_MARKER"); marker != "" && !t.Failed() {
+		body := fmt.Sprintf("Compose suite passed with Compose %s on Docker %s in %s\n", strings.TrimSpace(string(ver)), engineVersion(), time.Since(started).Round(time.Second))
+		if err := os.WriteFile(marker, []byte(body), 0o644); err != nil {
+			t.Errorf("write the Compose marker: %v", err)
+		}
+	}
+}
+
+// checkLayout checks what up made: three clients with their own
+// addresses, web on two interfaces, back's addresses in its subnet and
+// fixed's ipv4_address.
+func (c *compose) checkLayout(t *testing.T) {
+	project := c.project
 	db, web, fixed := c.one("db"), c.one("web"), c.one("fixed")
 	clients := c.containers("client")
 	if len(clients) != 3 {
@@ -217,84 +239,80 @@ func TestCompose(t *testing.T) {
 	if len(seen) != 3 {
 		t.Errorf("the 3 clients have %d distinct addresses", len(seen))
 	}
+}
 
-	check := func(t *testing.T) {
-		t.Helper()
-		db, web := c.one("db"), c.one("web")
-		// By service name and by alias, through the embedded DNS; web
-		// reaches db through its back interface, clients reach web on front.
-		eventuallyFetch(t, web, "db", "db")
-		eventuallyFetch(t, web, "database", "db")
-		waitRouteDev(t, web, db.ip(t, back), ifaceWith(t, web, web.ip(t, back)))
-		for _, cl := range c.containers("client") {
-			eventuallyFetch(t, cl, "web", "web")
-		}
-		// The client is only on front: no name for db, and policy stops
-		// it at db's address.
-		cl := c.containers("client")[0]
-		if _, errOut, err := dockerRun("exec", cl.name, "nslookup", "db"); err == nil {
-			t.Errorf("%s (front only) resolved db (back only): %s", cl.name, errOut)
-		}
-		if got, err := fetch(cl, db.ip(t, back)); err == nil {
-			t.Errorf("%s (front) fetched %q from db (back) by address: networks must be isolated", cl.name, got)
-		}
-		c.one("fixed").mustPing(t, db.ip(t, back))
+// checkReach checks names, aliases and routes between the services, and
+// that front's clients reach neither db's name nor its address.
+func (c *compose) checkReach(t *testing.T) {
+	t.Helper()
+	back := c.project + "_back"
+	db, web := c.one("db"), c.one("web")
+	// By service name and by alias, through the embedded DNS; web
+	// reaches db through its back interface, clients reach web on front.
+	eventuallyFetch(t, web, "db", "db")
+	eventuallyFetch(t, web, "database", "db")
+	waitRouteDev(t, web, db.ip(t, back), ifaceWith(t, web, web.ip(t, back)))
+	for _, cl := range c.containers("client") {
+		eventuallyFetch(t, cl, "web", "web")
 	}
-	t.Run("up", check)
+	// The client is only on front: no name for db, and policy stops
+	// it at db's address.
+	cl := c.containers("client")[0]
+	if _, errOut, err := dockerRun("exec", cl.name, "nslookup", "db"); err == nil {
+		t.Errorf("%s (front only) resolved db (back only): %s", cl.name, errOut)
+	}
+	if got, err := fetch(cl, db.ip(t, back)); err == nil {
+		t.Errorf("%s (front) fetched %q from db (back) by address: networks must be isolated", cl.name, got)
+	}
+	c.one("fixed").mustPing(t, db.ip(t, back))
+}
 
-	t.Run("restart", func(t *testing.T) {
-		c.must("restart", "web")
-		check(t)
-	})
+// engineRestart restarts the engine: every container (restart: always)
+// comes back, reaches the others, and the engine logs no endpoint error.
+func (c *compose) engineRestart(t *testing.T) {
+	project := c.project
+	logOff := len(engineLog())
+	restartEngine(t, "")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		n := len(strings.Fields(docker(t, "ps", "-q", "--filter", "label=com.docker.compose.project="+project)))
+		if n == 6 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 6 containers running %s after the engine restart:\n%s", n, 90*time.Second, docker(t, "ps", "-a"))
+		}
+		time.Sleep(time.Second)
+	}
+	c.checkReach(t)
+	if after := engineLog()[logOff:]; strings.Contains(after, "endpoint already exists") || strings.Contains(after, "failed to create endpoint") {
+		t.Errorf("the engine logged endpoint errors after its restart:\n%s", grepLines(after, "endpoint"))
+	}
+}
 
-	t.Run("engine restart with restart: always", func(t *testing.T) {
-		logOff := len(engineLog())
-		restartEngine(t, "")
-		deadline := time.Now().Add(90 * time.Second)
-		for {
-			n := len(strings.Fields(docker(t, "ps", "-q", "--filter", "label=com.docker.compose.project="+project)))
-			if n == 6 {
-				break
+// checkDown removes the project: no network, host side or record of any of
+// its endpoints is left.
+func (c *compose) checkDown(t *testing.T) {
+	project := c.project
+	var eps []endpoint
+	for _, svc := range []string{"db", "web", "fixed", "client"} {
+		for _, ct := range c.containers(svc) {
+			var nets map[string]endpoint
+			_ = json.Unmarshal([]byte(docker(t, "inspect", "-f", "{{json .NetworkSettings.Networks}}", ct.name)), &nets)
+			for _, ep := range nets {
+				eps = append(eps, ep)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%d of 6 containers running %s after the engine restart:\n%s", n, 90*time.Second, docker(t, "ps", "-a"))
-			}
-			time.Sleep(time.Second)
 		}
-		check(t)
-		if after := engineLog()[logOff:]; strings.Contains(after, "endpoint already exists") || strings.Contains(after, "failed to create endpoint") {
-			t.Errorf("the engine logged endpoint errors after its restart:\n%s", grepLines(after, "endpoint"))
-		}
-	})
-
-	t.Run("down", func(t *testing.T) {
-		var eps []endpoint
-		for _, svc := range []string{"db", "web", "fixed", "client"} {
-			for _, ct := range c.containers(svc) {
-				var nets map[string]endpoint
-				_ = json.Unmarshal([]byte(docker(t, "inspect", "-f", "{{json .NetworkSettings.Networks}}", ct.name)), &nets)
-				for _, ep := range nets {
-					eps = append(eps, ep)
-				}
-			}
-		}
-		if len(eps) != 7 {
-			t.Fatalf("%d endpoints before down, want 7 (web has two)", len(eps))
-		}
-		c.must("down", "--timeout", "1")
-		if out := docker(t, "network", "ls", "-q", "--filter", "label=com.docker.compose.project="+project); out != "" {
-			t.Errorf("networks left after down: %s", out)
-		}
-		for _, ep := range eps {
-			assertHostSideGone(t, ep)
-			assertNoRecord(t, ep)
-		}
-	})
-
-	if marker := os.Getenv("CALICO_E2E_COMPOSE_MARKER"); marker != "" && !t.Failed() {
-		body := fmt.Sprintf("Compose suite passed with Compose %s on Docker %s in %s\n", strings.TrimSpace(string(ver)), engineVersion(), time.Since(started).Round(time.Second))
-		if err := os.WriteFile(marker, []byte(body), 0o644); err != nil {
-			t.Errorf("write the Compose marker: %v", err)
-		}
+	}
+	if len(eps) != 7 {
+		t.Fatalf("%d endpoints before down, want 7 (web has two)", len(eps))
+	}
+	c.must("down", "--timeout", "1")
+	if out := docker(t, "network", "ls", "-q", "--filter", "label=com.docker.compose.project="+project); out != "" {
+		t.Errorf("networks left after down: %s", out)
+	}
+	for _, ep := range eps {
+		assertHostSideGone(t, ep)
+		assertNoRecord(t, ep)
 	}
 }

@@ -35,102 +35,114 @@ func TestDaemonRestart(t *testing.T) {
 		{"graceful SIGTERM", syscall.SIGTERM},
 		{"kill -9", syscall.SIGKILL},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Cleanup(ensureDaemon(t))
-			subnet := "192.168.23" + strconv.Itoa(i) + ".0/24"
-			nw := newNetwork(t, "--subnet", subnet)
-			a, b := runContainer(t, nw), runContainer(t, nw)
-			epA, epB := a.endpoint(t, nw), b.endpoint(t, nw)
-			a.mustPing(t, epB.IPAddress)
-			b.mustPing(t, epA.IPAddress)
-			// A ping that runs through the whole restart.
-			docker(t, "exec", "-d", a.name, "sh", "-c", "ping -i 0.2 "+epB.IPAddress+" >/tmp/ping.log 2>&1")
-			// And one from another network, which policy stops before,
-			// during and after the restart: isolation never opens.
-			outsider := runContainer(t, newNetwork(t))
-			docker(t, "exec", "-d", outsider.name, "sh", "-c", "ping -i 0.2 "+epA.IPAddress+" >/tmp/ping.log 2>&1")
+		t.Run(tc.name, func(t *testing.T) { daemonRestart(t, i, tc.name, tc.sig) })
+	}
+}
 
-			oldPid := dmn.pid()
-			err := dmn.stop(tc.sig)
-			if tc.sig == syscall.SIGTERM {
-				if err != nil {
-					t.Errorf("daemon exit after SIGTERM: %v, want status 0", err)
-				}
-				for _, s := range []string{dmn.netSock(), dmn.ipamSock()} {
-					if _, err := os.Stat(s); !errors.Is(err, os.ErrNotExist) {
-						t.Errorf("after SIGTERM the socket %s is still there (%v)", s, err)
-					}
-				}
-			} else {
-				for _, s := range []string{dmn.netSock(), dmn.ipamSock()} {
-					if _, err := os.Stat(s); err != nil {
-						t.Fatalf("after kill -9 the stale socket %s should still be there: %v", s, err)
-					}
-					if c, err := net.DialTimeout("unix", s, time.Second); err == nil {
-						c.Close()
-						t.Fatalf("stale socket %s still answers after kill -9", s)
-					}
-				}
-			}
+// daemonRestart is one case of TestDaemonRestart: the daemon stopped with
+// sig (the case's name) while containers of the network 192.168.23<i>.0/24
+// run.
+func daemonRestart(t *testing.T, i int, name string, sig syscall.Signal) {
+	t.Cleanup(ensureDaemon(t))
+	subnet := "192.168.23" + strconv.Itoa(i) + ".0/24"
+	nw := newNetwork(t, "--subnet", subnet)
+	a, b := runContainer(t, nw), runContainer(t, nw)
+	epA, epB := a.endpoint(t, nw), b.endpoint(t, nw)
+	a.mustPing(t, epB.IPAddress)
+	b.mustPing(t, epA.IPAddress)
+	// A ping that runs through the whole restart.
+	docker(t, "exec", "-d", a.name, "sh", "-c", "ping -i 0.2 "+epB.IPAddress+" >/tmp/ping.log 2>&1")
+	// And one from another network, which policy stops before,
+	// during and after the restart: isolation never opens.
+	outsider := runContainer(t, newNetwork(t))
+	docker(t, "exec", "-d", outsider.name, "sh", "-c", "ping -i 0.2 "+epA.IPAddress+" >/tmp/ping.log 2>&1")
 
-			// While the daemon is down.
-			a.mustPing(t, epB.IPAddress)
-			b.mustPing(t, epA.IPAddress)
-			assertHostSide(t, epA)
-			assertHostSide(t, epB)
-			time.Sleep(time.Second)
+	oldPid := dmn.pid()
+	stopDaemonChecked(t, sig)
 
-			if err := dmn.start(); err != nil {
-				t.Fatalf("restart after %s: %v", tc.name, err)
-			}
-			if dmn.pid() == oldPid {
-				t.Fatalf("daemon pid %d unchanged: the restart did not happen", oldPid)
-			}
-			assertHostSide(t, epA)
-			assertHostSide(t, epB)
-			a.mustPing(t, epB.IPAddress)
+	// While the daemon is down.
+	a.mustPing(t, epB.IPAddress)
+	b.mustPing(t, epA.IPAddress)
+	assertHostSide(t, epA)
+	assertHostSide(t, epB)
+	time.Sleep(time.Second)
 
-			// A new container reaches the old ones, and they reach it.
-			c := runContainer(t, nw)
-			epC := c.endpoint(t, nw)
-			if !inPrefix(t, epC.IPAddress, subnet) || epC.IPAddress == epA.IPAddress || epC.IPAddress == epB.IPAddress {
-				t.Errorf("container started after the restart got %s (a=%s b=%s, subnet %s)", epC.IPAddress, epA.IPAddress, epB.IPAddress, subnet)
-			}
-			c.mustPing(t, epA.IPAddress)
-			c.mustPing(t, epB.IPAddress)
-			a.mustPing(t, epC.IPAddress)
-			b.mustPing(t, epC.IPAddress)
-			// Isolation held through the restart: a container on a network
-			// created after it does not reach them.
-			d := runContainer(t, newNetwork(t))
-			d.mustNotPing(t, epA.IPAddress)
+	if err := dmn.start(); err != nil {
+		t.Fatalf("restart after %s: %v", name, err)
+	}
+	if dmn.pid() == oldPid {
+		t.Fatalf("daemon pid %d unchanged: the restart did not happen", oldPid)
+	}
+	assertHostSide(t, epA)
+	assertHostSide(t, epB)
+	a.mustPing(t, epB.IPAddress)
 
-			// The continuous ping lost nothing (one in flight at the
-			// interrupt is allowed).
-			sent, recv := a.stopPing(t)
-			t.Logf("continuous ping across the restart: %d sent, %d received", sent, recv)
-			if sent < 5 || sent-recv > 1 {
-				t.Errorf("continuous ping across the restart: %d sent, %d received:\n%s", sent, recv, a.exec(t, "cat", "/tmp/ping.log"))
-			}
-			oSent, oRecv := outsider.stopPing(t)
-			t.Logf("ping from another network across the restart: %d sent, %d received", oSent, oRecv)
-			if oSent < 5 || oRecv != 0 {
-				t.Errorf("isolation across the restart: %d sent from another network, %d answered (want 0)", oSent, oRecv)
-			}
+	// A new container reaches the old ones, and they reach it.
+	c := runContainer(t, nw)
+	epC := c.endpoint(t, nw)
+	if !inPrefix(t, epC.IPAddress, subnet) || epC.IPAddress == epA.IPAddress || epC.IPAddress == epB.IPAddress {
+		t.Errorf("container started after the restart got %s (a=%s b=%s, subnet %s)", epC.IPAddress, epA.IPAddress, epB.IPAddress, subnet)
+	}
+	c.mustPing(t, epA.IPAddress)
+	c.mustPing(t, epB.IPAddress)
+	a.mustPing(t, epC.IPAddress)
+	b.mustPing(t, epC.IPAddress)
+	// Isolation held through the restart: a container on a network
+	// created after it does not reach them.
+	d := runContainer(t, newNetwork(t))
+	d.mustNotPing(t, epA.IPAddress)
 
-			// Everything is removed cleanly.
-			for _, x := range []*container{a, b, c} {
-				removeContainer(t, x.name)
+	// The continuous ping lost nothing (one in flight at the
+	// interrupt is allowed).
+	sent, recv := a.stopPing(t)
+	t.Logf("continuous ping across the restart: %d sent, %d received", sent, recv)
+	if sent < 5 || sent-recv > 1 {
+		t.Errorf("continuous ping across the restart: %d sent, %d received:\n%s", sent, recv, a.exec(t, "cat", "/tmp/ping.log"))
+	}
+	oSent, oRecv := outsider.stopPing(t)
+	t.Logf("ping from another network across the restart: %d sent, %d received", oSent, oRecv)
+	if oSent < 5 || oRecv != 0 {
+		t.Errorf("isolation across the restart: %d sent from another network, %d answered (want 0)", oSent, oRecv)
+	}
+
+	// Everything is removed cleanly.
+	for _, x := range []*container{a, b, c} {
+		removeContainer(t, x.name)
+	}
+	for _, ep := range []endpoint{epA, epB, epC} {
+		assertHostSideGone(t, ep)
+	}
+	// The addresses were released: a's can be taken again.
+	e := runContainer(t, nw, "--ip", epA.IPAddress)
+	if got := e.ip(t, nw); got != epA.IPAddress {
+		t.Errorf("--ip %s after removal gave %s", epA.IPAddress, got)
+	}
+}
+
+// stopDaemonChecked stops the daemon with sig: after SIGTERM it exits 0
+// and removes its sockets; after kill -9 the stale sockets stay but do not
+// answer.
+func stopDaemonChecked(t *testing.T, sig syscall.Signal) {
+	err := dmn.stop(sig)
+	if sig == syscall.SIGTERM {
+		if err != nil {
+			t.Errorf("daemon exit after SIGTERM: %v, want status 0", err)
+		}
+		for _, s := range []string{dmn.netSock(), dmn.ipamSock()} {
+			if _, err := os.Stat(s); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("after SIGTERM the socket %s is still there (%v)", s, err)
 			}
-			for _, ep := range []endpoint{epA, epB, epC} {
-				assertHostSideGone(t, ep)
+		}
+	} else {
+		for _, s := range []string{dmn.netSock(), dmn.ipamSock()} {
+			if _, err := os.Stat(s); err != nil {
+				t.Fatalf("after kill -9 the stale socket %s should still be there: %v", s, err)
 			}
-			// The addresses were released: a's can be taken again.
-			e := runContainer(t, nw, "--ip", epA.IPAddress)
-			if got := e.ip(t, nw); got != epA.IPAddress {
-				t.Errorf("--ip %s after removal gave %s", epA.IPAddress, got)
+			if c, err := net.DialTimeout("unix", s, time.Second); err == nil {
+				c.Close()
+				t.Fatalf("stale socket %s still answers after kill -9", s)
 			}
-		})
+		}
 	}
 }
 

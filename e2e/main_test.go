@@ -162,68 +162,17 @@ func begin(t *testing.T) {
 // function undoes what the suite started; it keeps the work dir when the
 // run failed.
 func setUp() (func(ok bool), error) {
-	if runtime.GOOS != "linux" {
-		return nil, prereq("the e2e suite needs Linux (this is %s)", runtime.GOOS)
-	}
-	if os.Geteuid() != 0 {
-		return nil, prereq("the e2e suite needs root (it creates veths and runs dockerd)")
-	}
-	for _, tool := range []struct{ bin, pkg string }{
-		{"dockerd", "docker.io"}, {"docker", "docker.io"}, {"ip", "iproute2"}, {"iptables", "iptables"},
-	} {
-		if err := ensureTool(tool.bin, tool.pkg); err != nil {
-			return nil, err
-		}
+	if err := setUpMachine(); err != nil {
+		return nil, err
 	}
 	var err error
-	if busybox, err = ensureStaticBusybox(); err != nil {
-		return nil, err
-	}
-	if err := ensureDockerd(); err != nil {
-		return nil, err
-	}
-	if err := importImage(); err != nil {
-		return nil, fmt.Errorf("import %s: %w", Image, err)
-	}
-
 	workDir, err = os.MkdirTemp("", "calico-e2e-")
 	if err != nil {
 		return nil, err
 	}
-	cleanup := func(ok bool) {
-		removeLabelled()
-		if dmn != nil {
-			if err := dmn.stop(syscall.SIGTERM); err != nil {
-				fmt.Println("e2e: stopping the daemon:", err)
-			}
-		}
-		// The blackhole routes for this host's blocks outlive the daemon by
-		// design, but the suite's datastore goes away with the work dir.
-		if cleanupBlockRoutes != nil {
-			cleanupBlockRoutes()
-		}
-		if cleanupChains != nil {
-			cleanupChains()
-		}
-		if ok && os.Getenv("CALICO_E2E_KEEP") == "" {
-			os.RemoveAll(workDir)
-		} else {
-			fmt.Println("e2e: work dir kept:", workDir)
-			if dmn != nil {
-				fmt.Printf("e2e: last lines of the daemon log %s:\n%s\n", dmn.logPath, tail(dmn.logPath, 60))
-			}
-		}
-	}
-	bin := os.Getenv("CALICO_E2E_BIN")
-	if bin == "" {
-		bin = filepath.Join(workDir, "calico-libnetwork")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/calico-libnetwork")
-		build.Dir = ".."
-		if out, err := build.CombinedOutput(); err != nil {
-			return cleanup, fmt.Errorf("build the daemon: %v\n%s", err, out)
-		}
-	} else if bin, err = filepath.Abs(bin); err != nil {
-		return cleanup, err
+	bin, err := daemonBinary()
+	if err != nil {
+		return tearDown, err
 	}
 	dmn = &daemon{
 		bin:       bin,
@@ -231,6 +180,92 @@ func setUp() (func(ok bool), error) {
 		pluginDir: "/run/docker/plugins",
 		logPath:   filepath.Join(workDir, "daemon.log"),
 	}
+	noteLeftovers()
+	if err := dmn.start(); err != nil {
+		return tearDown, err
+	}
+	if m := regexp.MustCompile(`created default IP pool.*cidr=(\S+:\S*)`).FindStringSubmatch(readFile(dmn.logPath)); m != nil {
+		defaultV6 = m[1]
+	}
+	fmt.Printf("e2e: daemon %s running, data dir %s, log %s, default IPv6 pool %q\n", bin, dmn.dataDir, dmn.logPath, defaultV6)
+	removeLabelled() // leftovers of a crashed earlier run
+	return tearDown, nil
+}
+
+// setUpMachine checks the prerequisites, installs the tools the suite
+// needs, starts dockerd and imports the test image.
+func setUpMachine() error {
+	if runtime.GOOS != "linux" {
+		return prereq("the e2e suite needs Linux (this is %s)", runtime.GOOS)
+	}
+	if os.Geteuid() != 0 {
+		return prereq("the e2e suite needs root (it creates veths and runs dockerd)")
+	}
+	for _, tool := range []struct{ bin, pkg string }{
+		{"dockerd", "docker.io"}, {"docker", "docker.io"}, {"ip", "iproute2"}, {"iptables", "iptables"},
+	} {
+		if err := ensureTool(tool.bin, tool.pkg); err != nil {
+			return err
+		}
+	}
+	var err error
+	if busybox, err = ensureStaticBusybox(); err != nil {
+		return err
+	}
+	if err := ensureDockerd(); err != nil {
+		return err
+	}
+	if err := importImage(); err != nil {
+		return fmt.Errorf("import %s: %w", Image, err)
+	}
+	return nil
+}
+
+// tearDown undoes what the suite started; it keeps the work dir when the
+// run failed (not ok) or CALICO_E2E_KEEP is set.
+func tearDown(ok bool) {
+	removeLabelled()
+	if dmn != nil {
+		if err := dmn.stop(syscall.SIGTERM); err != nil {
+			fmt.Println("e2e: stopping the daemon:", err)
+		}
+	}
+	// The blackhole routes for this host's blocks outlive the daemon by
+	// design, but the suite's datastore goes away with the work dir.
+	if cleanupBlockRoutes != nil {
+		cleanupBlockRoutes()
+	}
+	if cleanupChains != nil {
+		cleanupChains()
+	}
+	if ok && os.Getenv("CALICO_E2E_KEEP") == "" {
+		os.RemoveAll(workDir)
+	} else {
+		fmt.Println("e2e: work dir kept:", workDir)
+		if dmn != nil {
+			fmt.Printf("e2e: last lines of the daemon log %s:\n%s\n", dmn.logPath, tail(dmn.logPath, 60))
+		}
+	}
+}
+
+// daemonBinary is CALICO_E2E_BIN, or the daemon built into the work dir.
+func daemonBinary() (string, error) {
+	bin := os.Getenv("CALICO_E2E_BIN")
+	if bin == "" {
+		bin = filepath.Join(workDir, "calico-libnetwork")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/calico-libnetwork")
+		build.Dir = ".."
+		if out, err := build.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build the daemon: %v\n%s", err, out)
+		}
+		return bin, nil
+	}
+	return filepath.Abs(bin)
+}
+
+// noteLeftovers records what the daemon will leave behind by design, so
+// that tearDown removes exactly that.
+func noteLeftovers() {
 	// The daemon takes over every block route on the host at its start
 	// (it reconciles them to its datastore), so the suite removes them all
 	// when it is done with that datastore.
@@ -251,15 +286,6 @@ func setUp() (func(ok bool), error) {
 			removeHostTable() // security_test.go
 		}
 	}
-	if err := dmn.start(); err != nil {
-		return cleanup, err
-	}
-	if m := regexp.MustCompile(`created default IP pool.*cidr=(\S+:\S*)`).FindStringSubmatch(readFile(dmn.logPath)); m != nil {
-		defaultV6 = m[1]
-	}
-	fmt.Printf("e2e: daemon %s running, data dir %s, log %s, default IPv6 pool %q\n", bin, dmn.dataDir, dmn.logPath, defaultV6)
-	removeLabelled() // leftovers of a crashed earlier run
-	return cleanup, nil
 }
 
 // The shared helpers' errors are missing prerequisites here.

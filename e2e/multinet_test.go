@@ -99,20 +99,7 @@ func TestMultiNetwork(t *testing.T) {
 	if devA == devB {
 		t.Fatalf("both networks' addresses on %s", devA)
 	}
-	gws := map[string]bool{mA.Gateway: true, mB.Gateway: true}
-	if len(gws) != 2 || !gws[gatewayV4] {
-		t.Errorf("gateways %s (%s) and %s (%s): want 169.254.1.1 and another of its own", mA.Gateway, netA, mB.Gateway, netB)
-	}
-	for _, ep := range []endpoint{mA, mB} {
-		assertHostSide(t, ep)
-		if got := routeDev(t, m, ep.Gateway); got != ifaceWith(t, m, ep.IPAddress) {
-			t.Errorf("gateway %s is reached through %s, not through its network's interface %s", ep.Gateway, got, ifaceWith(t, m, ep.IPAddress))
-		}
-	}
-	if d := defaultDev(t, m); d != devA && d != devB {
-		t.Fatalf("default route on %q, want one of %s, %s:\n%s", d, devA, devB, strings.Join(routeLines(t, m, "-4", "route"), "\n"))
-	}
-	t.Logf("%s: %s on %s (gateway %s), %s on %s (gateway %s), default via %s", m.name, mA.IPAddress, devA, mA.Gateway, mB.IPAddress, devB, mB.Gateway, defaultDev(t, m))
+	checkGatewaysAndDefault(t, m, netA, netB, mA, mB, devA, devB)
 
 	waitRouteDev(t, m, ipA, devA)
 	waitRouteDev(t, m, ipB, devB)
@@ -140,11 +127,41 @@ func TestMultiNetwork(t *testing.T) {
 	m.mustPing(t, ipC)
 	pc.mustPing(t, mC.IPAddress)
 
-	// Disconnect a network that does not hold the default route.
+	goneNet := disconnectNonDefault(t, m, netA, netB, mA, mB, devB, ipA, ipB)
+	disconnectDefaultHolder(t, m, goneNet, netA, netB, netC, mA, mB, mC, ipA, ipB, ipC)
+}
+
+// checkGatewaysAndDefault checks the container m on netA and netB: a
+// gateway of its own per network (one 169.254.1.1), reached through its
+// network's interface; host sides in place; the default route on one of
+// the two interfaces.
+func checkGatewaysAndDefault(t *testing.T, m *container, netA, netB string, mA, mB endpoint, devA, devB string) {
+	gws := map[string]bool{mA.Gateway: true, mB.Gateway: true}
+	if len(gws) != 2 || !gws[gatewayV4] {
+		t.Errorf("gateways %s (%s) and %s (%s): want 169.254.1.1 and another of its own", mA.Gateway, netA, mB.Gateway, netB)
+	}
+	for _, ep := range []endpoint{mA, mB} {
+		assertHostSide(t, ep)
+		if got := routeDev(t, m, ep.Gateway); got != ifaceWith(t, m, ep.IPAddress) {
+			t.Errorf("gateway %s is reached through %s, not through its network's interface %s", ep.Gateway, got, ifaceWith(t, m, ep.IPAddress))
+		}
+	}
+	if d := defaultDev(t, m); d != devA && d != devB {
+		t.Fatalf("default route on %q, want one of %s, %s:\n%s", d, devA, devB, strings.Join(routeLines(t, m, "-4", "route"), "\n"))
+	}
+	t.Logf("%s: %s on %s (gateway %s), %s on %s (gateway %s), default via %s", m.name, mA.IPAddress, devA, mA.Gateway, mB.IPAddress, devB, mB.Gateway, defaultDev(t, m))
+}
+
+// disconnectNonDefault disconnects whichever of netA and netB does not
+// hold m's default route and checks that exactly its interface went, the
+// default stayed, and traffic to the gone network's peer now leaves
+// through the other (whose policy turns it away). It returns the network
+// it disconnected.
+func disconnectNonDefault(t *testing.T, m *container, netA, netB string, mA, mB endpoint, devB, ipA, ipB string) string {
 	def := defaultDev(t, m)
-	gone, goneNet, stay := mB, netB, devA
+	gone, goneNet := mB, netB
 	if def == devB {
-		gone, goneNet, stay = mA, netA, devB
+		gone, goneNet = mA, netA
 	}
 	goneDev := ifaceWith(t, m, gone.IPAddress)
 	docker(t, "network", "disconnect", goneNet, m.name)
@@ -159,30 +176,27 @@ func TestMultiNetwork(t *testing.T) {
 		m.mustNotPing(t, ipA)
 		m.mustPing(t, ipB)
 	}
-	_ = stay
+	return goneNet
+}
 
-	// Disconnect the network holding the default route: the default moves
-	// to the remaining interface, which keeps working.
-	left := []struct {
-		net string
-		ep  endpoint
-	}{{netC, mC}}
+// attachment is a network and the container's endpoint on it.
+type attachment struct {
+	net string
+	ep  endpoint
+}
+
+// disconnectDefaultHolder disconnects the remaining network holding m's
+// default route: the default moves to the other remaining interface,
+// which keeps working; removing m then leaves no host side.
+func disconnectDefaultHolder(t *testing.T, m *container, goneNet, netA, netB, netC string, mA, mB, mC endpoint, ipA, ipB, ipC string) {
+	left := []attachment{{netC, mC}}
 	if goneNet == netB {
-		left = append(left, struct {
-			net string
-			ep  endpoint
-		}{netA, mA})
+		left = append(left, attachment{netA, mA})
 	} else {
-		left = append(left, struct {
-			net string
-			ep  endpoint
-		}{netB, mB})
+		left = append(left, attachment{netB, mB})
 	}
-	def = defaultDev(t, m)
-	var holder, other struct {
-		net string
-		ep  endpoint
-	}
+	def := defaultDev(t, m)
+	var holder, other attachment
 	for _, l := range left {
 		if ifaceWith(t, m, l.ep.IPAddress) == def {
 			holder = l

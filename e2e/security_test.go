@@ -590,19 +590,7 @@ func TestDaemonInOwnNamespace(t *testing.T) {
 	bin := buildCalicoctl(t)
 	ns := "cale2e-" + runID
 	lan := "cale2e-r-" + runID
-	for _, n := range []string{ns, lan} {
-		runOut(t, "ip", "netns", "add", n)
-		n := n
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
-	}
-	in := func(n string, args ...string) string { return runOut(t, "ip", append([]string{"-n", n}, args...)...) }
-	runOut(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "lan", "netns", lan)
-	in(ns, "addr", "add", "192.168.77.2/24", "dev", "eth0")
-	in(ns, "link", "set", "eth0", "up")
-	in(ns, "link", "set", "lo", "up")
-	in(lan, "addr", "add", "192.168.77.1/24", "dev", "lan")
-	in(lan, "link", "set", "lan", "up")
-	in(ns, "route", "add", "default", "via", "192.168.77.1")
+	makeLANNamespace(t, ns, lan)
 	canary := "calico-e2e-canary"
 	runOut(t, "ip", "netns", "exec", ns, "nft", "add", "table", "inet", canary)
 
@@ -613,40 +601,8 @@ func TestDaemonInOwnNamespace(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	dataDir, pluginDir := filepath.Join(dir, "d"), filepath.Join(dir, "p")
 	logPath := filepath.Join(workDir, "ns-daemon.log")
-	var mu sync.Mutex
-	start := func(extra ...string) (stop func()) {
-		t.Helper()
-		mu.Lock()
-		defer mu.Unlock()
-		logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		args := append([]string{"netns", "exec", ns, dmn.bin, "--data-dir", dataDir, "--plugin-dir", pluginDir, "--nodename", "e2e-ns-node",
-			"--docker-host", "unix://" + filepath.Join(dir, "no-docker.sock"), "--log-level", "debug"}, extra...)
-		cmd := exec.Command("ip", args...)
-		cmd.Env = daemonEnv()
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
-		stop = func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(30 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-		}
-		t.Cleanup(stop)
-		eventually(t, 60*time.Second, "the namespace's daemon serves", func() bool {
-			return activate(filepath.Join(pluginDir, "calico.sock")) == nil
-		})
-		return stop
-	}
+	d := &nsDaemon{t: t, ns: ns, dir: dir, dataDir: dataDir, pluginDir: pluginDir, logPath: logPath}
+	start := d.start
 	ctl := func(args ...string) string {
 		t.Helper()
 		return runOut(t, bin, append([]string{"--data-dir", dataDir}, args...)...)
@@ -687,4 +643,65 @@ func TestDaemonInOwnNamespace(t *testing.T) {
 	if tb := nsTables(); !strings.Contains(tb, "inet "+nftpolicy.DefaultTable+"\n") || !strings.Contains(tb, canary) {
 		t.Errorf("policy back on, tables in the namespace:\n%s", tb)
 	}
+}
+
+// makeLANNamespace makes the namespaces ns (the daemon's host) and lan
+// (its router), joined on 192.168.77.0/24 with lan as the default gateway.
+func makeLANNamespace(t *testing.T, ns, lan string) {
+	for _, n := range []string{ns, lan} {
+		runOut(t, "ip", "netns", "add", n)
+		n := n
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n).Run() })
+	}
+	in := func(n string, args ...string) string { return runOut(t, "ip", append([]string{"-n", n}, args...)...) }
+	runOut(t, "ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "lan", "netns", lan)
+	in(ns, "addr", "add", "192.168.77.2/24", "dev", "eth0")
+	in(ns, "link", "set", "eth0", "up")
+	in(ns, "link", "set", "lo", "up")
+	in(lan, "addr", "add", "192.168.77.1/24", "dev", "lan")
+	in(lan, "link", "set", "lan", "up")
+	in(ns, "route", "add", "default", "via", "192.168.77.1")
+}
+
+// nsDaemon is a daemon without Docker in a namespace of the test's own.
+type nsDaemon struct {
+	t                                    *testing.T
+	ns, dir, dataDir, pluginDir, logPath string
+	mu                                   sync.Mutex
+}
+
+// start starts the daemon with extra flags, appending to its log, and
+// waits until it serves; stop (also run at the test's end) stops it.
+func (d *nsDaemon) start(extra ...string) (stop func()) {
+	d.t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	logf, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	args := append([]string{"netns", "exec", d.ns, dmn.bin, "--data-dir", d.dataDir, "--plugin-dir", d.pluginDir, "--nodename", "e2e-ns-node",
+		"--docker-host", "unix://" + filepath.Join(d.dir, "no-docker.sock"), "--log-level", "debug"}, extra...)
+	cmd := exec.Command("ip", args...)
+	cmd.Env = daemonEnv()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}
+	d.t.Cleanup(stop)
+	eventually(d.t, 60*time.Second, "the namespace's daemon serves", func() bool {
+		return activate(filepath.Join(d.pluginDir, "calico.sock")) == nil
+	})
+	return stop
 }

@@ -264,6 +264,57 @@ func TestStressNoDuplicates(t *testing.T) {
 		procHosts   = 4 // child processes, one host each
 		target      = 32
 	)
+	ops := stressOps(t)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, %d ops per worker", seed, ops)
+
+	s := setup(t, api.IPPool{Name: "stress", CIDR: stressPool, BlockSize: stressBlockSize})
+	ctx, cancel := context.WithTimeout(context.Background(), stressTimeout)
+	t.Cleanup(cancel)
+	start := time.Now()
+
+	// Child processes first: they take a moment to start. They wait for goKey.
+	children := startStressChildren(t, ctx, s, procHosts, ops, target, seed)
+	jobs, allocs := inProcessJobs(s, inProcHosts, ops, target, seed)
+	waitChildrenReady(t, ctx, s, children)
+	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(goKey, "")}); err != nil {
+		t.Fatal(err)
+	}
+	results := runStressWorkers(t, ctx, s, jobs, allocs, children)
+	churn := time.Since(start)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// What the workers say they hold.
+	held, total := heldByWorkers(t, results)
+	t.Logf("%d workers (%d hosts in this process, %d in child processes, 1 shared by 2 goroutines): "+
+		"%d allocations (%d borrowed), %d assigns, %d releases, %d exhausted, in %v",
+		len(results), inProcHosts, procHosts, total.Allocs, total.Borrowed, total.Assigns, total.Releases, total.Exhausted, churn.Round(time.Millisecond))
+	if len(results) != len(jobs)+len(children) {
+		t.Fatalf("%d results from %d workers", len(results), len(jobs)+len(children))
+	}
+	if min := 8 * ops / 3; total.Allocs+total.Assigns < min || total.Releases < min/2 {
+		t.Errorf("only %d allocations and %d releases: the workload did not run", total.Allocs+total.Assigns, total.Releases)
+	}
+	if total.Borrowed == 0 {
+		t.Errorf("no allocation borrowed from another host's block: the pool never ran out of free blocks")
+	}
+	if total.Exhausted == 0 {
+		t.Errorf("the pool never ran out: the test did not exercise exhaustion")
+	}
+
+	// etcd must agree with the workers: claims, blocks, handles, affinities.
+	verifyAgainstEtcd(t, s, held)
+	releaseAllOwned(t, ctx, s, held)
+	verifyAgainstEtcd(t, s, map[netip.Addr]string{})
+	fillPoolOnce(t, ctx, allocs["host-0"])
+	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
+}
+
+// stressOps is the number of operations per worker: fewer with -short,
+// IPAM_STRESS_OPS for a longer soak.
+func stressOps(t *testing.T) int {
 	ops := 500 // per worker: 10 workers make about 2400 allocations and 2200 releases
 	if testing.Short() {
 		ops = 150
@@ -275,26 +326,26 @@ func TestStressNoDuplicates(t *testing.T) {
 		}
 		ops = n
 	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %d ops per worker", seed, ops)
+	return ops
+}
 
-	s := setup(t, api.IPPool{Name: "stress", CIDR: stressPool, BlockSize: stressBlockSize})
-	ctx, cancel := context.WithTimeout(context.Background(), stressTimeout)
-	t.Cleanup(cancel)
-	start := time.Now()
+// stressChild is one worker in a child process (one host each).
+type stressChild struct {
+	job    stressJob
+	cmd    *exec.Cmd
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+}
 
-	// Child processes first: they take a moment to start. They wait for goKey.
-	type child struct {
-		job    stressJob
-		cmd    *exec.Cmd
-		stdout bytes.Buffer
-		stderr bytes.Buffer
-	}
-	var children []*child
-	for i := 0; i < procHosts; i++ {
+// startStressChildren starts n child processes, each a host running one
+// worker once goKey is written; they are killed at the test's end if they
+// still run.
+func startStressChildren(t *testing.T, ctx context.Context, s *datastore.Store, n, ops, target int, seed uint64) []*stressChild {
+	var children []*stressChild
+	for i := 0; i < n; i++ {
 		job := stressJob{Host: fmt.Sprintf("host-p%d", i), Worker: fmt.Sprintf("host-p%d", i), Ops: ops, Target: target, Seed: seed + uint64(100+i)}
 		spec, _ := json.Marshal(job)
-		c := &child{job: job}
+		c := &stressChild{job: job}
 		c.cmd = exec.CommandContext(ctx, os.Args[0], "-test.run=^TestStressHelperProcess$", "-test.count=1", "-test.timeout="+stressTimeout.String())
 		c.cmd.Env = append(os.Environ(), envHelper+"="+string(spec), envEndpoint+"="+s.Endpoints()[0])
 		c.cmd.Stdout, c.cmd.Stderr = &c.stdout, &c.stderr
@@ -309,11 +360,15 @@ func TestStressNoDuplicates(t *testing.T) {
 		})
 		children = append(children, c)
 	}
+	return children
+}
 
-	// In-process hosts, plus one host whose allocator two goroutines share.
+// inProcessJobs makes n in-process hosts with a worker each, plus one host
+// whose allocator two workers share.
+func inProcessJobs(s *datastore.Store, n, ops, target int, seed uint64) ([]stressJob, map[string]*Allocator) {
 	var jobs []stressJob
 	allocs := map[string]*Allocator{}
-	for i := 0; i < inProcHosts; i++ {
+	for i := 0; i < n; i++ {
 		h := fmt.Sprintf("host-%d", i)
 		jobs = append(jobs, stressJob{Host: h, Worker: h, Ops: ops, Target: target, Seed: seed + uint64(i)})
 		allocs[h] = New(s, h, quietLog())
@@ -322,7 +377,12 @@ func TestStressNoDuplicates(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		jobs = append(jobs, stressJob{Host: "host-shared", Worker: fmt.Sprintf("host-shared-%d", i), Ops: ops, Target: target / 2, Seed: seed + uint64(50+i)})
 	}
+	return jobs, allocs
+}
 
+// waitChildrenReady waits (a minute at most) until every child process has
+// written its ready key.
+func waitChildrenReady(t *testing.T, ctx context.Context, s *datastore.Store, children []*stressChild) {
 	readyCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
@@ -333,15 +393,16 @@ func TestStressNoDuplicates(t *testing.T) {
 			}
 			t.Fatalf("waiting for helper processes: %v", err)
 		}
-		if len(ready) == procHosts {
-			break
+		if len(ready) == len(children) {
+			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(goKey, "")}); err != nil {
-		t.Fatal(err)
-	}
+}
 
+// runStressWorkers runs the in-process workers and waits for them and the
+// child processes, returning every worker's result.
+func runStressWorkers(t *testing.T, ctx context.Context, s *datastore.Store, jobs []stressJob, allocs map[string]*Allocator, children []*stressChild) []stressResult {
 	var (
 		mu      sync.Mutex
 		results []stressResult
@@ -364,19 +425,8 @@ func TestStressNoDuplicates(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := c.cmd.Wait()
-			var res stressResult
-			found := false
-			sc := bufio.NewScanner(bytes.NewReader(c.stdout.Bytes()))
-			sc.Buffer(make([]byte, 1<<20), 1<<20)
-			for sc.Scan() {
-				if line, ok := strings.CutPrefix(sc.Text(), resultMarker); ok {
-					found = json.Unmarshal([]byte(line), &res) == nil
-				}
-			}
-			if err != nil || !found {
-				t.Errorf("helper process %s: %v (result found: %v)\nstdout:\n%s\nstderr:\n%s",
-					c.job.Worker, err, found, lastLines(c.stdout.String(), 40), lastLines(c.stderr.String(), 40))
+			res, ok := c.result(t)
+			if !ok {
 				return
 			}
 			mu.Lock()
@@ -385,12 +435,33 @@ func TestStressNoDuplicates(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	churn := time.Since(start)
-	if t.Failed() {
-		t.FailNow()
-	}
+	return results
+}
 
-	// What the workers say they hold.
+// result waits for the child process and reads the result it printed; a
+// child that failed or printed none is an error of the test.
+func (c *stressChild) result(t *testing.T) (stressResult, bool) {
+	err := c.cmd.Wait()
+	var res stressResult
+	found := false
+	sc := bufio.NewScanner(bytes.NewReader(c.stdout.Bytes()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), resultMarker); ok {
+			found = json.Unmarshal([]byte(line), &res) == nil
+		}
+	}
+	if err != nil || !found {
+		t.Errorf("helper process %s: %v (result found: %v)\nstdout:\n%s\nstderr:\n%s",
+			c.job.Worker, err, found, lastLines(c.stdout.String(), 40), lastLines(c.stderr.String(), 40))
+		return res, false
+	}
+	return res, true
+}
+
+// heldByWorkers logs each worker's counts and returns the addresses the
+// workers say they hold (ip -> handle; none twice) and the totals.
+func heldByWorkers(t *testing.T, results []stressResult) (map[netip.Addr]string, stressResult) {
 	held := map[netip.Addr]string{}
 	var total stressResult
 	for _, r := range results {
@@ -408,27 +479,13 @@ func TestStressNoDuplicates(t *testing.T) {
 			held[h.IP] = h.Handle
 		}
 	}
-	t.Logf("%d workers (%d hosts in this process, %d in child processes, 1 shared by 2 goroutines): "+
-		"%d allocations (%d borrowed), %d assigns, %d releases, %d exhausted, in %v",
-		len(results), inProcHosts, procHosts, total.Allocs, total.Borrowed, total.Assigns, total.Releases, total.Exhausted, churn.Round(time.Millisecond))
-	if len(results) != len(jobs)+len(children) {
-		t.Fatalf("%d results from %d workers", len(results), len(jobs)+len(children))
-	}
-	if min := 8 * ops / 3; total.Allocs+total.Assigns < min || total.Releases < min/2 {
-		t.Errorf("only %d allocations and %d releases: the workload did not run", total.Allocs+total.Assigns, total.Releases)
-	}
-	if total.Borrowed == 0 {
-		t.Errorf("no allocation borrowed from another host's block: the pool never ran out of free blocks")
-	}
-	if total.Exhausted == 0 {
-		t.Errorf("the pool never ran out: the test did not exercise exhaustion")
-	}
+	return held, total
+}
 
-	// etcd must agree with the workers: claims, blocks, handles, affinities.
-	verifyAgainstEtcd(t, s, held)
-
-	// Release everything through another host's allocator, naming each
-	// allocation exactly (as the garbage collector does).
+// releaseAllOwned releases everything through another host's allocator,
+// naming each allocation exactly (as the garbage collector does); a second
+// release of the same allocation does nothing.
+func releaseAllOwned(t *testing.T, ctx context.Context, s *datastore.Store, held map[netip.Addr]string) {
 	cleaner := New(s, "host-cleaner", quietLog())
 	snap, err := LoadSnapshot(ctx, s)
 	if err != nil {
@@ -449,11 +506,12 @@ func TestStressNoDuplicates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	verifyAgainstEtcd(t, s, map[netip.Addr]string{})
+}
 
-	// A host that took part (its caches went stale as others borrowed and
-	// released in its blocks) can now take every address of the pool, once.
-	a := allocs["host-0"]
+// fillPoolOnce checks that a host that took part (its caches went stale as
+// others borrowed and released in its blocks) can now take every address
+// of the pool, once, and then no more.
+func fillPoolOnce(t *testing.T, ctx context.Context, a *Allocator) {
 	seen := map[netip.Addr]bool{}
 	for i := 0; i < 256; i++ {
 		ip, err := a.Allocate(ctx, fmt.Sprintf("final.%d", i), Selection{Family: 4})
@@ -468,7 +526,6 @@ func TestStressNoDuplicates(t *testing.T) {
 	if _, err := a.Allocate(ctx, "final.extra", Selection{Family: 4}); err == nil || !strings.Contains(err.Error(), "exhausted") {
 		t.Fatalf("allocation 257 from a /24: err = %v, want exhausted", err)
 	}
-	t.Logf("total %v", time.Since(start).Round(time.Millisecond))
 }
 
 // verifyAgainstEtcd checks that etcd records exactly the allocations in held

@@ -126,69 +126,7 @@ func simulate(ds *DesiredState, ep *LocalEndpoint, pkt Packet) bool {
 	if pkt.Established || (pkt.Dir == Ingress && pkt.FromHost) {
 		return true
 	}
-	chains := map[string]*Chain{}
-	for i := range ds.Chains {
-		chains[ds.Chains[i].Name] = &ds.Chains[i]
-	}
-	sets := map[string]*Set{}
-	for i := range ds.Sets {
-		sets[ds.Sets[i].Name] = &ds.Sets[i]
-	}
-	inSet := func(name string, addr netip.Addr, port uint16, isPort bool) bool {
-		s := sets[name]
-		if isPort {
-			return slices.ContainsFunc(s.Ports, func(r PortRange) bool { return r.Contains(port) })
-		}
-		return slices.Contains(s.Addrs, addr) || slices.ContainsFunc(s.Nets, func(p netip.Prefix) bool { return p.Contains(addr) })
-	}
-	// run returns "accept", "drop", "pass" or "" (fell off the end).
-	run := func(c *Chain) string {
-	rules:
-		for _, r := range c.Rules {
-			if r.Family != 0 && r.Family != family(pkt.Src) {
-				continue
-			}
-			for _, m := range r.Matches {
-				var ok bool
-				switch m.Field {
-				case FieldProto:
-					ok = pkt.Proto == m.Proto
-				case FieldSrcAddr, FieldDstAddr:
-					a := pkt.Src
-					if m.Field == FieldDstAddr {
-						a = pkt.Dst
-					}
-					if m.Set != "" {
-						ok = inSet(m.Set, a, 0, false)
-					} else {
-						ok = m.Net.Contains(a)
-					}
-				case FieldSrcPort, FieldDstPort:
-					p := pkt.SrcPort
-					if m.Field == FieldDstPort {
-						p = pkt.DstPort
-					}
-					if m.Set != "" {
-						ok = inSet(m.Set, netip.Addr{}, p, true)
-					} else {
-						ok = m.Ports.Contains(p)
-					}
-				}
-				if ok == m.Negate {
-					continue rules
-				}
-			}
-			switch r.Action {
-			case Allow:
-				return "accept"
-			case Deny:
-				return "drop"
-			case Pass:
-				return "pass"
-			}
-		}
-		return ""
-	}
+	sim := newSimulator(ds, pkt)
 	ec := ep.Ingress
 	if pkt.Dir == Egress {
 		ec = ep.Egress
@@ -196,7 +134,7 @@ func simulate(ds *DesiredState, ep *LocalEndpoint, pkt Packet) bool {
 	if len(ec.Policies) > 0 {
 		passed := false
 		for _, name := range ec.Policies {
-			v := run(chains[name])
+			v := sim.run(sim.chains[name])
 			if v == "accept" {
 				return true
 			}
@@ -213,7 +151,7 @@ func simulate(ds *DesiredState, ep *LocalEndpoint, pkt Packet) bool {
 		}
 	}
 	for _, name := range ec.Profiles {
-		switch run(chains[name]) {
+		switch sim.run(sim.chains[name]) {
 		case "accept":
 			return true
 		case "drop":
@@ -221,6 +159,88 @@ func simulate(ds *DesiredState, ep *LocalEndpoint, pkt Packet) bool {
 		}
 	}
 	return false
+}
+
+// simulator runs one packet through a desired state's chains.
+type simulator struct {
+	chains map[string]*Chain
+	sets   map[string]*Set
+	pkt    Packet
+}
+
+func newSimulator(ds *DesiredState, pkt Packet) *simulator {
+	sim := &simulator{chains: map[string]*Chain{}, sets: map[string]*Set{}, pkt: pkt}
+	for i := range ds.Chains {
+		sim.chains[ds.Chains[i].Name] = &ds.Chains[i]
+	}
+	for i := range ds.Sets {
+		sim.sets[ds.Sets[i].Name] = &ds.Sets[i]
+	}
+	return sim
+}
+
+func (sim *simulator) inSet(name string, addr netip.Addr, port uint16, isPort bool) bool {
+	s := sim.sets[name]
+	if isPort {
+		return slices.ContainsFunc(s.Ports, func(r PortRange) bool { return r.Contains(port) })
+	}
+	return slices.Contains(s.Addrs, addr) || slices.ContainsFunc(s.Nets, func(p netip.Prefix) bool { return p.Contains(addr) })
+}
+
+// run returns "accept", "drop", "pass" or "" (fell off the end).
+func (sim *simulator) run(c *Chain) string {
+	pkt := sim.pkt
+rules:
+	for _, r := range c.Rules {
+		if r.Family != 0 && r.Family != family(pkt.Src) {
+			continue
+		}
+		for _, m := range r.Matches {
+			if sim.matches(m) == m.Negate {
+				continue rules
+			}
+		}
+		switch r.Action {
+		case Allow:
+			return "accept"
+		case Deny:
+			return "drop"
+		case Pass:
+			return "pass"
+		}
+	}
+	return ""
+}
+
+// matches says whether the packet matches m, before m.Negate.
+func (sim *simulator) matches(m Match) bool {
+	pkt := sim.pkt
+	var ok bool
+	switch m.Field {
+	case FieldProto:
+		ok = pkt.Proto == m.Proto
+	case FieldSrcAddr, FieldDstAddr:
+		a := pkt.Src
+		if m.Field == FieldDstAddr {
+			a = pkt.Dst
+		}
+		if m.Set != "" {
+			ok = sim.inSet(m.Set, a, 0, false)
+		} else {
+			ok = m.Net.Contains(a)
+		}
+	case FieldSrcPort, FieldDstPort:
+		p := pkt.SrcPort
+		if m.Field == FieldDstPort {
+			p = pkt.DstPort
+		}
+		if m.Set != "" {
+			ok = sim.inSet(m.Set, netip.Addr{}, p, true)
+		} else {
+			ok = m.Ports.Contains(p)
+		}
+	}
+	return ok
 }
 
 // The rendered state, run as the data plane runs it, decides every packet

@@ -89,150 +89,157 @@ func (m *Model) packetFor(t *testing.T, f flow) (src, dst *Endpoint, pkt Packet)
 	return src, dst, Packet{Proto: f.proto, Src: s, Dst: d, SrcPort: 40000, DstPort: f.port, FromHost: f.src == "host"}
 }
 
+// decideCheck is one flow and the verdict Decide must give it.
+type decideCheck struct {
+	f      flow
+	allow  bool
+	reason string // a part of the verdict's reason
+}
+
+// decideCases are TestDecide's policies over testModel and the flows each
+// must allow or deny.
+var decideCases = []struct {
+	name   string
+	np     []NetworkPolicy
+	gnp    []GlobalNetworkPolicy
+	checks []decideCheck
+}{
+	{name: "profiles isolate networks", checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 80, false}, true, `Profile "net1" ingress[0]: Allow`},
+		{flow{"fe", "db", ProtoICMP, 0, false}, true, ""},
+		{flow{"fe", "db", ProtoICMPv6, 0, true}, true, ""},
+		{flow{"other", "db", ProtoUDP, 53, false}, true, ""},
+		{flow{"x", "db", ProtoTCP, 80, false}, false, "db ingress: no profile allowed ingress"},
+		{flow{"db", "x", ProtoICMP, 0, false}, false, "x ingress"},
+		{flow{"x", "8.8.8.8", ProtoTCP, 443, false}, true, `Profile "net2" egress[0]`},
+		{flow{"8.8.8.8", "fe", ProtoTCP, 80, false}, false, ""},
+		{flow{"host", "fe", ProtoTCP, 80, false}, true, "from the host itself"},
+		{flow{"host", "x", ProtoICMP, 0, false}, true, "from the host itself"},
+		{flow{"8.8.8.8", "web", ProtoTCP, 80, false}, true, `Profile "open"`},
+		{flow{"fe", "bare", ProtoTCP, 80, false}, false, "no profile allowed"},
+		{flow{"bare", "8.8.8.8", ProtoTCP, 80, false}, false, "bare egress: no profile allowed egress"},
+	}},
+	{name: "frontend to db on 5432 only", np: []NetworkPolicy{decideAllowDB}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 5432, false}, true, `NetworkPolicy "allow-db" ingress[0]: Allow`},
+		{flow{"fe", "db", ProtoTCP, 5432, true}, true, ""},
+		{flow{"fe", "db", ProtoTCP, 5433, false}, false, `selected by NetworkPolicy "allow-db" in ingress and no rule allowed`},
+		{flow{"fe", "db", ProtoICMP, 0, false}, false, "selected by"},
+		{flow{"other", "db", ProtoTCP, 5432, false}, false, "selected by"},
+		// x is a frontend on another network: the policy allows it.
+		{flow{"x", "db", ProtoTCP, 5432, false}, true, ""},
+		{flow{"db", "fe", ProtoICMP, 0, false}, true, "fe ingress"}, // egress is not selected
+		{flow{"host", "db", ProtoTCP, 22, false}, true, "from the host itself"},
+	}},
+	{name: "lower order deny beats allow", np: []NetworkPolicy{np("allow-all", ptr(10.0), "", []Rule{{Action: Allow}}, nil)},
+		gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
+		checks: []decideCheck{
+			{flow{"fe", "db", ProtoICMP, 0, false}, false, `GlobalNetworkPolicy "deny-icmp" ingress[0]: Deny`},
+			{flow{"x", "db", ProtoTCP, 1, false}, true, `NetworkPolicy "allow-all" ingress[0]: Allow`},
+			{flow{"fe", "db", ProtoICMPv6, 0, true}, true, "allow-all"}, // ICMP is IPv4 only
+		}},
+	{name: "higher order deny loses", np: []NetworkPolicy{np("allow-all", ptr(1.0), "", []Rule{{Action: Allow}}, nil)},
+		gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
+		checks: []decideCheck{
+			{flow{"fe", "db", ProtoICMP, 0, false}, true, "allow-all"},
+		}},
+	{name: "no order is last", gnp: []GlobalNetworkPolicy{
+		gnp("a-deny", nil, "", []Rule{{Action: Deny}}, nil),
+		gnp("z-allow-tcp", ptr(1000.0), "", []Rule{{Action: Allow, Protocol: "TCP"}}, nil),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 1, false}, true, "z-allow-tcp"},
+		{flow{"fe", "db", ProtoUDP, 1, false}, false, `"a-deny" ingress[0]: Deny`},
+	}},
+	{name: "ties broken by name", gnp: []GlobalNetworkPolicy{
+		gnp("b-allow", ptr(1.0), "", []Rule{{Action: Allow}}, nil),
+		gnp("a-deny", ptr(1.0), "", []Rule{{Action: Deny, Protocol: "UDP"}}, nil),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoUDP, 1, false}, false, "a-deny"},
+		{flow{"fe", "db", ProtoTCP, 1, false}, true, "b-allow"},
+	}},
+	{name: "pass skips to the profiles", gnp: []GlobalNetworkPolicy{
+		gnp("pass-net-traffic", ptr(1.0), "", []Rule{{Action: Pass, Source: EntityRule{Selector: "has(calico/network)"}}}, nil),
+		gnp("deny-all", ptr(2.0), "", []Rule{{Action: Deny}}, nil),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 1, false}, true, `Profile "net1" ingress[0]`},
+		{flow{"x", "db", ProtoTCP, 1, false}, false, "no profile allowed"}, // passed, but net1's profile refuses net2
+		{flow{"8.8.8.8", "web", ProtoTCP, 1, false}, false, `"deny-all" ingress[0]: Deny`},
+	}},
+	{name: "selected without a matching rule is denied even if the profile allows", gnp: []GlobalNetworkPolicy{
+		gnp("nothing", ptr(1.0), "role == 'db'", []Rule{{Action: Allow, Protocol: "SCTP"}}, nil),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 80, false}, false, `selected by GlobalNetworkPolicy "nothing"`},
+		{flow{"fe", "db", ProtoSCTP, 80, false}, true, "nothing"},
+	}},
+	{name: "log goes on", gnp: []GlobalNetworkPolicy{
+		gnp("log", ptr(1.0), "", []Rule{{Action: Log, Protocol: "TCP"}, {Action: Allow}}, nil),
+	}, checks: []decideCheck{
+		{flow{"x", "db", ProtoTCP, 1, false}, true, `"log" ingress[1]: Allow`},
+	}},
+	{name: "egress-only types deny all egress of selected", gnp: []GlobalNetworkPolicy{
+		gnp("lockdown", nil, "role == 'frontend'", nil, nil, "Egress"),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 5432, false}, false, "fe egress: selected by"},
+		{flow{"db", "fe", ProtoTCP, 80, false}, true, ""},
+		{flow{"host", "fe", ProtoTCP, 80, false}, true, ""},
+	}},
+	{name: "egress rules only make an egress policy", gnp: []GlobalNetworkPolicy{
+		gnp("web-out", nil, "role == 'frontend'", nil, []Rule{tcpTo(443)}),
+	}, checks: []decideCheck{
+		{flow{"fe", "1.1.1.1", ProtoTCP, 443, false}, true, `"web-out" egress[0]: Allow`},
+		{flow{"fe", "1.1.1.1", ProtoTCP, 80, false}, false, "fe egress: selected"},
+		{flow{"db", "fe", ProtoTCP, 80, false}, true, ""}, // ingress not selected
+	}},
+	{name: "nets and notNets", gnp: []GlobalNetworkPolicy{
+		gnp("nets", nil, "role == 'db'", []Rule{{Action: Allow, Source: EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.1.3"}}}}, nil),
+	}, checks: []decideCheck{
+		{flow{"x", "db", ProtoTCP, 1, false}, true, "nets"},
+		{flow{"other", "db", ProtoTCP, 1, false}, false, "selected"},
+		{flow{"192.168.7.7", "db", ProtoTCP, 1, false}, true, ""},
+		{flow{"10.1.0.1", "db", ProtoTCP, 1, false}, false, ""},
+		{flow{"fe", "db", ProtoTCP, 1, true}, false, ""}, // IPv4 nets never match IPv6
+	}},
+	{name: "protocol, notProtocol, port ranges and notPorts", gnp: []GlobalNetworkPolicy{
+		gnp("ports", nil, "role == 'db'", []Rule{
+			{Action: Allow, Protocol: "UDP", Destination: EntityRule{Ports: []Port{"5000:5999", "7000"}, NotPorts: []Port{"5500"}}},
+			{Action: Allow, NotProtocol: "UDP", Source: EntityRule{NotSelector: "role == 'frontend'"}},
+		}, nil),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoUDP, 5000, false}, true, "ingress[0]"},
+		{flow{"fe", "db", ProtoUDP, 5999, false}, true, "ingress[0]"},
+		{flow{"fe", "db", ProtoUDP, 7000, false}, true, "ingress[0]"},
+		{flow{"fe", "db", ProtoUDP, 5500, false}, false, ""},
+		{flow{"fe", "db", ProtoUDP, 6000, false}, false, ""},
+		{flow{"fe", "db", ProtoTCP, 5000, false}, false, ""}, // frontend excluded by notSelector
+		{flow{"other", "db", ProtoTCP, 80, false}, true, "ingress[1]"},
+		{flow{"other", "db", ProtoUDP, 80, false}, false, ""},
+		{flow{"8.8.8.8", "db", ProtoICMP, 0, false}, true, "ingress[1]"},
+	}},
+	{name: "source ports", gnp: []GlobalNetworkPolicy{
+		gnp("sport", nil, "role == 'db'", []Rule{{Action: Allow, Protocol: "TCP", Source: EntityRule{Ports: []Port{"40000"}}}}, nil),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 1, false}, true, "sport"},
+	}},
+	{name: "egress destination selector", np: []NetworkPolicy{
+		np("to-db", nil, "role == 'frontend'", nil, []Rule{{Action: Allow, Destination: EntityRule{Selector: "role == 'db'"}}}),
+	}, checks: []decideCheck{
+		{flow{"fe", "db", ProtoTCP, 1, false}, true, "to-db"},
+		{flow{"fe", "db", ProtoICMPv6, 1, true}, true, "to-db"},
+		{flow{"fe", "other", ProtoTCP, 1, false}, false, "fe egress"},
+	}},
+}
+
+func tcpTo(port uint16) Rule {
+	return Rule{Action: Allow, Protocol: "TCP", Destination: EntityRule{Ports: []Port{Port(itoa(port))}}}
+}
+
+var decideAllowDB = np("allow-db", ptr(100.0), "role == 'db'", []Rule{{
+	Action: Allow, Protocol: "TCP",
+	Source:      EntityRule{Selector: "role == 'frontend'"},
+	Destination: EntityRule{Ports: []Port{"5432"}},
+}}, nil)
+
 func TestDecide(t *testing.T) {
-	tcp := func(port uint16) Rule {
-		return Rule{Action: Allow, Protocol: "TCP", Destination: EntityRule{Ports: []Port{Port(itoa(port))}}}
-	}
-	allowDB := np("allow-db", ptr(100.0), "role == 'db'", []Rule{{
-		Action: Allow, Protocol: "TCP",
-		Source:      EntityRule{Selector: "role == 'frontend'"},
-		Destination: EntityRule{Ports: []Port{"5432"}},
-	}}, nil)
-	type check struct {
-		f      flow
-		allow  bool
-		reason string // a part of the verdict's reason
-	}
-	tests := []struct {
-		name   string
-		np     []NetworkPolicy
-		gnp    []GlobalNetworkPolicy
-		checks []check
-	}{
-		{name: "profiles isolate networks", checks: []check{
-			{flow{"fe", "db", ProtoTCP, 80, false}, true, `Profile "net1" ingress[0]: Allow`},
-			{flow{"fe", "db", ProtoICMP, 0, false}, true, ""},
-			{flow{"fe", "db", ProtoICMPv6, 0, true}, true, ""},
-			{flow{"other", "db", ProtoUDP, 53, false}, true, ""},
-			{flow{"x", "db", ProtoTCP, 80, false}, false, "db ingress: no profile allowed ingress"},
-			{flow{"db", "x", ProtoICMP, 0, false}, false, "x ingress"},
-			{flow{"x", "8.8.8.8", ProtoTCP, 443, false}, true, `Profile "net2" egress[0]`},
-			{flow{"8.8.8.8", "fe", ProtoTCP, 80, false}, false, ""},
-			{flow{"host", "fe", ProtoTCP, 80, false}, true, "from the host itself"},
-			{flow{"host", "x", ProtoICMP, 0, false}, true, "from the host itself"},
-			{flow{"8.8.8.8", "web", ProtoTCP, 80, false}, true, `Profile "open"`},
-			{flow{"fe", "bare", ProtoTCP, 80, false}, false, "no profile allowed"},
-			{flow{"bare", "8.8.8.8", ProtoTCP, 80, false}, false, "bare egress: no profile allowed egress"},
-		}},
-		{name: "frontend to db on 5432 only", np: []NetworkPolicy{allowDB}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 5432, false}, true, `NetworkPolicy "allow-db" ingress[0]: Allow`},
-			{flow{"fe", "db", ProtoTCP, 5432, true}, true, ""},
-			{flow{"fe", "db", ProtoTCP, 5433, false}, false, `selected by NetworkPolicy "allow-db" in ingress and no rule allowed`},
-			{flow{"fe", "db", ProtoICMP, 0, false}, false, "selected by"},
-			{flow{"other", "db", ProtoTCP, 5432, false}, false, "selected by"},
-			// x is a frontend on another network: the policy allows it.
-			{flow{"x", "db", ProtoTCP, 5432, false}, true, ""},
-			{flow{"db", "fe", ProtoICMP, 0, false}, true, "fe ingress"}, // egress is not selected
-			{flow{"host", "db", ProtoTCP, 22, false}, true, "from the host itself"},
-		}},
-		{name: "lower order deny beats allow", np: []NetworkPolicy{np("allow-all", ptr(10.0), "", []Rule{{Action: Allow}}, nil)},
-			gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
-			checks: []check{
-				{flow{"fe", "db", ProtoICMP, 0, false}, false, `GlobalNetworkPolicy "deny-icmp" ingress[0]: Deny`},
-				{flow{"x", "db", ProtoTCP, 1, false}, true, `NetworkPolicy "allow-all" ingress[0]: Allow`},
-				{flow{"fe", "db", ProtoICMPv6, 0, true}, true, "allow-all"}, // ICMP is IPv4 only
-			}},
-		{name: "higher order deny loses", np: []NetworkPolicy{np("allow-all", ptr(1.0), "", []Rule{{Action: Allow}}, nil)},
-			gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
-			checks: []check{
-				{flow{"fe", "db", ProtoICMP, 0, false}, true, "allow-all"},
-			}},
-		{name: "no order is last", gnp: []GlobalNetworkPolicy{
-			gnp("a-deny", nil, "", []Rule{{Action: Deny}}, nil),
-			gnp("z-allow-tcp", ptr(1000.0), "", []Rule{{Action: Allow, Protocol: "TCP"}}, nil),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 1, false}, true, "z-allow-tcp"},
-			{flow{"fe", "db", ProtoUDP, 1, false}, false, `"a-deny" ingress[0]: Deny`},
-		}},
-		{name: "ties broken by name", gnp: []GlobalNetworkPolicy{
-			gnp("b-allow", ptr(1.0), "", []Rule{{Action: Allow}}, nil),
-			gnp("a-deny", ptr(1.0), "", []Rule{{Action: Deny, Protocol: "UDP"}}, nil),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoUDP, 1, false}, false, "a-deny"},
-			{flow{"fe", "db", ProtoTCP, 1, false}, true, "b-allow"},
-		}},
-		{name: "pass skips to the profiles", gnp: []GlobalNetworkPolicy{
-			gnp("pass-net-traffic", ptr(1.0), "", []Rule{{Action: Pass, Source: EntityRule{Selector: "has(calico/network)"}}}, nil),
-			gnp("deny-all", ptr(2.0), "", []Rule{{Action: Deny}}, nil),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 1, false}, true, `Profile "net1" ingress[0]`},
-			{flow{"x", "db", ProtoTCP, 1, false}, false, "no profile allowed"}, // passed, but net1's profile refuses net2
-			{flow{"8.8.8.8", "web", ProtoTCP, 1, false}, false, `"deny-all" ingress[0]: Deny`},
-		}},
-		{name: "selected without a matching rule is denied even if the profile allows", gnp: []GlobalNetworkPolicy{
-			gnp("nothing", ptr(1.0), "role == 'db'", []Rule{{Action: Allow, Protocol: "SCTP"}}, nil),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 80, false}, false, `selected by GlobalNetworkPolicy "nothing"`},
-			{flow{"fe", "db", ProtoSCTP, 80, false}, true, "nothing"},
-		}},
-		{name: "log goes on", gnp: []GlobalNetworkPolicy{
-			gnp("log", ptr(1.0), "", []Rule{{Action: Log, Protocol: "TCP"}, {Action: Allow}}, nil),
-		}, checks: []check{
-			{flow{"x", "db", ProtoTCP, 1, false}, true, `"log" ingress[1]: Allow`},
-		}},
-		{name: "egress-only types deny all egress of selected", gnp: []GlobalNetworkPolicy{
-			gnp("lockdown", nil, "role == 'frontend'", nil, nil, "Egress"),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 5432, false}, false, "fe egress: selected by"},
-			{flow{"db", "fe", ProtoTCP, 80, false}, true, ""},
-			{flow{"host", "fe", ProtoTCP, 80, false}, true, ""},
-		}},
-		{name: "egress rules only make an egress policy", gnp: []GlobalNetworkPolicy{
-			gnp("web-out", nil, "role == 'frontend'", nil, []Rule{tcp(443)}),
-		}, checks: []check{
-			{flow{"fe", "1.1.1.1", ProtoTCP, 443, false}, true, `"web-out" egress[0]: Allow`},
-			{flow{"fe", "1.1.1.1", ProtoTCP, 80, false}, false, "fe egress: selected"},
-			{flow{"db", "fe", ProtoTCP, 80, false}, true, ""}, // ingress not selected
-		}},
-		{name: "nets and notNets", gnp: []GlobalNetworkPolicy{
-			gnp("nets", nil, "role == 'db'", []Rule{{Action: Allow, Source: EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.1.3"}}}}, nil),
-		}, checks: []check{
-			{flow{"x", "db", ProtoTCP, 1, false}, true, "nets"},
-			{flow{"other", "db", ProtoTCP, 1, false}, false, "selected"},
-			{flow{"192.168.7.7", "db", ProtoTCP, 1, false}, true, ""},
-			{flow{"10.1.0.1", "db", ProtoTCP, 1, false}, false, ""},
-			{flow{"fe", "db", ProtoTCP, 1, true}, false, ""}, // IPv4 nets never match IPv6
-		}},
-		{name: "protocol, notProtocol, port ranges and notPorts", gnp: []GlobalNetworkPolicy{
-			gnp("ports", nil, "role == 'db'", []Rule{
-				{Action: Allow, Protocol: "UDP", Destination: EntityRule{Ports: []Port{"5000:5999", "7000"}, NotPorts: []Port{"5500"}}},
-				{Action: Allow, NotProtocol: "UDP", Source: EntityRule{NotSelector: "role == 'frontend'"}},
-			}, nil),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoUDP, 5000, false}, true, "ingress[0]"},
-			{flow{"fe", "db", ProtoUDP, 5999, false}, true, "ingress[0]"},
-			{flow{"fe", "db", ProtoUDP, 7000, false}, true, "ingress[0]"},
-			{flow{"fe", "db", ProtoUDP, 5500, false}, false, ""},
-			{flow{"fe", "db", ProtoUDP, 6000, false}, false, ""},
-			{flow{"fe", "db", ProtoTCP, 5000, false}, false, ""}, // frontend excluded by notSelector
-			{flow{"other", "db", ProtoTCP, 80, false}, true, "ingress[1]"},
-			{flow{"other", "db", ProtoUDP, 80, false}, false, ""},
-			{flow{"8.8.8.8", "db", ProtoICMP, 0, false}, true, "ingress[1]"},
-		}},
-		{name: "source ports", gnp: []GlobalNetworkPolicy{
-			gnp("sport", nil, "role == 'db'", []Rule{{Action: Allow, Protocol: "TCP", Source: EntityRule{Ports: []Port{"40000"}}}}, nil),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 1, false}, true, "sport"},
-		}},
-		{name: "egress destination selector", np: []NetworkPolicy{
-			np("to-db", nil, "role == 'frontend'", nil, []Rule{{Action: Allow, Destination: EntityRule{Selector: "role == 'db'"}}}),
-		}, checks: []check{
-			{flow{"fe", "db", ProtoTCP, 1, false}, true, "to-db"},
-			{flow{"fe", "db", ProtoICMPv6, 1, true}, true, "to-db"},
-			{flow{"fe", "other", ProtoTCP, 1, false}, false, "fe egress"},
-		}},
-	}
-	for _, tc := range tests {
+	for _, tc := range decideCases {
 		t.Run(tc.name, func(t *testing.T) {
 			m := testModel()
 			m.NetworkPolicies = tc.np

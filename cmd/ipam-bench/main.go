@@ -141,8 +141,20 @@ func run(cfg config) error {
 		return err
 	}
 	defer s.Close()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := createPools(ctx, s); err != nil {
+		return err
+	}
+	h := &harness{ctx: ctx, s: s, quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	benches := benchTable()
+	if err := h.runRounds(cfg, benches); err != nil {
+		return err
+	}
+	report(cfg, benches)
+	return nil
+}
 
+// createPools stores the two pools the IPAM measurements allocate from.
+func createPools(ctx context.Context, s *datastore.Store) error {
 	// "churn": every allocation is released again, so the /16 never fills.
 	// "fill": allocations are kept; a /10 holds more than any run makes.
 	for _, p := range []api.IPPool{
@@ -157,55 +169,73 @@ func run(cfg config) error {
 			return err
 		}
 	}
+	return nil
+}
 
-	casOp := func(workers int) func(int) (time.Duration, error) {
-		return func(w int) (time.Duration, error) {
-			k := fmt.Sprintf("/bench/cas/%d/%d", workers, w)
-			t0 := time.Now()
-			g, err := s.Read(ctx, datastore.Get(k))
-			if err != nil {
-				return 0, err
-			}
-			var rev int64 // 0: the key does not exist yet
-			if rec, ok := g.One(0); ok {
-				rev = rec.ModRevision
-			}
-			tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(k, rev)}, []datastore.Op{datastore.PutRaw(k, fmt.Sprint(rev))})
-			if err != nil {
-				return 0, err
-			}
-			if !tr.Succeeded {
-				return 0, fmt.Errorf("CAS on %s lost, but nobody else writes it", k)
-			}
-			return time.Since(t0), nil
+// harness holds what every measured operation uses.
+type harness struct {
+	ctx   context.Context
+	s     *datastore.Store
+	quiet *slog.Logger
+	seq   atomic.Int64 // unique host and handle names
+}
+
+// casOp is the baseline: one read and one compare-and-swap put of the
+// worker's own key.
+func (h *harness) casOp(workers int) func(int) (time.Duration, error) {
+	ctx, s := h.ctx, h.s
+	return func(w int) (time.Duration, error) {
+		k := fmt.Sprintf("/bench/cas/%d/%d", workers, w)
+		t0 := time.Now()
+		g, err := s.Read(ctx, datastore.Get(k))
+		if err != nil {
+			return 0, err
 		}
+		var rev int64 // 0: the key does not exist yet
+		if rec, ok := g.One(0); ok {
+			rev = rec.ModRevision
+		}
+		tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(k, rev)}, []datastore.Op{datastore.PutRaw(k, fmt.Sprint(rev))})
+		if err != nil {
+			return 0, err
+		}
+		if !tr.Succeeded {
+			return 0, fmt.Errorf("CAS on %s lost, but nobody else writes it", k)
+		}
+		return time.Since(t0), nil
 	}
+}
 
-	var seq atomic.Int64
-	allocOp := func(b *bench) func(int) (time.Duration, error) {
-		allocs := make([]*ipam.Allocator, b.hosts)
-		for h := range allocs {
-			allocs[h] = ipam.New(s, fmt.Sprintf("bench-%d-host-%d", seq.Add(1), h), quiet)
-		}
-		sel := ipam.Selection{Family: 4, Pools: []string{b.kind}}
-		return func(w int) (time.Duration, error) {
-			a := allocs[w%len(allocs)]
-			handle := fmt.Sprintf("bench.%d", seq.Add(1))
-			t0 := time.Now()
-			ip, err := a.Allocate(ctx, handle, sel)
-			lat := time.Since(t0)
-			if err != nil {
-				return 0, err
-			}
-			if b.kind == "churn" {
-				if ok, err := a.Release(ctx, ip); err != nil || !ok {
-					return 0, fmt.Errorf("release %s: %v, %v", ip, ok, err)
-				}
-			}
-			return lat, nil
-		}
+// allocOp allocates one address (timed) and, for "churn", releases it
+// (untimed), on b.hosts fresh allocators shared round-robin by the workers.
+func (h *harness) allocOp(b *bench) func(int) (time.Duration, error) {
+	ctx := h.ctx
+	allocs := make([]*ipam.Allocator, b.hosts)
+	for i := range allocs {
+		allocs[i] = ipam.New(h.s, fmt.Sprintf("bench-%d-host-%d", h.seq.Add(1), i), h.quiet)
 	}
+	sel := ipam.Selection{Family: 4, Pools: []string{b.kind}}
+	return func(w int) (time.Duration, error) {
+		a := allocs[w%len(allocs)]
+		handle := fmt.Sprintf("bench.%d", h.seq.Add(1))
+		t0 := time.Now()
+		ip, err := a.Allocate(ctx, handle, sel)
+		lat := time.Since(t0)
+		if err != nil {
+			return 0, err
+		}
+		if b.kind == "churn" {
+			if ok, err := a.Release(ctx, ip); err != nil || !ok {
+				return 0, fmt.Errorf("release %s: %v, %v", ip, ok, err)
+			}
+		}
+		return lat, nil
+	}
+}
 
+// benchTable lists the table's lines: at each concurrency the CAS baseline
+// first, then the IPAM measurements judged against it.
+func benchTable() []*bench {
 	var benches []*bench
 	for _, c := range []int{1, 8} {
 		benches = append(benches, &bench{name: "etcd CAS (read + compare-and-swap put, as datastore sends them; own key per worker)", concurrency: c, kind: "cas"})
@@ -222,11 +252,17 @@ func run(cfg config) error {
 			)
 		}
 	}
+	return benches
+}
+
+// runRounds measures every line once per round, interleaved, adding to
+// each line's stats.
+func (h *harness) runRounds(cfg config, benches []*bench) error {
 	for r := 0; r < cfg.rounds; r++ {
 		for _, b := range benches {
-			op := casOp(b.concurrency)
+			op := h.casOp(b.concurrency)
 			if b.kind != "cas" {
-				op = allocOp(b)
+				op = h.allocOp(b)
 			}
 			n, el, lats, err := measure(cfg, b.concurrency, op)
 			if err != nil {
@@ -238,7 +274,12 @@ func run(cfg config) error {
 			b.st.rates = append(b.st.rates, float64(n)/el.Seconds())
 		}
 	}
+	return nil
+}
 
+// report prints the markdown table, each line's ratio to the CAS baseline
+// at its concurrency, and the verdict on the target.
+func report(cfg config, benches []*bench) {
 	casOf := map[int]*bench{}
 	for _, b := range benches {
 		if b.kind == "cas" {
@@ -284,7 +325,6 @@ func run(cfg config) error {
 	fmt.Println()
 	fmt.Printf("Target: allocation rate (Allocate + Release rows) >= %.1f x raw CAS rate at the same concurrency: %s.\n",
 		target, strings.Join(verdicts, "; "))
-	return nil
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

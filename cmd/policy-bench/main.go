@@ -284,38 +284,93 @@ func throughput(m *policy.Model, d time.Duration) error {
 		return err
 	}
 	defer done()
-	sh := func(n ns.NetNS, cmd string) error {
-		out, err := exec.Command("nsenter", "--net="+n.Path(), "sh", "-c", cmd).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s: %v: %s", cmd, err, out)
-		}
-		return nil
-	}
-	if err := sh(host, "ip link set lo up; ip link add uplink0 type veth peer name uplink1; ip addr add 10.99.99.1/24 dev uplink0; "+
-		"ip link set uplink0 up; ip link set uplink1 up; ip route add default via 10.99.99.2; sysctl -qw net.ipv4.ip_forward=1"); err != nil {
-		return err
-	}
-	var ctrs []ns.NetNS
 	addrs := []string{"10.65.0.1", "10.65.0.2"}
 	ifaces := []string{"calitput00001", "calitput00002"}
+	ctrs, cdone, err := tputEndpoints(host, addrs, ifaces)
+	defer cdone()
+	if err != nil {
+		return err
+	}
+	addTputPolicy(m, addrs, ifaces)
+	e, _ := nftpolicy.New(nftpolicy.Config{NetNS: int(host.Fd())})
+	ds, err := policy.Compute(m, node)
+	if err != nil {
+		return err
+	}
+	ln, err := tputSink(ctrs[1])
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	off, on, err := tputRounds(e, ds, func() (float64, error) { return tputStream(ctrs[0], addrs[1], d) })
+	if err != nil {
+		return err
+	}
+	fmt.Printf("### Same-host throughput (one TCP stream, %s per run, endpoint to endpoint through the host)\n\n", d)
+	fmt.Println("| policy | Gbit/s (median) | runs |")
+	fmt.Println("|---|---:|---|")
+	fmt.Printf("| off (no table) | %.2f | %s |\n", medianOf(off), samples(off))
+	fmt.Printf("| on (%d endpoints, %d policies in the table; the receiver selected by one) | %.2f | %s |\n\n",
+		len(ds.Endpoints), len(m.NetworkPolicies)+len(m.GlobalNetworkPolicies), medianOf(on), samples(on))
+	// With policy on, a connection policy forbids must not get through.
+	return ctrs[1].Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addrs[0]+":5201", 500*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return errors.New("a connection the policy forbids got through")
+		}
+		return nil
+	})
+}
+
+// nsSh runs a shell command in the network namespace n.
+func nsSh(n ns.NetNS, cmd string) error {
+	out, err := exec.Command("nsenter", "--net="+n.Path(), "sh", "-c", cmd).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %v: %s", cmd, err, out)
+	}
+	return nil
+}
+
+// tputEndpoints gives host an uplink and forwarding, and makes one
+// container namespace per address, wired as the driver wires an endpoint
+// (veth ifaces[i], proxy ARP, a /32 route, 169.254.1.1 as gateway). done
+// removes the containers' namespaces, also after an error.
+func tputEndpoints(host ns.NetNS, addrs, ifaces []string) (ctrs []ns.NetNS, done func(), err error) {
+	var dones []func()
+	done = func() {
+		for i := len(dones) - 1; i >= 0; i-- {
+			dones[i]()
+		}
+	}
+	if err := nsSh(host, "ip link set lo up; ip link add uplink0 type veth peer name uplink1; ip addr add 10.99.99.1/24 dev uplink0; "+
+		"ip link set uplink0 up; ip link set uplink1 up; ip route add default via 10.99.99.2; sysctl -qw net.ipv4.ip_forward=1"); err != nil {
+		return nil, done, err
+	}
 	for i := range addrs {
 		c, cdone, err := newNS()
 		if err != nil {
-			return err
+			return nil, done, err
 		}
-		defer cdone()
+		dones = append(dones, cdone)
 		ctrs = append(ctrs, c)
 		tmp := fmt.Sprintf("tmptput%d", i)
-		if err := sh(host, fmt.Sprintf("ip link add %s type veth peer name %s; ip link set %s address ee:ee:ee:ee:ee:ee; "+
+		if err := nsSh(host, fmt.Sprintf("ip link add %s type veth peer name %s; ip link set %s address ee:ee:ee:ee:ee:ee; "+
 			"sysctl -qw net.ipv4.conf.%s.proxy_arp=1 net.ipv4.neigh.%s.proxy_delay=0; ip link set %s up; ip link set %s netns %s; ip route add %s/32 dev %s",
 			ifaces[i], tmp, ifaces[i], ifaces[i], ifaces[i], ifaces[i], tmp, c.Path(), addrs[i], ifaces[i])); err != nil {
-			return err
+			return nil, done, err
 		}
-		if err := sh(c, fmt.Sprintf("ip link set lo up; ip link set %s name cali0; ip addr add %s/32 dev cali0; ip link set cali0 up; "+
+		if err := nsSh(c, fmt.Sprintf("ip link set lo up; ip link set %s name cali0; ip addr add %s/32 dev cali0; ip link set cali0 up; "+
 			"ip route add 169.254.1.1 dev cali0 scope link; ip route add default via 169.254.1.1 dev cali0", tmp, addrs[i])); err != nil {
-			return err
+			return nil, done, err
 		}
 	}
+	return ctrs, done, nil
+}
+
+// addTputPolicy adds the two endpoints to the model, and a policy that
+// selects the receiver and lets only the sender in.
+func addTputPolicy(m *policy.Model, addrs, ifaces []string) {
 	m.Profiles = append(m.Profiles, policy.DefaultProfile("tput", "calico/network", "tput", false))
 	for i := range addrs {
 		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: ifaces[i], Node: node, Iface: ifaces[i], IPs: []netip.Addr{netip.MustParseAddr(addrs[i])},
@@ -324,16 +379,20 @@ func throughput(m *policy.Model, d time.Duration) error {
 	m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies, policy.GlobalNetworkPolicy{Name: "tput", PolicySpec: policy.PolicySpec{
 		Selector: "role == 'tput1'", Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP",
 			Source: policy.EntityRule{Selector: "role == 'tput0'"}, Destination: policy.EntityRule{Ports: []policy.Port{"5201"}}}}}})
-	e, _ := nftpolicy.New(nftpolicy.Config{NetNS: int(host.Fd())})
-	ds, err := policy.Compute(m, node)
-	if err != nil {
-		return err
-	}
+}
+
+// tputSink listens on port 5201 in ctr and discards whatever it is sent,
+// until the listener is closed.
+func tputSink(ctr ns.NetNS) (net.Listener, error) {
 	var ln net.Listener
-	if err := ctrs[1].Do(func(ns.NetNS) error { ln, err = net.Listen("tcp", ":5201"); return err }); err != nil {
+	err := ctr.Do(func(ns.NetNS) error {
+		var err error
+		ln, err = net.Listen("tcp", ":5201")
 		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	defer ln.Close()
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -343,72 +402,64 @@ func throughput(m *policy.Model, d time.Duration) error {
 			go func() { _, _ = io.Copy(io.Discard, c); _ = c.Close() }()
 		}
 	}()
-	measure := func() (float64, error) {
-		var gbps float64
-		err := ctrs[0].Do(func(ns.NetNS) error {
-			c, err := net.DialTimeout("tcp", addrs[1]+":5201", 2*time.Second)
+	return ln, nil
+}
+
+// tputStream sends from ctr to addr:5201 for d and returns the rate in
+// Gbit/s.
+func tputStream(ctr ns.NetNS, addr string, d time.Duration) (float64, error) {
+	var gbps float64
+	err := ctr.Do(func(ns.NetNS) error {
+		c, err := net.DialTimeout("tcp", addr+":5201", 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 256<<10)
+		var sent int64
+		start := time.Now()
+		for time.Since(start) < d {
+			n, err := c.Write(buf)
+			sent += int64(n)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			buf := make([]byte, 256<<10)
-			var sent int64
-			start := time.Now()
-			for time.Since(start) < d {
-				n, err := c.Write(buf)
-				sent += int64(n)
-				if err != nil {
-					return err
-				}
-			}
-			gbps = float64(sent*8) / time.Since(start).Seconds() / 1e9
-			return nil
-		})
-		return gbps, err
-	}
-	var off, on []float64
+		}
+		gbps = float64(sent*8) / time.Since(start).Seconds() / 1e9
+		return nil
+	})
+	return gbps, err
+}
+
+// tputRounds measures three times without the table, then with it,
+// interleaved, and leaves the table applied.
+func tputRounds(e *nftpolicy.Enforcer, ds *policy.DesiredState, measure func() (float64, error)) (off, on []float64, err error) {
 	for round := 0; round < 3; round++ {
 		if err := e.Remove(); err != nil {
-			return err
+			return nil, nil, err
 		}
 		g, err := measure()
 		if err != nil {
-			return fmt.Errorf("policy off: %w", err)
+			return nil, nil, fmt.Errorf("policy off: %w", err)
 		}
 		off = append(off, g)
 		if _, err := e.Apply(ds); err != nil {
-			return err
+			return nil, nil, err
 		}
 		if g, err = measure(); err != nil {
-			return fmt.Errorf("policy on: %w", err)
+			return nil, nil, fmt.Errorf("policy on: %w", err)
 		}
 		on = append(on, g)
 	}
-	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
-	samples := func(v []float64) string {
-		var out []string
-		for _, g := range v {
-			out = append(out, fmt.Sprintf("%.2f", g))
-		}
-		return strings.Join(out, ", ")
+	return off, on, nil
+}
+
+func medianOf(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+
+func samples(v []float64) string {
+	var out []string
+	for _, g := range v {
+		out = append(out, fmt.Sprintf("%.2f", g))
 	}
-	fmt.Printf("### Same-host throughput (one TCP stream, %s per run, endpoint to endpoint through the host)\n\n", d)
-	fmt.Println("| policy | Gbit/s (median) | runs |")
-	fmt.Println("|---|---:|---|")
-	fmt.Printf("| off (no table) | %.2f | %s |\n", med(off), samples(off))
-	fmt.Printf("| on (%d endpoints, %d policies in the table; the receiver selected by one) | %.2f | %s |\n\n",
-		len(ds.Endpoints), len(m.NetworkPolicies)+len(m.GlobalNetworkPolicies), med(on), samples(on))
-	// With policy on, a connection policy forbids must not get through.
-	err = ctrs[1].Do(func(ns.NetNS) error {
-		c, err := net.DialTimeout("tcp", addrs[0]+":5201", 500*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return errors.New("a connection the policy forbids got through")
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	return nil
+	return strings.Join(out, ", ")
 }

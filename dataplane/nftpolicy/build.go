@@ -24,21 +24,49 @@ var (
 	typeIfAddr6 = nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)
 )
 
-// build turns the desired state into the table's wanted contents.
+// build turns the desired state into the table's wanted contents: the base
+// chains, one chain per policy or profile, the per-endpoint dispatch (maps,
+// address sets and the chains they jump to), then the policies' own sets.
 func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 	s := &state{tableExists: true, chains: map[string]*chain{}, sets: map[string]*set{}}
 	prefix, pass := e.cfg.IfacePrefix, e.cfg.PassMark
-	add := func(name string, hook *nftables.ChainHook, rules ...rule) {
-		s.chains[name] = &chain{name: name, hook: hook, rules: rules}
+	s.addBaseChains(prefix)
+	canPass, err := s.addPolicyChains(ds, pass)
+	if err != nil {
+		return nil, err
 	}
-	nb := func() *builder { return &builder{} }
+	if err := s.addEndpoints(ds.Endpoints, prefix, pass, canPass); err != nil {
+		return nil, err
+	}
+	if err := s.addPolicySets(ds.Sets); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-	// Base chains: only packets on endpoint interfaces go further.
-	add(chainFwdFrom, nftables.ChainHookForward,
+func nb() *builder { return &builder{} }
+
+func (s *state) addChain(name string, hook *nftables.ChainHook, rules ...rule) {
+	s.chains[name] = &chain{name: name, hook: hook, rules: rules}
+}
+
+func (s *state) newSet(name string, proto nftables.Set, size int) *set {
+	proto.Name = name
+	st := &set{proto: proto, elems: make(map[string]nftables.SetElement, size)}
+	s.sets[name] = st
+	return st
+}
+
+func (st *set) put(el nftables.SetElement) { st.elems[elemID(el)] = el }
+
+// addBaseChains adds the hooked chains and the ones every endpoint passes
+// through: only packets on endpoint interfaces go further.
+func (s *state) addBaseChains(prefix string) {
+	s.addChain(chainFwdFrom, nftables.ChainHookForward,
 		nb().ifnamePrefix(true, prefix).add("jump "+chainFromWL, jump(chainFromWL)).rule("from endpoints: their egress policy"))
-	add(chainFwdTo, nftables.ChainHookForward,
+	s.addChain(chainFwdTo, nftables.ChainHookForward,
 		nb().ifnamePrefix(false, prefix).add("jump "+chainToWL, jump(chainToWL)).rule("to endpoints: their ingress policy"))
-	add(chainInput, nftables.ChainHookInput,
+	s.addChain(chainInput, nftables.ChainHookInput,
 		nb().ifnamePrefix(true, prefix).add("jump "+chainWLToHost, jump(chainWLToHost)).rule("from endpoints to this host: their egress policy"))
 
 	established := nb().ctState("established,related", expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED).
@@ -54,39 +82,31 @@ func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
 			lookup(setWLAddrs6, true)).add("drop", verdict(expr.VerdictDrop)).rule("an endpoint sends from its own addresses only")
-	dispatch := func(in bool, m string) rule {
-		key, word := expr.MetaKeyOIFNAME, "oifname"
-		if in {
-			key, word = expr.MetaKeyIIFNAME, "iifname"
-		}
-		return nb().add(word+" vmap @"+m, &expr.Meta{Key: key, Register: 1},
-			&expr.Lookup{SourceRegister: 1, SetName: m, IsDestRegSet: true, DestRegister: 0}).rule("per-endpoint chains")
-	}
 	unknown := nb().add("drop", verdict(expr.VerdictDrop)).rule("an interface no endpoint claims")
-	add(chainFromWL, nil, established, invalid, spoof4, spoof6, dispatch(true, mapFromWL), unknown)
-	add(chainToWL, nil, established, invalid, dispatch(false, mapToWL), unknown)
-	add(chainWLToHost, nil,
+	s.addChain(chainFromWL, nil, established, invalid, spoof4, spoof6, dispatchRule(true, mapFromWL), unknown)
+	s.addChain(chainToWL, nil, established, invalid, dispatchRule(false, mapToWL), unknown)
+	s.addChain(chainWLToHost, nil,
 		nb().nfproto(6).l4proto(policy.ProtoICMPv6, false).add("icmpv6 type 130-136",
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{136}}).
 			add("accept", verdict(expr.VerdictAccept)).rule("IPv6 neighbour discovery"),
 		nb().add("goto "+chainFromWL, &expr.Verdict{Kind: expr.VerdictGoto, Chain: chainFromWL}).rule("then as any traffic from the endpoint"))
+}
 
-	newSet := func(name string, proto nftables.Set, size int) *set {
-		proto.Name = name
-		st := &set{proto: proto, elems: make(map[string]nftables.SetElement, size)}
-		s.sets[name] = st
-		return st
+// dispatchRule jumps to the per-endpoint chain named in the verdict map m,
+// by the incoming (in) or outgoing interface.
+func dispatchRule(in bool, m string) rule {
+	key, word := expr.MetaKeyOIFNAME, "oifname"
+	if in {
+		key, word = expr.MetaKeyIIFNAME, "iifname"
 	}
-	// Interface names are host-endian strings to nft (for its listing).
-	he, be := binaryutil.NativeEndian, binaryutil.BigEndian
-	fromMap := newSet(mapFromWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(ds.Endpoints))
-	toMap := newSet(mapToWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(ds.Endpoints))
-	addrs4 := newSet(setWLAddrs4, nftables.Set{KeyType: typeIfAddr4}, len(ds.Endpoints))
-	addrs6 := newSet(setWLAddrs6, nftables.Set{KeyType: typeIfAddr6}, len(ds.Endpoints))
-	put := func(st *set, el nftables.SetElement) { st.elems[elemID(el)] = el }
+	return nb().add(word+" vmap @"+m, &expr.Meta{Key: key, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: m, IsDestRegSet: true, DestRegister: 0}).rule("per-endpoint chains")
+}
 
-	// Policy and profile chains.
+// addPolicyChains adds one chain per policy and profile and says, per chain
+// name, whether it has a Pass rule.
+func (s *state) addPolicyChains(ds *policy.DesiredState, pass uint32) (map[string]bool, error) {
 	isProfile := map[string]bool{}
 	for _, ep := range ds.Endpoints {
 		for _, n := range append(append([]string(nil), ep.Ingress.Profiles...), ep.Egress.Profiles...) {
@@ -110,84 +130,109 @@ func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 			}
 			rules = append(rules, r)
 		}
-		add(c.Name, nil, rules...)
+		s.addChain(c.Name, nil, rules...)
 		canPass[c.Name] = c.HasPass()
 	}
+	return canPass, nil
+}
 
-	// Per-endpoint dispatch, shared by endpoints with the same chains.
-	group := func(dirName string, ec policy.EndpointChains) (string, error) {
-		for _, n := range append(append([]string(nil), ec.Policies...), ec.Profiles...) {
-			if _, ok := canPass[n]; !ok {
-				return "", fmt.Errorf("chain %s is used but not given", n)
-			}
-		}
-		var rules []rule
-		if len(ec.Policies) > 0 {
-			tier := "pols-" + dirName + "-" + nameHash(ec.Policies...)
-			if s.chains[tier] == nil {
-				var tr []rule
-				anyPass := false
-				for _, p := range ec.Policies {
-					anyPass = anyPass || canPass[p]
-				}
-				if anyPass {
-					tr = append(tr, nb().add(fmt.Sprintf("meta mark set meta mark & 0x%08x", ^pass), clearPassMark(pass)...).rule("pass mark off"))
-				}
-				for _, p := range ec.Policies {
-					tr = append(tr, nb().add("jump "+p, jump(p)).rule(""))
-					if canPass[p] {
-						tr = append(tr, nb().add(fmt.Sprintf("meta mark & 0x%08x != 0 meta mark set meta mark & 0x%08x return", pass, ^pass),
-							append(append(hasPassMark(pass), clearPassMark(pass)...), verdict(expr.VerdictReturn))...).rule("Pass: on to the profiles"))
-					}
-				}
-				tr = append(tr, nb().add("drop", verdict(expr.VerdictDrop)).rule("selected by a policy, no rule allowed"))
-				add(tier, nil, tr...)
-			}
-			rules = append(rules, nb().add("jump "+tier, jump(tier)).rule(""))
-		}
-		for _, p := range ec.Profiles {
-			rules = append(rules, nb().add("jump "+p, jump(p)).rule(""))
-		}
-		rules = append(rules, nb().add("drop", verdict(expr.VerdictDrop)).rule("no profile allowed"))
-		name := "ep-" + dirName + "-" + nameHash(strings.Join(ec.Policies, ","), strings.Join(ec.Profiles, ","))
-		if s.chains[name] == nil {
-			add(name, nil, rules...)
-		}
-		return name, nil
-	}
+// addEndpoints fills the dispatch maps and the endpoints' address sets, and
+// adds the per-endpoint chains they point to.
+func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, pass uint32, canPass map[string]bool) error {
+	// Interface names are host-endian strings to nft (for its listing).
+	he := binaryutil.NativeEndian
+	fromMap := s.newSet(mapFromWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
+	toMap := s.newSet(mapToWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
+	addrs4 := s.newSet(setWLAddrs4, nftables.Set{KeyType: typeIfAddr4}, len(eps))
+	addrs6 := s.newSet(setWLAddrs6, nftables.Set{KeyType: typeIfAddr6}, len(eps))
 	seen := map[string]bool{}
-	for _, ep := range ds.Endpoints {
+	for _, ep := range eps {
 		if !strings.HasPrefix(ep.Iface, prefix) || len(ep.Iface) > 15 {
-			return nil, fmt.Errorf("endpoint %s: interface %q must start with %q and be at most 15 characters", ep.Name, ep.Iface, prefix)
+			return fmt.Errorf("endpoint %s: interface %q must start with %q and be at most 15 characters", ep.Name, ep.Iface, prefix)
 		}
 		if seen[ep.Iface] {
-			return nil, fmt.Errorf("interface %s is given twice", ep.Iface)
+			return fmt.Errorf("interface %s is given twice", ep.Iface)
 		}
 		seen[ep.Iface] = true
-		in, err := group("in", ep.Ingress)
+		in, err := s.endpointChain("in", ep.Ingress, pass, canPass)
 		if err != nil {
-			return nil, fmt.Errorf("endpoint %s ingress: %w", ep.Iface, err)
+			return fmt.Errorf("endpoint %s ingress: %w", ep.Iface, err)
 		}
-		eg, err := group("eg", ep.Egress)
+		eg, err := s.endpointChain("eg", ep.Egress, pass, canPass)
 		if err != nil {
-			return nil, fmt.Errorf("endpoint %s egress: %w", ep.Iface, err)
+			return fmt.Errorf("endpoint %s egress: %w", ep.Iface, err)
 		}
 		key := ifnameKey(ep.Iface)
-		put(toMap, nftables.SetElement{Key: key, VerdictData: jump(in)})
-		put(fromMap, nftables.SetElement{Key: key, VerdictData: jump(eg)})
+		toMap.put(nftables.SetElement{Key: key, VerdictData: jump(in)})
+		fromMap.put(nftables.SetElement{Key: key, VerdictData: jump(eg)})
 		for _, a := range ep.IPs {
 			a = a.Unmap()
 			if a.Is4() {
-				put(addrs4, nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
+				addrs4.put(nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
 			} else {
-				put(addrs6, nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
+				addrs6.put(nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
 			}
 		}
 	}
+	return nil
+}
 
-	for _, ps := range ds.Sets {
+// endpointChain names (and adds, once) the chain for one direction of an
+// endpoint: its policy tier, then its profiles, then drop. Endpoints with
+// the same chains share it.
+func (s *state) endpointChain(dirName string, ec policy.EndpointChains, pass uint32, canPass map[string]bool) (string, error) {
+	for _, n := range append(append([]string(nil), ec.Policies...), ec.Profiles...) {
+		if _, ok := canPass[n]; !ok {
+			return "", fmt.Errorf("chain %s is used but not given", n)
+		}
+	}
+	var rules []rule
+	if len(ec.Policies) > 0 {
+		tier := "pols-" + dirName + "-" + nameHash(ec.Policies...)
+		if s.chains[tier] == nil {
+			s.addChain(tier, nil, tierRules(ec.Policies, pass, canPass)...)
+		}
+		rules = append(rules, nb().add("jump "+tier, jump(tier)).rule(""))
+	}
+	for _, p := range ec.Profiles {
+		rules = append(rules, nb().add("jump "+p, jump(p)).rule(""))
+	}
+	rules = append(rules, nb().add("drop", verdict(expr.VerdictDrop)).rule("no profile allowed"))
+	name := "ep-" + dirName + "-" + nameHash(strings.Join(ec.Policies, ","), strings.Join(ec.Profiles, ","))
+	if s.chains[name] == nil {
+		s.addChain(name, nil, rules...)
+	}
+	return name, nil
+}
+
+// tierRules jumps to each policy in turn; a Pass (the pass mark set) returns
+// to the endpoint chain and so on to the profiles; no verdict means drop.
+func tierRules(policies []string, pass uint32, canPass map[string]bool) []rule {
+	var tr []rule
+	anyPass := false
+	for _, p := range policies {
+		anyPass = anyPass || canPass[p]
+	}
+	if anyPass {
+		tr = append(tr, nb().add(fmt.Sprintf("meta mark set meta mark & 0x%08x", ^pass), clearPassMark(pass)...).rule("pass mark off"))
+	}
+	for _, p := range policies {
+		tr = append(tr, nb().add("jump "+p, jump(p)).rule(""))
+		if canPass[p] {
+			tr = append(tr, nb().add(fmt.Sprintf("meta mark & 0x%08x != 0 meta mark set meta mark & 0x%08x return", pass, ^pass),
+				append(append(hasPassMark(pass), clearPassMark(pass)...), verdict(expr.VerdictReturn))...).rule("Pass: on to the profiles"))
+		}
+	}
+	return append(tr, nb().add("drop", verdict(expr.VerdictDrop)).rule("selected by a policy, no rule allowed"))
+}
+
+// addPolicySets adds the address, network and port sets the policy rules
+// look up.
+func (s *state) addPolicySets(sets []policy.Set) error {
+	be := binaryutil.BigEndian
+	for _, ps := range sets {
 		if s.sets[ps.Name] != nil {
-			return nil, fmt.Errorf("set name %q is taken by the data plane", ps.Name)
+			return fmt.Errorf("set name %q is taken by the data plane", ps.Name)
 		}
 		comment := strings.ReplaceAll(ps.Comment, `"`, "'")
 		switch ps.Type {
@@ -196,12 +241,12 @@ func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 			if ps.Type == policy.SetIPv6Addrs {
 				kt, want4 = nftables.TypeIP6Addr, false
 			}
-			st := newSet(ps.Name, nftables.Set{KeyType: kt, KeyByteOrder: be, Comment: comment}, len(ps.Addrs))
+			st := s.newSet(ps.Name, nftables.Set{KeyType: kt, KeyByteOrder: be, Comment: comment}, len(ps.Addrs))
 			for _, el := range addrElems(ps.Addrs) {
 				if (len(el.Key) == 4) != want4 {
-					return nil, fmt.Errorf("set %s: address %x of the wrong family", ps.Name, el.Key)
+					return fmt.Errorf("set %s: address %x of the wrong family", ps.Name, el.Key)
 				}
-				put(st, el)
+				st.put(el)
 			}
 		case policy.SetIPv4Nets, policy.SetIPv6Nets:
 			kt := nftables.TypeIPAddr
@@ -210,17 +255,17 @@ func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 			}
 			for _, n := range ps.Nets {
 				if n.Addr().Is4() != (ps.Type == policy.SetIPv4Nets) {
-					return nil, fmt.Errorf("set %s: net %s of the wrong family", ps.Name, n)
+					return fmt.Errorf("set %s: net %s of the wrong family", ps.Name, n)
 				}
 			}
-			st := newSet(ps.Name, nftables.Set{KeyType: kt, Interval: true, KeyByteOrder: be, Comment: comment}, 0)
+			st := s.newSet(ps.Name, nftables.Set{KeyType: kt, Interval: true, KeyByteOrder: be, Comment: comment}, 0)
 			st.initial = netElems(ps.Nets)
 		case policy.SetPorts:
-			st := newSet(ps.Name, nftables.Set{KeyType: nftables.TypeInetService, Interval: true, KeyByteOrder: be, Comment: comment}, 0)
+			st := s.newSet(ps.Name, nftables.Set{KeyType: nftables.TypeInetService, Interval: true, KeyByteOrder: be, Comment: comment}, 0)
 			st.initial = portElems(ps.Ports)
 		default:
-			return nil, fmt.Errorf("set %s: unknown type %v", ps.Name, ps.Type)
+			return fmt.Errorf("set %s: unknown type %v", ps.Name, ps.Type)
 		}
 	}
-	return s, nil
+	return nil
 }

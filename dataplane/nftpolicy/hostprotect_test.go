@@ -97,6 +97,15 @@ func TestHostProtection(t *testing.T) {
 	serveOKOn(t, h.ns, "2379")
 	hp := NewHostProtection(HostConfig{NetNS: int(h.ns.Fd())})
 	t.Cleanup(func() { _ = hp.Remove() })
+	last := hostRuleSteps(t, h, hp)
+	verifyHostTable(t, h, hp, last)
+	t.Run("anti-spoofing with policy on and off", func(t *testing.T) { hostAntiSpoofing(t, h, a, hp) })
+	t.Run("VXLAN from registered nodes only", func(t *testing.T) { hostVXLANFromNodesOnly(t, h, hp) })
+}
+
+// hostRuleSteps applies a sequence of host rules and probes, after each,
+// which connections to and from the host open; it returns the last rules.
+func hostRuleSteps(t *testing.T, h *testHost, hp *HostProtection) HostRules {
 	tcp := func(p uint16) HostPort { return HostPort{Proto: unix.IPPROTO_TCP, Port: p} }
 	base := HostRules{DropToHost: true, ClosedPorts: []HostPort{tcp(2379), tcp(2380)}, VXLANPort: 4789, VXLANVNI: 4096}
 	toHost := func(port uint16, v6 bool) probe { return probe{"a", "host", policy.ProtoTCP, port, v6} }
@@ -139,9 +148,12 @@ func TestHostProtection(t *testing.T) {
 		}
 		wg.Wait()
 	}
-	// Unchanged rules are not rewritten; a verify finds the table intact,
-	// and restores it when someone removed it.
-	last := steps[len(steps)-1].rules(base)
+	return steps[len(steps)-1].rules(base)
+}
+
+// verifyHostTable checks that unchanged rules are not rewritten, and that
+// a verify finds the table intact and restores it when someone removed it.
+func verifyHostTable(t *testing.T, h *testHost, hp *HostProtection, last HostRules) {
 	if changed, err := hp.Apply(last, true); err != nil || changed {
 		t.Errorf("re-apply of the same rules: changed=%v err=%v", changed, err)
 	}
@@ -152,65 +164,69 @@ func TestHostProtection(t *testing.T) {
 	if out := run(t, h.ns, "nft", "list", "table", "inet", DefaultHostTable); !strings.Contains(out, "defaultEndpointToHostAction Drop") {
 		t.Errorf("restored table:\n%s", out)
 	}
+}
 
-	t.Run("anti-spoofing with policy on and off", func(t *testing.T) {
-		if _, err := hp.Apply(HostRules{VXLANPort: 4789, VXLANVNI: 4096}, false); err != nil {
-			t.Fatal(err)
+// hostAntiSpoofing checks that a source address that is not routed to the
+// endpoint's interface never arrives, with or without the policy table.
+func hostAntiSpoofing(t *testing.T, h *testHost, a *testEP, hp *HostProtection) {
+	if _, err := hp.Apply(HostRules{VXLANPort: 4789, VXLANVNI: 4096}, false); err != nil {
+		t.Fatal(err)
+	}
+	sink := listenUDP(t, h.ns, hostAddr4+":9999")
+	run(t, a.ns, "ip", "addr", "add", "10.65.0.99/32", "dev", "cali0")
+	send := func() {
+		for _, src := range []string{"10.65.0.1", "10.65.0.99"} {
+			sendUDP(t, a.ns, src, hostAddr4+":9999", []byte("x"))
 		}
-		sink := listenUDP(t, h.ns, hostAddr4+":9999")
-		run(t, a.ns, "ip", "addr", "add", "10.65.0.99/32", "dev", "cali0")
-		send := func() {
-			for _, src := range []string{"10.65.0.1", "10.65.0.99"} {
-				sendUDP(t, a.ns, src, hostAddr4+":9999", []byte("x"))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		send()
-		if sink.got("10.65.0.1") != 1 || sink.got("10.65.0.99") != 0 {
-			t.Errorf("policy on: from its own address %d, from a forged one %d datagrams; want 1 and 0", sink.got("10.65.0.1"), sink.got("10.65.0.99"))
-		}
-		if err := h.enf.Remove(); err != nil {
-			t.Fatal(err)
-		}
-		send()
-		if sink.got("10.65.0.1") != 2 || sink.got("10.65.0.99") != 0 {
-			t.Errorf("policy off: from its own address %d, from a forged one %d datagrams; want 2 and 0", sink.got("10.65.0.1"), sink.got("10.65.0.99"))
-		}
-		// The control: without the host table too, the forged one arrives.
-		if err := hp.Remove(); err != nil {
-			t.Fatal(err)
-		}
-		send()
-		if sink.got("10.65.0.99") != 1 {
-			t.Errorf("without our tables the forged datagram did not arrive either (%d): the test proves nothing", sink.got("10.65.0.99"))
-		}
-	})
-
-	t.Run("VXLAN from registered nodes only", func(t *testing.T) {
-		out := testns.New(t)
-		run(t, h.ns, "ip", "link", "add", "vxo0", "type", "veth", "peer", "name", "vxo1")
-		run(t, h.ns, "ip", "link", "set", "vxo1", "netns", out.Path())
-		run(t, h.ns, "ip", "addr", "add", "198.51.100.1/24", "dev", "vxo0")
-		run(t, h.ns, "ip", "link", "set", "vxo0", "up")
-		run(t, out, "ip", "link", "set", "vxo1", "up")
-		run(t, out, "ip", "addr", "add", "198.51.100.2/24", "dev", "vxo1")
-		run(t, out, "ip", "addr", "add", "198.51.100.3/24", "dev", "vxo1")
-		sink := listenUDP(t, h.ns, "198.51.100.1:4789")
-		rules := HostRules{VXLANPort: 4789, VXLANVNI: 4096, Nodes: []netip.Addr{netip.MustParseAddr("198.51.100.2")}}
-		if _, err := hp.Apply(rules, false); err != nil {
-			t.Fatal(err)
-		}
-		sendUDP(t, out, "198.51.100.2", "198.51.100.1:4789", vxlanHeader(4096))
-		sendUDP(t, out, "198.51.100.3", "198.51.100.1:4789", vxlanHeader(4096))
-		sendUDP(t, out, "198.51.100.3", "198.51.100.1:4789", vxlanHeader(5000)) // not our VNI: left alone
 		time.Sleep(200 * time.Millisecond)
-		if sink.got("198.51.100.2") != 1 || sink.got("198.51.100.3") != 1 {
-			t.Errorf("from the node %d datagrams (want 1), from 198.51.100.3 %d (want only the one of another VNI)", sink.got("198.51.100.2"), sink.got("198.51.100.3"))
-		}
-		if tbl := run(t, h.ns, "nft", "list", "table", "inet", DefaultHostTable); !strings.Contains(tbl, "198.51.100.2") || !strings.Contains(tbl, "packets 1 ") {
-			t.Errorf("the table does not show the node and one dropped packet:\n%s", tbl)
-		}
-	})
+	}
+	send()
+	if sink.got("10.65.0.1") != 1 || sink.got("10.65.0.99") != 0 {
+		t.Errorf("policy on: from its own address %d, from a forged one %d datagrams; want 1 and 0", sink.got("10.65.0.1"), sink.got("10.65.0.99"))
+	}
+	if err := h.enf.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	send()
+	if sink.got("10.65.0.1") != 2 || sink.got("10.65.0.99") != 0 {
+		t.Errorf("policy off: from its own address %d, from a forged one %d datagrams; want 2 and 0", sink.got("10.65.0.1"), sink.got("10.65.0.99"))
+	}
+	// The control: without the host table too, the forged one arrives.
+	if err := hp.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	send()
+	if sink.got("10.65.0.99") != 1 {
+		t.Errorf("without our tables the forged datagram did not arrive either (%d): the test proves nothing", sink.got("10.65.0.99"))
+	}
+}
+
+// hostVXLANFromNodesOnly checks that VXLAN packets of our VNI arrive only
+// from registered nodes.
+func hostVXLANFromNodesOnly(t *testing.T, h *testHost, hp *HostProtection) {
+	out := testns.New(t)
+	run(t, h.ns, "ip", "link", "add", "vxo0", "type", "veth", "peer", "name", "vxo1")
+	run(t, h.ns, "ip", "link", "set", "vxo1", "netns", out.Path())
+	run(t, h.ns, "ip", "addr", "add", "198.51.100.1/24", "dev", "vxo0")
+	run(t, h.ns, "ip", "link", "set", "vxo0", "up")
+	run(t, out, "ip", "link", "set", "vxo1", "up")
+	run(t, out, "ip", "addr", "add", "198.51.100.2/24", "dev", "vxo1")
+	run(t, out, "ip", "addr", "add", "198.51.100.3/24", "dev", "vxo1")
+	sink := listenUDP(t, h.ns, "198.51.100.1:4789")
+	rules := HostRules{VXLANPort: 4789, VXLANVNI: 4096, Nodes: []netip.Addr{netip.MustParseAddr("198.51.100.2")}}
+	if _, err := hp.Apply(rules, false); err != nil {
+		t.Fatal(err)
+	}
+	sendUDP(t, out, "198.51.100.2", "198.51.100.1:4789", vxlanHeader(4096))
+	sendUDP(t, out, "198.51.100.3", "198.51.100.1:4789", vxlanHeader(4096))
+	sendUDP(t, out, "198.51.100.3", "198.51.100.1:4789", vxlanHeader(5000)) // not our VNI: left alone
+	time.Sleep(200 * time.Millisecond)
+	if sink.got("198.51.100.2") != 1 || sink.got("198.51.100.3") != 1 {
+		t.Errorf("from the node %d datagrams (want 1), from 198.51.100.3 %d (want only the one of another VNI)", sink.got("198.51.100.2"), sink.got("198.51.100.3"))
+	}
+	if tbl := run(t, h.ns, "nft", "list", "table", "inet", DefaultHostTable); !strings.Contains(tbl, "198.51.100.2") || !strings.Contains(tbl, "packets 1 ") {
+		t.Errorf("the table does not show the node and one dropped packet:\n%s", tbl)
+	}
 }
 
 func serveOKOn(t *testing.T, n ns.NetNS, port string) {

@@ -398,101 +398,137 @@ func (e *Enforcer) sync(want, have *state, st *Stats) error {
 	if err != nil {
 		return err
 	}
-	n := 0 // queued changes
+	b := &batch{c: c, st: st}
 	if !have.tableExists {
 		c.AddTable(e.table)
 		st.TableCreated = true
-		n++
+		b.n++
 	}
-	objs := map[string]*nftables.Chain{}
-	chainObj := func(name string, hook *nftables.ChainHook) *nftables.Chain {
-		ch := &nftables.Chain{Name: name, Table: e.table}
-		if hook != nil {
-			accept := nftables.ChainPolicyAccept
-			ch.Hooknum, ch.Priority, ch.Type, ch.Policy = hook, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, &accept
+	objs := e.addChains(b, want, have)
+	for _, name := range sortedKeys(want.sets) {
+		if err := e.syncSet(b, name, want.sets[name], have.sets[name]); err != nil {
+			return err
 		}
-		objs[name] = ch
-		return ch
 	}
+	e.writeRules(b, want, have, objs)
+	e.removeUnwanted(b, want, have)
+	if b.n == 0 {
+		return nil
+	}
+	return c.Flush()
+}
+
+// batch is one sync's netlink batch, what it counts and how many changes
+// it holds.
+type batch struct {
+	c  *nftables.Conn
+	st *Stats
+	n  int // queued changes
+}
+
+// addChains queues every wanted chain that is not there yet (empty) and
+// returns the chain objects of all wanted chains by name.
+func (e *Enforcer) addChains(b *batch, want, have *state) map[string]*nftables.Chain {
+	objs := map[string]*nftables.Chain{}
 	for _, name := range sortedKeys(want.chains) {
 		w := want.chains[name]
-		ch := chainObj(name, w.hook)
+		ch := &nftables.Chain{Name: name, Table: e.table}
+		if w.hook != nil {
+			accept := nftables.ChainPolicyAccept
+			ch.Hooknum, ch.Priority, ch.Type, ch.Policy = w.hook, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, &accept
+		}
+		objs[name] = ch
 		if have.chains[name] == nil {
-			c.AddChain(ch)
-			st.ChainsAdded++
-			n++
+			b.c.AddChain(ch)
+			b.st.ChainsAdded++
+			b.n++
 		}
 	}
-	for _, name := range sortedKeys(want.sets) {
-		w, h := want.sets[name], have.sets[name]
-		s := w.proto
-		s.Table = e.table
-		if h == nil {
-			elems := w.initial
-			if !w.immutable() {
-				elems = make([]nftables.SetElement, 0, len(w.elems))
-				for _, el := range w.elems {
-					elems = append(elems, el)
-				}
-				slices.SortFunc(elems, byKey)
+	return objs
+}
+
+// syncSet queues a new set with all its elements, or the elements an
+// existing set (h) lacks or has too many of.
+func (e *Enforcer) syncSet(b *batch, name string, w, h *set) error {
+	s := w.proto
+	s.Table = e.table
+	if h == nil {
+		elems := w.initial
+		if !w.immutable() {
+			elems = make([]nftables.SetElement, 0, len(w.elems))
+			for _, el := range w.elems {
+				elems = append(elems, el)
 			}
-			parts := chunks(elems)
-			if err := c.AddSet(&s, parts[0]); err != nil {
+			slices.SortFunc(elems, byKey)
+		}
+		parts := chunks(elems)
+		if err := b.c.AddSet(&s, parts[0]); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+		for _, p := range parts[1:] {
+			if err := b.c.SetAddElements(&s, p); err != nil {
 				return fmt.Errorf("set %s: %w", name, err)
 			}
-			for _, p := range parts[1:] {
-				if err := c.SetAddElements(&s, p); err != nil {
-					return fmt.Errorf("set %s: %w", name, err)
-				}
-			}
-			st.SetsAdded++
-			st.ElementsAdded += len(elems)
-			n++
-			continue
 		}
-		if h.signature() != w.signature() {
-			return fmt.Errorf("set %s in the kernel is %s, want %s: delete the table (nft delete table inet %s) and restart", name, h.signature(), w.signature(), e.cfg.Table)
-		}
-		if w.immutable() {
-			continue
-		}
-		var del, add []nftables.SetElement
-		for id, el := range h.elems {
-			if _, ok := w.elems[id]; !ok {
-				del = append(del, el)
-			}
-		}
-		for id, el := range w.elems {
-			if _, ok := h.elems[id]; !ok {
-				add = append(add, el)
-			}
-		}
-		slices.SortFunc(del, byKey)
-		slices.SortFunc(add, byKey)
-		if len(del) > 0 {
-			// The kernel finds an element to delete by its key alone.
-			keys := make([]nftables.SetElement, len(del))
-			for i, el := range del {
-				keys[i] = nftables.SetElement{Key: el.Key, IntervalEnd: el.IntervalEnd}
-			}
-			for _, p := range chunks(keys) {
-				if err := c.SetDeleteElements(&s, p); err != nil {
-					return fmt.Errorf("set %s: %w", name, err)
-				}
-			}
-			st.ElementsDeleted += len(del)
-			n++
-		}
-		if len(add) > 0 {
-			for _, p := range chunks(add) {
-				if err := c.SetAddElements(&s, p); err != nil {
-					return fmt.Errorf("set %s: %w", name, err)
-				}
-			}
-			st.ElementsAdded += len(add)
-			n++
+		b.st.SetsAdded++
+		b.st.ElementsAdded += len(elems)
+		b.n++
+		return nil
+	}
+	if h.signature() != w.signature() {
+		return fmt.Errorf("set %s in the kernel is %s, want %s: delete the table (nft delete table inet %s) and restart", name, h.signature(), w.signature(), e.cfg.Table)
+	}
+	if w.immutable() {
+		return nil
+	}
+	return syncElements(b, &s, name, w, h)
+}
+
+// syncElements queues the deletion of the elements of h that w lacks and
+// the addition of those w has and h lacks.
+func syncElements(b *batch, s *nftables.Set, name string, w, h *set) error {
+	var del, add []nftables.SetElement
+	for id, el := range h.elems {
+		if _, ok := w.elems[id]; !ok {
+			del = append(del, el)
 		}
 	}
+	for id, el := range w.elems {
+		if _, ok := h.elems[id]; !ok {
+			add = append(add, el)
+		}
+	}
+	slices.SortFunc(del, byKey)
+	slices.SortFunc(add, byKey)
+	if len(del) > 0 {
+		// The kernel finds an element to delete by its key alone.
+		keys := make([]nftables.SetElement, len(del))
+		for i, el := range del {
+			keys[i] = nftables.SetElement{Key: el.Key, IntervalEnd: el.IntervalEnd}
+		}
+		for _, p := range chunks(keys) {
+			if err := b.c.SetDeleteElements(s, p); err != nil {
+				return fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+		b.st.ElementsDeleted += len(del)
+		b.n++
+	}
+	if len(add) > 0 {
+		for _, p := range chunks(add) {
+			if err := b.c.SetAddElements(s, p); err != nil {
+				return fmt.Errorf("set %s: %w", name, err)
+			}
+		}
+		b.st.ElementsAdded += len(add)
+		b.n++
+	}
+	return nil
+}
+
+// writeRules queues the rules of every new chain and rewrites (flush, then
+// add) every chain whose rules changed.
+func (e *Enforcer) writeRules(b *batch, want, have *state, objs map[string]*nftables.Chain) {
 	for _, name := range sortedKeys(want.chains) {
 		w, h := want.chains[name], have.chains[name]
 		if h != nil && slices.Equal(h.ruleHashes(), w.ruleHashes()) {
@@ -500,42 +536,44 @@ func (e *Enforcer) sync(want, have *state, st *Stats) error {
 		}
 		if h != nil {
 			if len(h.ruleHashes()) > 0 {
-				c.FlushChain(objs[name])
+				b.c.FlushChain(objs[name])
 			}
-			st.ChainsRewritten++
-			n++
+			b.st.ChainsRewritten++
+			b.n++
 		}
 		for i := range w.rules {
 			r := &w.rules[i]
-			c.AddRule(&nftables.Rule{Table: e.table, Chain: objs[name], Exprs: r.exprs, UserData: r.userData()})
-			st.RulesWritten++
-			n++
+			b.c.AddRule(&nftables.Rule{Table: e.table, Chain: objs[name], Exprs: r.exprs, UserData: r.userData()})
+			b.st.RulesWritten++
+			b.n++
 		}
 	}
+}
+
+// removeUnwanted queues the removal of chains and sets no longer wanted:
+// all such chains are flushed before any is deleted, so none is still
+// jumped to.
+func (e *Enforcer) removeUnwanted(b *batch, want, have *state) {
 	var gone []*nftables.Chain
 	for _, name := range sortedKeys(have.chains) {
 		if want.chains[name] == nil {
 			ch := &nftables.Chain{Name: name, Table: e.table}
-			c.FlushChain(ch)
+			b.c.FlushChain(ch)
 			gone = append(gone, ch)
 		}
 	}
 	for _, ch := range gone {
-		c.DelChain(ch)
-		st.ChainsDeleted++
-		n++
+		b.c.DelChain(ch)
+		b.st.ChainsDeleted++
+		b.n++
 	}
 	for _, name := range sortedKeys(have.sets) {
 		if want.sets[name] == nil {
-			c.DelSet(&nftables.Set{Name: name, Table: e.table})
-			st.SetsDeleted++
-			n++
+			b.c.DelSet(&nftables.Set{Name: name, Table: e.table})
+			b.st.SetsDeleted++
+			b.n++
 		}
 	}
-	if n == 0 {
-		return nil
-	}
-	return c.Flush()
 }
 
 // chunks splits elements so that each message's element list stays well

@@ -46,6 +46,43 @@ func TestBenchmarks(t *testing.T) {
 		secs = atoi(s)
 	}
 	tb := New(t, Options{LogLevel: "info"})
+	pairs := benchPairs(t, tb)
+	busybox := staticBusybox(t)
+	measureThroughput(t, pairs, secs)
+	measureRTT(t, pairs, busybox)
+	conv := measureConvergence(t, tb, 12)
+	table := benchTable(pairs, conv, secs)
+	fmt.Println()
+	fmt.Println(table)
+	if out := os.Getenv("CALICO_BENCH_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
+			t.Errorf("write %s: %v", out, err)
+		}
+	}
+}
+
+// benchEndpoint is one end of a measured path: a container's or a host's
+// namespace and address.
+type benchEndpoint struct {
+	label string
+	ns    string
+	ip    netip.Addr
+}
+
+// benchPair is one measured path and what was measured on it.
+type benchPair struct {
+	name     string
+	from, to benchEndpoint
+	gbps     float64
+	runs     []float64
+	rtt      float64
+	mtu      string
+}
+
+// benchPairs makes the pool, a calico network and a Docker bridge network,
+// and the containers to measure between; it returns the paths, each
+// subject followed by its baseline.
+func benchPairs(t *testing.T, tb *Testbed) []*benchPair {
 	h1, h2, h3 := tb.Hosts[0], tb.Hosts[1], tb.Hosts[2]
 	tb.CreatePool(t, api.IPPool{Name: poolName, CIDR: poolCIDR, BlockSize: 26, VXLANMode: api.EncapCrossSubnet, IPIPMode: api.EncapNever, NATOutgoing: true})
 	// With --subnet, so that --ip picks addresses in chosen blocks.
@@ -68,22 +105,9 @@ func TestBenchmarks(t *testing.T) {
 	pingAllPairs(t, []*Container{a1, b1, a2, a3}, 30*time.Second)
 	x1.MustReach(t, y1.IP, 10*time.Second)
 
-	type endpoint struct {
-		label string
-		ns    string
-		ip    netip.Addr
-	}
-	ctr := func(c *Container) endpoint { return endpoint{c.Name, c.NSPath(), c.IP} }
-	host := func(h *Host) endpoint { return endpoint{h.Name, h.NSPath(), h.IP()} }
-	type pairResult struct {
-		name     string
-		from, to endpoint
-		gbps     float64
-		runs     []float64
-		rtt      float64
-		mtu      string
-	}
-	pairs := []*pairResult{
+	ctr := func(c *Container) benchEndpoint { return benchEndpoint{c.Name, c.NSPath(), c.IP} }
+	host := func(h *Host) benchEndpoint { return benchEndpoint{h.Name, h.NSPath(), h.IP()} }
+	pairs := []*benchPair{
 		{name: "same host, calico", from: ctr(a1), to: ctr(b1)},
 		{name: "same host, docker bridge", from: ctr(x1), to: ctr(y1)},
 		{name: "host1 -> host2 containers (direct)", from: ctr(a1), to: ctr(a2)},
@@ -91,10 +115,13 @@ func TestBenchmarks(t *testing.T) {
 		{name: "host1 -> host3 containers (VXLAN)", from: ctr(a1), to: ctr(a3)},
 		{name: "host1 -> host3 hosts (baseline)", from: host(h1), to: host(h3)},
 	}
-	busybox := staticBusybox(t)
-	// Each subject is measured alternately with its baseline (subject,
-	// baseline, subject, ...), so that load elsewhere on the machine hits
-	// both alike; the median of the runs is kept.
+	return pairs
+}
+
+// measureThroughput runs iperf3 three times over each path. Each subject
+// is measured alternately with its baseline (subject, baseline, subject,
+// ...), so that load elsewhere on the machine hits both alike.
+func measureThroughput(t *testing.T, pairs []*benchPair, secs int) {
 	for g := 0; g < len(pairs); g += 2 {
 		for i := 0; i < 3; i++ {
 			for _, p := range pairs[g : g+2] {
@@ -106,6 +133,11 @@ func TestBenchmarks(t *testing.T) {
 			}
 		}
 	}
+}
+
+// measureRTT keeps each path's median throughput and measures its path
+// MTU and average ping round trip.
+func measureRTT(t *testing.T, pairs []*benchPair, busybox string) {
 	for _, p := range pairs {
 		if m, err := PathMTU(p.from.ns, p.to.ip); err == nil {
 			p.mtu = strconv.Itoa(m)
@@ -122,9 +154,11 @@ func TestBenchmarks(t *testing.T) {
 		p.rtt = rtt
 		t.Logf("%s: %.2f Gbit/s (runs %v), ping %.3f ms, MTU %s", p.name, p.gbps, fmtRuns(p.runs), p.rtt, p.mtu)
 	}
+}
 
-	conv := measureConvergence(t, tb, 12)
-
+// benchTable renders the results as markdown, each subject against its
+// baseline, with the targets.
+func benchTable(pairs []*benchPair, conv []convResult, secs int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "### Multi-host benchmarks (%s, %d CPUs, kernel %s)\n\n", time.Now().UTC().Format("2006-01-02"), numCPU(), kernel())
 	fmt.Fprintf(&b, "Three hosts as network namespaces on one machine (veth links, a router namespace); iperf3 TCP (one stream), %d s per run after a 1 s warm-up, median of 3 runs taken alternately with the baseline; ping: average of 25.\n\n", secs)
@@ -152,14 +186,7 @@ func TestBenchmarks(t *testing.T) {
 	for _, c := range conv {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %d | %s |\n", c.name, ms(c.median), ms(c.p90), ms(c.max), c.n, c.target)
 	}
-	table := b.String()
-	fmt.Println()
-	fmt.Println(table)
-	if out := os.Getenv("CALICO_BENCH_OUT"); out != "" {
-		if err := os.WriteFile(out, []byte(table), 0o644); err != nil {
-			t.Errorf("write %s: %v", out, err)
-		}
-	}
+	return b.String()
 }
 
 func verdict(ok bool, what string) string {
