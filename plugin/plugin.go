@@ -17,12 +17,14 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
-	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/engineapi"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/labels"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/sharing"
 	"github.com/calico-libnetwork/calico-libnetwork/gc"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/multinet"
-	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 	"github.com/calico-libnetwork/calico-libnetwork/policysync"
@@ -132,17 +134,17 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 
 	startHostProtection(ctx, cfg, store, log.With("part", "hostprotect"))
 
-	var nets *netsync.Syncer
-	dc, err := dockerapi.New(cfg.DockerHost)
+	var nets *sharing.Syncer
+	dc, err := engineapi.New(cfg.DockerHost)
 	if err != nil {
 		log.Warn("networks will not be shared with other hosts and container labels are not read", "err", err)
 	} else {
-		nets = netsync.New(store, dc, cfg.NodeName, cfg.DriverName, cfg.IPAMDriverName, log.With("part", "netsync"))
+		nets = sharing.New(store, dc, cfg.NodeName, cfg.DriverName, cfg.IPAMDriverName, log.With("part", "netsync"))
 	}
-	var pol driver.Policy
+	var pol netdriver.Policy
 	joined := func() {}
 	if dc != nil { // labels are learnt with policy off too, so that turning it on finds them known
-		lr := policysync.NewLabelResolver(store, dc, cfg.NodeName, log.With("part", "labels"))
+		lr := labels.New(store, dc, cfg.NodeName, log.With("part", "labels"))
 		go lr.Run(ctx)
 		joined = lr.Kick
 	}
@@ -169,7 +171,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 	}
 	alloc := ipam.New(store, cfg.NodeName, log.With("part", "ipam"))
-	drv := driver.New(driver.Config{Store: store, Dataplane: dp, IPAM: alloc, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick,
+	drv := netdriver.New(netdriver.Config{Store: store, Dataplane: dp, IPAM: alloc, Host: cfg.NodeName, MTU: mtu, Log: log.With("part", "driver"), NetworksChanged: kick,
 		Policy: pol, EndpointJoined: joined})
 	// Before serving: running containers' addresses are claimed again (if
 	// the datastore lost them) before any new container can be given one.
@@ -186,7 +188,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Engine: eng, Endpoints: drv, Lease: reg.Lease, Log: log.With("part", "gc")})
 
 	servers, err := listenAll(socketPlan(cfg, NetworkMux(drv, status, log.With("socket", api.NetworkSocket)),
-		IPAMMux(ipam.NewDriver(alloc, log.With("part", "ipam-driver")), log.With("socket", api.IPAMSocket))))
+		IPAMMux(ipamdriver.New(alloc, log.With("part", "ipam-driver")), log.With("socket", api.IPAMSocket))))
 	if err != nil {
 		return err
 	}
@@ -224,7 +226,7 @@ loop:
 			rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 			if res, err := drv.Reconcile(rctx); err != nil {
 				log.Warn("data plane reconcile failed", "err", err)
-			} else if res != (driver.RepairResult{}) {
+			} else if res != (netdriver.RepairResult{}) {
 				log.Info("data plane repaired", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
 			}
 			rcancel()

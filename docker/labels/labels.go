@@ -1,4 +1,7 @@
-package policysync
+// Package labels learns the container labels of this host's endpoints from
+// the Docker engine and writes them into the endpoint records, where policy
+// selectors read them.
+package labels
 
 import (
 	"context"
@@ -8,22 +11,22 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/engineapi"
 )
 
-// LabelPrefix marks the container labels that become endpoint labels.
-const LabelPrefix = "org.projectcalico.label."
+// Prefix marks the container labels that become endpoint labels.
+const Prefix = "org.projectcalico.label."
 
 // Docker is what the label resolver needs from the engine.
 type Docker interface {
-	ContainersOnNetwork(ctx context.Context, networkID string) ([]dockerapi.ContainerSummary, error)
+	ContainersOnNetwork(ctx context.Context, networkID string) ([]engineapi.ContainerSummary, error)
 }
 
-// LabelResolver learns each local endpoint's container labels from Docker
+// Resolver learns each local endpoint's container labels from Docker
 // and writes them into the endpoint record. Docker does not tell a driver
 // which container an endpoint belongs to, and a handler must never wait on
 // Docker, so this runs on its own, polling briefly after each Join.
-type LabelResolver struct {
+type Resolver struct {
 	store  *datastore.Store
 	docker Docker
 	host   string
@@ -34,13 +37,13 @@ type LabelResolver struct {
 	giveUp time.Duration
 }
 
-// NewLabelResolver returns a resolver for host's endpoints.
-func NewLabelResolver(store *datastore.Store, docker Docker, host string, log *slog.Logger) *LabelResolver {
-	return &LabelResolver{store: store, docker: docker, host: host, log: log, kick: make(chan struct{}, 1), giveUp: 2 * time.Minute}
+// New returns a resolver for host's endpoints.
+func New(store *datastore.Store, docker Docker, host string, log *slog.Logger) *Resolver {
+	return &Resolver{store: store, docker: docker, host: host, log: log, kick: make(chan struct{}, 1), giveUp: 2 * time.Minute}
 }
 
 // Kick asks for a pass now; it never blocks.
-func (r *LabelResolver) Kick() {
+func (r *Resolver) Kick() {
 	select {
 	case r.kick <- struct{}{}:
 	default:
@@ -50,7 +53,7 @@ func (r *LabelResolver) Kick() {
 // Run resolves until ctx ends: every 100 ms while some endpoint waits (it
 // is held, passing nothing, until its labels are known), else on a kick or
 // every 10 s.
-func (r *LabelResolver) Run(ctx context.Context) {
+func (r *Resolver) Run(ctx context.Context) {
 	for {
 		pending := r.pass(ctx)
 		wait := 10 * time.Second
@@ -67,7 +70,7 @@ func (r *LabelResolver) Run(ctx context.Context) {
 }
 
 // pass resolves what it can and reports whether endpoints still wait.
-func (r *LabelResolver) pass(ctx context.Context) bool {
+func (r *Resolver) pass(ctx context.Context) bool {
 	items, err := datastore.List[api.Endpoint](ctx, r.store, api.HostEndpointsPrefix(r.host))
 	if err != nil {
 		return true
@@ -85,7 +88,7 @@ func (r *LabelResolver) pass(ctx context.Context) bool {
 			pending = true
 			continue
 		}
-		byEP := map[string]dockerapi.ContainerSummary{}
+		byEP := map[string]engineapi.ContainerSummary{}
 		for _, c := range cs {
 			for _, n := range c.NetworkSettings.Networks {
 				byEP[n.EndpointID] = c
@@ -99,7 +102,7 @@ func (r *LabelResolver) pass(ctx context.Context) bool {
 			}
 			labels := map[string]string{}
 			for k, v := range c.Labels {
-				if key, ok := strings.CutPrefix(k, LabelPrefix); ok && key != "" {
+				if key, ok := strings.CutPrefix(k, Prefix); ok && key != "" {
 					labels[key] = v
 				}
 			}
