@@ -529,7 +529,7 @@ func (e *Engine) inspectContainer(w http.ResponseWriter, id string) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"Id": c.ID, "Name": "/" + c.Name, "Created": "2026-12-01T21:39:00.000000000Z",
-		"State": map[string]any{"Status": "running", "Running": true, "Pid": 4242},
+		"State":  map[string]any{"Status": "running", "Running": true, "Pid": 4242},
 		"Config": map[string]any{"Hostname": c.ID[:min(12, len(c.ID))], "Image": "busybox", "Labels": orEmptyLabels(c.Labels)}})
 }
 
