@@ -72,7 +72,13 @@ func TestCalls(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(ns) != 1 || ns[0].Name != "net1" || ns[0].ID != netID {
-				t.Fatalf("Networks(calico) = %+v, want only net1 (not the managed plugin's, whose driver name merely contains it)", ns)
+				t.Fatalf("Networks(calico) = %+v, want only net1", ns)
+			}
+			// An engine matching the driver filter loosely lists the
+			// managed plugin's network too; the client keeps exact ones.
+			e.SetLooseDriverFilter()
+			if loose, err := c.Networks(ctx, "calico"); err != nil || len(loose) != 1 || loose[0].Name != "net1" {
+				t.Fatalf("Networks(calico) from a loose engine = %+v, %v, want only net1 (not the one of driver calico-libnetwork:latest)", loose, err)
 			}
 			if ns[0].IPAM.Driver != "calico-ipam" || len(ns[0].IPAM.Config) != 1 || ns[0].IPAM.Config[0].Subnet != "10.77.0.0/24" ||
 				ns[0].IPAM.Config[0].IPRange != "10.77.0.128/25" || ns[0].Labels["a"] != "b" || ns[0].Options["open"] != "true" {

@@ -63,10 +63,10 @@ func newHost(t *testing.T, etcd *datastore.Store, name string, v testengine.Vers
 	h := &host{name: name, engine: testengine.Start(t, v), store: store, logs: &syncBuffer{}}
 	log := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	drv := netdriver.New(netdriver.Config{Store: store, Host: name, Log: log})
-	h.engine.OnCreate = func(n testengine.Network) error { return drv.CreateNetwork(createRequest(n)) }
-	h.engine.OnRemove = func(n testengine.Network) error {
-		return drv.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: n.ID})
-	}
+	h.engine.SetPlugin(func(n testengine.Network) error { return drv.CreateNetwork(createRequest(n)) },
+		func(n testengine.Network) error {
+			return drv.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: n.ID})
+		})
 	if h.docker, err = engineapi.New(h.engine.Host()); err != nil {
 		t.Fatal(err)
 	}

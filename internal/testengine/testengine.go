@@ -81,15 +81,9 @@ type Request struct {
 type Engine struct {
 	Version Version
 	Socket  string // path of the unix socket
-	// OnCreate and OnRemove, when set, are called as dockerd calls the
-	// network plugin: an error fails the call with a 500 naming it, and
-	// nothing changes.
-	OnCreate func(Network) error
-	OnRemove func(Network) error
-	// LooseDriverFilter matches the networks list's driver filter as a
-	// substring of the driver's name, as the client allows some engines
-	// to; 20.10 and 28.5 match it exactly (recorded).
-	LooseDriverFilter bool
+
+	onCreate, onRemove func(Network) error // SetPlugin
+	looseDriverFilter  bool                // SetLooseDriverFilter
 
 	srv        *http.Server
 	l          *net.UnixListener
@@ -139,6 +133,24 @@ func (e *Engine) Stop() {
 	<-e.done
 }
 
+// SetPlugin has create and remove called as dockerd calls the network
+// plugin (with the engine locked): an error fails the call with a 500 naming
+// it, and nothing changes.
+func (e *Engine) SetPlugin(create, remove func(Network) error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.onCreate, e.onRemove = create, remove
+}
+
+// SetLooseDriverFilter matches the network list's driver filter as a
+// substring of the driver's name, as the client allows some engines to;
+// 20.10 and 28.5 match it exactly (recorded).
+func (e *Engine) SetLooseDriverFilter() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.looseDriverFilter = true
+}
+
 // SetFault makes "METHOD /path" answer f until cleared (a zero Fault clears).
 func (e *Engine) SetFault(call string, f Fault) {
 	e.mu.Lock()
@@ -157,8 +169,8 @@ func (e *Engine) Requests() []Request {
 	return append([]Request(nil), e.requests...)
 }
 
-// AddNetwork creates a network as `docker network create` would (without
-// calling OnCreate) and returns its ID.
+// AddNetwork creates (or, with an ID it holds, replaces) a network without
+// calling the plugin, and returns its ID.
 func (e *Engine) AddNetwork(n Network) string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -312,7 +324,7 @@ func (e *Engine) listNetworks(w http.ResponseWriter, r *http.Request) {
 	defer e.mu.Unlock()
 	out := []map[string]any{}
 	for _, n := range e.sortedNetworks() {
-		if ds := f["driver"]; len(ds) > 0 && !matchAny(n.Driver, ds, e.LooseDriverFilter) {
+		if ds := f["driver"]; len(ds) > 0 && !matchAny(n.Driver, ds, e.looseDriverFilter) {
 			continue
 		}
 		out = append(out, e.networkDoc(n, false))
@@ -421,8 +433,8 @@ func (e *Engine) createNetwork(w http.ResponseWriter, body []byte) {
 	for _, c := range req.IPAM.Config {
 		n.Subnets = append(n.Subnets, Subnet{Subnet: c.Subnet, IPRange: c.IPRange, Gateway: c.Gateway})
 	}
-	if e.OnCreate != nil {
-		if err := e.OnCreate(n); err != nil {
+	if e.onCreate != nil {
+		if err := e.onCreate(n); err != nil {
 			errorJSON(w, http.StatusInternalServerError, "failed to create network %s: %v", req.Name, err)
 			return
 		}
@@ -449,8 +461,8 @@ func (e *Engine) removeNetwork(w http.ResponseWriter, idOrName string) {
 			return
 		}
 	}
-	if e.OnRemove != nil {
-		if err := e.OnRemove(*n); err != nil {
+	if e.onRemove != nil {
+		if err := e.onRemove(*n); err != nil {
 			errorJSON(w, http.StatusInternalServerError, "error while removing network: %v", err)
 			return
 		}
