@@ -1,11 +1,12 @@
 // Package testengine is a stand-in Docker engine for tests of the code that
 // calls the Engine API (docker/engineapi and its users): an HTTP server on a
 // unix socket in the test's temporary directory, keeping networks and
-// containers in memory and answering the calls that client makes with the
-// documents Docker 20.10 (API 1.41) and 28.5 (API 1.51) answer: the same
-// status codes, the same error bodies ({"message": ...}) and the fields each
-// version adds. It is used where no dockerd can run for the test; the e2e
-// suites run the real engines.
+// containers in memory and answering the calls that client makes as Docker
+// 20.10 (API 1.41) and 28.5 (API 1.51) do: the same status codes, error
+// messages and document fields, each version's own (testengine_test.go
+// checks this against the answers recorded from both engines in
+// docker/engineapi/testdata). It is for unit tests, where no dockerd runs;
+// the e2e suites run the real engines.
 //
 // Faults can be set per call (a status and body, or a delay) to test what
 // the client and its users do when Docker fails or hangs.
@@ -508,7 +509,7 @@ func (e *Engine) listContainers(w http.ResponseWriter, r *http.Request) {
 		if !keep {
 			continue
 		}
-		out = append(out, map[string]any{"Id": c.ID, "Names": []string{"/" + c.Name}, "Image": "busybox", "Command": "sleep 1d",
+		out = append(out, map[string]any{"Id": c.ID, "Names": []string{"/" + c.Name}, "Image": "busybox", "ImageID": "sha256:" + newID(), "Command": "sleep 1d",
 			"Created": 1764625140, "Ports": []any{}, "Labels": orEmptyLabels(c.Labels), "State": "running", "Status": "Up 1 second",
 			"HostConfig": map[string]string{"NetworkMode": "default"}, "NetworkSettings": map[string]any{"Networks": nets},
 			"Mounts": []any{}})
