@@ -16,19 +16,19 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
 // Engine is this host's Docker engine: the calico networks it has and the
 // endpoints on them.
 type Engine interface {
-	CalicoNetworks(ctx context.Context) ([]driver.EngineNetwork, error)
+	CalicoNetworks(ctx context.Context) ([]netdriver.EngineNetwork, error)
 }
 
 // Endpoints repairs and removes this host's endpoints (the network driver).
 type Endpoints interface {
-	FillIn(ctx context.Context, nets []driver.EngineNetwork, own []api.Endpoint) (int, error)
+	FillIn(ctx context.Context, nets []netdriver.EngineNetwork, own []api.Endpoint) (int, error)
 	Collect(ctx context.Context, ep api.Endpoint, why string) error
 }
 

@@ -11,7 +11,7 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
@@ -26,14 +26,14 @@ type engineView struct {
 	err error
 }
 
-func (e *engineView) CalicoNetworks(context.Context) ([]driver.EngineNetwork, error) {
+func (e *engineView) CalicoNetworks(context.Context) ([]netdriver.EngineNetwork, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	n := driver.EngineNetwork{ID: "net1", Name: "net1"}
+	n := netdriver.EngineNetwork{ID: "net1", Name: "net1"}
 	for _, id := range e.ids {
-		n.Endpoints = append(n.Endpoints, driver.EngineEndpoint{ID: id})
+		n.Endpoints = append(n.Endpoints, netdriver.EngineEndpoint{ID: id})
 	}
-	return []driver.EngineNetwork{n}, e.err
+	return []netdriver.EngineNetwork{n}, e.err
 }
 
 // collected records what the collector asked the driver to remove.
@@ -43,7 +43,7 @@ type collected struct {
 	s   *datastore.Store
 }
 
-func (c *collected) FillIn(context.Context, []driver.EngineNetwork, []api.Endpoint) (int, error) {
+func (c *collected) FillIn(context.Context, []netdriver.EngineNetwork, []api.Endpoint) (int, error) {
 	return 0, nil
 }
 

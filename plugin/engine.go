@@ -5,18 +5,18 @@ import (
 	"encoding/json"
 	"strings"
 
-	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/engineapi"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
 )
 
 // engine tells the garbage collector and endpoint repair which calico
 // networks and endpoints this host's Docker engine has.
 type engine struct {
-	dc      *dockerapi.Client
+	dc      *engineapi.Client
 	drivers []string // the network driver's names as the engine reports them
 }
 
-func newEngine(dc *dockerapi.Client, driverNames string) engine {
+func newEngine(dc *engineapi.Client, driverNames string) engine {
 	var names []string
 	for _, n := range strings.Split(driverNames, ",") {
 		if n = strings.TrimSpace(n); n != "" {
@@ -26,8 +26,8 @@ func newEngine(dc *dockerapi.Client, driverNames string) engine {
 	return engine{dc: dc, drivers: names}
 }
 
-func (e engine) CalicoNetworks(ctx context.Context) ([]driver.EngineNetwork, error) {
-	var list []dockerapi.Network
+func (e engine) CalicoNetworks(ctx context.Context) ([]netdriver.EngineNetwork, error) {
+	var list []engineapi.Network
 	for _, d := range e.drivers {
 		ns, err := e.dc.Networks(ctx, d)
 		if err != nil {
@@ -35,16 +35,16 @@ func (e engine) CalicoNetworks(ctx context.Context) ([]driver.EngineNetwork, err
 		}
 		list = append(list, ns...)
 	}
-	var out []driver.EngineNetwork
+	var out []netdriver.EngineNetwork
 	for _, n := range list {
 		full, err := e.dc.Network(ctx, n.ID)
-		if dockerapi.IsNotFound(err) {
+		if engineapi.IsNotFound(err) {
 			continue // removed since the list
 		}
 		if err != nil {
 			return nil, err
 		}
-		en := driver.EngineNetwork{ID: full.ID, Name: full.Name, EnableIPv6: full.EnableIPv6, Options: full.Options}
+		en := netdriver.EngineNetwork{ID: full.ID, Name: full.Name, EnableIPv6: full.EnableIPv6, Options: full.Options}
 		for _, c := range full.IPAM.Config {
 			en.Subnets = append(en.Subnets, c.Subnet)
 		}
@@ -54,7 +54,7 @@ func (e engine) CalicoNetworks(ctx context.Context) ([]driver.EngineNetwork, err
 				MacAddress string `json:"MacAddress"`
 			}
 			if json.Unmarshal(raw, &c) == nil && c.EndpointID != "" {
-				en.Endpoints = append(en.Endpoints, driver.EngineEndpoint{ID: c.EndpointID, ContainerID: cid, MAC: c.MacAddress})
+				en.Endpoints = append(en.Endpoints, netdriver.EngineEndpoint{ID: c.EndpointID, ContainerID: cid, MAC: c.MacAddress})
 			}
 		}
 		out = append(out, en)

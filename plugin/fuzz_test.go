@@ -15,7 +15,8 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
@@ -53,14 +54,14 @@ func fuzzMuxes(f *testing.F) (netMux, ipamMux http.Handler, do func(*testing.T, 
 		f.Fatal(err)
 	}
 	if err := s.Put(ctx, api.EndpointKey("fuzz-host", fuzzEP), api.Endpoint{ID: fuzzEP, NetworkID: fuzzNet, Host: "fuzz-host",
-		IPv4: netip.MustParsePrefix("10.77.0.9/32"), MAC: "ee:00:00:00:00:09", HostIface: driver.HostIfaceName(fuzzEP)}); err != nil {
+		IPv4: netip.MustParsePrefix("10.77.0.9/32"), MAC: "ee:00:00:00:00:09", HostIface: netdriver.HostIfaceName(fuzzEP)}); err != nil {
 		f.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	alloc := ipam.New(s, "fuzz-host", log)
-	drv := driver.New(driver.Config{Store: s, Dataplane: dataplane.New(log, "fuzz-host"), IPAM: alloc, Host: "fuzz-host", Log: log})
+	drv := netdriver.New(netdriver.Config{Store: s, Dataplane: dataplane.New(log, "fuzz-host"), IPAM: alloc, Host: "fuzz-host", Log: log})
 	netMux = NetworkMux(drv, nil, log)
-	ipamMux = IPAMMux(ipam.NewDriver(alloc, log), log)
+	ipamMux = IPAMMux(ipamdriver.New(alloc, log), log)
 	return netMux, ipamMux, func(t *testing.T, fn func()) { testns.Do(t, n, fn) }
 }
 
@@ -105,7 +106,7 @@ func jsonSeed(v any) []byte { b, _ := json.Marshal(v); return b }
 func FuzzNetworkSocket(f *testing.F) {
 	seeds := map[string]any{
 		"/NetworkDriver.CreateNetwork": map[string]any{"NetworkID": "n2", "Options": map[string]any{"com.docker.network.generic": map[string]any{"open": "true"}},
-			"IPv4Data": []map[string]any{{"AddressSpace": ipam.GlobalAddressSpace, "Pool": "0.0.0.0/0"}}},
+			"IPv4Data": []map[string]any{{"AddressSpace": ipamdriver.GlobalAddressSpace, "Pool": "0.0.0.0/0"}}},
 		"/NetworkDriver.CreateEndpoint":   map[string]any{"NetworkID": fuzzNet, "EndpointID": "e2e2e2e2e2e2e2e2", "Interface": map[string]any{"Address": "10.77.0.10/32", "MacAddress": "ee:00:00:00:00:0a"}},
 		"/NetworkDriver.Join":             map[string]any{"NetworkID": fuzzNet, "EndpointID": fuzzEP, "SandboxKey": "/var/run/docker/netns/x"},
 		"/NetworkDriver.Leave":            map[string]any{"NetworkID": fuzzNet, "EndpointID": fuzzEP},
@@ -142,10 +143,10 @@ func FuzzNetworkSocket(f *testing.F) {
 // handed out are in the pool and pool IDs given out parse back.
 func FuzzIPAMSocket(f *testing.F) {
 	seeds := map[string]any{
-		"/IpamDriver.RequestPool":    map[string]any{"AddressSpace": ipam.GlobalAddressSpace, "Pool": "10.77.8.0/24", "SubPool": "10.77.8.128/25", "V6": false},
-		"/IpamDriver.ReleasePool":    map[string]any{"PoolID": ipam.PoolIDv4},
-		"/IpamDriver.RequestAddress": map[string]any{"PoolID": ipam.PoolIDv4, "Options": map[string]string{"com.docker.network.endpoint.macaddress": "ee:00:00:00:00:01"}},
-		"/IpamDriver.ReleaseAddress": map[string]any{"PoolID": ipam.PoolIDv4, "Address": "10.77.0.1"},
+		"/IpamDriver.RequestPool":    map[string]any{"AddressSpace": ipamdriver.GlobalAddressSpace, "Pool": "10.77.8.0/24", "SubPool": "10.77.8.128/25", "V6": false},
+		"/IpamDriver.ReleasePool":    map[string]any{"PoolID": ipamdriver.PoolIDv4},
+		"/IpamDriver.RequestAddress": map[string]any{"PoolID": ipamdriver.PoolIDv4, "Options": map[string]string{"com.docker.network.endpoint.macaddress": "ee:00:00:00:00:01"}},
+		"/IpamDriver.ReleaseAddress": map[string]any{"PoolID": ipamdriver.PoolIDv4, "Address": "10.77.0.1"},
 	}
 	for i, p := range ipamCalls {
 		if s, ok := seeds[p]; ok {

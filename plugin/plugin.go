@@ -18,12 +18,14 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
-	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/engineapi"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/labels"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/sharing"
 	"github.com/calico-libnetwork/calico-libnetwork/gc"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 	"github.com/calico-libnetwork/calico-libnetwork/multinet"
-	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 	"github.com/calico-libnetwork/calico-libnetwork/policysync"
@@ -51,12 +53,12 @@ type daemon struct {
 	carriers []api.CarrierSupport
 	hostMTU  int
 	v4       netip.Prefix      // this node's address, the VXLAN tunnel's source
-	docker   *dockerapi.Client // nil when the engine API cannot be reached
-	nets     *netsync.Syncer
+	docker   *engineapi.Client // nil when the engine API cannot be reached
+	nets     *sharing.Syncer
 	joined   func()
-	policy   driver.Policy
+	policy   netdriver.Policy
 	alloc    *ipam.Allocator
-	drv      *driver.Driver
+	drv      *netdriver.Driver
 	col      *gc.Collector
 	servers  []servedSocket
 }
@@ -231,15 +233,15 @@ func (d *daemon) startHostProtection(ctx context.Context) {
 // Labels are learnt with policy off too, so that turning it on finds them
 // known.
 func (d *daemon) connectDocker() {
-	dc, err := dockerapi.New(d.cfg.DockerHost)
+	dc, err := engineapi.New(d.cfg.DockerHost)
 	if err != nil {
 		d.log.Warn("networks will not be shared with other hosts and container labels are not read", "err", err)
 		return
 	}
 	d.docker = dc
-	d.nets = netsync.New(d.store, dc, d.cfg.NodeName, d.cfg.DriverName, d.cfg.IPAMDriverName, d.log.With("part", "netsync"))
+	d.nets = sharing.New(d.store, dc, d.cfg.NodeName, d.cfg.DriverName, d.cfg.IPAMDriverName, d.log.With("part", "netsync"))
 	d.nets.Observer = d.agents
-	lr := policysync.NewLabelResolver(d.store, dc, d.cfg.NodeName, d.log.With("part", "labels"))
+	lr := labels.New(d.store, dc, d.cfg.NodeName, d.log.With("part", "labels"))
 	lr.Observer = d.agents
 	d.run(lr.Run)
 	d.joined = lr.Kick
@@ -278,7 +280,7 @@ func (d *daemon) newDrivers(ctx context.Context) {
 		}
 	}
 	d.alloc = ipam.New(d.store, d.cfg.NodeName, d.log.With("part", "ipam"))
-	d.drv = driver.New(driver.Config{Store: d.store, Dataplane: d.dp, IPAM: d.alloc, Host: d.cfg.NodeName, MTU: d.mtu,
+	d.drv = netdriver.New(netdriver.Config{Store: d.store, Dataplane: d.dp, IPAM: d.alloc, Host: d.cfg.NodeName, MTU: d.mtu,
 		Log: d.log.With("part", "driver"), NetworksChanged: kick, Policy: d.policy, EndpointJoined: d.joined})
 	if res, err := d.drv.Reconcile(ctx); err != nil {
 		d.log.Warn("initial data plane reconcile incomplete", "err", err)
@@ -302,7 +304,7 @@ func (d *daemon) status() api.DaemonStatus {
 // daemon, and shutdown closes them all (gracefully, for 10 s).
 func (d *daemon) serve() error {
 	netMux := NetworkMux(d.drv, d.status, d.log.With("socket", api.NetworkSocket))
-	ipamMux := IPAMMux(ipam.NewDriver(d.alloc, d.log.With("part", "ipam-driver")), d.log.With("socket", api.IPAMSocket))
+	ipamMux := IPAMMux(ipamdriver.New(d.alloc, d.log.With("part", "ipam-driver")), d.log.With("socket", api.IPAMSocket))
 	servers, err := listenAll(socketPlan(d.cfg, netMux, ipamMux))
 	if err != nil {
 		return err
@@ -352,7 +354,7 @@ func (d *daemon) repair(ctx context.Context) (bool, error) {
 		d.log.Warn("data plane reconcile failed", "err", err)
 		return false, err
 	}
-	if res != (driver.RepairResult{}) {
+	if res != (netdriver.RepairResult{}) {
 		d.log.Info("data plane repaired", "routesAdded", res.RoutesAdded, "routesRemoved", res.RoutesRemoved, "adopted", res.Adopted)
 	}
 	return false, nil

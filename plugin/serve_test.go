@@ -15,7 +15,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/ipam"
 
-	"github.com/calico-libnetwork/calico-libnetwork/driver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/netdriver"
 )
 
 // fakeIPAM is a stand-in only for the HTTP layer under test; the real
@@ -114,7 +114,7 @@ func TestHandlerReplies(t *testing.T) {
 
 func TestNetworkMuxImplements(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	_, c := serveOn(t, NetworkMux(driver.New(driver.Config{}), nil, log)) // only Activate is called
+	_, c := serveOn(t, NetworkMux(netdriver.New(netdriver.Config{}), nil, log)) // only Activate is called
 	resp, err := c.Post("http://plugin/Plugin.Activate", "", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +159,7 @@ func TestListenUnixReplacesStaleSocket(t *testing.T) {
 // Docker 28 asks before IPAM.
 func TestDocker28Calls(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	_, c := serveOn(t, NetworkMux(driver.New(driver.Config{}), nil, log))
+	_, c := serveOn(t, NetworkMux(netdriver.New(netdriver.Config{}), nil, log))
 	for _, tc := range []struct{ path, body, want string }{
 		{"/NetworkDriver.GetCapabilities", "", `{"Scope":"local","ConnectivityScope":"global","GwAllocChecker":true}`},
 		{"/NetworkDriver.GwAllocCheck", `{"Options":{"com.docker.network.enable_ipv4":true}}`, `{"SkipIPv4":true,"SkipIPv6":true}`},

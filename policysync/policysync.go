@@ -207,7 +207,7 @@ type Options struct {
 	// resources across restarts ("": kept in memory only).
 	LastGoodFile string
 	// HoldUnlabelled holds endpoints whose labels are not known yet (set
-	// when a LabelResolver runs, which learns them).
+	// when a labels.Resolver runs, which learns them).
 	HoldUnlabelled bool
 }
 

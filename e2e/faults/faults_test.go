@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
@@ -45,11 +46,11 @@ func TestReplayEveryHandler(t *testing.T) {
 	}
 	none := func() any { return &struct{}{} }
 	var pool requestPoolResp
-	mustCall(t, d.ipamSock(), "/IpamDriver.RequestPool", requestPool{AddressSpace: ipam.LocalAddressSpace}, &pool)
-	twice("RequestPool", d.ipamSock(), "/IpamDriver.RequestPool", requestPool{AddressSpace: ipam.LocalAddressSpace}, func() any { return &requestPoolResp{} })
+	mustCall(t, d.ipamSock(), "/IpamDriver.RequestPool", requestPool{AddressSpace: ipamdriver.LocalAddressSpace}, &pool)
+	twice("RequestPool", d.ipamSock(), "/IpamDriver.RequestPool", requestPool{AddressSpace: ipamdriver.LocalAddressSpace}, func() any { return &requestPoolResp{} })
 	netID := strings.Repeat("ab", 32)
 	twice("CreateNetwork", d.netSock(), "/NetworkDriver.CreateNetwork", createNetwork{NetworkID: netID,
-		IPv4Data: []ipamData{{AddressSpace: ipam.LocalAddressSpace, Pool: pool.Pool, Gateway: "0.0.0.0/0"}}}, none)
+		IPv4Data: []ipamData{{AddressSpace: ipamdriver.LocalAddressSpace, Pool: pool.Pool, Gateway: "0.0.0.0/0"}}}, none)
 	e := newLife(d, netID, pool.PoolID)
 	reqAddr := requestAddress{PoolID: pool.PoolID, Options: map[string]string{"com.docker.network.endpoint.macaddress": e.mac}}
 	var addr requestAddressResp

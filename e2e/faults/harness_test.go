@@ -24,6 +24,7 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
@@ -386,12 +387,12 @@ func addrOnly(cidr string) string {
 func network(t *testing.T, d *daemon) (string, string) {
 	t.Helper()
 	var pool requestPoolResp
-	mustCall(t, d.ipamSock(), "/IpamDriver.RequestPool", requestPool{AddressSpace: ipam.LocalAddressSpace}, &pool)
+	mustCall(t, d.ipamSock(), "/IpamDriver.RequestPool", requestPool{AddressSpace: ipamdriver.LocalAddressSpace}, &pool)
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
 	mustCall(t, d.netSock(), "/NetworkDriver.CreateNetwork", createNetwork{NetworkID: id,
-		IPv4Data: []ipamData{{AddressSpace: ipam.LocalAddressSpace, Pool: pool.Pool, Gateway: "0.0.0.0/0"}}}, nil)
+		IPv4Data: []ipamData{{AddressSpace: ipamdriver.LocalAddressSpace, Pool: pool.Pool, Gateway: "0.0.0.0/0"}}}, nil)
 	return id, pool.PoolID
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
@@ -31,8 +32,8 @@ const (
 	envJob    = "IPAM_HISTORY_WORKER"
 	ctlMarker = "HISTORY-CTL "
 
-	callTimeout  = ipam.HandlerTimeout // one allocator call: what the IPAM driver allows a Docker call
-	retryFor     = 45 * time.Second    // how long a request is retried before its client gives up
+	callTimeout  = ipamdriver.HandlerTimeout // one allocator call: what the IPAM driver allows a Docker call
+	retryFor     = 45 * time.Second          // how long a request is retried before its client gives up
 	workerExpiry = 2 * time.Hour
 )
 

@@ -1,4 +1,4 @@
-package driver
+package netdriver
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testetcd"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
@@ -37,7 +38,7 @@ func newDriverIPAM(t *testing.T) (*Driver, *datastore.Store, *ipam.Allocator) {
 }
 
 func calicoData(pool string) []*network.IPAMData {
-	return []*network.IPAMData{{AddressSpace: ipam.LocalAddressSpace, Pool: pool, Gateway: "0.0.0.0/0"}}
+	return []*network.IPAMData{{AddressSpace: ipamdriver.LocalAddressSpace, Pool: pool, Gateway: "0.0.0.0/0"}}
 }
 
 func TestCreateNetwork(t *testing.T) {

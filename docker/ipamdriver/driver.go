@@ -1,4 +1,7 @@
-package ipam
+// Package ipamdriver answers Docker's IpamDriver calls (the calico-ipam
+// driver) by turning pool IDs and requests into calls on the ipam allocator;
+// the allocator itself (blocks, handles, garbage rules) stays in ipam.
+package ipamdriver
 
 import (
 	"context"
@@ -11,6 +14,7 @@ import (
 	dipam "github.com/docker/go-plugins-helpers/ipam"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/ipam"
 )
 
 // Docker-facing names and keys.
@@ -34,13 +38,13 @@ const HandlerTimeout = 6 * time.Second
 // to serve later calls, so nothing about them needs storing and they survive
 // restarts.
 type Driver struct {
-	alloc   *Allocator
+	alloc   *ipam.Allocator
 	log     *slog.Logger
 	timeout time.Duration
 }
 
-// NewDriver wraps an allocator.
-func NewDriver(a *Allocator, log *slog.Logger) *Driver {
+// New wraps an allocator.
+func New(a *ipam.Allocator, log *slog.Logger) *Driver {
 	return &Driver{alloc: a, log: log, timeout: HandlerTimeout}
 }
 
@@ -155,31 +159,31 @@ func describe(pools []api.IPPool) string {
 }
 
 // selection turns a pool ID back into a selection.
-func selection(poolID string) (Selection, netip.Prefix, error) {
+func selection(poolID string) (ipam.Selection, netip.Prefix, error) {
 	switch poolID {
 	case PoolIDv4:
-		return Selection{Family: 4}, netip.Prefix{}, nil
+		return ipam.Selection{Family: 4}, netip.Prefix{}, nil
 	case PoolIDv6:
-		return Selection{Family: 6}, netip.Prefix{}, nil
+		return ipam.Selection{Family: 6}, netip.Prefix{}, nil
 	}
 	if !strings.HasPrefix(poolID, subnetPoolPrefix) {
-		return Selection{}, netip.Prefix{}, fmt.Errorf("unknown pool ID %q: recreate the network with --ipam-driver calico-ipam", poolID)
+		return ipam.Selection{}, netip.Prefix{}, fmt.Errorf("unknown pool ID %q: recreate the network with --ipam-driver calico-ipam", poolID)
 	}
 	// What RequestPool wrote: a masked subnet and, optionally, a masked
 	// range inside it. Anything else was not written by us.
 	parts := strings.Split(strings.TrimPrefix(poolID, subnetPoolPrefix), "|")
 	subnet, err := netip.ParsePrefix(parts[0])
 	if err != nil || len(parts) > 2 || subnet.Masked() != subnet {
-		return Selection{}, netip.Prefix{}, fmt.Errorf("bad pool ID %q", poolID)
+		return ipam.Selection{}, netip.Prefix{}, fmt.Errorf("bad pool ID %q", poolID)
 	}
-	sel := Selection{Family: 4, Within: subnet}
+	sel := ipam.Selection{Family: 4, Within: subnet}
 	if subnet.Addr().Is6() {
 		sel.Family = 6
 	}
 	if len(parts) > 1 {
 		r, err := netip.ParsePrefix(parts[1])
 		if err != nil || r.Masked() != r || r.Addr().Is6() != subnet.Addr().Is6() || r.Bits() < subnet.Bits() || !subnet.Contains(r.Addr()) {
-			return Selection{}, netip.Prefix{}, fmt.Errorf("bad pool ID %q", poolID)
+			return ipam.Selection{}, netip.Prefix{}, fmt.Errorf("bad pool ID %q", poolID)
 		}
 		sel.Within = r
 	}
@@ -194,7 +198,7 @@ func (d *Driver) RequestAddress(req *dipam.RequestAddressRequest) (*dipam.Reques
 	if err != nil {
 		return nil, err
 	}
-	handle := HandleFor(req.Options[macAddressOptKey])
+	handle := ipam.HandleFor(req.Options[macAddressOptKey])
 	ctx, cancel := d.ctx()
 	defer cancel()
 	bits := 32

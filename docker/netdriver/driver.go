@@ -1,7 +1,7 @@
-// Package driver answers Docker's NetworkDriver calls by translating each
+// Package netdriver answers Docker's NetworkDriver calls by translating each
 // request into datastore records and dataplane calls. Handlers are
 // idempotent: Docker retries and replays them.
-package driver
+package netdriver
 
 import (
 	"context"
@@ -20,8 +20,9 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/ipamdriver"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/sharing"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/netsync"
 )
 
 // IPAM records which endpoint holds the addresses Docker's IPAM driver gave
@@ -136,7 +137,7 @@ func (d *Driver) CreateNetwork(req *network.CreateNetworkRequest) error {
 		return errors.New("CreateNetwork without a NetworkID")
 	}
 	for _, data := range append(append([]*network.IPAMData{}, req.IPv4Data...), req.IPv6Data...) {
-		if data != nil && !ipam.IsCalicoAddressSpace(data.AddressSpace) {
+		if data != nil && !ipamdriver.IsCalicoAddressSpace(data.AddressSpace) {
 			return fmt.Errorf("the calico network driver needs the calico IPAM driver: add --ipam-driver calico-ipam (got address space %q)", data.AddressSpace)
 		}
 	}
@@ -198,7 +199,7 @@ func (d *Driver) DeleteNetwork(req *network.DeleteNetworkRequest) error {
 	if _, err := d.store.Get(ctx, api.NetworkKey(req.NetworkID), &nw); err == nil && nw.Published && !nw.Withdrawn {
 		// Removed here by the user (or by the syncer after another host's
 		// removal): every host removes it.
-		if err := netsync.Forget(ctx, d.store, nw.Name); err != nil {
+		if err := sharing.Forget(ctx, d.store, nw.Name); err != nil {
 			return fmt.Errorf("delete shared network %s: %w", nw.Name, err)
 		}
 	}

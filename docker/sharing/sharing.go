@@ -1,10 +1,10 @@
-// Package netsync shares calico networks between hosts by name. Docker
+// Package sharing shares calico networks between hosts by name. Docker
 // keeps networks per host and never tells a driver a network's name, so the
 // daemon learns names from the Docker API (never from inside a plugin
 // handler), publishes each network in etcd, and creates the networks other
 // hosts published in its own Docker. Removing a network on any host removes
 // it everywhere.
-package netsync
+package sharing
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/engineapi"
 )
 
 // SharedLabel marks networks this daemon created because another host
@@ -30,8 +30,8 @@ const SharedLabel = "org.projectcalico.shared"
 
 // Docker is what the syncer needs from the engine.
 type Docker interface {
-	Networks(ctx context.Context, driver string) ([]dockerapi.Network, error)
-	CreateNetwork(ctx context.Context, req dockerapi.CreateNetwork) (string, error)
+	Networks(ctx context.Context, driver string) ([]engineapi.Network, error)
+	CreateNetwork(ctx context.Context, req engineapi.CreateNetwork) (string, error)
 	RemoveNetwork(ctx context.Context, idOrName string) error
 }
 
@@ -114,7 +114,7 @@ func (c sharedChanges) Failed(err error) {
 
 // Sync runs one pass.
 func (s *Syncer) Sync(ctx context.Context) error {
-	var local []dockerapi.Network
+	var local []engineapi.Network
 	seen := map[string]bool{}
 	for _, d := range s.drivers {
 		ns, err := s.docker.Networks(ctx, d)
@@ -168,7 +168,7 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[string]api.SharedNetwork) error {
+func (s *Syncer) syncLocal(ctx context.Context, n engineapi.Network, shared map[string]api.SharedNetwork) error {
 	var rec api.Network
 	_, err := s.store.Get(ctx, api.NetworkKey(n.ID), &rec)
 	if errors.Is(err, datastore.ErrNotFound) {
@@ -218,7 +218,7 @@ func (s *Syncer) syncLocal(ctx context.Context, n dockerapi.Network, shared map[
 	}
 }
 
-func (s *Syncer) mark(ctx context.Context, n dockerapi.Network, published bool) error {
+func (s *Syncer) mark(ctx context.Context, n engineapi.Network, published bool) error {
 	return datastore.Update(ctx, s.store, api.NetworkKey(n.ID), func(cur *api.Network) (*api.Network, error) {
 		if cur == nil || (cur.Name == n.Name && cur.Published == published && !cur.Withdrawn) {
 			return nil, datastore.ErrNoChange
@@ -233,7 +233,7 @@ func (s *Syncer) mark(ctx context.Context, n dockerapi.Network, published bool) 
 // shared record alone. (Forgetting it there would delete a record made
 // meanwhile for a new network of the same name, and every host would
 // remove that network while Docker lists it and containers start on it.)
-func (s *Syncer) withdraw(ctx context.Context, n dockerapi.Network) error {
+func (s *Syncer) withdraw(ctx context.Context, n engineapi.Network) error {
 	return datastore.Update(ctx, s.store, api.NetworkKey(n.ID), func(cur *api.Network) (*api.Network, error) {
 		if cur == nil || cur.Withdrawn {
 			return nil, datastore.ErrNoChange
@@ -253,7 +253,7 @@ func Forget(ctx context.Context, s *datastore.Store, name string) error {
 	return s.Delete(ctx, api.SharedNetworkKey(name))
 }
 
-func fromDocker(n dockerapi.Network, host string) api.SharedNetwork {
+func fromDocker(n engineapi.Network, host string) api.SharedNetwork {
 	sn := api.SharedNetwork{Name: n.Name, EnableIPv6: n.EnableIPv6, CreatedBy: host, CreatedAt: time.Now().UTC()}
 	for _, c := range n.IPAM.Config {
 		p, err := netip.ParsePrefix(c.Subnet)
@@ -283,14 +283,14 @@ func sameConfig(a, b api.SharedNetwork) bool {
 		maps.Equal(a.Options, b.Options)
 }
 
-func toCreate(sn api.SharedNetwork, driver, ipamDriver string) dockerapi.CreateNetwork {
-	req := dockerapi.CreateNetwork{
+func toCreate(sn api.SharedNetwork, driver, ipamDriver string) engineapi.CreateNetwork {
+	req := engineapi.CreateNetwork{
 		Name: sn.Name, CheckDuplicate: true, Driver: driver, EnableIPv6: sn.EnableIPv6,
-		IPAM:    dockerapi.IPAM{Driver: ipamDriver, Options: sn.IPAMOptions},
+		IPAM:    engineapi.IPAM{Driver: ipamDriver, Options: sn.IPAMOptions},
 		Options: sn.Options, Labels: map[string]string{SharedLabel: "true"},
 	}
 	for _, sub := range append(append([]api.Subnet{}, sn.IPv4...), sn.IPv6...) {
-		req.IPAM.Config = append(req.IPAM.Config, dockerapi.IPAMConfig{Subnet: sub.Subnet, IPRange: sub.IPRange})
+		req.IPAM.Config = append(req.IPAM.Config, engineapi.IPAMConfig{Subnet: sub.Subnet, IPRange: sub.IPRange})
 	}
 	return req
 }

@@ -1,4 +1,4 @@
-package ipam
+package ipamdriver
 
 import (
 	"net/netip"

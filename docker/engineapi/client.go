@@ -1,8 +1,8 @@
-// Package dockerapi is the few Docker Engine API calls the daemon makes,
+// Package engineapi is the few Docker Engine API calls the daemon makes,
 // over the engine's unix socket. It is only ever used outside plugin
 // handlers: Docker may be waiting on a handler, so a handler that waited on
 // Docker could deadlock.
-package dockerapi
+package engineapi
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package driver
+package netdriver
 
 // Endpoint repair: the kernel, not the datastore, is the evidence of what
 // runs. A veth with our mark whose record is missing (the datastore lost it,

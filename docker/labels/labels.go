@@ -1,4 +1,7 @@
-package policysync
+// Package labels learns the container labels of this host's endpoints from
+// the Docker engine and writes them into the endpoint records, where policy
+// selectors read them.
+package labels
 
 import (
 	"context"
@@ -9,22 +12,22 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
-	"github.com/calico-libnetwork/calico-libnetwork/dockerapi"
+	"github.com/calico-libnetwork/calico-libnetwork/docker/engineapi"
 )
 
-// LabelPrefix marks the container labels that become endpoint labels.
-const LabelPrefix = "org.projectcalico.label."
+// Prefix marks the container labels that become endpoint labels.
+const Prefix = "org.projectcalico.label."
 
 // Docker is what the label resolver needs from the engine.
 type Docker interface {
-	ContainersOnNetwork(ctx context.Context, networkID string) ([]dockerapi.ContainerSummary, error)
+	ContainersOnNetwork(ctx context.Context, networkID string) ([]engineapi.ContainerSummary, error)
 }
 
-// LabelResolver learns each local endpoint's container labels from Docker
+// Resolver learns each local endpoint's container labels from Docker
 // and writes them into the endpoint record. Docker does not tell a driver
 // which container an endpoint belongs to, and a handler must never wait on
 // Docker, so this runs on its own, polling briefly after each Join.
-type LabelResolver struct {
+type Resolver struct {
 	store  *datastore.Store
 	docker Docker
 	host   string
@@ -37,25 +40,25 @@ type LabelResolver struct {
 	giveUp time.Duration
 }
 
-// NewLabelResolver returns a resolver for host's endpoints.
-func NewLabelResolver(store *datastore.Store, docker Docker, host string, log *slog.Logger) *LabelResolver {
-	return &LabelResolver{store: store, docker: docker, host: host, log: log, kick: agent.NewKicker(), giveUp: 2 * time.Minute}
+// New returns a resolver for host's endpoints.
+func New(store *datastore.Store, docker Docker, host string, log *slog.Logger) *Resolver {
+	return &Resolver{store: store, docker: docker, host: host, log: log, kick: agent.NewKicker(), giveUp: 2 * time.Minute}
 }
 
 // Kick asks for a pass now; it never blocks.
-func (r *LabelResolver) Kick() { r.kick.Kick() }
+func (r *Resolver) Kick() { r.kick.Kick() }
 
 // Run resolves until ctx ends: every 100 ms while some endpoint waits (it
 // is held, passing nothing, until its labels are known), else on a kick or
 // every 10 s.
-func (r *LabelResolver) Run(ctx context.Context) {
+func (r *Resolver) Run(ctx context.Context) {
 	a := agent.Periodic{Name: "labels", Every: 10 * time.Second, Soon: 100 * time.Millisecond, Timeout: -1, Kick: r.kick, Observer: r.Observer, Log: r.log,
 		Pass: func(ctx context.Context) (bool, error) { return r.pass(ctx), nil }}
 	a.Run(ctx)
 }
 
 // pass resolves what it can and reports whether endpoints still wait.
-func (r *LabelResolver) pass(ctx context.Context) bool {
+func (r *Resolver) pass(ctx context.Context) bool {
 	items, err := datastore.List[api.Endpoint](ctx, r.store, api.HostEndpointsPrefix(r.host))
 	if err != nil {
 		return true
@@ -73,7 +76,7 @@ func (r *LabelResolver) pass(ctx context.Context) bool {
 			pending = true
 			continue
 		}
-		byEP := map[string]dockerapi.ContainerSummary{}
+		byEP := map[string]engineapi.ContainerSummary{}
 		for _, c := range cs {
 			for _, n := range c.NetworkSettings.Networks {
 				byEP[n.EndpointID] = c
@@ -87,7 +90,7 @@ func (r *LabelResolver) pass(ctx context.Context) bool {
 			}
 			labels := map[string]string{}
 			for k, v := range c.Labels {
-				if key, ok := strings.CutPrefix(k, LabelPrefix); ok && key != "" {
+				if key, ok := strings.CutPrefix(k, Prefix); ok && key != "" {
 					labels[key] = v
 				}
 			}
