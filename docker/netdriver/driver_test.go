@@ -89,6 +89,11 @@ func TestCreateNetwork(t *testing.T) {
 	}
 }
 
+const (
+	lifeV4ID = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" // an IPv4-only endpoint
+	lifeDSID = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb" // a dual-stack endpoint
+)
+
 func TestEndpointLifecycle(t *testing.T) {
 	d, s := newDriver(t)
 	host := testns.New(t)
@@ -96,104 +101,14 @@ func TestEndpointLifecycle(t *testing.T) {
 	if err := d.CreateNetwork(&network.CreateNetworkRequest{NetworkID: "net1", IPv4Data: calicoData("0.0.0.0/0")}); err != nil {
 		t.Fatal(err)
 	}
-	const v4ID = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-	const dsID = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
-
-	// Unknown network: a clear error.
-	_, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "gone", EndpointID: v4ID, Interface: &network.EndpointInterface{Address: "10.1.0.1/32"}})
-	if err == nil || !strings.Contains(err.Error(), "create it again") {
-		t.Fatalf("unknown network: err = %v", err)
-	}
-	// No address: refused.
-	if _, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: v4ID, Interface: &network.EndpointInterface{}}); err == nil {
-		t.Fatal("endpoint without address accepted")
-	}
-
-	// Docker left the MAC empty: we fill it and say so.
-	resp, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: v4ID, Interface: &network.EndpointInterface{Address: "10.1.0.1/32"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.Interface == nil || resp.Interface.MacAddress == "" {
-		t.Fatalf("MAC not filled: %+v", resp)
-	}
-	// Docker gave a MAC: we must not send one back (Docker rejects that).
-	resp, err = d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: dsID,
-		Interface: &network.EndpointInterface{Address: "10.1.0.2/32", AddressIPv6: "fd00:1::2/128", MacAddress: "02:42:0a:01:00:02"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.Interface != nil {
-		t.Fatalf("driver answered a MAC Docker had set: %+v", resp.Interface)
-	}
-	var ep api.Endpoint
-	if _, err := s.Get(ctx, api.EndpointKey("host-a", dsID), &ep); err != nil || ep.MAC != "02:42:0a:01:00:02" || ep.HostIface != "calibbbbbbbbbbb" {
-		t.Fatalf("endpoint record = %+v, %v", ep, err)
-	}
-
+	createLifecycleEndpoints(t, d, s)
 	testns.Do(t, host, func() {
-		for _, tc := range []struct {
-			id     string
-			wantV6 bool
-		}{{v4ID, false}, {dsID, true}} {
-			jr, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id, SandboxKey: "/var/run/docker/netns/" + tc.id[:4]})
-			if err != nil {
-				t.Fatalf("Join %s: %v", tc.id[:4], err)
-			}
-			if jr.InterfaceName.DstPrefix != "cali" || jr.InterfaceName.SrcName != "tmp"+tc.id[:11] {
-				t.Errorf("interface = %+v", jr.InterfaceName)
-			}
-			if jr.Gateway != "169.254.1.1" || len(jr.StaticRoutes) != 1 || jr.StaticRoutes[0].Destination != "169.254.1.1/32" || jr.StaticRoutes[0].RouteType != 1 {
-				t.Errorf("gateway/routes = %q %+v", jr.Gateway, jr.StaticRoutes)
-			}
-			if (jr.GatewayIPv6 != "") != tc.wantV6 {
-				t.Errorf("GatewayIPv6 = %q, want set=%v", jr.GatewayIPv6, tc.wantV6)
-			}
-			if !dataplane.LinkExists("cali" + tc.id[:11]) {
-				t.Errorf("host veth missing after Join")
-			}
-			// Docker replays Join after a plugin restart.
-			if _, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id}); err != nil {
-				t.Errorf("replayed Join: %v", err)
-			}
-		}
-		// The datastore lost the record of one endpoint: reconcile keeps
-		// its veth (the container still runs) and rebuilds the record.
-		if err := s.Delete(ctx, api.EndpointKey("host-a", v4ID)); err != nil {
-			t.Fatal(err)
-		}
-		res, err := d.Reconcile(ctx)
-		if err != nil || res.Adopted != 1 || !dataplane.LinkExists("cali"+v4ID[:11]) {
-			t.Fatalf("reconcile = %+v, %v; the veth must stay and its record come back", res, err)
-		}
-		var adopted api.Endpoint
-		if _, err := s.Get(ctx, api.EndpointKey("host-a", v4ID), &adopted); err != nil || !adopted.Adopted || api.PrefixText(adopted.IPv4) != "10.1.0.1/32" {
-			t.Fatalf("adopted record = %+v, %v", adopted, err)
-		}
-		if !dataplane.LinkExists("cali" + dsID[:11]) {
-			t.Fatal("reconcile removed a live endpoint's veth")
-		}
-		if res, err := d.Reconcile(ctx); err != nil || res.Adopted != 0 {
-			t.Fatalf("second reconcile = %+v, %v; want nothing adopted", res, err)
-		}
-		for _, id := range []string{dsID, v4ID} {
-			for i := 0; i < 2; i++ {
-				if err := d.Leave(&network.LeaveRequest{NetworkID: "net1", EndpointID: id}); err != nil {
-					t.Fatalf("Leave #%d: %v", i+1, err)
-				}
-				if err := d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: "net1", EndpointID: id}); err != nil {
-					t.Fatalf("DeleteEndpoint #%d: %v", i+1, err)
-				}
-			}
-			if dataplane.LinkExists("cali" + id[:11]) {
-				t.Fatal("veth left after Leave")
-			}
-		}
-		if rs, _ := dataplane.OurRoutes(); len(rs) != 0 {
-			t.Fatalf("routes left after Leave: %v", rs)
-		}
+		joinLifecycleEndpoints(t, d)
+		adoptLostRecord(t, d, s)
+		leaveLifecycleEndpoints(t, d)
 	})
-	if _, err := s.Get(ctx, api.EndpointKey("host-a", dsID), &ep); err == nil {
+	var ep api.Endpoint
+	if _, err := s.Get(ctx, api.EndpointKey("host-a", lifeDSID), &ep); err == nil {
 		t.Fatal("endpoint record left after DeleteEndpoint")
 	}
 	if err := d.DeleteNetwork(&network.DeleteNetworkRequest{NetworkID: "net1"}); err != nil {
@@ -202,6 +117,120 @@ func TestEndpointLifecycle(t *testing.T) {
 	var nw api.Network
 	if _, err := s.Get(ctx, api.NetworkKey("net1"), &nw); err == nil {
 		t.Fatal("network record left after DeleteNetwork")
+	}
+}
+
+// createLifecycleEndpoints checks CreateEndpoint's refusals and its MAC
+// rules, leaving both endpoints created.
+func createLifecycleEndpoints(t *testing.T, d *Driver, s *datastore.Store) {
+	t.Helper()
+	// Unknown network: a clear error.
+	_, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "gone", EndpointID: lifeV4ID, Interface: &network.EndpointInterface{Address: "10.1.0.1/32"}})
+	if err == nil || !strings.Contains(err.Error(), "create it again") {
+		t.Fatalf("unknown network: err = %v", err)
+	}
+	// No address: refused.
+	if _, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: lifeV4ID, Interface: &network.EndpointInterface{}}); err == nil {
+		t.Fatal("endpoint without address accepted")
+	}
+
+	// Docker left the MAC empty: we fill it and say so.
+	resp, err := d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: lifeV4ID, Interface: &network.EndpointInterface{Address: "10.1.0.1/32"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Interface == nil || resp.Interface.MacAddress == "" {
+		t.Fatalf("MAC not filled: %+v", resp)
+	}
+	// Docker gave a MAC: we must not send one back (Docker rejects that).
+	resp, err = d.CreateEndpoint(&network.CreateEndpointRequest{NetworkID: "net1", EndpointID: lifeDSID,
+		Interface: &network.EndpointInterface{Address: "10.1.0.2/32", AddressIPv6: "fd00:1::2/128", MacAddress: "02:42:0a:01:00:02"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Interface != nil {
+		t.Fatalf("driver answered a MAC Docker had set: %+v", resp.Interface)
+	}
+	var ep api.Endpoint
+	if _, err := s.Get(context.Background(), api.EndpointKey("host-a", lifeDSID), &ep); err != nil || ep.MAC != "02:42:0a:01:00:02" || ep.HostIface != "calibbbbbbbbbbb" {
+		t.Fatalf("endpoint record = %+v, %v", ep, err)
+	}
+}
+
+// joinLifecycleEndpoints joins both endpoints, twice (Docker replays Join
+// after a plugin restart), and checks what Docker is told.
+func joinLifecycleEndpoints(t *testing.T, d *Driver) {
+	t.Helper()
+	for _, tc := range []struct {
+		id     string
+		wantV6 bool
+	}{{lifeV4ID, false}, {lifeDSID, true}} {
+		jr, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id, SandboxKey: "/var/run/docker/netns/" + tc.id[:4]})
+		if err != nil {
+			t.Fatalf("Join %s: %v", tc.id[:4], err)
+		}
+		if jr.InterfaceName.DstPrefix != "cali" || jr.InterfaceName.SrcName != "tmp"+tc.id[:11] {
+			t.Errorf("interface = %+v", jr.InterfaceName)
+		}
+		if jr.Gateway != "169.254.1.1" || len(jr.StaticRoutes) != 1 || jr.StaticRoutes[0].Destination != "169.254.1.1/32" || jr.StaticRoutes[0].RouteType != 1 {
+			t.Errorf("gateway/routes = %q %+v", jr.Gateway, jr.StaticRoutes)
+		}
+		if (jr.GatewayIPv6 != "") != tc.wantV6 {
+			t.Errorf("GatewayIPv6 = %q, want set=%v", jr.GatewayIPv6, tc.wantV6)
+		}
+		if !dataplane.LinkExists("cali" + tc.id[:11]) {
+			t.Errorf("host veth missing after Join")
+		}
+		if _, err := d.Join(&network.JoinRequest{NetworkID: "net1", EndpointID: tc.id}); err != nil {
+			t.Errorf("replayed Join: %v", err)
+		}
+	}
+}
+
+// adoptLostRecord: the datastore lost the record of one endpoint;
+// reconcile keeps its veth (the container still runs) and rebuilds the
+// record.
+func adoptLostRecord(t *testing.T, d *Driver, s *datastore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.Delete(ctx, api.EndpointKey("host-a", lifeV4ID)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.Reconcile(ctx)
+	if err != nil || res.Adopted != 1 || !dataplane.LinkExists("cali"+lifeV4ID[:11]) {
+		t.Fatalf("reconcile = %+v, %v; the veth must stay and its record come back", res, err)
+	}
+	var adopted api.Endpoint
+	if _, err := s.Get(ctx, api.EndpointKey("host-a", lifeV4ID), &adopted); err != nil || !adopted.Adopted || api.PrefixText(adopted.IPv4) != "10.1.0.1/32" {
+		t.Fatalf("adopted record = %+v, %v", adopted, err)
+	}
+	if !dataplane.LinkExists("cali" + lifeDSID[:11]) {
+		t.Fatal("reconcile removed a live endpoint's veth")
+	}
+	if res, err := d.Reconcile(ctx); err != nil || res.Adopted != 0 {
+		t.Fatalf("second reconcile = %+v, %v; want nothing adopted", res, err)
+	}
+}
+
+// leaveLifecycleEndpoints leaves and deletes both endpoints, twice each
+// (replays), and checks nothing of ours is left in the kernel.
+func leaveLifecycleEndpoints(t *testing.T, d *Driver) {
+	t.Helper()
+	for _, id := range []string{lifeDSID, lifeV4ID} {
+		for i := 0; i < 2; i++ {
+			if err := d.Leave(&network.LeaveRequest{NetworkID: "net1", EndpointID: id}); err != nil {
+				t.Fatalf("Leave #%d: %v", i+1, err)
+			}
+			if err := d.DeleteEndpoint(&network.DeleteEndpointRequest{NetworkID: "net1", EndpointID: id}); err != nil {
+				t.Fatalf("DeleteEndpoint #%d: %v", i+1, err)
+			}
+		}
+		if dataplane.LinkExists("cali" + id[:11]) {
+			t.Fatal("veth left after Leave")
+		}
+	}
+	if rs, _ := dataplane.OurRoutes(); len(rs) != 0 {
+		t.Fatalf("routes left after Leave: %v", rs)
 	}
 }
 
