@@ -53,7 +53,6 @@ func TestCalls(t *testing.T) {
 		t.Run(string(v), func(t *testing.T) {
 			e := testengine.Start(t, v)
 			c := newClient(t, e)
-			ctx := context.Background()
 			netID := e.AddNetwork(testengine.Network{Name: "net1", Driver: "calico", IPAMDriver: "calico-ipam",
 				Subnets: []testengine.Subnet{{Subnet: "10.77.0.0/24", IPRange: "10.77.0.128/25"}}, Labels: map[string]string{"a": "b"},
 				Options: map[string]string{"open": "true"}})
@@ -63,90 +62,103 @@ func TestCalls(t *testing.T) {
 				Endpoints: map[string]string{netID: "ep1"}})
 			e.AddContainer(testengine.Container{ID: "c2", Name: "other", Endpoints: map[string]string{"elsewhere": "ep2"}})
 
-			if err := c.Ping(ctx); err != nil {
+			if err := c.Ping(context.Background()); err != nil {
 				t.Fatalf("ping: %v", err)
 			}
-
-			ns, err := c.Networks(ctx, "calico")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(ns) != 1 || ns[0].Name != "net1" || ns[0].ID != netID {
-				t.Fatalf("Networks(calico) = %+v, want only net1", ns)
-			}
-			// An engine matching the driver filter loosely lists the
-			// managed plugin's network too; the client keeps exact ones.
-			e.SetLooseDriverFilter()
-			if loose, err := c.Networks(ctx, "calico"); err != nil || len(loose) != 1 || loose[0].Name != "net1" {
-				t.Fatalf("Networks(calico) from a loose engine = %+v, %v, want only net1 (not the one of driver calico-libnetwork:latest)", loose, err)
-			}
-			if ns[0].IPAM.Driver != "calico-ipam" || len(ns[0].IPAM.Config) != 1 || ns[0].IPAM.Config[0].Subnet != "10.77.0.0/24" ||
-				ns[0].IPAM.Config[0].IPRange != "10.77.0.128/25" || ns[0].Labels["a"] != "b" || ns[0].Options["open"] != "true" {
-				t.Fatalf("net1 as listed: %+v", ns[0])
-			}
-			ns, err = c.Networks(ctx, "calico-libnetwork:latest")
-			if err != nil || len(ns) != 1 || ns[0].Name != "managed" {
-				t.Fatalf("Networks(calico-libnetwork:latest) = %+v, %v", ns, err)
-			}
-			list := lastRequest(t, e, "/networks")
-			var f map[string][]string
-			if err := json.Unmarshal([]byte(mustQuery(t, list.Query).Get("filters")), &f); err != nil || len(f["driver"]) != 1 || f["driver"][0] != "calico-libnetwork:latest" {
-				t.Fatalf("list filters %q (%v)", list.Query, err)
-			}
-
-			n, err := c.Network(ctx, "net1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n.ID != netID || n.Driver != "calico" || len(n.Containers) != 1 {
-				t.Fatalf("Network(net1) = %+v", n)
-			}
-			var att struct{ EndpointID string }
-			if err := json.Unmarshal(n.Containers["c1"], &att); err != nil || att.EndpointID != "ep1" {
-				t.Fatalf("net1's container c1: %s (%v)", n.Containers["c1"], err)
-			}
-
-			cs, err := c.ContainersOnNetwork(ctx, netID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(cs) != 1 || cs[0].ID != "c1" || cs[0].Labels["org.projectcalico.label.role"] != "web" ||
-				cs[0].NetworkSettings.Networks["net1"].EndpointID != "ep1" || cs[0].NetworkSettings.Networks["net1"].NetworkID != netID {
-				t.Fatalf("ContainersOnNetwork = %+v", cs)
-			}
-			q := mustQuery(t, lastRequest(t, e, "/containers/json").Query)
-			if q.Get("all") != "1" {
-				t.Fatalf("container list without all=1 would miss stopped containers: %v", q)
-			}
-
-			ct, err := c.Container(ctx, "c1")
-			if err != nil || ct.ID != "c1" || ct.Name != "/web" || ct.Config.Labels["org.projectcalico.label.role"] != "web" {
-				t.Fatalf("Container(c1) = %+v, %v", ct, err)
-			}
-
-			req := CreateNetwork{Name: "net2", CheckDuplicate: true, Driver: "calico", EnableIPv6: true,
-				IPAM:    IPAM{Driver: "calico-ipam", Config: []IPAMConfig{{Subnet: "fd00:77::/64"}}},
-				Options: map[string]string{"open": "false"}, Labels: map[string]string{"org.projectcalico.shared": "true"}}
-			id, err := c.CreateNetwork(ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, ok := e.Networks()["net2"]
-			if !ok || got.ID != id || got.Driver != "calico" || got.IPAMDriver != "calico-ipam" || !got.EnableIPv6 ||
-				len(got.Subnets) != 1 || got.Subnets[0].Subnet != "fd00:77::/64" || got.Labels["org.projectcalico.shared"] != "true" {
-				t.Fatalf("engine holds %+v after CreateNetwork (id %q)", got, id)
-			}
-			if cr := lastRequest(t, e, "/networks/create"); cr.Method != http.MethodPost || cr.ContentType != "application/json" {
-				t.Fatalf("create sent as %s with Content-Type %q", cr.Method, cr.ContentType)
-			}
-
-			if err := c.RemoveNetwork(ctx, id); err != nil {
-				t.Fatal(err)
-			}
-			if _, ok := e.Networks()["net2"]; ok {
-				t.Fatal("net2 still there after RemoveNetwork")
-			}
+			checkNetworkCalls(t, e, c, netID)
+			checkContainerCalls(t, e, c, netID)
+			checkCreateRemove(t, e, c)
 		})
+	}
+}
+
+func checkNetworkCalls(t *testing.T, e *testengine.Engine, c *Client, netID string) {
+	t.Helper()
+	ctx := context.Background()
+	ns, err := c.Networks(ctx, "calico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns) != 1 || ns[0].Name != "net1" || ns[0].ID != netID {
+		t.Fatalf("Networks(calico) = %+v, want only net1", ns)
+	}
+	// An engine matching the driver filter loosely lists the managed
+	// plugin's network too; the client keeps exact ones.
+	e.SetLooseDriverFilter()
+	if loose, err := c.Networks(ctx, "calico"); err != nil || len(loose) != 1 || loose[0].Name != "net1" {
+		t.Fatalf("Networks(calico) from a loose engine = %+v, %v, want only net1 (not the one of driver calico-libnetwork:latest)", loose, err)
+	}
+	if ns[0].IPAM.Driver != "calico-ipam" || len(ns[0].IPAM.Config) != 1 || ns[0].IPAM.Config[0].Subnet != "10.77.0.0/24" ||
+		ns[0].IPAM.Config[0].IPRange != "10.77.0.128/25" || ns[0].Labels["a"] != "b" || ns[0].Options["open"] != "true" {
+		t.Fatalf("net1 as listed: %+v", ns[0])
+	}
+	ns, err = c.Networks(ctx, "calico-libnetwork:latest")
+	if err != nil || len(ns) != 1 || ns[0].Name != "managed" {
+		t.Fatalf("Networks(calico-libnetwork:latest) = %+v, %v", ns, err)
+	}
+	list := lastRequest(t, e, "/networks")
+	var f map[string][]string
+	if err := json.Unmarshal([]byte(mustQuery(t, list.Query).Get("filters")), &f); err != nil || len(f["driver"]) != 1 || f["driver"][0] != "calico-libnetwork:latest" {
+		t.Fatalf("list filters %q (%v)", list.Query, err)
+	}
+
+	n, err := c.Network(ctx, "net1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.ID != netID || n.Driver != "calico" || len(n.Containers) != 1 {
+		t.Fatalf("Network(net1) = %+v", n)
+	}
+	var att struct{ EndpointID string }
+	if err := json.Unmarshal(n.Containers["c1"], &att); err != nil || att.EndpointID != "ep1" {
+		t.Fatalf("net1's container c1: %s (%v)", n.Containers["c1"], err)
+	}
+}
+
+func checkContainerCalls(t *testing.T, e *testengine.Engine, c *Client, netID string) {
+	t.Helper()
+	ctx := context.Background()
+	cs, err := c.ContainersOnNetwork(ctx, netID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 || cs[0].ID != "c1" || cs[0].Labels["org.projectcalico.label.role"] != "web" ||
+		cs[0].NetworkSettings.Networks["net1"].EndpointID != "ep1" || cs[0].NetworkSettings.Networks["net1"].NetworkID != netID {
+		t.Fatalf("ContainersOnNetwork = %+v", cs)
+	}
+	q := mustQuery(t, lastRequest(t, e, "/containers/json").Query)
+	if q.Get("all") != "1" {
+		t.Fatalf("container list without all=1 would miss stopped containers: %v", q)
+	}
+	ct, err := c.Container(ctx, "c1")
+	if err != nil || ct.ID != "c1" || ct.Name != "/web" || ct.Config.Labels["org.projectcalico.label.role"] != "web" {
+		t.Fatalf("Container(c1) = %+v, %v", ct, err)
+	}
+}
+
+func checkCreateRemove(t *testing.T, e *testengine.Engine, c *Client) {
+	t.Helper()
+	ctx := context.Background()
+	req := CreateNetwork{Name: "net2", CheckDuplicate: true, Driver: "calico", EnableIPv6: true,
+		IPAM:    IPAM{Driver: "calico-ipam", Config: []IPAMConfig{{Subnet: "fd00:77::/64"}}},
+		Options: map[string]string{"open": "false"}, Labels: map[string]string{"org.projectcalico.shared": "true"}}
+	id, err := c.CreateNetwork(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := e.Networks()["net2"]
+	if !ok || got.ID != id || got.Driver != "calico" || got.IPAMDriver != "calico-ipam" || !got.EnableIPv6 ||
+		len(got.Subnets) != 1 || got.Subnets[0].Subnet != "fd00:77::/64" || got.Labels["org.projectcalico.shared"] != "true" {
+		t.Fatalf("engine holds %+v after CreateNetwork (id %q)", got, id)
+	}
+	if cr := lastRequest(t, e, "/networks/create"); cr.Method != http.MethodPost || cr.ContentType != "application/json" {
+		t.Fatalf("create sent as %s with Content-Type %q", cr.Method, cr.ContentType)
+	}
+	if err := c.RemoveNetwork(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.Networks()["net2"]; ok {
+		t.Fatal("net2 still there after RemoveNetwork")
 	}
 }
 
