@@ -14,6 +14,8 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
@@ -98,10 +100,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			hostMTU = m
 		}
 	}
-	blockRoutes := dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-dataplane.VXLANOverhead))
+	blockRoutes := dp.NewBlockRoutes(dp.NewVXLANCarrier(addr4, hostMTU-vxlan.Overhead))
 	syncer := routing.New(store, hostRoutes{dp, blockRoutes}, cfg.NodeName, log.With("part", "routing"))
 	var carriers []api.CarrierSupport
-	for _, m := range []dataplane.RouteMode{dataplane.ModeVXLAN, dataplane.ModeIPIP} {
+	for _, m := range []carrier.Mode{carrier.ModeVXLAN, carrier.ModeIPIP} {
 		ok, why := blockRoutes.Carrier(m).Available()
 		if !ok {
 			log.Warn("encapsulation not available on this host", "mode", m, "reason", why)
@@ -119,7 +121,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			return cfg.VethMTU
 		}
 		if syncer.UsesVXLAN() {
-			return hostMTU - dataplane.VXLANOverhead
+			return hostMTU - blockRoutes.Carrier(carrier.ModeVXLAN).Overhead()
 		}
 		return hostMTU
 	}
@@ -264,7 +266,7 @@ type hostRoutes struct {
 	routes *dataplane.BlockRoutes
 }
 
-func (h hostRoutes) ApplyRoutes(r []dataplane.BlockRoute) (dataplane.ApplyResult, error) {
+func (h hostRoutes) ApplyRoutes(r []carrier.BlockRoute) (dataplane.ApplyResult, error) {
 	return h.routes.Apply(r)
 }
 
