@@ -398,101 +398,134 @@ func (e *Enforcer) sync(want, have *state, st *Stats) error {
 	if err != nil {
 		return err
 	}
-	n := 0 // queued changes
+	bt := &batch{e: e, c: c, st: st}
 	if !have.tableExists {
 		c.AddTable(e.table)
 		st.TableCreated = true
-		n++
+		bt.n++
 	}
-	objs := map[string]*nftables.Chain{}
-	chainObj := func(name string, hook *nftables.ChainHook) *nftables.Chain {
-		ch := &nftables.Chain{Name: name, Table: e.table}
-		if hook != nil {
-			accept := nftables.ChainPolicyAccept
-			ch.Hooknum, ch.Priority, ch.Type, ch.Policy = hook, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, &accept
+	objs := bt.newChains(want, have)
+	for _, name := range sortedKeys(want.sets) {
+		if err := bt.syncSet(name, want.sets[name], have.sets[name]); err != nil {
+			return err
 		}
-		objs[name] = ch
-		return ch
 	}
+	bt.rules(want, have, objs)
+	bt.removals(want, have)
+	if bt.n == 0 {
+		return nil
+	}
+	return c.Flush()
+}
+
+// batch is one sync's queue of changes, with what they count for.
+type batch struct {
+	e  *Enforcer
+	c  *nftables.Conn
+	st *Stats
+	n  int // queued changes
+}
+
+// newChains queues the chains the kernel lacks and returns every wanted
+// chain's object by name.
+func (bt *batch) newChains(want, have *state) map[string]*nftables.Chain {
+	objs := map[string]*nftables.Chain{}
 	for _, name := range sortedKeys(want.chains) {
 		w := want.chains[name]
-		ch := chainObj(name, w.hook)
+		ch := &nftables.Chain{Name: name, Table: bt.e.table}
+		if w.hook != nil {
+			accept := nftables.ChainPolicyAccept
+			ch.Hooknum, ch.Priority, ch.Type, ch.Policy = w.hook, nftables.ChainPriorityFilter, nftables.ChainTypeFilter, &accept
+		}
+		objs[name] = ch
 		if have.chains[name] == nil {
-			c.AddChain(ch)
-			st.ChainsAdded++
-			n++
+			bt.c.AddChain(ch)
+			bt.st.ChainsAdded++
+			bt.n++
 		}
 	}
-	for _, name := range sortedKeys(want.sets) {
-		w, h := want.sets[name], have.sets[name]
-		s := w.proto
-		s.Table = e.table
-		if h == nil {
-			elems := w.initial
-			if !w.immutable() {
-				elems = make([]nftables.SetElement, 0, len(w.elems))
-				for _, el := range w.elems {
-					elems = append(elems, el)
-				}
-				slices.SortFunc(elems, byKey)
-			}
-			parts := chunks(elems)
-			if err := c.AddSet(&s, parts[0]); err != nil {
+	return objs
+}
+
+// syncSet queues a new set whole, or an existing one's element changes.
+func (bt *batch) syncSet(name string, w, h *set) error {
+	s := w.proto
+	s.Table = bt.e.table
+	if h == nil {
+		return bt.addSet(&s, w)
+	}
+	if h.signature() != w.signature() {
+		return fmt.Errorf("set %s in the kernel is %s, want %s: delete the table (nft delete table inet %s) and restart", name, h.signature(), w.signature(), bt.e.cfg.Table)
+	}
+	if w.immutable() {
+		return nil
+	}
+	var del, add []nftables.SetElement
+	for id, el := range h.elems {
+		if _, ok := w.elems[id]; !ok {
+			del = append(del, el)
+		}
+	}
+	for id, el := range w.elems {
+		if _, ok := h.elems[id]; !ok {
+			add = append(add, el)
+		}
+	}
+	slices.SortFunc(del, byKey)
+	slices.SortFunc(add, byKey)
+	if len(del) > 0 {
+		// The kernel finds an element to delete by its key alone.
+		keys := make([]nftables.SetElement, len(del))
+		for i, el := range del {
+			keys[i] = nftables.SetElement{Key: el.Key, IntervalEnd: el.IntervalEnd}
+		}
+		for _, p := range chunks(keys) {
+			if err := bt.c.SetDeleteElements(&s, p); err != nil {
 				return fmt.Errorf("set %s: %w", name, err)
 			}
-			for _, p := range parts[1:] {
-				if err := c.SetAddElements(&s, p); err != nil {
-					return fmt.Errorf("set %s: %w", name, err)
-				}
-			}
-			st.SetsAdded++
-			st.ElementsAdded += len(elems)
-			n++
-			continue
 		}
-		if h.signature() != w.signature() {
-			return fmt.Errorf("set %s in the kernel is %s, want %s: delete the table (nft delete table inet %s) and restart", name, h.signature(), w.signature(), e.cfg.Table)
-		}
-		if w.immutable() {
-			continue
-		}
-		var del, add []nftables.SetElement
-		for id, el := range h.elems {
-			if _, ok := w.elems[id]; !ok {
-				del = append(del, el)
+		bt.st.ElementsDeleted += len(del)
+		bt.n++
+	}
+	if len(add) > 0 {
+		for _, p := range chunks(add) {
+			if err := bt.c.SetAddElements(&s, p); err != nil {
+				return fmt.Errorf("set %s: %w", name, err)
 			}
 		}
-		for id, el := range w.elems {
-			if _, ok := h.elems[id]; !ok {
-				add = append(add, el)
-			}
+		bt.st.ElementsAdded += len(add)
+		bt.n++
+	}
+	return nil
+}
+
+// addSet queues a set the kernel lacks, with all its elements.
+func (bt *batch) addSet(s *nftables.Set, w *set) error {
+	elems := w.initial
+	if !w.immutable() {
+		elems = make([]nftables.SetElement, 0, len(w.elems))
+		for _, el := range w.elems {
+			elems = append(elems, el)
 		}
-		slices.SortFunc(del, byKey)
-		slices.SortFunc(add, byKey)
-		if len(del) > 0 {
-			// The kernel finds an element to delete by its key alone.
-			keys := make([]nftables.SetElement, len(del))
-			for i, el := range del {
-				keys[i] = nftables.SetElement{Key: el.Key, IntervalEnd: el.IntervalEnd}
-			}
-			for _, p := range chunks(keys) {
-				if err := c.SetDeleteElements(&s, p); err != nil {
-					return fmt.Errorf("set %s: %w", name, err)
-				}
-			}
-			st.ElementsDeleted += len(del)
-			n++
-		}
-		if len(add) > 0 {
-			for _, p := range chunks(add) {
-				if err := c.SetAddElements(&s, p); err != nil {
-					return fmt.Errorf("set %s: %w", name, err)
-				}
-			}
-			st.ElementsAdded += len(add)
-			n++
+		slices.SortFunc(elems, byKey)
+	}
+	parts := chunks(elems)
+	if err := bt.c.AddSet(s, parts[0]); err != nil {
+		return fmt.Errorf("set %s: %w", s.Name, err)
+	}
+	for _, p := range parts[1:] {
+		if err := bt.c.SetAddElements(s, p); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 	}
+	bt.st.SetsAdded++
+	bt.st.ElementsAdded += len(elems)
+	bt.n++
+	return nil
+}
+
+// rules queues the rules of new chains and rewrites changed ones.
+func (bt *batch) rules(want, have *state, objs map[string]*nftables.Chain) {
 	for _, name := range sortedKeys(want.chains) {
 		w, h := want.chains[name], have.chains[name]
 		if h != nil && slices.Equal(h.ruleHashes(), w.ruleHashes()) {
@@ -500,42 +533,43 @@ func (e *Enforcer) sync(want, have *state, st *Stats) error {
 		}
 		if h != nil {
 			if len(h.ruleHashes()) > 0 {
-				c.FlushChain(objs[name])
+				bt.c.FlushChain(objs[name])
 			}
-			st.ChainsRewritten++
-			n++
+			bt.st.ChainsRewritten++
+			bt.n++
 		}
 		for i := range w.rules {
 			r := &w.rules[i]
-			c.AddRule(&nftables.Rule{Table: e.table, Chain: objs[name], Exprs: r.exprs, UserData: r.userData()})
-			st.RulesWritten++
-			n++
+			bt.c.AddRule(&nftables.Rule{Table: bt.e.table, Chain: objs[name], Exprs: r.exprs, UserData: r.userData()})
+			bt.st.RulesWritten++
+			bt.n++
 		}
 	}
+}
+
+// removals queues the deletion of chains (flushed first, so none is still
+// jumped to) and sets no longer wanted.
+func (bt *batch) removals(want, have *state) {
 	var gone []*nftables.Chain
 	for _, name := range sortedKeys(have.chains) {
 		if want.chains[name] == nil {
-			ch := &nftables.Chain{Name: name, Table: e.table}
-			c.FlushChain(ch)
+			ch := &nftables.Chain{Name: name, Table: bt.e.table}
+			bt.c.FlushChain(ch)
 			gone = append(gone, ch)
 		}
 	}
 	for _, ch := range gone {
-		c.DelChain(ch)
-		st.ChainsDeleted++
-		n++
+		bt.c.DelChain(ch)
+		bt.st.ChainsDeleted++
+		bt.n++
 	}
 	for _, name := range sortedKeys(have.sets) {
 		if want.sets[name] == nil {
-			c.DelSet(&nftables.Set{Name: name, Table: e.table})
-			st.SetsDeleted++
-			n++
+			bt.c.DelSet(&nftables.Set{Name: name, Table: bt.e.table})
+			bt.st.SetsDeleted++
+			bt.n++
 		}
 	}
-	if n == 0 {
-		return nil
-	}
-	return c.Flush()
 }
 
 // chunks splits elements so that each message's element list stays well
