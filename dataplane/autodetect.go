@@ -8,6 +8,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/internal/nl"
 )
 
 // Autodetect finds this host's address of one family (4 or 6) with its
@@ -111,7 +113,7 @@ func PrefixOfAddr(ip netip.Addr) netip.Prefix {
 	if ip.Is6() {
 		fam = netlink.FAMILY_V6
 	}
-	if idx, _, err := linkHolding(ip); err == nil {
+	if idx, _, err := nl.LinkHolding(ip); err == nil {
 		if p, ok := prefixOf(idx, fam, ip); ok {
 			return p
 		}

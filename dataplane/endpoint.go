@@ -15,7 +15,9 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/internal/nl"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/ownedroute"
 )
 
 // RouteProtocol marks every route this plugin adds, so reconciliation finds
@@ -196,9 +198,7 @@ func hostRoute(linkIndex int, a netip.Prefix) *netlink.Route {
 	}
 }
 
-func prefixToIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
+func prefixToIPNet(p netip.Prefix) *net.IPNet { return nl.IPNet(p) }
 
 // TeardownEndpoint removes the host routes and the veth. Missing pieces are
 // not an error: Docker retries Leave.
@@ -221,10 +221,7 @@ func (d *Dataplane) TeardownEndpoint(hostIface string, addrs []netip.Prefix) err
 	return nil
 }
 
-func isNotFound(err error) bool {
-	var lnf netlink.LinkNotFoundError
-	return errors.As(err, &lnf) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT)
-}
+func isNotFound(err error) bool { return nl.IsNotFound(err) }
 
 // LinkExists reports whether a link of that name exists.
 func LinkExists(name string) bool {
@@ -250,13 +247,5 @@ func (d *Dataplane) OurLinks() (map[string]string, error) {
 
 // OurRoutes lists the routes carrying RouteProtocol.
 func OurRoutes() ([]netlink.Route, error) {
-	var out []netlink.Route
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := netlinksafe.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			return nil, fmt.Errorf("list routes: %w", err)
-		}
-		out = append(out, rs...)
-	}
-	return out, nil
+	return ownedroute.Reconciler{Protocol: RouteProtocol}.List()
 }

@@ -6,11 +6,16 @@ import (
 	"net"
 	"net/netip"
 	"sort"
-	"sync"
 
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/direct"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/internal/nl"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/ownedroute"
 )
 
 // BlockRouteProtocol marks the routes between hosts (remote blocks, borrowed
@@ -18,128 +23,38 @@ import (
 // RouteProtocol so that each reconciler owns exactly its own routes.
 const BlockRouteProtocol netlink.RouteProtocol = 78
 
-// RouteMode is how packets reach another host's block. Each mode is one
-// implementation of Carrier.
-type RouteMode string
-
-const (
-	ModeDirect RouteMode = "direct"
-	ModeVXLAN  RouteMode = "vxlan"
-	ModeIPIP   RouteMode = "ipip"
-)
-
-// BlockRoute is one wanted route between hosts.
-type BlockRoute struct {
-	Dst       netip.Prefix
-	Blackhole bool       // this host's own block: drop what no endpoint route matches
-	Via       netip.Addr // the remote host's address
-	Mode      RouteMode
+// blockRouteOwner lists and applies the routes carrying BlockRouteProtocol
+// in the main table.
+func blockRouteOwner() ownedroute.Reconciler {
+	return ownedroute.Reconciler{Protocol: BlockRouteProtocol, Table: unix.RT_TABLE_MAIN}
 }
 
-func (r BlockRoute) String() string {
-	if r.Blackhole {
-		return "blackhole " + r.Dst.String()
+// LinkMTUHolding is the MTU of the interface holding addr (0 if none).
+func LinkMTUHolding(addr netip.Addr) int {
+	_, mtu, err := nl.LinkHolding(addr)
+	if err != nil {
+		return 0
 	}
-	return fmt.Sprintf("%s via %s (%s)", r.Dst, r.Via, r.Mode)
+	return mtu
 }
 
-// Carrier is one way of carrying packets to another host: it prepares what
-// the mode needs (a device, neighbour entries) and renders the kernel route.
-type Carrier interface {
-	// Mode names the carrier.
-	Mode() RouteMode
-	// Available reports whether this kernel can do it, with the reason if not.
-	Available() (bool, string)
-	// Prepare makes the carrier's device and peer entries match peers
-	// (the remote hosts' addresses that routes through it use).
-	Prepare(peers []netip.Addr) error
-	// Route renders r for the kernel.
-	Route(r BlockRoute) (*netlink.Route, error)
-	// Remove deletes everything the carrier made.
-	Remove() error
-}
-
-// directCarrier sends packets to the remote host's address as next hop: the
-// hosts share a subnet, nothing is encapsulated.
-type directCarrier struct{}
-
-func (directCarrier) Mode() RouteMode                  { return ModeDirect }
-func (directCarrier) Available() (bool, string)        { return true, "" }
-func (directCarrier) Prepare(peers []netip.Addr) error { return nil }
-func (directCarrier) Remove() error                    { return nil }
-func (directCarrier) Route(r BlockRoute) (*netlink.Route, error) {
-	return &netlink.Route{Dst: prefixToIPNet(r.Dst), Gw: r.Via.AsSlice(), Protocol: BlockRouteProtocol}, nil
-}
-
-// ipipCarrier reports whether the kernel has IPIP. Where it does not (as on
-// this project's CI kernels) routes that need it are not installed and the
-// reason is reported, never silently dropped.
-type ipipCarrier struct{}
-
-func (ipipCarrier) Mode() RouteMode { return ModeIPIP }
-func (ipipCarrier) Available() (bool, string) {
-	if kernelHasLinkKind("ipip") {
-		return true, ""
-	}
-	return false, "the kernel has no ipip support (module ipip missing): IPIP pools cannot reach other hosts; use vxlanMode instead"
-}
-func (ipipCarrier) Prepare(peers []netip.Addr) error {
-	return errors.New("IPIP is not implemented yet: use vxlanMode")
-}
-func (ipipCarrier) Remove() error { return nil }
-func (ipipCarrier) Route(r BlockRoute) (*netlink.Route, error) {
-	return nil, errors.New("IPIP is not implemented yet: use vxlanMode")
-}
-
-var (
-	kindMu    sync.Mutex
-	kindCache = map[string]bool{}
-)
-
-// kernelHasLinkKind tries, once per kind, to create a throwaway link of it.
-func kernelHasLinkKind(kind string) bool {
-	kindMu.Lock()
-	defer kindMu.Unlock()
-	if v, ok := kindCache[kind]; ok {
-		return v
-	}
-	v := probeLinkKind(kind)
-	kindCache[kind] = v
-	return v
-}
-
-func probeLinkKind(kind string) bool {
-	name := "calprobe0"
-	var l netlink.Link
-	attrs := netlink.LinkAttrs{Name: name}
-	switch kind {
-	case "ipip":
-		l = &netlink.Iptun{LinkAttrs: attrs}
-	case "vxlan":
-		l = &netlink.Vxlan{LinkAttrs: attrs, VxlanId: 4095, Port: 4790}
-	default:
-		return false
-	}
-	if err := netlink.LinkAdd(l); err != nil {
-		return false
-	}
-	if got, err := netlinksafe.LinkByName(name); err == nil {
-		_ = netlink.LinkDel(got)
-	}
-	return true
+// NewVXLANCarrier returns a VXLAN carrier for a host at localIP logging
+// through d (mtu 0: the uplink's minus the overhead).
+func (d *Dataplane) NewVXLANCarrier(localIP netip.Addr, mtu int) *vxlan.Carrier {
+	return vxlan.New(localIP, mtu, d.log)
 }
 
 // BlockRoutes reconciles the routes between hosts: it keeps the kernel's
 // routes carrying BlockRouteProtocol equal to the wanted set.
 type BlockRoutes struct {
 	dp       *Dataplane
-	carriers map[RouteMode]Carrier
+	carriers map[carrier.Mode]carrier.Carrier
 }
 
-// NewBlockRoutes returns a reconciler using the given carriers (direct is
-// always present).
-func (d *Dataplane) NewBlockRoutes(carriers ...Carrier) *BlockRoutes {
-	b := &BlockRoutes{dp: d, carriers: map[RouteMode]Carrier{ModeDirect: directCarrier{}, ModeIPIP: ipipCarrier{}}}
+// NewBlockRoutes returns a reconciler using the given carriers (direct and
+// ipip are always present).
+func (d *Dataplane) NewBlockRoutes(carriers ...carrier.Carrier) *BlockRoutes {
+	b := &BlockRoutes{dp: d, carriers: map[carrier.Mode]carrier.Carrier{carrier.ModeDirect: direct.Carrier{}, carrier.ModeIPIP: ipip.Carrier{}}}
 	for _, c := range carriers {
 		b.carriers[c.Mode()] = c
 	}
@@ -147,7 +62,7 @@ func (d *Dataplane) NewBlockRoutes(carriers ...Carrier) *BlockRoutes {
 }
 
 // Carrier returns the carrier of a mode.
-func (b *BlockRoutes) Carrier(m RouteMode) Carrier { return b.carriers[m] }
+func (b *BlockRoutes) Carrier(m carrier.Mode) carrier.Carrier { return b.carriers[m] }
 
 // ApplyResult says what Apply did and what it could not do.
 type ApplyResult struct {
@@ -155,116 +70,28 @@ type ApplyResult struct {
 	Skipped        []string // wanted routes that could not be installed, with why
 }
 
-type routeKey struct {
-	dst   string
-	gw    string
-	link  int
-	black bool
-}
-
-func keyOf(r *netlink.Route) routeKey {
-	k := routeKey{dst: r.Dst.String(), link: r.LinkIndex, black: r.Type == unix.RTN_BLACKHOLE}
-	if r.Gw != nil {
-		k.gw = r.Gw.String()
-	}
-	return k
-}
-
-// Apply makes the kernel's inter-host routes equal to want.
-func (b *BlockRoutes) Apply(want []BlockRoute) (ApplyResult, error) {
+// Apply makes the kernel's inter-host routes equal to want: it prepares the
+// carriers the routes use, renders the routes, reconciles them and takes
+// down the carriers nobody needs any more.
+func (b *BlockRoutes) Apply(want []carrier.BlockRoute) (ApplyResult, error) {
 	var res ApplyResult
-	var errs []error
-	peers := map[RouteMode][]netip.Addr{}
-	for _, r := range want {
-		if !r.Blackhole {
-			peers[r.Mode] = append(peers[r.Mode], r.Via)
-		}
-	}
-	usable := map[RouteMode]bool{ModeDirect: true}
-	for m, c := range b.carriers {
-		if m == ModeDirect {
-			continue
-		}
-		if len(peers[m]) == 0 {
-			continue
-		}
-		if ok, why := c.Available(); !ok {
-			res.Skipped = append(res.Skipped, why)
-			continue
-		}
-		if err := c.Prepare(uniqueAddrs(peers[m])); err != nil {
-			errs = append(errs, fmt.Errorf("prepare %s: %w", m, err))
-			continue
-		}
-		usable[m] = true
-	}
-	wanted := map[routeKey]*netlink.Route{}
-	for _, r := range want {
-		var nr *netlink.Route
-		if r.Blackhole {
-			nr = &netlink.Route{Dst: prefixToIPNet(r.Dst), Type: unix.RTN_BLACKHOLE, Protocol: BlockRouteProtocol}
-		} else {
-			if !usable[r.Mode] {
-				res.Skipped = append(res.Skipped, r.String())
-				continue
-			}
-			c, ok := b.carriers[r.Mode]
-			if !ok {
-				res.Skipped = append(res.Skipped, r.String()+": no carrier")
-				continue
-			}
-			var err error
-			if nr, err = c.Route(r); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if nr.LinkIndex == 0 {
-				// Resolve the device now so the key matches what the kernel
-				// reports; a next hop behind a router cannot carry a plain route.
-				rs, err := netlink.RouteGet(r.Via.AsSlice())
-				if err != nil || len(rs) == 0 || rs[0].Gw != nil {
-					res.Skipped = append(res.Skipped, fmt.Sprintf("%s: host %s is not on a directly connected subnet; set the pool's vxlanMode to CrossSubnet or Always", r, r.Via))
-					continue
-				}
-				nr.LinkIndex = rs[0].LinkIndex
-			}
-		}
-		wanted[keyOf(nr)] = nr
-	}
-	have, err := blockRoutesInKernel()
+	peers := peersByMode(want)
+	usable, skipped, errs := b.prepare(peers)
+	res.Skipped = append(res.Skipped, skipped...)
+	routes, skipped, rerrs := b.render(want, usable)
+	res.Skipped = append(res.Skipped, skipped...)
+	errs = append(errs, rerrs...)
+	have, err := blockRouteOwner().List()
 	if err != nil {
 		return res, err
 	}
-	seen := map[routeKey]bool{}
-	for i := range have {
-		k := keyOf(&have[i])
-		if _, ok := wanted[k]; ok {
-			seen[k] = true
-			continue
-		}
-		if err := netlink.RouteDel(&have[i]); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove route %s: %w", have[i].Dst, err))
-			continue
-		}
-		res.Removed++
+	r, err := blockRouteOwner().Apply(routes, have)
+	res.Added, res.Removed = r.Added, r.Removed
+	if err != nil {
+		errs = append(errs, err)
 	}
-	keys := make([]routeKey, 0, len(wanted))
-	for k := range wanted {
-		if !seen[k] {
-			keys = append(keys, k)
-		}
-	}
-	sort.Slice(keys, func(i, j int) bool { return keys[i].dst < keys[j].dst })
-	for _, k := range keys {
-		if err := netlink.RouteReplace(wanted[k]); err != nil {
-			errs = append(errs, fmt.Errorf("add route %s: %w", k.dst, err))
-			continue
-		}
-		res.Added++
-	}
-	// Carriers nobody needs any more are taken down.
 	for m, c := range b.carriers {
-		if len(peers[m]) == 0 && m != ModeDirect && m != ModeIPIP {
+		if len(peers[m]) == 0 {
 			if err := c.Remove(); err != nil {
 				errs = append(errs, err)
 			}
@@ -273,22 +100,78 @@ func (b *BlockRoutes) Apply(want []BlockRoute) (ApplyResult, error) {
 	return res, errors.Join(errs...)
 }
 
-func blockRoutesInKernel() ([]netlink.Route, error) {
-	var out []netlink.Route
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := netlinksafe.RouteListFiltered(fam, &netlink.Route{Protocol: BlockRouteProtocol, Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_PROTOCOL|netlink.RT_FILTER_TABLE)
-		if err != nil {
-			return nil, fmt.Errorf("list routes: %w", err)
+// peersByMode lists, per mode, the remote hosts that routes through it use.
+func peersByMode(want []carrier.BlockRoute) map[carrier.Mode][]netip.Addr {
+	peers := map[carrier.Mode][]netip.Addr{}
+	for _, r := range want {
+		if !r.Blackhole {
+			peers[r.Mode] = append(peers[r.Mode], r.Via)
 		}
-		out = append(out, rs...)
 	}
-	return out, nil
+	return peers
+}
+
+// prepare readies every carrier some route needs and says which are usable;
+// a carrier the kernel cannot do is reported, not an error.
+func (b *BlockRoutes) prepare(peers map[carrier.Mode][]netip.Addr) (usable map[carrier.Mode]bool, skipped []string, errs []error) {
+	usable = map[carrier.Mode]bool{carrier.ModeDirect: true}
+	for m, c := range b.carriers {
+		if m == carrier.ModeDirect || len(peers[m]) == 0 {
+			continue
+		}
+		if ok, why := c.Available(); !ok {
+			skipped = append(skipped, why)
+			continue
+		}
+		if err := c.Prepare(uniqueAddrs(peers[m])); err != nil {
+			errs = append(errs, fmt.Errorf("prepare %s: %w", m, err))
+			continue
+		}
+		usable[m] = true
+	}
+	return usable, skipped, errs
+}
+
+// render turns the wanted routes into kernel routes through their carriers.
+func (b *BlockRoutes) render(want []carrier.BlockRoute, usable map[carrier.Mode]bool) (routes []*netlink.Route, skipped []string, errs []error) {
+	for _, r := range want {
+		if r.Blackhole {
+			routes = append(routes, &netlink.Route{Dst: prefixToIPNet(r.Dst), Type: unix.RTN_BLACKHOLE})
+			continue
+		}
+		if !usable[r.Mode] {
+			skipped = append(skipped, r.String())
+			continue
+		}
+		c, ok := b.carriers[r.Mode]
+		if !ok {
+			skipped = append(skipped, r.String()+": no carrier")
+			continue
+		}
+		nr, err := c.Route(r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if nr.LinkIndex == 0 {
+			// Resolve the device now so the key matches what the kernel
+			// reports; a next hop behind a router cannot carry a plain route.
+			rs, err := netlink.RouteGet(r.Via.AsSlice())
+			if err != nil || len(rs) == 0 || rs[0].Gw != nil {
+				skipped = append(skipped, fmt.Sprintf("%s: host %s is not on a directly connected subnet; set the pool's vxlanMode to CrossSubnet or Always", r, r.Via))
+				continue
+			}
+			nr.LinkIndex = rs[0].LinkIndex
+		}
+		routes = append(routes, nr)
+	}
+	return routes, skipped, errs
 }
 
 // BlockRoutesInKernel lists the inter-host routes currently installed, for
 // status output and tests.
 func BlockRoutesInKernel() ([]string, error) {
-	rs, err := blockRoutesInKernel()
+	rs, err := blockRouteOwner().List()
 	if err != nil {
 		return nil, err
 	}

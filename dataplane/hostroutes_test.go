@@ -11,6 +11,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
 
@@ -31,10 +33,10 @@ func TestBlockRoutesApply(t *testing.T) {
 			"link set uplink up", "link set uplinkp up", "link set lo up")
 		local := netip.MustParseAddr("10.0.1.1")
 		br := dp.NewBlockRoutes(dp.NewVXLANCarrier(local, 0))
-		want := []BlockRoute{
+		want := []carrier.BlockRoute{
 			{Dst: netip.MustParsePrefix("192.168.0.0/26"), Blackhole: true},
-			{Dst: netip.MustParsePrefix("192.168.0.64/26"), Via: netip.MustParseAddr("10.0.1.2"), Mode: ModeDirect},
-			{Dst: netip.MustParsePrefix("192.168.0.128/26"), Via: netip.MustParseAddr("10.0.2.3"), Mode: ModeVXLAN},
+			{Dst: netip.MustParsePrefix("192.168.0.64/26"), Via: netip.MustParseAddr("10.0.1.2"), Mode: carrier.ModeDirect},
+			{Dst: netip.MustParsePrefix("192.168.0.128/26"), Via: netip.MustParseAddr("10.0.2.3"), Mode: carrier.ModeVXLAN},
 		}
 		res, err := br.Apply(want)
 		if err != nil {
@@ -49,22 +51,22 @@ func TestBlockRoutesApply(t *testing.T) {
 			t.Errorf("kernel routes:\n got  %v\n want %v", got, wantK)
 		}
 		// VXLAN device: derived MAC, MTU = parent - 50, static entries for the peer.
-		l, err := netlinksafe.LinkByName(VXLANDevice)
+		l, err := netlinksafe.LinkByName(vxlan.Device)
 		if err != nil {
-			t.Fatalf("no %s: %v", VXLANDevice, err)
+			t.Fatalf("no %s: %v", vxlan.Device, err)
 		}
 		vx := l.(*netlink.Vxlan)
-		if vx.VxlanId != VXLANVNI || vx.Port != VXLANPort || vx.MTU != 1500-VXLANOverhead || vx.HardwareAddr.String() != VTEPMAC(local).String() {
+		if vx.VxlanId != vxlan.VNI || vx.Port != vxlan.Port || vx.MTU != 1500-vxlan.Overhead || vx.HardwareAddr.String() != vxlan.VTEPMAC(local).String() {
 			t.Errorf("vxlan: vni=%d port=%d mtu=%d mac=%s", vx.VxlanId, vx.Port, vx.MTU, vx.HardwareAddr)
 		}
 		neighs, _ := netlink.NeighList(l.Attrs().Index, unix.AF_INET)
-		if len(neighs) != 1 || neighs[0].IP.String() != "10.0.2.3" || neighs[0].HardwareAddr.String() != VTEPMAC(netip.MustParseAddr("10.0.2.3")).String() {
+		if len(neighs) != 1 || neighs[0].IP.String() != "10.0.2.3" || neighs[0].HardwareAddr.String() != vxlan.VTEPMAC(netip.MustParseAddr("10.0.2.3")).String() {
 			t.Errorf("neighbours = %v", neighs)
 		}
 		fdb, _ := netlink.NeighList(l.Attrs().Index, unix.AF_BRIDGE)
 		found := false
 		for _, f := range fdb {
-			if f.IP.String() == "10.0.2.3" && f.HardwareAddr.String() == VTEPMAC(netip.MustParseAddr("10.0.2.3")).String() {
+			if f.IP.String() == "10.0.2.3" && f.HardwareAddr.String() == vxlan.VTEPMAC(netip.MustParseAddr("10.0.2.3")).String() {
 				found = true
 			}
 		}
@@ -86,7 +88,7 @@ func TestBlockRoutesApply(t *testing.T) {
 		if err != nil || res.Removed != 1 {
 			t.Errorf("Apply without the VXLAN host = %+v, %v", res, err)
 		}
-		if LinkExists(VXLANDevice) {
+		if LinkExists(vxlan.Device) {
 			t.Error("VXLAN device left although no route uses it")
 		}
 		if _, err := br.Apply(nil); err != nil {
@@ -108,8 +110,8 @@ func TestIPIPReportsMissingKernelSupport(t *testing.T) {
 	testns.Do(t, host, func() {
 		ipCmds(t, "link add uplink type veth peer name uplinkp", "addr add 10.0.1.1/24 dev uplink", "link set uplink up")
 		br := dp.NewBlockRoutes()
-		ok, why := br.Carrier(ModeIPIP).Available()
-		res, err := br.Apply([]BlockRoute{{Dst: netip.MustParsePrefix("192.168.0.64/26"), Via: netip.MustParseAddr("10.0.2.3"), Mode: ModeIPIP}})
+		ok, why := br.Carrier(carrier.ModeIPIP).Available()
+		res, err := br.Apply([]carrier.BlockRoute{{Dst: netip.MustParsePrefix("192.168.0.64/26"), Via: netip.MustParseAddr("10.0.2.3"), Mode: carrier.ModeIPIP}})
 		if ok {
 			t.Skip("SKIPPED: this kernel has ipip; the missing-support path cannot be shown here")
 		}

@@ -1,12 +1,12 @@
 package dataplane
 
 import (
-	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/ownedroute"
 )
 
 // ReconcileResult says what Reconcile changed.
@@ -61,17 +61,11 @@ func (d *Dataplane) Inventory() (map[string]KernelEndpoint, error) {
 // the Docker engine confirms the endpoint is gone. Objects without our marks
 // are never touched.
 func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error) {
-	var res ReconcileResult
-	var errs []error
 	links, err := d.OurLinks()
 	if err != nil {
-		return res, err
+		return ReconcileResult{}, err
 	}
-	type rkey struct {
-		link int
-		dst  string
-	}
-	wantRoutes := map[rkey]*netlink.Route{}
+	var routes []*netlink.Route
 	owned := map[int]bool{}
 	for name, id := range links {
 		ep, ok := want[id]
@@ -84,42 +78,22 @@ func (d *Dataplane) Reconcile(want map[string]Endpoint) (ReconcileResult, error)
 		}
 		owned[l.Attrs().Index] = true
 		for _, a := range ep.Addrs {
-			r := hostRoute(l.Attrs().Index, a)
-			wantRoutes[rkey{l.Attrs().Index, r.Dst.String()}] = r
+			routes = append(routes, hostRoute(l.Attrs().Index, a))
 		}
 	}
 	have, err := OurRoutes()
 	if err != nil {
-		return res, err
+		return ReconcileResult{}, err
 	}
-	seen := map[rkey]bool{}
+	// Only routes on wanted endpoints' veths are ours to change: the others
+	// belong to a veth of no wanted endpoint, or to another node (several
+	// daemons in one namespace, in tests).
+	var mine []netlink.Route
 	for _, r := range have {
-		if r.Dst == nil {
-			continue
-		}
-		k := rkey{r.LinkIndex, r.Dst.String()}
-		if _, ok := wantRoutes[k]; ok {
-			seen[k] = true
-			continue
-		}
-		if !owned[r.LinkIndex] {
-			continue // a veth of no wanted endpoint, or another node's (several daemons in one namespace, in tests)
-		}
-		if err := netlink.RouteDel(&r); err != nil && !isNotFound(err) {
-			errs = append(errs, fmt.Errorf("remove stale route %s: %w", r.Dst, err))
-		} else {
-			res.RoutesRemoved++
+		if r.Dst != nil && owned[r.LinkIndex] {
+			mine = append(mine, r)
 		}
 	}
-	for k, r := range wantRoutes {
-		if seen[k] {
-			continue
-		}
-		if err := netlink.RouteReplace(r); err != nil {
-			errs = append(errs, fmt.Errorf("restore route %s: %w", r.Dst, err))
-		} else {
-			res.RoutesAdded++
-		}
-	}
-	return res, errors.Join(errs...)
+	r, err := ownedroute.Reconciler{Protocol: RouteProtocol}.Apply(routes, mine)
+	return ReconcileResult{RoutesAdded: r.Added, RoutesRemoved: r.Removed}, err
 }

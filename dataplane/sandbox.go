@@ -10,6 +10,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/ownedroute"
 )
 
 // A container on several calico networks has one cali interface per
@@ -74,7 +76,7 @@ func (d *Dataplane) ApplySandboxRoutes(nsPath string, want []SandboxRoute) (Sand
 
 	index := map[string]int{} // host veth -> container-side ifindex in the sandbox
 	var missing []string
-	desired := map[string]*netlink.Route{}
+	var desired []*netlink.Route
 	for _, r := range want {
 		idx, ok := index[r.HostIface]
 		if !ok {
@@ -89,38 +91,17 @@ func (d *Dataplane) ApplySandboxRoutes(nsPath string, want []SandboxRoute) (Sand
 		if idx == 0 {
 			continue
 		}
-		nr := sandboxRoute(idx, r)
-		desired[sandboxRouteKey(nr)] = nr
+		desired = append(desired, sandboxRoute(idx, r))
 	}
-	var have []netlink.Route
-	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		rs, err := h.RouteListFiltered(fam, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
-		if err != nil {
-			return res, fmt.Errorf("list routes in sandbox %s: %w", nsPath, err)
-		}
-		have = append(have, rs...)
+	owner := ownedroute.Reconciler{Protocol: RouteProtocol, Kernel: h}
+	have, err := owner.List()
+	if err != nil {
+		return res, fmt.Errorf("sandbox %s: %w", nsPath, err)
 	}
-	present := map[string]bool{}
-	for i := range have {
-		r := &have[i]
-		k := sandboxRouteKey(r)
-		if w, ok := desired[k]; ok && r.Gw.Equal(w.Gw) {
-			present[k] = true
-			continue
-		}
-		if err := h.RouteDel(r); err != nil && !isNotFound(err) {
-			return res, fmt.Errorf("remove route %s in sandbox %s: %w", r.Dst, nsPath, err)
-		}
-		res.Removed++
-	}
-	for k, r := range desired {
-		if present[k] {
-			continue
-		}
-		if err := h.RouteReplace(r); err != nil {
-			return res, fmt.Errorf("add route %s via %s in sandbox %s: %w", r.Dst, r.Gw, nsPath, err)
-		}
-		res.Added++
+	r, err := owner.Apply(desired, have)
+	res.Added, res.Removed = r.Added, r.Removed
+	if err != nil {
+		return res, fmt.Errorf("sandbox %s: %w", nsPath, err)
 	}
 	if len(missing) > 0 {
 		return res, fmt.Errorf("%s: %w", strings.Join(missing, ", "), ErrInterfaceNotInSandbox)
@@ -166,10 +147,6 @@ func sandboxRoute(linkIndex int, r SandboxRoute) *netlink.Route {
 		Protocol:  RouteProtocol,
 		Scope:     netlink.SCOPE_UNIVERSE,
 	}
-}
-
-func sandboxRouteKey(r *netlink.Route) string {
-	return fmt.Sprintf("%d|%s", r.LinkIndex, r.Dst)
 }
 
 // AddGatewayAddress gives a host veth the extra IPv6 link-local address a

@@ -15,6 +15,8 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
@@ -44,23 +46,24 @@ type daemon struct {
 	group *errgroup.Group
 	ctx   context.Context // the group's: ends on shutdown or when a part fails
 
-	store    *datastore.Store
-	dp       *dataplane.Dataplane
-	fwd      *forwarding
-	reg      *node.Registration
-	agents   *agent.Recorder
-	routes   *routing.Syncer
-	carriers []api.CarrierSupport
-	hostMTU  int
-	v4       netip.Prefix      // this node's address, the VXLAN tunnel's source
-	docker   *engineapi.Client // nil when the engine API cannot be reached
-	nets     *sharing.Syncer
-	joined   func()
-	policy   netdriver.Policy
-	alloc    *ipam.Allocator
-	drv      *netdriver.Driver
-	col      *gc.Collector
-	servers  []servedSocket
+	store         *datastore.Store
+	dp            *dataplane.Dataplane
+	fwd           *forwarding
+	reg           *node.Registration
+	agents        *agent.Recorder
+	routes        *routing.Syncer
+	carriers      []api.CarrierSupport
+	hostMTU       int
+	vxlanOverhead int               // what VXLAN takes from the host's MTU
+	v4            netip.Prefix      // this node's address, the VXLAN tunnel's source
+	docker        *engineapi.Client // nil when the engine API cannot be reached
+	nets          *sharing.Syncer
+	joined        func()
+	policy        netdriver.Policy
+	alloc         *ipam.Allocator
+	drv           *netdriver.Driver
+	col           *gc.Collector
+	servers       []servedSocket
 }
 
 // Run starts the daemon and blocks until ctx is cancelled or a socket
@@ -184,16 +187,17 @@ func (d *daemon) register(ctx context.Context) error {
 // waits (a while) for its first pass, so that the first Join already knows
 // the pools' encapsulation.
 func (d *daemon) startRouting() {
-	blockRoutes := d.dp.NewBlockRoutes(d.dp.NewVXLANCarrier(d.v4.Addr(), d.hostMTU-dataplane.VXLANOverhead))
+	blockRoutes := d.dp.NewBlockRoutes(d.dp.NewVXLANCarrier(d.v4.Addr(), d.hostMTU-vxlan.Overhead))
 	d.routes = routing.New(d.store, hostRoutes{d.dp, blockRoutes}, d.cfg.NodeName, d.log.With("part", "routing"))
 	d.routes.Observer = d.agents
-	for _, m := range []dataplane.RouteMode{dataplane.ModeVXLAN, dataplane.ModeIPIP} {
+	for _, m := range []carrier.Mode{carrier.ModeVXLAN, carrier.ModeIPIP} {
 		ok, why := blockRoutes.Carrier(m).Available()
 		if !ok {
 			d.log.Warn("encapsulation not available on this host", "mode", m, "reason", why)
 		}
 		d.carriers = append(d.carriers, api.CarrierSupport{Mode: string(m), Available: ok, Reason: why})
 	}
+	d.vxlanOverhead = blockRoutes.Carrier(carrier.ModeVXLAN).Overhead()
 	d.run(d.routes.Run)
 	select {
 	case <-d.routes.Ready():
@@ -210,7 +214,7 @@ func (d *daemon) mtu() int {
 		return d.cfg.VethMTU
 	}
 	if d.routes.UsesVXLAN() {
-		return d.hostMTU - dataplane.VXLANOverhead
+		return d.hostMTU - d.vxlanOverhead
 	}
 	return d.hostMTU
 }
@@ -384,7 +388,7 @@ type hostRoutes struct {
 	routes *dataplane.BlockRoutes
 }
 
-func (h hostRoutes) ApplyRoutes(r []dataplane.BlockRoute) (dataplane.ApplyResult, error) {
+func (h hostRoutes) ApplyRoutes(r []carrier.BlockRoute) (dataplane.ApplyResult, error) {
 	return h.routes.Apply(r)
 }
 

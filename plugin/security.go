@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
@@ -29,7 +29,7 @@ var etcdPorts = []uint16{2379, 2380}
 // (nftables table inet calico-libnetwork-host) from the datastore, whether
 // policy is on or off.
 func newHostProtection(ctx context.Context, cfg *Config, store *datastore.Store, log *slog.Logger) *policysync.HostSync {
-	static := nftpolicy.HostRules{VXLANPort: dataplane.VXLANPort, VXLANVNI: dataplane.VXLANVNI}
+	static := nftpolicy.HostRules{VXLANPort: vxlan.Port, VXLANVNI: vxlan.VNI}
 	ports, eps := datastoreEndpoints(ctx, cfg.EtcdEndpoints, log)
 	for _, p := range ports {
 		static.ClosedPorts = append(static.ClosedPorts, nftpolicy.HostPort{Proto: unix.IPPROTO_TCP, Port: p})

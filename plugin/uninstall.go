@@ -12,6 +12,8 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 )
 
@@ -66,10 +68,10 @@ func Uninstall(pluginDir string) (UninstallResult, error) {
 	} else {
 		res.Removed = append(res.Removed, fmt.Sprintf("%d inter-host routes", r.Removed))
 	}
-	if err := br.Carrier(dataplane.ModeVXLAN).Remove(); err != nil {
+	if err := br.Carrier(carrier.ModeVXLAN).Remove(); err != nil {
 		errs = append(errs, err)
 	} else {
-		res.Removed = append(res.Removed, "device "+dataplane.VXLANDevice)
+		res.Removed = append(res.Removed, "device "+vxlan.Device)
 	}
 	return res, errors.Join(errs...)
 }

@@ -17,12 +17,13 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 )
 
 // Applier is the data plane side: inter-host routes and NAT rules.
 type Applier interface {
-	ApplyRoutes([]dataplane.BlockRoute) (dataplane.ApplyResult, error)
+	ApplyRoutes([]carrier.BlockRoute) (dataplane.ApplyResult, error)
 	SetNATOutgoing(natPools, allPools []netip.Prefix) error
 }
 
@@ -41,31 +42,31 @@ func newState() *State {
 // Desired computes the inter-host routes host needs: a blackhole per own
 // block, a route per remote block via its host, and a /32 (/128) per
 // address borrowed from another host's block, via the host holding it.
-func (st *State) Desired(host string) []dataplane.BlockRoute {
+func (st *State) Desired(host string) []carrier.BlockRoute {
 	me := st.Nodes[host]
 	my4, my6 := me.IPv4Address, me.IPv6Address
-	var out []dataplane.BlockRoute
-	via := func(dst netip.Prefix, owner string) (dataplane.BlockRoute, bool) {
+	var out []carrier.BlockRoute
+	via := func(dst netip.Prefix, owner string) (carrier.BlockRoute, bool) {
 		n, ok := st.Nodes[owner]
 		if !ok {
-			return dataplane.BlockRoute{}, false
+			return carrier.BlockRoute{}, false
 		}
 		remote, mine := n.IPv4Address, my4
 		if dst.Addr().Is6() {
 			remote, mine = n.IPv6Address, my6
 		}
 		if !remote.IsValid() {
-			return dataplane.BlockRoute{}, false
+			return carrier.BlockRoute{}, false
 		}
 		same := mine.IsValid() && mine.Contains(remote.Addr())
-		return dataplane.BlockRoute{Dst: dst, Via: remote.Addr(), Mode: st.modeFor(dst, same)}, true
+		return carrier.BlockRoute{Dst: dst, Via: remote.Addr(), Mode: st.modeFor(dst, same)}, true
 	}
 	for dst, owner := range st.Blocks {
 		if owner == "" {
 			continue
 		}
 		if owner == host {
-			out = append(out, dataplane.BlockRoute{Dst: dst, Blackhole: true})
+			out = append(out, carrier.BlockRoute{Dst: dst, Blackhole: true})
 			continue
 		}
 		if r, ok := via(dst, owner); ok {
@@ -107,21 +108,21 @@ func (st *State) blockOwner(a netip.Addr) (string, bool) {
 
 // modeFor picks how to reach dst's block: the pool's encapsulation when it
 // is Always, or CrossSubnet and the host is on another subnet; else direct.
-func (st *State) modeFor(dst netip.Prefix, sameSubnet bool) dataplane.RouteMode {
+func (st *State) modeFor(dst netip.Prefix, sameSubnet bool) carrier.Mode {
 	p, ok := st.poolFor(dst.Addr())
 	if !ok {
-		return dataplane.ModeDirect
+		return carrier.ModeDirect
 	}
 	on := func(m api.EncapMode) bool {
 		return m == api.EncapAlways || (m == api.EncapCrossSubnet && !sameSubnet)
 	}
 	switch {
 	case on(p.VXLANMode):
-		return dataplane.ModeVXLAN
+		return carrier.ModeVXLAN
 	case on(p.IPIPMode):
-		return dataplane.ModeIPIP
+		return carrier.ModeIPIP
 	}
-	return dataplane.ModeDirect
+	return carrier.ModeDirect
 }
 
 // NAT returns the natOutgoing pools and all pools (enabled or not: traffic

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 )
 
 func state() *State {
@@ -110,5 +111,38 @@ func TestNATPools(t *testing.T) {
 	nat, all := st.NAT()
 	if fmt.Sprint(nat) != "[10.10.0.0/16 10.30.0.0/16]" || fmt.Sprint(all) != "[10.10.0.0/16 10.20.0.0/16 10.30.0.0/16]" {
 		t.Fatalf("nat=%v all=%v", nat, all)
+	}
+}
+
+func TestModeFor(t *testing.T) {
+	never, always, cross := api.EncapNever, api.EncapAlways, api.EncapCrossSubnet
+	tests := []struct {
+		vxlan, ipip api.EncapMode
+		same        bool
+		want        carrier.Mode
+	}{
+		{never, never, true, carrier.ModeDirect},
+		{never, never, false, carrier.ModeDirect}, // direct even across subnets: Apply reports it cannot
+		{always, never, true, carrier.ModeVXLAN},
+		{always, never, false, carrier.ModeVXLAN},
+		{cross, never, true, carrier.ModeDirect},
+		{cross, never, false, carrier.ModeVXLAN},
+		{never, always, true, carrier.ModeIPIP},
+		{never, cross, true, carrier.ModeDirect},
+		{never, cross, false, carrier.ModeIPIP},
+		{always, always, true, carrier.ModeVXLAN}, // VXLAN wins when both are on
+		{cross, always, true, carrier.ModeIPIP},
+		{"", "", false, carrier.ModeDirect},
+	}
+	for _, tc := range tests {
+		st := state()
+		st.Pools["p"] = api.IPPool{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: tc.vxlan, IPIPMode: tc.ipip}
+		if got := st.modeFor(netip.MustParsePrefix("192.168.0.64/26"), tc.same); got != tc.want {
+			t.Errorf("vxlan=%q ipip=%q sameSubnet=%v: %s, want %s", tc.vxlan, tc.ipip, tc.same, got, tc.want)
+		}
+	}
+	// An address in no pool is reached directly.
+	if got := state().modeFor(netip.MustParsePrefix("10.9.0.0/26"), false); got != carrier.ModeDirect {
+		t.Errorf("no pool: %s, want direct", got)
 	}
 }

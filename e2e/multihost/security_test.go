@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 )
 
 // vxlanFrame is a VXLAN packet's UDP payload (VNI 4096) carrying an
@@ -40,7 +40,7 @@ func vxlanFrame(dstMAC, srcMAC net.HardwareAddr, src, dst netip.Addr, dport uint
 		sum = sum&0xffff + sum>>16
 	}
 	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	vni := uint32(dataplane.VXLANVNI)
+	vni := uint32(vxlan.VNI)
 	out := []byte{0x08, 0, 0, 0, byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
 	out = append(out, dstMAC...)
 	out = append(out, srcMAC...)
@@ -66,12 +66,12 @@ func vxlanOnlyFromNodes(t *testing.T, tb *Testbed, c1, c3 *Container) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conn, err := DialInNetNS("/run/netns/"+tb.Outside, "udp4", netip.AddrPortFrom(h3.IP(), dataplane.VXLANPort).String(), 2*time.Second)
+		conn, err := DialInNetNS("/run/netns/"+tb.Outside, "udp4", netip.AddrPortFrom(h3.IP(), vxlan.Port).String(), 2*time.Second)
 		if err != nil {
 			capt.Stop()
 			t.Fatal(err)
 		}
-		frame := vxlanFrame(dataplane.VTEPMAC(h3.IP()), dataplane.VTEPMAC(c1.Host.IP()), c1.IP, c3.IP, port, marker)
+		frame := vxlanFrame(vxlan.VTEPMAC(h3.IP()), vxlan.VTEPMAC(c1.Host.IP()), c1.IP, c3.IP, port, marker)
 		for i := 0; i < 3; i++ {
 			if _, err := conn.Write(frame); err != nil {
 				t.Error(err)

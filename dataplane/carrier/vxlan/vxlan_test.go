@@ -1,0 +1,154 @@
+package vxlan
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
+)
+
+func TestVTEPMAC(t *testing.T) {
+	tests := []struct{ ip, mac string }{
+		{"10.0.1.1", "66:ee:0a:00:01:01"},
+		{"192.168.255.254", "66:ee:c0:a8:ff:fe"},
+		{"172.16.0.10", "66:ee:ac:10:00:0a"},
+	}
+	for _, tc := range tests {
+		mac := VTEPMAC(netip.MustParseAddr(tc.ip))
+		if mac.String() != tc.mac {
+			t.Errorf("VTEPMAC(%s) = %s, want %s", tc.ip, mac, tc.mac)
+		}
+		// Locally administered (bit 1 of the first byte) and unicast (bit 0
+		// clear), so it never collides with a vendor's MAC or looks multicast.
+		if mac[0]&0x02 == 0 || mac[0]&0x01 != 0 {
+			t.Errorf("VTEPMAC(%s) = %s is not a locally administered unicast MAC", tc.ip, mac)
+		}
+	}
+}
+
+func TestCarrier(t *testing.T) {
+	var c carrier.Carrier = New(netip.MustParseAddr("10.0.1.1"), 0, nil)
+	// Outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8.
+	if c.Mode() != carrier.ModeVXLAN || c.Overhead() != 14+20+8+8 {
+		t.Errorf("mode %s overhead %d, want vxlan 50", c.Mode(), c.Overhead())
+	}
+	if Port != 4789 || VNI != 4096 || Device != "vxlan.calico" {
+		t.Errorf("port %d vni %d device %s differ from Calico's", Port, VNI, Device)
+	}
+}
+
+func TestAvailableNeedsIPv4(t *testing.T) {
+	for _, local := range []netip.Addr{{}, netip.MustParseAddr("fd00::1")} {
+		ok, why := New(local, 0, nil).Available()
+		if ok || !strings.Contains(why, "--ip") {
+			t.Errorf("local %v: available=%v why=%q, want unavailable with a hint at --ip", local, ok, why)
+		}
+	}
+}
+
+func ipCmd(t *testing.T, args string) {
+	t.Helper()
+	if out, err := exec.Command("ip", strings.Fields(args)...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", args, err, out)
+	}
+}
+
+func neighbours(t *testing.T, fam int) []string {
+	t.Helper()
+	l, err := netlinksafe.LinkByName(Device)
+	if err != nil {
+		t.Fatalf("no %s: %v", Device, err)
+	}
+	ns, err := netlink.NeighList(l.Attrs().Index, fam)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range ns {
+		if n.IP != nil {
+			out = append(out, n.IP.String()+"="+n.HardwareAddr.String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The device follows the carrier's settings and its peers, in a namespace
+// of the test's own.
+func TestPrepareFollowsPeers(t *testing.T) {
+	n := testns.New(t)
+	testns.Do(t, n, func() {
+		ipCmd(t, "link add up0 type veth peer name up0p")
+		ipCmd(t, "addr add 10.0.1.1/24 dev up0")
+		ipCmd(t, "addr add 10.0.1.5/24 dev up0")
+		ipCmd(t, "link set up0 up")
+		c := New(netip.MustParseAddr("10.0.1.1"), 1400, nil)
+		if ok, why := c.Available(); !ok {
+			t.Skipf("SKIPPED: %s", why)
+		}
+		p2, p3 := netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("10.0.2.3")
+		if err := c.Prepare([]netip.Addr{p2, p3, c.LocalIP}); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"10.0.2.2=" + VTEPMAC(p2).String(), "10.0.2.3=" + VTEPMAC(p3).String()}
+		if got := neighbours(t, unix.AF_INET); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("neighbours %v, want %v (never one for this host)", got, want)
+		}
+		l, _ := netlinksafe.LinkByName(Device)
+		if l.Attrs().MTU != 1400 || l.Attrs().Alias != Alias || l.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("device mtu %d alias %q flags %v", l.Attrs().MTU, l.Attrs().Alias, l.Attrs().Flags)
+		}
+		first := l.Attrs().Index
+
+		// A host leaves: its entries go; the device is kept.
+		if err := c.Prepare([]netip.Addr{p3}); err != nil {
+			t.Fatal(err)
+		}
+		if got := neighbours(t, unix.AF_INET); fmt.Sprint(got) != fmt.Sprint(want[1:]) {
+			t.Errorf("neighbours after a host left: %v, want %v", got, want[1:])
+		}
+		if got := neighbours(t, unix.AF_BRIDGE); fmt.Sprint(got) != fmt.Sprint(want[1:]) {
+			t.Errorf("forwarding entries after a host left: %v, want %v", got, want[1:])
+		}
+		if l, _ := netlinksafe.LinkByName(Device); l.Attrs().Index != first {
+			t.Error("device recreated although its settings did not change")
+		}
+
+		// The node's address changes: the device is made again with the new
+		// source and MAC.
+		c2 := New(netip.MustParseAddr("10.0.1.5"), 0, nil)
+		if err := c2.Prepare([]netip.Addr{p3}); err != nil {
+			t.Fatal(err)
+		}
+		vx, _ := netlinksafe.LinkByName(Device)
+		if v := vx.(*netlink.Vxlan); v.SrcAddr.String() != "10.0.1.5" || v.HardwareAddr.String() != VTEPMAC(c2.LocalIP).String() || v.MTU != 1500-Overhead {
+			t.Errorf("device after the address changed: src %s mac %s mtu %d", v.SrcAddr, v.HardwareAddr, v.MTU)
+		}
+		r, err := c2.Route(carrier.BlockRoute{Dst: netip.MustParsePrefix("192.168.0.64/26"), Via: p3, Mode: carrier.ModeVXLAN})
+		if err != nil || r.LinkIndex != vx.Attrs().Index || r.Flags != int(netlink.FLAG_ONLINK) || r.Gw.String() != "10.0.2.3" {
+			t.Errorf("route %+v, %v: want onlink via 10.0.2.3 through %s", r, err, Device)
+		}
+		if err := c2.Remove(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := netlinksafe.LinkByName(Device); err == nil {
+			t.Error("device left after Remove")
+		}
+		if err := c2.Remove(); err != nil {
+			t.Errorf("second Remove: %v", err)
+		}
+		if _, err := c2.Route(carrier.BlockRoute{Dst: netip.MustParsePrefix("192.168.0.64/26"), Via: p3}); err == nil {
+			t.Error("Route without the device gave no error")
+		}
+	})
+}
