@@ -29,6 +29,11 @@ type Key struct {
 // KeyOf returns r's key.
 func KeyOf(r *netlink.Route) Key {
 	k := Key{Link: r.LinkIndex, Blackhole: r.Type == unix.RTN_BLACKHOLE}
+	if k.Blackhole {
+		// The kernel lists an IPv6 blackhole on lo; it has no device of
+		// its own, so the device is no part of it (else it flaps each pass).
+		k.Link = 0
+	}
 	if r.Dst != nil {
 		k.Dst = r.Dst.String()
 	}

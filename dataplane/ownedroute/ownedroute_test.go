@@ -109,6 +109,11 @@ func TestDiff(t *testing.T) {
 			del:  []string{"192.168.0.64/26 gw=10.0.1.2 link=2"},
 		},
 		{
+			name: "an IPv6 blackhole the kernel lists on lo is the wanted blackhole",
+			want: []netlink.Route{blackhole("fd00:1::/122"), blackhole("192.168.0.0/26")},
+			have: []netlink.Route{{Dst: cidr("fd00:1::/122"), Type: unix.RTN_BLACKHOLE, LinkIndex: 1}, blackhole("192.168.0.0/26")},
+		},
+		{
 			name: "duplicates in want count once",
 			want: []netlink.Route{onLink("10.1.0.5/32", 3), onLink("10.1.0.5/32", 3)},
 			add:  []string{"10.1.0.5/32 gw= link=3"},
@@ -233,6 +238,32 @@ func TestReconcilerApply(t *testing.T) {
 			out, _ := exec.Command("ip", "route", "show", other).CombinedOutput()
 			if !strings.Contains(string(out), other) {
 				t.Errorf("route without our mark %s was removed", other)
+			}
+		}
+	})
+}
+
+// Against a real kernel: a second Apply of the same blackholes (IPv4 and
+// IPv6, which the kernel lists on lo) changes nothing.
+func TestReconcilerBlackholesSettle(t *testing.T) {
+	n := testns.New(t)
+	testns.Do(t, n, func() {
+		ip(t, "link set lo up")
+		c := Reconciler{Protocol: 78, Table: unix.RT_TABLE_MAIN}
+		want := func() []*netlink.Route {
+			v4, v6 := blackhole("192.168.0.0/26"), blackhole("fd00:1::/122")
+			return []*netlink.Route{&v4, &v6}
+		}
+		if res, err := c.Apply(want(), nil); err != nil || res.Added != 2 {
+			t.Fatalf("first Apply = %+v, %v; want 2 added", res, err)
+		}
+		for pass := range 3 {
+			have, err := c.List()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := c.Apply(want(), have); err != nil || res != (Result{}) {
+				t.Errorf("pass %d over a settled kernel = %+v, %v; want nothing changed", pass, res, err)
 			}
 		}
 	})
