@@ -10,8 +10,9 @@ import (
 )
 
 // Node is one host running the daemon, stored at datastore.Prefix+"nodes/"+Name.
-// The daemon writes it at start-up and refreshes LastSeen as a heartbeat;
-// calicoctl reads it for `get nodes` and `node status`, and a user may
+// The daemon writes it when it starts with new settings and when it stops
+// (LastSeen); whether its daemon is alive is its claim (NodeClaim, on an
+// etcd lease the daemon keeps alive), not this record; calicoctl reads it for `get nodes` and `node status`, and a user may
 // create, change or delete it.
 type Node struct {
 	Name string `json:"name"`
@@ -19,13 +20,17 @@ type Node struct {
 	// length ("10.0.0.1/24"), as autodetected or given with IP / IP6.
 	IPv4Address netip.Prefix `json:"ipv4Address,omitzero"`
 	IPv6Address netip.Prefix `json:"ipv6Address,omitzero"`
-	// LastSeen is when the daemon last refreshed the record.
+	// LastSeen is when the daemon last wrote the record (started with new
+	// settings, or stopped); older daemons also refreshed it every 5 s.
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	// Version is the daemon's version (api.Version of its build).
 	Version string `json:"version,omitempty"`
 	// Blocks are the blocks affine to the node, filled in for display by
 	// calicoctl from the affinity records; never stored here.
 	Blocks []string `json:"-"`
+	// Live says its daemon holds its claim, filled in for display by
+	// calicoctl from the claims; never stored here.
+	Live bool `json:"-"`
 	// addrErr is why a document's address could not be read (see
 	// decodeNode); Validate reports it.
 	addrErr error

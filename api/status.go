@@ -68,7 +68,14 @@ type Peer struct {
 	IPv4       netip.Prefix `json:"ipv4,omitzero"` // the node's address with its prefix length
 	IPv6       netip.Prefix `json:"ipv6,omitzero"`
 	SameSubnet bool         `json:"sameSubnet"`
-	LastSeen   time.Time    `json:"lastSeen"`
+	// LastSeen is when the node's record was last written (its daemon
+	// starting with new settings, or stopping); older daemons refreshed it
+	// every 5 s.
+	LastSeen time.Time `json:"lastSeen"`
+	// Live says the node's daemon holds its claim (renewed every 5 s on an
+	// etcd lease of 20 s): how liveness is judged.
+	Live        bool      `json:"live"`
+	DaemonSince time.Time `json:"daemonSince,omitzero"` // when the live daemon claimed the name
 }
 
 // CarrierSupport says whether this kernel can carry a route mode.

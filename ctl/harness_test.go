@@ -194,6 +194,16 @@ func (h *harness) addNode(n api.Node) {
 	}
 }
 
+// addClaim records a live daemon's claim on name, as a running daemon holds
+// it (without a lease: the harness's daemon never dies).
+func (h *harness) addClaim(name string) {
+	h.t.Helper()
+	c := api.NodeClaim{HostID: "test", PID: 4242, Since: testNow.Add(-time.Hour)}
+	if err := h.store.Put(context.Background(), api.NodeClaimKey(name), c); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // fakeDaemon serves Plugin.Activate (and Calico.Version when version is
 // set) on the two plugin sockets in dir, as the daemon does.
 func fakeDaemon(t *testing.T, dir, version string, sockets ...string) {

@@ -179,19 +179,39 @@ func (nodeStore) get(ctx context.Context, s *datastore.Store, name string) (api.
 	if err != nil {
 		return api.Object{}, err
 	}
-	return nodeObject(name, it, blocks), nil
+	live, err := liveNodes(ctx, s)
+	if err != nil {
+		return api.Object{}, err
+	}
+	return nodeObject(name, it, blocks, live), nil
 }
 
 // nodeObject reads a stored node record; one that cannot be decoded is
 // shown by its name, marked invalid.
-func nodeObject(name string, it datastore.RawItem, blocks map[string][]string) api.Object {
+func nodeObject(name string, it datastore.RawItem, blocks map[string][]string, live map[string]bool) api.Object {
 	n := &api.Node{Name: name}
 	o := api.Object{Resource: n, ResourceVersion: rvString(it.ModRevision)}
 	if err := json.Unmarshal(it.Value, n); err != nil {
 		*n, o.Invalid = api.Node{Name: name}, "undecodable: "+err.Error()
 	}
-	n.Blocks = blocks[n.Name]
+	n.Blocks, n.Live = blocks[n.Name], live[n.Name]
 	return o
+}
+
+// liveNodes are the nodes whose daemon holds its claim (on an etcd lease it
+// keeps alive): how liveness is judged.
+func liveNodes(ctx context.Context, s *datastore.Store) (map[string]bool, error) {
+	keys, err := s.Keys(ctx, api.ClaimsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, k := range keys {
+		if name, ok := api.ParseNodeClaimKey(k); ok {
+			out[name] = true
+		}
+	}
+	return out, nil
 }
 
 // nodeBlocks lists each node's blocks from the affinity records.
@@ -218,9 +238,13 @@ func (nodeStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, er
 	if err != nil {
 		return nil, err
 	}
+	live, err := liveNodes(ctx, s)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]api.Object, 0, len(items))
 	for _, it := range items {
-		out = append(out, nodeObject(api.NameUnder(it.Key, api.NodesPrefix), it, blocks))
+		out = append(out, nodeObject(api.NameUnder(it.Key, api.NodesPrefix), it, blocks, live))
 	}
 	return out, nil
 }
@@ -264,7 +288,7 @@ func (nodeStore) del(ctx context.Context, s *datastore.Store, o api.Object, forc
 
 func (nodeStore) header(wide bool) []string {
 	if wide {
-		return []string{"NAME", "IPV4", "IPV6", "BLOCKS", "VERSION", "LASTSEEN"}
+		return []string{"NAME", "IPV4", "IPV6", "BLOCKS", "VERSION", "DAEMON", "LASTSEEN"}
 	}
 	return []string{"NAME"}
 }
@@ -278,7 +302,11 @@ func (nodeStore) row(o api.Object, wide bool, now time.Time) []string {
 	if !n.LastSeen.IsZero() {
 		seen = age(now.Sub(n.LastSeen)) + " ago"
 	}
-	return []string{n.Name, api.PrefixText(n.IPv4Address), api.PrefixText(n.IPv6Address), strings.Join(n.Blocks, ","), n.Version, seen}
+	daemon := "down"
+	if n.Live {
+		daemon = "live"
+	}
+	return []string{n.Name, api.PrefixText(n.IPv4Address), api.PrefixText(n.IPv6Address), strings.Join(n.Blocks, ","), n.Version, daemon, seen}
 }
 
 // age prints a duration as kubectl does: 45s, 3m, 2h5m, 4d.

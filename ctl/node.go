@@ -231,6 +231,9 @@ func (a *app) printNode(ctx context.Context, w io.Writer, s *datastore.Store, na
 		} else {
 			fmt.Fprintf(w, "  last seen:    %s ago (%s)\n", age(a.env.Now().Sub(n.LastSeen)), n.LastSeen.UTC().Format(time.RFC3339))
 		}
+		if err := a.printLiveness(ctx, w, s, name); err != nil {
+			return err
+		}
 	}
 	snap, err := ipam.LoadSnapshot(ctx, s)
 	if err != nil {
@@ -338,13 +341,17 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 		if p.SameSubnet {
 			path = "same subnet"
 		}
+		daemon := "down"
+		if p.Live {
+			daemon = "live"
+		}
 		seen := "never"
 		if !p.LastSeen.IsZero() {
 			seen = age(a.env.Now().Sub(p.LastSeen)) + " ago"
 		}
-		rows = append(rows, []string{p.Name, orNone(api.PrefixText(p.IPv4)), orNone(api.PrefixText(p.IPv6)), path, seen})
+		rows = append(rows, []string{p.Name, orNone(api.PrefixText(p.IPv4)), orNone(api.PrefixText(p.IPv6)), path, daemon, seen})
 	}
-	writeBox(w, []string{"NODE", "IPV4", "IPV6", "PATH", "LAST SEEN"}, rows)
+	writeBox(w, []string{"NODE", "IPV4", "IPV6", "PATH", "DAEMON", "LAST SEEN"}, rows)
 	fmt.Fprintln(w)
 }
 
@@ -391,4 +398,22 @@ func (a *app) printGC(w io.Writer, r api.GCReport) {
 		fmt.Fprintf(w, "  endpoint %s: not listed by the Docker engine since %s ago (removed once past the grace period)\n", shortID(m.Endpoint), age(a.env.Now().Sub(m.Since)))
 	}
 	fmt.Fprintln(w)
+}
+
+// printLiveness says whether the node's daemon is alive: it holds the
+// claim on its name while it runs (an etcd lease renewed every 5 s, gone
+// 20 s after the daemon dies); the record itself is written only when the
+// node's settings change and when its daemon stops.
+func (a *app) printLiveness(ctx context.Context, w io.Writer, s *datastore.Store, name string) error {
+	var c api.NodeClaim
+	_, err := s.Get(ctx, api.NodeClaimKey(name), &c)
+	switch {
+	case errors.Is(err, datastore.ErrNotFound):
+		fmt.Fprintln(w, "  daemon:       down (no live claim on the name: stopped, or out of reach of etcd for 20 s)")
+	case err != nil:
+		return err
+	default:
+		fmt.Fprintf(w, "  daemon:       live (pid %d, since %s)\n", c.PID, c.Since.UTC().Format(time.RFC3339))
+	}
+	return nil
 }

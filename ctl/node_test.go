@@ -33,6 +33,7 @@ spec:
 `, "create", "-f", "-")
 	golden(t, "nodes_ps", h.ok("", "get", "nodes"))
 	h.allocate("host-1", "docker.0", 4) // host-1 claims a block: BLOCKS shows it
+	h.addClaim("host-1")                 // host-1's daemon runs: DAEMON says live
 	golden(t, "nodes_wide", h.ok("", "get", "nodes", "-o", "wide"))
 	golden(t, "node_yaml", h.ok("", "get", "node", "host-1", "-o", "yaml"))
 
@@ -91,6 +92,7 @@ func TestNodeStatus(t *testing.T) {
 	golden(t, "node_status_not_running", maskDirs(h, r.out))
 
 	fakeDaemon(t, h.pluginDir, "v0.1.0", api.NetworkSocket, api.IPAMSocket)
+	h.addClaim("host-1")
 	golden(t, "node_status_running", maskDirs(h, h.ok("", "node", "status")))
 
 	// Another name, with no record and no blocks.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,7 +109,7 @@ func (c *Collector) Pass(ctx context.Context) (Report, error) {
 	}
 	rep.Leader = c.lead(ctx)
 	rep.Findings = snap.Garbage(ipam.CollectOptions{Now: now, Grace: c.cfg.Grace, NodeGoneAfter: c.cfg.NodeTimeout, Seen: c.firstSeen})
-	c.forgetSeen(rep.Findings)
+	c.forgetSeen(rep.Findings, snap)
 	var errs []error
 	for _, f := range rep.Findings {
 		ours := f.Host == c.cfg.Host && !f.Kind.NodeGone() || rep.Leader && f.Kind.NodeGone()
@@ -186,7 +187,7 @@ func (c *Collector) firstSeen(id string, now time.Time) time.Time {
 	return now
 }
 
-func (c *Collector) forgetSeen(fs []ipam.Finding) {
+func (c *Collector) forgetSeen(fs []ipam.Finding, snap *ipam.Snapshot) {
 	keep := make(map[string]bool, len(fs))
 	for _, f := range fs {
 		keep[f.ID()] = true
@@ -194,6 +195,10 @@ func (c *Collector) forgetSeen(fs []ipam.Finding) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for id := range c.seen {
+		host, unclaimed := strings.CutPrefix(id, ipam.UnclaimedID(""))
+		if unclaimed && !snap.Claims[host] {
+			continue // still no live daemon: keep counting from when it went
+		}
 		if !keep[id] {
 			delete(c.seen, id)
 		}

@@ -82,8 +82,9 @@ type CollectOptions struct {
 	Now time.Time
 	// Grace is how old an orphan must be before it is collected.
 	Grace time.Duration
-	// NodeGoneAfter: a node whose daemon holds no claim and whose record was
-	// not refreshed for this long is gone (0: only a deleted node is).
+	// NodeGoneAfter: a node whose daemon has held no claim for this long
+	// (since its record's LastSeen, or since Seen first saw it unclaimed,
+	// whichever is later) is gone (0: only a deleted node is).
 	NodeGoneAfter time.Duration
 	// Seen, when set, returns when a finding whose age the records do not
 	// tell was first seen (the collector remembers it across passes); nil
@@ -92,6 +93,25 @@ type CollectOptions struct {
 }
 
 func (o CollectOptions) due(since time.Time) time.Time { return since.Add(o.Grace) }
+
+// UnclaimedID is the Seen id under which the collector remembers since when
+// a node's daemon has held no claim.
+func UnclaimedID(host string) string { return "unclaimed|" + host }
+
+// unclaimedSince is when host's daemon was last known alive: the later of
+// its record's LastSeen (written when the daemon starts with new settings
+// and when it stops) and when this collector first saw it without a claim.
+// A running daemon renews its claim's lease instead of rewriting its
+// record, so LastSeen alone may be old for a node that died a minute ago.
+func (o CollectOptions) unclaimedSince(host string, n api.Node) time.Time {
+	since := n.LastSeen
+	if o.Seen != nil {
+		if t := o.Seen(UnclaimedID(host), o.Now); t.After(since) {
+			since = t
+		}
+	}
+	return since
+}
 
 func (o CollectOptions) dueFirstSeen(f Finding) time.Time {
 	if o.Seen == nil {
@@ -204,8 +224,10 @@ func (s *Snapshot) goneNodes(opt CollectOptions, idx snapIndex) map[string]time.
 		switch {
 		case !ok:
 			gone[h] = time.Time{}
-		case opt.NodeGoneAfter > 0 && !n.LastSeen.IsZero() && opt.Now.Sub(n.LastSeen) > opt.NodeGoneAfter:
-			gone[h] = n.LastSeen.Add(opt.NodeGoneAfter)
+		case opt.NodeGoneAfter > 0:
+			if since := opt.unclaimedSince(h, n); !since.IsZero() && opt.Now.Sub(since) > opt.NodeGoneAfter {
+				gone[h] = since.Add(opt.NodeGoneAfter)
+			}
 		}
 	}
 	return gone

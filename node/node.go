@@ -1,5 +1,7 @@
-// Package node owns this host's Node record: its addresses, its heartbeat,
-// and the claim on its name that stops two daemons from acting as one node.
+// Package node owns this host's Node record (its addresses, written only
+// when they change) and the claim on its name, on an etcd lease kept alive
+// by the heartbeat: the claim is how every host tells that the node's
+// daemon is alive, and it stops two daemons from acting as one node.
 package node
 
 import (
@@ -34,7 +36,9 @@ type Registration struct {
 	node   api.Node
 	hostID string
 	lease  atomic.Int64 // datastore.Lease: replaced by Heartbeat, read by Lease
-	log    *slog.Logger
+	// lastBeat is when the lease was last renewed (unix nanoseconds).
+	lastBeat atomic.Int64
+	log      *slog.Logger
 }
 
 // Config says who this node is.
@@ -80,6 +84,7 @@ func Register(ctx context.Context, s *datastore.Store, cfg Config, log *slog.Log
 	if err := r.claim(ctx); err != nil {
 		return nil, err
 	}
+	r.lastBeat.Store(time.Now().UnixNano())
 	if err := r.writeRecord(ctx); err != nil {
 		return nil, err
 	}
@@ -138,42 +143,85 @@ func (r *Registration) claim(ctx context.Context) error {
 // (the garbage collector's leadership) go when the daemon does.
 func (r *Registration) Lease() datastore.Lease { return datastore.Lease(r.lease.Load()) }
 
+// writeRecord writes the Node record only when what it says (addresses,
+// version) differs from what is stored: liveness is the claim's lease, so
+// a running daemon never rewrites its record and other hosts' watches stay
+// quiet. LastSeen is set whenever the record is written.
 func (r *Registration) writeRecord(ctx context.Context) error {
-	r.node.LastSeen = time.Now().UTC().Truncate(time.Second)
 	want := r.node
+	want.LastSeen = time.Now().UTC().Truncate(time.Second)
 	return datastore.Update(ctx, r.store, api.NodeKey(r.node.Name), func(cur *api.Node) (*api.Node, error) {
+		if cur != nil && sameSettings(*cur, want) {
+			return nil, datastore.ErrNoChange
+		}
 		return &want, nil
 	})
 }
 
-// Heartbeat keeps the claim alive and refreshes LastSeen every interval
-// until ctx ends. A lost claim (etcd was unreachable past the lease) is
-// taken again; it never gives the name away to another host.
+// sameSettings says whether two records agree on all but LastSeen.
+func sameSettings(a, b api.Node) bool {
+	return a.Name == b.Name && a.IPv4Address == b.IPv4Address && a.IPv6Address == b.IPv6Address && a.Version == b.Version
+}
+
+// recordCheckEvery is how many keep-alives pass between two reads of the
+// Node record (put back if someone deleted or changed it).
+const recordCheckEvery = 12
+
+// Heartbeat keeps the claim's lease alive every interval until ctx ends:
+// a keep-alive writes no key, so a steady cluster makes no etcd writes. A
+// lost claim (etcd was unreachable past the lease) is taken again; it never
+// gives the name away to another host. Now and then the record is read and
+// put back only if it is missing or differs.
 func (r *Registration) Heartbeat(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
+	for beat := 1; ; beat++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		reclaimed := false
 		if err := r.store.KeepAliveOnce(ctx, r.Lease()); err != nil {
 			r.log.Warn("node claim lapsed; claiming again", "node", r.node.Name, "err", err)
 			if err := r.claim(ctx); err != nil {
 				r.log.Error("cannot reclaim node name", "node", r.node.Name, "err", err)
 				continue
 			}
+			reclaimed = true
 		}
-		if err := r.writeRecord(ctx); err != nil {
-			r.log.Warn("node heartbeat failed", "node", r.node.Name, "err", err)
+		r.lastBeat.Store(time.Now().UnixNano())
+		if reclaimed || beat%recordCheckEvery == 0 {
+			if err := r.writeRecord(ctx); err != nil {
+				r.log.Warn("node record not checked", "node", r.node.Name, "err", err)
+			}
 		}
 	}
 }
 
-// Release drops the claim (the record stays: other hosts keep routing to
-// this node's containers while it restarts).
+// LastHeartbeat is when the claim's lease was last renewed (zero: not yet).
+func (r *Registration) LastHeartbeat() time.Time {
+	if n := r.lastBeat.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Release drops the claim and records, in LastSeen, when the daemon
+// stopped (the record stays: other hosts keep routing to this node's
+// containers while it restarts).
 func (r *Registration) Release(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	stopped := time.Now().UTC().Truncate(time.Second)
+	_ = datastore.Update(ctx, r.store, api.NodeKey(r.node.Name), func(cur *api.Node) (*api.Node, error) {
+		if cur == nil || !sameSettings(*cur, r.node) {
+			return nil, datastore.ErrNoChange // deleted or changed by someone else: theirs
+		}
+		next := *cur
+		next.LastSeen = stopped
+		return &next, nil
+	})
 	_ = r.store.Revoke(ctx, r.Lease())
 }
 
@@ -186,6 +234,23 @@ func List(ctx context.Context, s *datastore.Store) ([]api.Node, error) {
 	out := make([]api.Node, 0, len(items))
 	for _, it := range items {
 		out = append(out, it.Value)
+	}
+	return out, nil
+}
+
+// Claims returns the live daemons' claims by node name: a node is alive
+// while its claim is held (its daemon renews the lease every few seconds;
+// a dead daemon's claim goes within the lease's 20 s).
+func Claims(ctx context.Context, s *datastore.Store) (map[string]api.NodeClaim, error) {
+	items, err := datastore.List[api.NodeClaim](ctx, s, api.ClaimsPrefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]api.NodeClaim, len(items))
+	for _, it := range items {
+		if name, ok := api.ParseNodeClaimKey(it.Key); ok {
+			out[name] = it.Value
+		}
 	}
 	return out, nil
 }

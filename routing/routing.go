@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"sort"
@@ -33,10 +34,13 @@ type State struct {
 	Pools     map[string]api.IPPool
 	Blocks    map[netip.Prefix]string // block CIDR -> affinity host
 	Endpoints map[string]api.Endpoint // by key
+	// Claims are the live daemons' claims, by node name: a node is alive
+	// while its daemon holds one (routes do not depend on it).
+	Claims map[string]api.NodeClaim
 }
 
 func newState() *State {
-	return &State{Nodes: map[string]api.Node{}, Pools: map[string]api.IPPool{}, Blocks: map[netip.Prefix]string{}, Endpoints: map[string]api.Endpoint{}}
+	return &State{Nodes: map[string]api.Node{}, Pools: map[string]api.IPPool{}, Blocks: map[netip.Prefix]string{}, Endpoints: map[string]api.Endpoint{}, Claims: map[string]api.NodeClaim{}}
 }
 
 // Desired computes the inter-host routes host needs: a blackhole per own
@@ -157,6 +161,9 @@ type Syncer struct {
 	resync   time.Duration
 	debounce time.Duration
 	ready    chan struct{}
+	// natApplied is the NAT pools last applied without error (only the
+	// apply pass touches it).
+	natApplied string
 	// Observer is told of every pass (the daemon's status and metrics).
 	Observer agent.Observer
 }
@@ -193,6 +200,9 @@ func (s *Syncer) Peers() []api.Peer {
 			continue
 		}
 		p := api.Peer{Name: name, IPv4: n.IPv4Address, IPv6: n.IPv6Address, LastSeen: n.LastSeen}
+		if c, ok := s.st.Claims[name]; ok {
+			p.Live, p.DaemonSince = true, c.Since
+		}
 		if n.IPv4Address.IsValid() && my4.IsValid() {
 			p.SameSubnet = my4.Contains(n.IPv4Address.Addr())
 		}
@@ -210,7 +220,7 @@ func (s *Syncer) Status() api.RoutingStatus {
 }
 
 // prefixes are the records routes depend on.
-var prefixes = []string{api.NodesPrefix, api.PoolsPrefix, api.BlocksPrefix, api.EndpointsPrefix}
+var prefixes = []string{api.NodesPrefix, api.PoolsPrefix, api.BlocksPrefix, api.EndpointsPrefix, api.ClaimsPrefix}
 
 // Run mirrors etcd and applies until ctx ends. While etcd is unreachable it
 // keeps the last known routes in place and retries.
@@ -244,7 +254,9 @@ func (s *Syncer) Delete(key string) {
 }
 
 // Apply applies; every apply also repairs routes someone removed by hand.
-func (s *Syncer) Apply(bool) error { return s.apply() }
+// The NAT rules are read back from iptables only on a full pass or when the
+// pools changed, so a pass that changes nothing runs no iptables at all.
+func (s *Syncer) Apply(full bool) error { return s.apply(full) }
 
 func (s *Syncer) Failed(err error) {
 	s.log.Warn("route sync: cannot read etcd; keeping current routes", "err", err)
@@ -275,6 +287,11 @@ func (st *State) put(key string, val []byte) {
 		if json.Unmarshal(val, &e) == nil {
 			st.Endpoints[key] = e
 		}
+	case strings.HasPrefix(key, api.ClaimsPrefix):
+		var c api.NodeClaim
+		if name, ok := api.ParseNodeClaimKey(key); ok && json.Unmarshal(val, &c) == nil {
+			st.Claims[name] = c
+		}
 	}
 }
 
@@ -292,16 +309,28 @@ func (st *State) del(key string) {
 		}
 	case strings.HasPrefix(key, api.EndpointsPrefix):
 		delete(st.Endpoints, key)
+	case strings.HasPrefix(key, api.ClaimsPrefix):
+		if name, ok := api.ParseNodeClaimKey(key); ok {
+			delete(st.Claims, name)
+		}
 	}
 }
 
-func (s *Syncer) apply() error {
+func (s *Syncer) apply(full bool) error {
 	s.mu.Lock()
 	want := s.st.Desired(s.host)
 	nat, all := s.st.NAT()
 	s.mu.Unlock()
 	res, err := s.dp.ApplyRoutes(want)
-	natErr := s.dp.SetNATOutgoing(nat, all)
+	var natErr error
+	natKey := fmt.Sprint(nat, all)
+	if full || natKey != s.natApplied {
+		natErr = s.dp.SetNATOutgoing(nat, all)
+		s.natApplied = natKey
+		if natErr != nil {
+			s.natApplied = "" // try again next pass
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reported := map[string]bool{}
