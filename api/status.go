@@ -74,7 +74,7 @@ type Peer struct {
 	LastSeen time.Time `json:"lastSeen"`
 	// Live says the node's daemon holds its claim (renewed every 5 s on an
 	// etcd lease of 20 s): how liveness is judged.
-	Live        bool      `json:"live"`
+	Live        bool      `json:"live,omitempty"`
 	DaemonSince time.Time `json:"daemonSince,omitzero"` // when the live daemon claimed the name
 }
 

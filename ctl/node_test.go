@@ -33,7 +33,7 @@ spec:
 `, "create", "-f", "-")
 	golden(t, "nodes_ps", h.ok("", "get", "nodes"))
 	h.allocate("host-1", "docker.0", 4) // host-1 claims a block: BLOCKS shows it
-	h.addClaim("host-1")                 // host-1's daemon runs: DAEMON says live
+	h.addClaim("host-1")                // host-1's daemon runs: DAEMON says live
 	golden(t, "nodes_wide", h.ok("", "get", "nodes", "-o", "wide"))
 	golden(t, "node_yaml", h.ok("", "get", "node", "host-1", "-o", "yaml"))
 
