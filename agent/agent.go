@@ -3,14 +3,15 @@
 // agent keeps a copy of some prefixes (datastore.Mirror) and applies it
 // after the snapshot, after a burst of changes and at every resync; a
 // periodic agent runs a pass on a timer and on kicks. Every pass, of every
-// agent, is reported to the same Observer: the daemon's status today, its
-// metrics tomorrow.
+// agent, is reported to the same Observer: the daemon's status and its
+// metrics (package metrics).
 package agent
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -23,6 +24,13 @@ type Pass struct {
 	At    time.Time
 	Took  time.Duration
 	Err   error
+	// Mirrored: a mirrored agent's pass (a Full one follows a snapshot or
+	// a resync of the watch).
+	Mirrored bool
+	// Lag is, for a mirrored agent's pass that applied watched changes,
+	// the time from the first of them reaching the daemon to the end of
+	// the pass: how long a change in etcd takes to reach the kernel.
+	Lag time.Duration
 }
 
 // Observer is told of every pass. It must not block.
@@ -59,6 +67,8 @@ type Mirrored struct {
 	Options  datastore.MirrorOptions
 	Observer Observer // nil: passes are only logged
 	Log      *slog.Logger
+
+	firstChange atomic.Int64 // unix ns of the first change not yet applied
 }
 
 // Run mirrors and applies until ctx ends. While the datastore cannot be
@@ -71,20 +81,29 @@ func (m *Mirrored) Run(ctx context.Context) {
 type mirrorHandler struct{ m *Mirrored }
 
 func (h mirrorHandler) Reset(kvs []datastore.KV)     { h.m.Model.Reset(kvs) }
-func (h mirrorHandler) Put(key string, value []byte) { h.m.Model.Put(key, value) }
-func (h mirrorHandler) Delete(key string)            { h.m.Model.Delete(key) }
+func (h mirrorHandler) Put(key string, value []byte) { h.changed(); h.m.Model.Put(key, value) }
+func (h mirrorHandler) Delete(key string)            { h.changed(); h.m.Model.Delete(key) }
+
+func (h mirrorHandler) changed() {
+	h.m.firstChange.CompareAndSwap(0, time.Now().UnixNano())
+}
 
 func (h mirrorHandler) Sync(full bool) {
 	start := time.Now()
 	err := h.m.Model.Apply(full)
-	h.m.report(Pass{Agent: h.m.Name, Full: full, At: start, Took: time.Since(start), Err: err})
+	end := time.Now()
+	p := Pass{Agent: h.m.Name, Full: full, Mirrored: true, At: start, Took: end.Sub(start), Err: err}
+	if first := h.m.firstChange.Swap(0); first != 0 {
+		p.Lag = end.Sub(time.Unix(0, first))
+	}
+	h.m.report(p)
 }
 
 func (h mirrorHandler) Failed(err error) {
 	if f, ok := h.m.Model.(interface{ Failed(error) }); ok {
 		f.Failed(err) // the model's own account (its status, its words)
 	}
-	h.m.report(Pass{Agent: h.m.Name, At: time.Now(), Err: fmt.Errorf("cannot read the datastore, the kernel keeps what was applied last: %w", err)})
+	h.m.report(Pass{Agent: h.m.Name, Mirrored: true, At: time.Now(), Err: fmt.Errorf("cannot read the datastore, the kernel keeps what was applied last: %w", err)})
 }
 
 func (m *Mirrored) report(p Pass) {

@@ -175,8 +175,8 @@ func TestMirroredAppliesAndReports(t *testing.T) {
 	if v, _ := m.get(pre + "a"); v != "1" {
 		t.Fatalf("snapshot: a = %q, want 1", v)
 	}
-	if x := obs.next(t); x.Agent != "test" || !x.Full || x.Err == nil {
-		t.Fatalf("first pass reported as %+v, want a full failed pass", x)
+	if x := obs.next(t); x.Agent != "test" || !x.Full || x.Err == nil || !x.Mirrored || x.Lag != 0 {
+		t.Fatalf("first pass reported as %+v, want a full failed mirrored pass applying no watched change", x)
 	}
 	if err := s.Put(ctx, pre+"b", 2); err != nil {
 		t.Fatal(err)
@@ -187,7 +187,9 @@ func TestMirroredAppliesAndReports(t *testing.T) {
 	if v, _ := m.get(pre + "b"); v != "2" {
 		t.Fatalf("after the watch: b = %q, want 2", v)
 	}
-	obs.next(t)
+	if x := obs.next(t); x.Full || !x.Mirrored || x.Lag <= 0 || x.Lag > 10*time.Second {
+		t.Fatalf("pass after a change reported as %+v, want the change's time to the kernel", x)
+	}
 	st := rec.Status()
 	if len(st) != 1 || st[0].Name != "test" || st[0].Passes != 2 || st[0].Failures != 2 || st[0].LastError != "kernel said no" || !st[0].LastSuccess.IsZero() {
 		t.Fatalf("recorded status %+v, want 2 passes, 2 failures, the kernel's error, no success", st)

@@ -39,6 +39,8 @@ type DaemonStatus struct {
 	// Agents are the loops that turn the datastore into kernel state, each
 	// with its last pass.
 	Agents []AgentStatus `json:"agents,omitempty"`
+	// Readiness is what /readyz answers (nil from older daemons).
+	Readiness *Readiness `json:"readiness,omitempty"`
 }
 
 // AgentStatus is one agent's passes (package agent).
@@ -89,4 +91,18 @@ type CarrierSupport struct {
 type VersionInfo struct {
 	GitCommit string
 	Version   string
+}
+
+// Readiness is the daemon's answer to /readyz, also shown by calicoctl
+// node status: ready when every check passes.
+type Readiness struct {
+	Ready  bool         `json:"ready"`
+	Checks []ReadyCheck `json:"checks"`
+}
+
+// ReadyCheck is one part of Readiness.
+type ReadyCheck struct {
+	Name   string `json:"name"` // datastore, sockets, dataplane
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail,omitempty"` // what is wrong, or what was checked
 }

@@ -302,6 +302,7 @@ func (a *app) versionFromNode(ctx context.Context) string {
 }
 
 func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
+	printReadiness(w, st.Readiness)
 	fmt.Fprintln(w, "Route sync:")
 	r := st.Routing
 	switch {
@@ -416,4 +417,24 @@ func (a *app) printLiveness(ctx context.Context, w io.Writer, s *datastore.Store
 		fmt.Fprintf(w, "  daemon:       live (pid %d, since %s)\n", c.PID, c.Since.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// printReadiness shows what the daemon's /readyz answers.
+func printReadiness(w io.Writer, r *api.Readiness) {
+	if r == nil {
+		return // a daemon older than its readiness report
+	}
+	state := "ready"
+	if !r.Ready {
+		state = "NOT READY"
+	}
+	fmt.Fprintf(w, "Readiness (as /readyz answers): %s\n", state)
+	for _, c := range r.Checks {
+		mark := "ok"
+		if !c.OK {
+			mark = "FAILING"
+		}
+		fmt.Fprintf(w, "  %-10s %-8s %s\n", c.Name, mark, oneLine(c.Detail))
+	}
+	fmt.Fprintln(w)
 }

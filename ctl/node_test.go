@@ -109,10 +109,14 @@ func TestNodeStatusAgents(t *testing.T) {
 	st := api.DaemonStatus{Node: "host-1", Agents: []api.AgentStatus{
 		{Name: "policy", LastPass: testNow.Add(-3 * time.Second), TookMillis: 12, Passes: 7},
 		{Name: "routing", LastPass: testNow.Add(-2 * time.Second), TookMillis: 4, Passes: 9, Failures: 2, LastError: "add route 10.1.0.0/26: no such device"},
-	}}
+	}, Readiness: &api.Readiness{Checks: []api.ReadyCheck{
+		{Name: "datastore", OK: true, Detail: "etcd at unix:///x answers"},
+		{Name: "dataplane", Detail: "routing: add route 10.1.0.0/26: no such device"},
+	}}}
 	fakeStatusDaemon(t, filepath.Join(h.pluginDir, api.NetworkSocket), st)
 	out := h.ok("", "node", "status")
-	for _, want := range []string{"Agents:", "AGENT", "policy", "ok", "routing", "failing: add route 10.1.0.0/26: no such device"} {
+	for _, want := range []string{"Agents:", "AGENT", "policy", "ok", "routing", "failing: add route 10.1.0.0/26: no such device",
+		"Readiness (as /readyz answers): NOT READY", "datastore  ok       etcd at unix:///x answers", "dataplane  FAILING  routing: add route"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("node status does not show %q:\n%s", want, out)
 		}

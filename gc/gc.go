@@ -60,6 +60,7 @@ type Collector struct {
 	seen    map[string]time.Time // findings whose age the records do not tell: first seen
 	missing map[string]time.Time // own endpoints the engine did not list: first seen
 	last    Report
+	total   uint64 // records released since the start (the metrics' counter)
 }
 
 // Report is what one pass found and did (api.GCReport, plus the findings).
@@ -150,8 +151,16 @@ func (c *Collector) done(rep Report, err error) (Report, error) {
 	}
 	c.mu.Lock()
 	c.last = rep
+	c.total += uint64(len(rep.Collected))
 	c.mu.Unlock()
 	return rep, err
+}
+
+// Collected counts what this collector released since it started.
+func (c *Collector) Collected() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
 }
 
 // lead takes or keeps the cluster collector's key, bound to this node's

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -48,7 +49,10 @@ type Config struct {
 	// Garbage collection (gc package).
 	GCGrace       time.Duration // how old an orphan must be before it is released
 	GCNodeTimeout time.Duration // a node not seen for this long is gone (0: only deleted nodes)
-	GCInterval    time.Duration // how often the collector passes
+	// MetricsAddr is where /metrics, /livez and /readyz are served over
+	// HTTP ("": not served).
+	MetricsAddr string
+	GCInterval  time.Duration // how often the collector passes
 }
 
 // ParseFlags reads flags, falling back to the environment for each, and
@@ -82,6 +86,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 		func() error { return c.parseNoDefaultPools(getenv("NO_DEFAULT_POOLS")) },
 		func() error { return c.parseGC(raw) },
 		c.checkLegacyDir,
+		c.checkMetricsAddr,
 	} {
 		if err := check(); err != nil {
 			return nil, err
@@ -128,6 +133,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, r *rawFlags, getenv func(string) s
 	fs.StringVar(&c.LegacyDir, "legacy-plugin-dir", "", "also serve calico.sock and calico-ipam.sock in this directory: a managed plugin's view of the host's /run/docker/plugins, so that --driver calico and --ipam-driver calico-ipam resolve")
 	fs.StringVar(&r.grace, "ipam-gc-grace", env("CALICO_IPAM_GC_GRACE", "10m"), "how old an orphaned address or endpoint record must be before the garbage collector releases it, as a Go duration (env CALICO_IPAM_GC_GRACE)")
 	fs.StringVar(&r.nodeTimeout, "ipam-gc-node-timeout", env("CALICO_IPAM_GC_NODE_TIMEOUT", "24h"), "a node whose daemon has not been seen for this long is gone: its blocks and addresses are released; 0 releases only deleted nodes' (env CALICO_IPAM_GC_NODE_TIMEOUT)")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", env("CALICO_METRICS_ADDR", "127.0.0.1:9091"), "host:port serving Prometheus /metrics and the /livez and /readyz health checks over HTTP; empty or off turns them off (env CALICO_METRICS_ADDR)")
 	fs.StringVar(&r.gcEvery, "ipam-gc-interval", env("CALICO_IPAM_GC_INTERVAL", "1m"), "how often the garbage collector passes, at most 1m (env CALICO_IPAM_GC_INTERVAL)")
 }
 
@@ -234,6 +240,18 @@ func (c *Config) parseGC(r rawFlags) error {
 func (c *Config) checkLegacyDir() error {
 	if c.LegacyDir != "" && filepath.Clean(c.LegacyDir) == filepath.Clean(c.PluginDir) {
 		return fmt.Errorf("--legacy-plugin-dir %s is the plugin dir: give the managed plugin's mount of the host's /run/docker/plugins, or drop the flag", c.LegacyDir)
+	}
+	return nil
+}
+
+func (c *Config) checkMetricsAddr() error {
+	switch strings.ToLower(c.MetricsAddr) {
+	case "", "off", "none": // the environment cannot say empty apart from unset
+		c.MetricsAddr = ""
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+		return fmt.Errorf("--metrics-addr %q: give host:port, such as 127.0.0.1:9091 (or empty to turn metrics off)", c.MetricsAddr)
 	}
 	return nil
 }

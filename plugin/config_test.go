@@ -65,6 +65,11 @@ func TestParseFlags(t *testing.T) {
 		{name: "bad gc grace", args: []string{"--ipam-gc-grace", "ten minutes"}, wantErr: "--ipam-gc-grace"},
 		{name: "negative gc grace", args: []string{"--ipam-gc-grace", "-1m"}, wantErr: "--ipam-gc-grace"},
 		{name: "gc interval too long", args: []string{"--ipam-gc-interval", "5m"}, wantErr: "from 1s to 1m"},
+		{name: "metrics on loopback by default", check: metricsAddrIs("127.0.0.1:9091")},
+		{name: "metrics address from env", env: map[string]string{"CALICO_METRICS_ADDR": "0.0.0.0:9100"}, check: metricsAddrIs("0.0.0.0:9100")},
+		{name: "metrics off with an empty flag", args: []string{"--metrics-addr", ""}, check: metricsAddrIs("")},
+		{name: "metrics off from env", env: map[string]string{"CALICO_METRICS_ADDR": "off"}, check: metricsAddrIs("")},
+		{name: "metrics address without a port", args: []string{"--metrics-addr", "127.0.0.1"}, wantErr: "--metrics-addr"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,5 +89,13 @@ func TestParseFlags(t *testing.T) {
 			}
 			tc.check(t, c)
 		})
+	}
+}
+
+func metricsAddrIs(want string) func(*testing.T, *Config) {
+	return func(t *testing.T, c *Config) {
+		if c.MetricsAddr != want {
+			t.Errorf("MetricsAddr = %q, want %q", c.MetricsAddr, want)
+		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/docker/sharing"
 	"github.com/calico-libnetwork/calico-libnetwork/gc"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
+	"github.com/calico-libnetwork/calico-libnetwork/metrics"
 	"github.com/calico-libnetwork/calico-libnetwork/multinet"
 	"github.com/calico-libnetwork/calico-libnetwork/node"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
@@ -51,6 +52,10 @@ type daemon struct {
 	fwd           *forwarding
 	reg           *node.Registration
 	agents        *agent.Recorder
+	metrics       *metrics.Metrics
+	obs           agent.Observer      // the recorder and the metrics
+	ps            *policysync.Syncer  // nil with policy off
+	enf           *nftpolicy.Enforcer // nil with policy off
 	routes        *routing.Syncer
 	carriers      []api.CarrierSupport
 	hostMTU       int
@@ -69,7 +74,8 @@ type daemon struct {
 // Run starts the daemon and blocks until ctx is cancelled or a socket
 // fails. Running containers keep their networking when it returns.
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
-	d := &daemon{cfg: cfg, log: log, agents: agent.NewRecorder(), joined: func() {}}
+	d := &daemon{cfg: cfg, log: log, agents: agent.NewRecorder(), metrics: metrics.New(), joined: func() {}}
+	d.obs = agent.Observers{d.agents, d.metrics}
 	startCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	if err := d.openStore(startCtx); err != nil {
@@ -98,6 +104,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	d.startBackground()
+	d.serveMetrics()
 	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
 		"sockets", socketPaths(d.servers), "vethMTU", d.mtu())
 
@@ -121,6 +128,7 @@ func (d *daemon) openStore(ctx context.Context) error {
 		return err
 	}
 	d.store = store
+	store.Observe(d.metrics)
 	if len(cfg.EtcdEndpoints) == 0 {
 		d.log.Info("embedded etcd running", "endpoint", store.Endpoints()[0], "dataDir", cfg.DataDir)
 	}
@@ -189,7 +197,7 @@ func (d *daemon) register(ctx context.Context) error {
 func (d *daemon) startRouting() {
 	blockRoutes := d.dp.NewBlockRoutes(d.dp.NewVXLANCarrier(d.v4.Addr(), d.hostMTU-vxlan.Overhead))
 	d.routes = routing.New(d.store, hostRoutes{d.dp, blockRoutes}, d.cfg.NodeName, d.log.With("part", "routing"))
-	d.routes.Observer = d.agents
+	d.routes.Observer = d.obs
 	for _, m := range []carrier.Mode{carrier.ModeVXLAN, carrier.ModeIPIP} {
 		ok, why := blockRoutes.Carrier(m).Available()
 		if !ok {
@@ -224,7 +232,7 @@ func (d *daemon) mtu() int {
 func (d *daemon) startHostProtection(ctx context.Context) {
 	log := d.log.With("part", "hostprotect")
 	hs := newHostProtection(ctx, d.cfg, d.store, log)
-	hs.Observer = d.agents
+	hs.Observer = d.obs
 	d.run(func(ctx context.Context) { hs.Run(ctx, 30*time.Second) })
 	select {
 	case <-hs.Ready():
@@ -244,9 +252,9 @@ func (d *daemon) connectDocker() {
 	}
 	d.docker = dc
 	d.nets = sharing.New(d.store, dc, d.cfg.NodeName, d.cfg.DriverName, d.cfg.IPAMDriverName, d.log.With("part", "netsync"))
-	d.nets.Observer = d.agents
+	d.nets.Observer = d.obs
 	lr := labels.New(d.store, dc, d.cfg.NodeName, d.log.With("part", "labels"))
-	lr.Observer = d.agents
+	lr.Observer = d.obs
 	d.run(lr.Run)
 	d.joined = lr.Kick
 }
@@ -263,7 +271,8 @@ func (d *daemon) startPolicy() error {
 	}
 	ps := policysync.New(d.store, enforcer{enf}, d.cfg.NodeName, d.log.With("part", "policy"),
 		policysync.Options{LastGoodFile: filepath.Join(d.cfg.DataDir, policysync.LastGoodFile), HoldUnlabelled: d.docker != nil})
-	ps.Observer = d.agents
+	ps.Observer = d.obs
+	d.ps, d.enf = ps, enf
 	d.run(func(ctx context.Context) { ps.Run(ctx, 30*time.Second) })
 	select {
 	case <-ps.Ready():
@@ -296,19 +305,22 @@ func (d *daemon) newDrivers(ctx context.Context) {
 		eng = newEngine(d.docker, d.cfg.DriverName)
 	}
 	d.col = gc.New(gc.Config{Store: d.store, Host: d.cfg.NodeName, Grace: d.cfg.GCGrace, NodeTimeout: d.cfg.GCNodeTimeout, Every: d.cfg.GCInterval,
-		Engine: eng, Endpoints: d.drv, Lease: d.reg.Lease, Log: d.log.With("part", "gc"), Observer: d.agents})
+		Engine: eng, Endpoints: d.drv, Lease: d.reg.Lease, Log: d.log.With("part", "gc"), Observer: d.obs})
 }
 
 func (d *daemon) status() api.DaemonStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ready := d.readiness(ctx)
 	return api.DaemonStatus{Node: d.cfg.NodeName, Routing: d.routes.Status(), Peers: d.routes.Peers(), Carriers: d.carriers,
-		GC: d.col.Last().GCReport, Agents: d.agents.Status()}
+		GC: d.col.Last().GCReport, Agents: d.agents.Status(), Readiness: &ready}
 }
 
 // serve listens on the plugin sockets; a socket that fails stops the
 // daemon, and shutdown closes them all (gracefully, for 10 s).
 func (d *daemon) serve() error {
-	netMux := NetworkMux(d.drv, d.status, d.log.With("socket", api.NetworkSocket))
-	ipamMux := IPAMMux(ipamdriver.New(d.alloc, d.log.With("part", "ipam-driver")), d.log.With("socket", api.IPAMSocket))
+	netMux := d.metrics.WrapCalls("network", NetworkMux(d.drv, d.status, d.log.With("socket", api.NetworkSocket)))
+	ipamMux := d.metrics.WrapCalls("ipam", IPAMMux(ipamdriver.New(d.alloc, d.log.With("part", "ipam-driver")), d.log.With("socket", api.IPAMSocket)))
 	servers, err := listenAll(socketPlan(d.cfg, netMux, ipamMux))
 	if err != nil {
 		return err
@@ -342,9 +354,9 @@ func (d *daemon) startBackground() {
 	}
 	d.run(d.col.Run)
 	mn := multinet.New(d.store, d.dp, d.cfg.NodeName, d.log.With("part", "multinet"))
-	mn.Observer = d.agents
+	mn.Observer = d.obs
 	d.run(func(ctx context.Context) { mn.Run(ctx, reconcileEvery) })
-	repair := agent.Periodic{Name: "repair", WaitFirst: true, Every: reconcileEvery, Observer: d.agents, Log: d.log, Pass: d.repair}
+	repair := agent.Periodic{Name: "repair", WaitFirst: true, Every: reconcileEvery, Observer: d.obs, Log: d.log, Pass: d.repair}
 	d.run(repair.Run)
 }
 

@@ -1,0 +1,100 @@
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Sources are the daemon's parts read when the metrics are scraped; a nil
+// one is not exported.
+type Sources struct {
+	DatastoreReachable func() bool
+	NodeUp             func() bool      // this daemon holds its node's claim
+	LastHeartbeat      func() time.Time // the claim's lease last renewed
+	Routes             func() int       // routes to other hosts' blocks wanted
+	Peers              func() (all, live int)
+	Veths              func() (int, error)
+	NFTables           func() (NFTCounts, error)
+	Policy             func() (endpoints, policies int)
+	GCCollected        func() uint64
+	Ready              func() bool
+}
+
+// NFTCounts is the size of the policy table.
+type NFTCounts struct {
+	Chains, Rules, Sets, Elements int
+}
+
+// gauge is one exported reading.
+type gauge struct {
+	name, help string
+	read       func() float64
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Watch registers the sources' readings.
+func (m *Metrics) Watch(s Sources) {
+	var gs []gauge
+	add := func(ok bool, name, help string, read func() float64) {
+		if ok {
+			gs = append(gs, gauge{name, help, read})
+		}
+	}
+	add(s.DatastoreReachable != nil, "datastore_reachable", "1 while etcd answers the daemon.", func() float64 { return b2f(s.DatastoreReachable()) })
+	add(s.NodeUp != nil, "node_up", "1 while this daemon holds its node's claim (its liveness, on an etcd lease).", func() float64 { return b2f(s.NodeUp()) })
+	add(s.LastHeartbeat != nil, "node_last_heartbeat_timestamp_seconds", "When the node claim's lease was last renewed (unix seconds).", func() float64 {
+		if t := s.LastHeartbeat(); !t.IsZero() {
+			return float64(t.UnixNano()) / 1e9
+		}
+		return 0
+	})
+	add(s.Routes != nil, "routing_routes", "Routes to other hosts' blocks (and this host's blackholes) the route sync wants.", func() float64 { return float64(s.Routes()) })
+	add(s.Peers != nil, "routing_peers", "Other nodes known to the route sync.", func() float64 { n, _ := s.Peers(); return float64(n) })
+	add(s.Peers != nil, "routing_peers_live", "Other nodes whose daemon holds its claim.", func() float64 { _, n := s.Peers(); return float64(n) })
+	add(s.Veths != nil, "dataplane_veths", "Container veths on this host (cali..., with our alias).", func() float64 { n, _ := s.Veths(); return float64(n) })
+	add(s.Policy != nil, "policy_endpoints", "This host's endpoints the policy agent enforces.", func() float64 { n, _ := s.Policy(); return float64(n) })
+	add(s.Policy != nil, "policy_policies", "Policy resources in force (profiles, network and global network policies).", func() float64 { _, n := s.Policy(); return float64(n) })
+	add(s.Ready != nil, "ready", "1 while /readyz answers ready.", func() float64 { return b2f(s.Ready()) })
+	if s.NFTables != nil {
+		s.NFTables = memo(s.NFTables) // one kernel read per scrape, not four
+		for _, g := range []struct {
+			name string
+			pick func(NFTCounts) int
+		}{{"chains", func(c NFTCounts) int { return c.Chains }}, {"rules", func(c NFTCounts) int { return c.Rules }},
+			{"sets", func(c NFTCounts) int { return c.Sets }}, {"set_elements", func(c NFTCounts) int { return c.Elements }}} {
+			add(true, "dataplane_nftables_"+g.name, "The policy table's "+g.name+", read from the kernel.", func() float64 { c, _ := s.NFTables(); return float64(g.pick(c)) })
+		}
+	}
+	for _, g := range gs {
+		m.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Name: g.name, Help: g.help}, g.read))
+	}
+	if s.GCCollected != nil {
+		m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "ipam", Name: "garbage_collected_total",
+			Help: "Records the garbage collector released (addresses, endpoints, blocks, handles)."}, func() float64 { return float64(s.GCCollected()) }))
+	}
+}
+
+// memo keeps read's answer for a second.
+func memo[T any](read func() (T, error)) func() (T, error) {
+	var mu sync.Mutex
+	var at time.Time
+	var v T
+	var err error
+	return func() (T, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) > time.Second {
+			v, err = read()
+			at = time.Now()
+		}
+		return v, err
+	}
+}
