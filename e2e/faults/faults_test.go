@@ -258,28 +258,7 @@ func TestDatastoreWipeKeepsRunningEndpoints(t *testing.T) {
 func TestEtcdDownAnswersInSeconds(t *testing.T) {
 	begin(t)
 	ns := netns(t)
-	// The daemon's namespace reaches an etcd of the test's own on the host
-	// side of a veth pair.
-	hostSide, nsSide := "cfh"+ns[4:], "cfn"+ns[4:]
-	for _, args := range [][]string{
-		{"link", "add", hostSide, "type", "veth", "peer", "name", nsSide, "netns", ns},
-		{"addr", "add", "10.251.77.1/30", "dev", hostSide}, {"link", "set", hostSide, "up"},
-		{"-n", ns, "addr", "add", "10.251.77.2/30", "dev", nsSide}, {"-n", ns, "link", "set", nsSide, "up"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostSide).Run() })
-	endpoint := "http://10.251.77.1:2379"
-	peer := "http://10.251.77.1:2380"
-	etcd := exec.Command("etcd", "--data-dir", t.TempDir(), "--listen-client-urls", endpoint, "--advertise-client-urls", endpoint,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer, "--log-level", "error")
-	etcd.Stdout, etcd.Stderr = os.Stderr, os.Stderr
-	if err := etcd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = etcd.Process.Signal(syscall.SIGCONT); _ = etcd.Process.Kill(); _ = etcd.Wait() })
+	etcd, endpoint := etcdOnVeth(t, ns, "10.251.77")
 	d := newDaemon(t, ns, "--etcd-endpoints", endpoint)
 	d.start()
 	netID, poolID := network(t, d)

@@ -42,6 +42,8 @@ const (
 //   - a CrossSubnet VXLAN pool with natOutgoing is created (no default pools);
 //   - net1, created on host 1, appears on hosts 2 and 3;
 //   - containers on every host ping every other;
+//   - a steady cluster (nothing changing for 30 s) writes nothing to etcd
+//     (node liveness is the claims' leases) and changes no route in any host;
 //   - host 1 <-> host 2 (same subnet) travels unencapsulated, host 1 <->
 //     host 3 (across the router, which has no route to the pool) through
 //     vxlan.calico;
@@ -76,6 +78,7 @@ func TestMultiHost(t *testing.T) {
 	st.run("same MAC and --ip on two hosts: the second is refused", s.sameMACRefused)
 	st.run("a network is usable where it is listed", s.networkUsableWhereListed)
 	st.run("routes and VXLAN device", s.routesAndVXLAN)
+	st.run("steady cluster: no etcd writes, no route changes", s.steadyState)
 	st.run("1<->2 unencapsulated", s.unencapsulated12)
 	st.run("1<->3 through VXLAN", s.throughVXLAN13)
 	st.run("VXLAN only from registered nodes", s.vxlanFromNodesOnly)
