@@ -20,6 +20,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "uninstall" {
 		os.Exit(uninstall(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "ready" {
+		os.Exit(ready(os.Args[2:]))
+	}
 	cfg, err := plugin.ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
