@@ -26,4 +26,6 @@ if [ -d cmd/policy-bench ]; then
   section "Policy: 1,000 endpoints, 100 policies"
   go run ./cmd/policy-bench | tee -a "$out"
 fi
+section "Scale: 50 and 500 simulated hosts in a real etcd, watched by real agents (go run ./cmd/scale-bench)"
+go run ./cmd/scale-bench -hosts 50,500 | tee -a "$out"
 echo "results in $out"
