@@ -18,6 +18,11 @@ CALICO_BENCH=1 CALICO_BENCH_OUT="$out.tmp" go test -tags e2e -count=1 -v -run Te
 cat "$out.tmp" >> "$out" 2>/dev/null || true
 rm -f "$out.tmp"
 
+section "1,000 containers on one host: docker run latency, memory per endpoint, reconcile and policy pass times"
+CALICO_BENCH=1 CALICO_BENCH_OUT="$out.tmp" go test -tags e2e -count=1 -v -timeout 60m -run TestThousandContainersBench ./e2e/ | tail -20
+cat "$out.tmp" >> "$out" 2>/dev/null || true
+rm -f "$out.tmp"
+
 if ls e2e/multihost/bench_test.go >/dev/null 2>&1; then
   section "Throughput, latency and route convergence across namespace hosts"
   CALICO_BENCH=1 CALICO_E2E_REQUIRED=1 go test -tags e2e -count=1 -v -run Bench -timeout 30m ./e2e/multihost/ | tee -a "$out"
