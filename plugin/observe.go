@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
@@ -90,8 +91,21 @@ func (d *daemon) serveMetrics() {
 // readiness is what /readyz and calicoctl node status report: the
 // datastore answers, both plugin sockets accept connections, and the
 // agents that keep the data plane last passed without error.
+// The checks run side by side, each within its own budget, so that an
+// unreachable etcd does not use up the sockets' time.
 func (d *daemon) readiness(ctx context.Context) api.Readiness {
-	checks := []api.ReadyCheck{d.checkDatastore(ctx), d.checkSockets(ctx), d.checkDataplane()}
+	checks := make([]api.ReadyCheck, 3)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		checks[0] = d.checkDatastore(c)
+	}()
+	go func() { defer wg.Done(); checks[1] = d.checkSockets(ctx) }()
+	checks[2] = d.checkDataplane()
+	wg.Wait()
 	r := api.Readiness{Ready: true, Checks: checks}
 	for _, c := range checks {
 		r.Ready = r.Ready && c.OK
