@@ -152,28 +152,47 @@ func (v *Carrier) Prepare(peers []netip.Addr) error {
 			want[p] = true
 		}
 	}
-	for p := range want {
-		mac := VTEPMAC(p)
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, IP: p.AsSlice(), HardwareAddr: mac}); err != nil {
-			return fmt.Errorf("neighbour %s on %s: %w", p, Device, err)
-		}
-		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: p.AsSlice(), HardwareAddr: mac}); err != nil {
-			return fmt.Errorf("forwarding entry %s on %s: %w", p, Device, err)
-		}
-	}
-	// Remove entries of hosts that left.
+	have := map[int]map[netip.Addr]netlink.Neigh{}
 	for _, fam := range []int{unix.AF_INET, unix.AF_BRIDGE} {
+		have[fam] = map[netip.Addr]netlink.Neigh{}
 		ns, err := netlink.NeighList(idx, fam)
 		if err != nil {
 			continue
 		}
 		for _, n := range ns {
-			if a, ok := netip.AddrFromSlice(n.IP); ok && n.IP != nil && !want[a.Unmap()] {
+			a, ok := netip.AddrFromSlice(n.IP)
+			if !ok || n.IP == nil {
+				continue
+			}
+			if !want[a.Unmap()] { // a host that left
 				_ = netlink.NeighDel(&n)
+				continue
+			}
+			have[fam][a.Unmap()] = n
+		}
+	}
+	// Only what is missing or wrong is written: a pass over a settled
+	// kernel writes nothing.
+	for p := range want {
+		mac := VTEPMAC(p)
+		if !neighIs(have[unix.AF_INET], p, mac) {
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_INET, State: netlink.NUD_PERMANENT, IP: p.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("neighbour %s on %s: %w", p, Device, err)
+			}
+		}
+		if !neighIs(have[unix.AF_BRIDGE], p, mac) {
+			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT, IP: p.AsSlice(), HardwareAddr: mac}); err != nil {
+				return fmt.Errorf("forwarding entry %s on %s: %w", p, Device, err)
 			}
 		}
 	}
 	return nil
+}
+
+// neighIs says whether have holds a permanent entry for p with mac.
+func neighIs(have map[netip.Addr]netlink.Neigh, p netip.Addr, mac net.HardwareAddr) bool {
+	n, ok := have[p]
+	return ok && n.State&netlink.NUD_PERMANENT != 0 && n.HardwareAddr.String() == mac.String()
 }
 
 // Route sends r onlink through the device to the remote VTEP's address.

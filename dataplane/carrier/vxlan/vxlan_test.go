@@ -7,7 +7,9 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -151,4 +153,82 @@ func TestPrepareFollowsPeers(t *testing.T) {
 			t.Error("Route without the device gave no error")
 		}
 	})
+}
+
+// A Prepare over settled entries changes nothing the kernel reports (`ip
+// monitor neigh` sees nothing; since this change it sends no request
+// either, which the monitor cannot tell: the kernel is silent about a
+// replace with equal contents); an entry someone changed is put right.
+func TestPrepareSettledWritesNothing(t *testing.T) {
+	n := testns.New(t)
+	testns.Do(t, n, func() {
+		ipCmd(t, "link add up0 type veth peer name up0p")
+		ipCmd(t, "addr add 10.0.1.1/24 dev up0")
+		ipCmd(t, "link set up0 up")
+		c := New(netip.MustParseAddr("10.0.1.1"), 1400, nil)
+		if ok, why := c.Available(); !ok {
+			t.Skipf("SKIPPED: %s", why)
+		}
+		peers := []netip.Addr{netip.MustParseAddr("10.0.2.2"), netip.MustParseAddr("10.0.2.3")}
+		if err := c.Prepare(peers); err != nil {
+			t.Fatal(err)
+		}
+		var out lockedBuf
+		mon := exec.Command("ip", "monitor", "neigh")
+		mon.Stdout, mon.Stderr = &out, &out
+		if err := mon.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		for range 3 {
+			if err := c.Prepare(peers); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		settled := out.lines()
+		// The monitor sees a change: the hand-made one and its repair.
+		ipCmd(t, "neigh replace 10.0.2.2 lladdr 02:00:00:00:00:01 nud permanent dev "+Device)
+		if err := c.Prepare(peers); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		_ = mon.Process.Kill()
+		_ = mon.Wait()
+		if len(settled) > 0 {
+			t.Errorf("Prepare over settled entries changed the kernel:\n%s", strings.Join(settled, "\n"))
+		}
+		if all := out.lines(); len(all) < 2 {
+			t.Errorf("ip monitor saw %v around a change made by hand and its repair: the monitor does not work here", all)
+		}
+		want := []string{"10.0.2.2=" + VTEPMAC(peers[0]).String(), "10.0.2.3=" + VTEPMAC(peers[1]).String()}
+		if got := neighbours(t, unix.AF_INET); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("neighbours after one was changed by hand: %v, want %v", got, want)
+		}
+	})
+}
+
+// lockedBuf collects a command's output; lines drops ip's complaint about
+// the test namespace having no id.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) lines() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, x := range strings.Split(l.b.String(), "\n") {
+		if x = strings.TrimSpace(x); x != "" && !strings.HasPrefix(x, "Error: Peer netns reference is invalid") {
+			out = append(out, x)
+		}
+	}
+	return out
 }
