@@ -63,30 +63,67 @@ func (s *scenario) revision(t *testing.T) int64 {
 type routeMonitor struct {
 	host string
 	cmd  *exec.Cmd
+	once sync.Once
+	mu   sync.Mutex
 	out  bytes.Buffer
 }
 
 func startRouteMonitor(t *testing.T, h *Host) *routeMonitor {
 	t.Helper()
 	m := &routeMonitor{host: h.Name, cmd: exec.Command("ip", "-n", h.NetNS, "monitor", "route")}
-	m.cmd.Stdout, m.cmd.Stderr = &m.out, &m.out
+	m.cmd.Stdout, m.cmd.Stderr = m, m
 	if err := m.cmd.Start(); err != nil {
 		t.Fatalf("ip monitor route in %s: %v", h.Name, err)
 	}
+	t.Cleanup(func() { m.stop() })
 	return m
 }
 
-// stop ends the monitor and returns the route changes it saw.
-func (m *routeMonitor) stop() []string {
-	_ = m.cmd.Process.Signal(syscall.SIGTERM)
-	_ = m.cmd.Wait()
+// lines are the route changes seen so far (less ip's complaint that the
+// namespace has no id, printed once at start).
+func (m *routeMonitor) lines() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var out []string
 	for _, l := range strings.Split(m.out.String(), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "Error: Peer netns reference is invalid") {
 			out = append(out, m.host+": "+l)
 		}
 	}
 	return out
+}
+
+func (m *routeMonitor) Write(p []byte) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.out.Write(p)
+}
+
+// stop ends the monitor and returns the route changes it saw.
+func (m *routeMonitor) stop() []string {
+	m.once.Do(func() {
+		_ = m.cmd.Process.Signal(syscall.SIGTERM)
+		_ = m.cmd.Wait()
+	})
+	return m.lines()
+}
+
+// proveMonitor adds and removes a route of nobody's (protocol 199) in h's
+// namespace and waits for its monitor to see it: a monitor that saw
+// nothing in the window was listening.
+func proveMonitor(t *testing.T, h *Host, m *routeMonitor) {
+	t.Helper()
+	before := len(m.lines())
+	for _, args := range [][]string{{"route", "add", "blackhole", "198.51.100.77/32", "proto", "199"}, {"route", "del", "blackhole", "198.51.100.77/32", "proto", "199"}} {
+		if out, err := exec.Command("ip", append([]string{"-n", h.NetNS}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip -n %s %v: %v: %s", h.NetNS, args, err, out)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(m.lines()) < before+2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("ip monitor route in %s did not see a route added and removed: it cannot vouch for the window", h.Name)
+		}
+	}
 }
 
 // steadyState is the step "steady cluster": with nothing changing, three
@@ -126,7 +163,11 @@ func (s *scenario) steadyState(t *testing.T) {
 	after := s.revision(t)
 	var changes []string
 	for _, m := range mons {
-		changes = append(changes, m.stop()...)
+		changes = append(changes, m.lines()...)
+	}
+	for i, m := range mons {
+		proveMonitor(t, s.tb.Hosts[i], m)
+		m.stop()
 	}
 	written := writes.take()
 	sort.Strings(written)
