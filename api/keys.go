@@ -28,8 +28,8 @@ const (
 	ClaimsPrefix = Prefix + "nodeclaims/"
 	// SharedNetworksPrefix holds one SharedNetwork per network name.
 	SharedNetworksPrefix = Prefix + "sharednets/"
-	// Policy resources (policy.Profile, policy.NetworkPolicy and
-	// policy.GlobalNetworkPolicy as JSON), by name.
+	// Policy resources (Profile, NetworkPolicy and
+	// GlobalNetworkPolicy as JSON), by name.
 	ProfilesPrefix              = Prefix + "profiles/"
 	NetworkPoliciesPrefix       = Prefix + "networkpolicies/"
 	GlobalNetworkPoliciesPrefix = Prefix + "globalnetworkpolicies/"

@@ -1,8 +1,9 @@
 package api
 
 // The policy kinds: Profile, NetworkPolicy and GlobalNetworkPolicy. Their
-// model, normalisation and validation live in package policy; this file
-// gives them their documents (Calico v3's, and Calico v1's profile and
+// records, rules, normalisation and validation are in policyrules.go and
+// policystored.go (package policy evaluates them); this file gives them
+// their documents (Calico v3's, and Calico v1's profile and
 // policy, converted on input) and plugs them into Kinds.
 
 import (
@@ -11,13 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-
-	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
-
-// Profile is the Profile resource: policy.Profile, stored as JSON at
-// datastore.ProfilesPrefix+Name. Normalize and Validate are policy's.
-type Profile struct{ policy.Profile }
 
 // ResourceKind implements Resource.
 func (p *Profile) ResourceKind() *Kind { return ProfileKind }
@@ -25,20 +20,11 @@ func (p *Profile) ResourceKind() *Kind { return ProfileKind }
 // ResourceName implements Resource.
 func (p *Profile) ResourceName() string { return p.Name }
 
-// NetworkPolicy is the NetworkPolicy resource: policy.NetworkPolicy, stored
-// as JSON at datastore.NetworkPoliciesPrefix+Name.
-type NetworkPolicy struct{ policy.NetworkPolicy }
-
 // ResourceKind implements Resource.
 func (p *NetworkPolicy) ResourceKind() *Kind { return NetworkPolicyKind }
 
 // ResourceName implements Resource.
 func (p *NetworkPolicy) ResourceName() string { return p.Name }
-
-// GlobalNetworkPolicy is the GlobalNetworkPolicy resource:
-// policy.GlobalNetworkPolicy, stored as JSON at
-// datastore.GlobalNetworkPoliciesPrefix+Name.
-type GlobalNetworkPolicy struct{ policy.GlobalNetworkPolicy }
 
 // ResourceKind implements Resource.
 func (p *GlobalNetworkPolicy) ResourceKind() *Kind { return GlobalNetworkPolicyKind }
@@ -103,8 +89,8 @@ var GlobalNetworkPolicyKind = &Kind{
 // ProfileDoc is the v3 document of a Profile.
 type ProfileDoc struct {
 	TypeMeta `json:",inline"`
-	Metadata ObjectMeta         `json:"metadata"`
-	Spec     policy.ProfileSpec `json:"spec"`
+	Metadata ObjectMeta  `json:"metadata"`
+	Spec     ProfileSpec `json:"spec"`
 }
 
 // NamespacedMeta is a NetworkPolicy's metadata: Calico scopes the kind to a
@@ -118,15 +104,15 @@ type NamespacedMeta struct {
 // NetworkPolicyDoc is the v3 document of a NetworkPolicy.
 type NetworkPolicyDoc struct {
 	TypeMeta `json:",inline"`
-	Metadata NamespacedMeta    `json:"metadata"`
-	Spec     policy.PolicySpec `json:"spec"`
+	Metadata NamespacedMeta `json:"metadata"`
+	Spec     PolicySpec     `json:"spec"`
 }
 
 // GlobalNetworkPolicyDoc is the v3 document of a GlobalNetworkPolicy.
 type GlobalNetworkPolicyDoc struct {
 	TypeMeta `json:",inline"`
-	Metadata ObjectMeta        `json:"metadata"`
-	Spec     policy.PolicySpec `json:"spec"`
+	Metadata ObjectMeta `json:"metadata"`
+	Spec     PolicySpec `json:"spec"`
 }
 
 func decodeProfile(raw []byte, legacy bool) (Object, error) {
@@ -137,7 +123,7 @@ func decodeProfile(raw []byte, legacy bool) (Object, error) {
 	if err := strictPolicyUnmarshal(raw, &d, "a Profile"); err != nil {
 		return Object{}, err
 	}
-	p := &Profile{policy.Profile{Name: strings.TrimSpace(d.Metadata.Name), ProfileSpec: d.Spec}}
+	p := &Profile{Name: strings.TrimSpace(d.Metadata.Name), ProfileSpec: d.Spec}
 	return Object{Resource: p, ResourceVersion: d.Metadata.ResourceVersion}, nil
 }
 
@@ -149,7 +135,7 @@ func decodeNetworkPolicy(raw []byte, _ bool) (Object, error) {
 	if ns := d.Metadata.Namespace; ns != "" && ns != DefaultNamespace {
 		return Object{}, fmt.Errorf("metadata.namespace %q: Docker has no namespaces, a NetworkPolicy here applies to every endpoint its selector matches: leave metadata.namespace out (or use %s)", ns, DefaultNamespace)
 	}
-	p := &NetworkPolicy{policy.NetworkPolicy{Name: strings.TrimSpace(d.Metadata.Name), PolicySpec: d.Spec}}
+	p := &NetworkPolicy{Name: strings.TrimSpace(d.Metadata.Name), PolicySpec: d.Spec}
 	return Object{Resource: p, ResourceVersion: d.Metadata.ResourceVersion}, nil
 }
 
@@ -161,7 +147,7 @@ func decodeGlobalNetworkPolicy(raw []byte, legacy bool) (Object, error) {
 	if err := strictPolicyUnmarshal(raw, &d, "a GlobalNetworkPolicy"); err != nil {
 		return Object{}, err
 	}
-	p := &GlobalNetworkPolicy{policy.GlobalNetworkPolicy{Name: strings.TrimSpace(d.Metadata.Name), PolicySpec: d.Spec}}
+	p := &GlobalNetworkPolicy{Name: strings.TrimSpace(d.Metadata.Name), PolicySpec: d.Spec}
 	return Object{Resource: p, ResourceVersion: d.Metadata.ResourceVersion}, nil
 }
 
@@ -289,16 +275,16 @@ func genericWord(v any) string {
 // LegacyEntityRule is a v1 rule's source or destination: v3's fields plus
 // tag/notTag (now selectors has(tag)) and the single net/notNet.
 type LegacyEntityRule struct {
-	Tag         string        `json:"tag,omitempty"`
-	NotTag      string        `json:"notTag,omitempty"`
-	Net         string        `json:"net,omitempty"`
-	Nets        []string      `json:"nets,omitempty"`
-	NotNet      string        `json:"notNet,omitempty"`
-	NotNets     []string      `json:"notNets,omitempty"`
-	Selector    string        `json:"selector,omitempty"`
-	NotSelector string        `json:"notSelector,omitempty"`
-	Ports       []policy.Port `json:"ports,omitempty"`
-	NotPorts    []policy.Port `json:"notPorts,omitempty"`
+	Tag         string   `json:"tag,omitempty"`
+	NotTag      string   `json:"notTag,omitempty"`
+	Net         string   `json:"net,omitempty"`
+	Nets        []string `json:"nets,omitempty"`
+	NotNet      string   `json:"notNet,omitempty"`
+	NotNets     []string `json:"notNets,omitempty"`
+	Selector    string   `json:"selector,omitempty"`
+	NotSelector string   `json:"notSelector,omitempty"`
+	Ports       []Port   `json:"ports,omitempty"`
+	NotPorts    []Port   `json:"notPorts,omitempty"`
 }
 
 // LegacyICMP is a v1 rule's icmp / notICMP match, which is not supported.
@@ -311,8 +297,8 @@ type LegacyICMP struct {
 type LegacyRule struct {
 	Action      string           `json:"action"`
 	IPVersion   *int             `json:"ipVersion,omitempty"`
-	Protocol    policy.Protocol  `json:"protocol,omitempty"`
-	NotProtocol policy.Protocol  `json:"notProtocol,omitempty"`
+	Protocol    Protocol         `json:"protocol,omitempty"`
+	NotProtocol Protocol         `json:"notProtocol,omitempty"`
 	ICMP        *LegacyICMP      `json:"icmp,omitempty"`
 	NotICMP     *LegacyICMP      `json:"notICMP,omitempty"`
 	Source      LegacyEntityRule `json:"source"`
@@ -334,7 +320,7 @@ type LegacyProfileDoc struct {
 	} `json:"spec"`
 }
 
-// LegacyPolicyDoc is the v1 form of a (global) policy.
+// LegacyPolicyDoc is the v1 form of a (global)
 type LegacyPolicyDoc struct {
 	TypeMeta `json:",inline"`
 	Metadata struct {
@@ -357,14 +343,14 @@ func decodeLegacyProfile(raw []byte) (Object, error) {
 	if err := strictPolicyUnmarshal(raw, &d, "a legacy (v1) profile"); err != nil {
 		return Object{}, err
 	}
-	p := &Profile{policy.Profile{Name: strings.TrimSpace(d.Metadata.Name)}}
+	p := &Profile{Name: strings.TrimSpace(d.Metadata.Name)}
 	// Calico's upgrade made each tag a label with an empty value.
 	for i, t := range d.Metadata.Tags {
 		if err := checkTag(fmt.Sprintf("metadata.tags[%d]", i), t); err != nil {
 			return Object{}, err
 		}
 	}
-	if err := policy.ValidateLabels("metadata.labels", d.Metadata.Labels); err != nil {
+	if err := ValidateLabels("metadata.labels", d.Metadata.Labels); err != nil {
 		return Object{}, err
 	}
 	if len(d.Metadata.Labels) > 0 || len(d.Metadata.Tags) > 0 {
@@ -399,9 +385,9 @@ func decodeLegacyPolicy(raw []byte) (Object, error) {
 			return Object{}, fmt.Errorf("spec.%s: host endpoint policy is not supported here, only container endpoints: remove it", f.name)
 		}
 	}
-	p := &GlobalNetworkPolicy{policy.GlobalNetworkPolicy{Name: strings.TrimSpace(d.Metadata.Name), PolicySpec: policy.PolicySpec{
+	p := &GlobalNetworkPolicy{Name: strings.TrimSpace(d.Metadata.Name), PolicySpec: PolicySpec{
 		Order: d.Spec.Order, Selector: d.Spec.Selector, Types: d.Spec.Types,
-	}}}
+	}}
 	var err error
 	if p.Ingress, err = convertLegacyRules(d.Spec.Ingress, "spec.ingress"); err != nil {
 		return Object{}, err
@@ -412,11 +398,11 @@ func decodeLegacyPolicy(raw []byte) (Object, error) {
 	return Object{Resource: p}, nil
 }
 
-func convertLegacyRules(in []LegacyRule, path string) ([]policy.Rule, error) {
+func convertLegacyRules(in []LegacyRule, path string) ([]Rule, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}
-	out := make([]policy.Rule, len(in))
+	out := make([]Rule, len(in))
 	for i, r := range in {
 		p := fmt.Sprintf("%s[%d]", path, i)
 		switch {
@@ -438,11 +424,11 @@ func convertLegacyRules(in []LegacyRule, path string) ([]policy.Rule, error) {
 				return nil, err
 			}
 		}
-		action := policy.Action(r.Action)
+		action := Action(r.Action)
 		if strings.EqualFold(r.Action, "next-tier") {
-			action = policy.Pass
+			action = Pass
 		}
-		out[i] = policy.Rule{
+		out[i] = Rule{
 			Action: action, Protocol: r.Protocol, NotProtocol: r.NotProtocol,
 			Source: convertLegacyEntity(r.Source), Destination: convertLegacyEntity(r.Destination),
 		}
@@ -452,8 +438,8 @@ func convertLegacyRules(in []LegacyRule, path string) ([]policy.Rule, error) {
 
 // convertLegacyEntity turns tags into selectors (tag t: has(t)) and the
 // single nets into list entries, as Calico's upgrade did.
-func convertLegacyEntity(e LegacyEntityRule) policy.EntityRule {
-	out := policy.EntityRule{Selector: e.Selector, NotSelector: e.NotSelector, Ports: e.Ports, NotPorts: e.NotPorts}
+func convertLegacyEntity(e LegacyEntityRule) EntityRule {
+	out := EntityRule{Selector: e.Selector, NotSelector: e.NotSelector, Ports: e.Ports, NotPorts: e.NotPorts}
 	if e.Net != "" {
 		out.Nets = append(out.Nets, e.Net)
 	}
@@ -477,7 +463,7 @@ func checkTag(path, tag string) error {
 	if strings.TrimSpace(tag) == "" {
 		return fmt.Errorf("%s: a tag must not be empty", path)
 	}
-	if strings.ContainsAny(tag, " \t()'\"&|!=,{}") || policy.ValidateLabels(path, map[string]string{strings.TrimSpace(tag): ""}) != nil {
+	if strings.ContainsAny(tag, " \t()'\"&|!=,{}") || ValidateLabels(path, map[string]string{strings.TrimSpace(tag): ""}) != nil {
 		return fmt.Errorf("%s: tag %q: use at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit", path, tag)
 	}
 	return nil

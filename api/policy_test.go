@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
-	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
 func TestDecodePolicyKinds(t *testing.T) {
@@ -41,19 +40,19 @@ spec: {}
 		t.Fatalf("decoded %v", got)
 	}
 	prof := objs[0].Resource.(*api.Profile)
-	if prof.Ingress[0].Action != policy.Allow || prof.Egress[0].Action != policy.Allow {
+	if prof.Ingress[0].Action != api.Allow || prof.Egress[0].Action != api.Allow {
 		t.Errorf("actions not normalised: %+v", prof.ProfileSpec)
 	}
 	np := objs[1].Resource.(*api.NetworkPolicy)
 	ten := 10.0
-	want := policy.NetworkPolicy{Name: "np1", PolicySpec: policy.PolicySpec{
+	want := api.NetworkPolicy{Name: "np1", PolicySpec: api.PolicySpec{
 		Order: &ten, Selector: "role == 'db'", Types: []string{"Ingress", "Egress"},
-		Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP", Source: policy.EntityRule{Nets: []string{"10.0.0.0/8"}},
-			Destination: policy.EntityRule{Ports: []policy.Port{"5432", "6000:6010"}}}},
-		Egress: []policy.Rule{{Action: policy.Deny, Protocol: "1"}},
+		Ingress: []api.Rule{{Action: api.Allow, Protocol: "TCP", Source: api.EntityRule{Nets: []string{"10.0.0.0/8"}},
+			Destination: api.EntityRule{Ports: []api.Port{"5432", "6000:6010"}}}},
+		Egress: []api.Rule{{Action: api.Deny, Protocol: "1"}},
 	}}
-	if !reflect.DeepEqual(np.NetworkPolicy, want) {
-		t.Errorf("NetworkPolicy\n%+v\nwant\n%+v", np.NetworkPolicy, want)
+	if !reflect.DeepEqual(*np, want) {
+		t.Errorf("NetworkPolicy\n%+v\nwant\n%+v", *np, want)
 	}
 	if objs[1].ResourceVersion != "12" {
 		t.Errorf("resourceVersion %q", objs[1].ResourceVersion)
@@ -63,20 +62,20 @@ spec: {}
 func TestPolicyEncodeDecodeRoundTrip(t *testing.T) {
 	order := 2.5
 	in := []api.Object{
-		{Resource: &api.Profile{Profile: policy.Profile{Name: "Net_1", ProfileSpec: policy.ProfileSpec{
-			Ingress:       []policy.Rule{{Action: policy.Allow, Source: policy.EntityRule{Selector: "a == 'b' && has(c)"}}},
-			Egress:        []policy.Rule{{Action: policy.Allow}},
+		{Resource: &api.Profile{Name: "Net_1", ProfileSpec: api.ProfileSpec{
+			Ingress:       []api.Rule{{Action: api.Allow, Source: api.EntityRule{Selector: "a == 'b' && has(c)"}}},
+			Egress:        []api.Rule{{Action: api.Allow}},
 			LabelsToApply: map[string]string{"calico/network": "Net_1"},
-		}}}, ResourceVersion: "3"},
-		{Resource: &api.NetworkPolicy{NetworkPolicy: policy.NetworkPolicy{Name: "np", PolicySpec: policy.PolicySpec{
+		}}, ResourceVersion: "3"},
+		{Resource: &api.NetworkPolicy{Name: "np", PolicySpec: api.PolicySpec{
 			Order: &order, Selector: "all()", Types: []string{"Egress"},
-			Egress: []policy.Rule{{Action: policy.Deny, NotProtocol: "UDP", Destination: policy.EntityRule{
+			Egress: []api.Rule{{Action: api.Deny, NotProtocol: "UDP", Destination: api.EntityRule{
 				NotNets: []string{"fd00::/64"}, NotSelector: "x in {'1', '2'}", Ports: nil}}},
-		}}}},
-		{Resource: &api.GlobalNetworkPolicy{GlobalNetworkPolicy: policy.GlobalNetworkPolicy{Name: "g", PolicySpec: policy.PolicySpec{
-			Ingress: []policy.Rule{{Action: policy.Log}, {Action: policy.Pass, Protocol: "SCTP",
-				Source: policy.EntityRule{NotPorts: []policy.Port{"1", "2:3"}}}},
-		}}}, ResourceVersion: "9"},
+		}}},
+		{Resource: &api.GlobalNetworkPolicy{Name: "g", PolicySpec: api.PolicySpec{
+			Ingress: []api.Rule{{Action: api.Log}, {Action: api.Pass, Protocol: "SCTP",
+				Source: api.EntityRule{NotPorts: []api.Port{"1", "2:3"}}}},
+		}}, ResourceVersion: "9"},
 	}
 	for _, format := range []string{"yaml", "json"} {
 		b, err := api.Encode(in, nil, true, format)
@@ -140,9 +139,9 @@ func TestDecodeLegacyPolicyKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prof := objs[0].Resource.(*api.Profile).Profile
-	wantProf := policy.Profile{Name: "frontend", ProfileSpec: policy.ProfileSpec{
-		Ingress:       []policy.Rule{{Action: policy.Allow, Source: policy.EntityRule{Selector: "has(lb)", Nets: []string{"10.0.0.0/8"}, NotNets: []string{"10.9.0.0/16"}}}},
+	prof := *objs[0].Resource.(*api.Profile)
+	wantProf := api.Profile{Name: "frontend", ProfileSpec: api.ProfileSpec{
+		Ingress:       []api.Rule{{Action: api.Allow, Source: api.EntityRule{Selector: "has(lb)", Nets: []string{"10.0.0.0/8"}, NotNets: []string{"10.9.0.0/16"}}}},
 		LabelsToApply: map[string]string{"role": "frontend", "web": "x"}, // a label wins over a tag of its name
 	}}
 	if !reflect.DeepEqual(prof, wantProf) {
@@ -152,10 +151,10 @@ func TestDecodeLegacyPolicyKinds(t *testing.T) {
 		t.Error("legacy documents not marked Legacy")
 	}
 	one := 1.0
-	gnp := objs[1].Resource.(*api.GlobalNetworkPolicy).GlobalNetworkPolicy
-	wantGNP := policy.GlobalNetworkPolicy{Name: "p", PolicySpec: policy.PolicySpec{Order: &one, Types: []string{"Ingress"},
-		Ingress: []policy.Rule{{Action: policy.Pass, Protocol: "UDP", Destination: policy.EntityRule{
-			Nets: []string{"10.1.0.0/16"}, Ports: []policy.Port{"53"}, NotSelector: "(has(a)) || has(dns)"}}},
+	gnp := *objs[1].Resource.(*api.GlobalNetworkPolicy)
+	wantGNP := api.GlobalNetworkPolicy{Name: "p", PolicySpec: api.PolicySpec{Order: &one, Types: []string{"Ingress"},
+		Ingress: []api.Rule{{Action: api.Pass, Protocol: "UDP", Destination: api.EntityRule{
+			Nets: []string{"10.1.0.0/16"}, Ports: []api.Port{"53"}, NotSelector: "(has(a)) || has(dns)"}}},
 	}}
 	if !reflect.DeepEqual(gnp, wantGNP) {
 		t.Errorf("legacy policy\n%+v\nwant\n%+v", gnp, wantGNP)

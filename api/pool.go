@@ -1,5 +1,9 @@
-// Package api holds the resource types shared by the daemon and calicoctl,
-// with their validation.
+// Package api is the home of every record the daemon and calicoctl store or
+// exchange: the resources with their validation and documents (pools,
+// nodes, IPAM and Felix configuration, and the policy kinds with their
+// rules and selectors), the IPAM records (blocks, owners, handles), the
+// endpoint, network and node records, the daemon's status, and every
+// datastore key (keys.go).
 package api
 
 import (

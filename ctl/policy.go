@@ -16,7 +16,6 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/ipam"
-	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
 // recordStore is a kindStore for a kind kept as one JSON record of T per
@@ -119,17 +118,17 @@ func (st recordStore[T]) nameOnly(name string) api.Object {
 	return api.Object{Resource: st.wrap(t, name)}
 }
 
-var profileStore = recordStore[policy.Profile]{
+var profileStore = recordStore[api.Profile]{
 	kind:     api.ProfileKind,
 	prefix:   api.ProfilesPrefix,
 	keyOf:    api.ProfileKey,
 	notFound: " (calicoctl get profiles lists the stored ones; a network without a stored profile of its name has the default one)",
-	decode:   policy.DecodeStoredProfile,
-	wrap: func(p policy.Profile, name string) api.Resource {
+	decode:   api.DecodeStoredProfile,
+	wrap: func(p api.Profile, name string) api.Resource {
 		p.Name = name
-		return &api.Profile{Profile: p}
+		return &p
 	},
-	unwrap: func(r api.Resource) policy.Profile { return r.(*api.Profile).Profile },
+	unwrap: func(r api.Resource) api.Profile { return *r.(*api.Profile) },
 	hdr: func(wide bool) []string {
 		if wide {
 			return []string{"NAME", "LABELS"}
@@ -145,17 +144,17 @@ var profileStore = recordStore[policy.Profile]{
 	},
 }
 
-var networkPolicyStore = recordStore[policy.NetworkPolicy]{
+var networkPolicyStore = recordStore[api.NetworkPolicy]{
 	kind:     api.NetworkPolicyKind,
 	prefix:   api.NetworkPoliciesPrefix,
 	keyOf:    api.NetworkPolicyKey,
 	notFound: " (calicoctl get networkpolicies lists them)",
-	decode:   policy.DecodeStoredNetworkPolicy,
-	wrap: func(p policy.NetworkPolicy, name string) api.Resource {
+	decode:   api.DecodeStoredNetworkPolicy,
+	wrap: func(p api.NetworkPolicy, name string) api.Resource {
 		p.Name = name
-		return &api.NetworkPolicy{NetworkPolicy: p}
+		return &p
 	},
-	unwrap: func(r api.Resource) policy.NetworkPolicy { return r.(*api.NetworkPolicy).NetworkPolicy },
+	unwrap: func(r api.Resource) api.NetworkPolicy { return *r.(*api.NetworkPolicy) },
 	hdr:    policyHeader,
 	cells: func(r api.Resource, wide bool) []string {
 		p := r.(*api.NetworkPolicy)
@@ -163,18 +162,18 @@ var networkPolicyStore = recordStore[policy.NetworkPolicy]{
 	},
 }
 
-var globalNetworkPolicyStore = recordStore[policy.GlobalNetworkPolicy]{
+var globalNetworkPolicyStore = recordStore[api.GlobalNetworkPolicy]{
 	kind:     api.GlobalNetworkPolicyKind,
 	prefix:   api.GlobalNetworkPoliciesPrefix,
 	keyOf:    api.GlobalNetworkPolicyKey,
 	notFound: " (calicoctl get globalnetworkpolicies lists them)",
-	decode:   policy.DecodeStoredGlobalNetworkPolicy,
-	wrap: func(p policy.GlobalNetworkPolicy, name string) api.Resource {
+	decode:   api.DecodeStoredGlobalNetworkPolicy,
+	wrap: func(p api.GlobalNetworkPolicy, name string) api.Resource {
 		p.Name = name
-		return &api.GlobalNetworkPolicy{GlobalNetworkPolicy: p}
+		return &p
 	},
-	unwrap: func(r api.Resource) policy.GlobalNetworkPolicy {
-		return r.(*api.GlobalNetworkPolicy).GlobalNetworkPolicy
+	unwrap: func(r api.Resource) api.GlobalNetworkPolicy {
+		return *r.(*api.GlobalNetworkPolicy)
 	},
 	hdr: policyHeader,
 	cells: func(r api.Resource, wide bool) []string {
@@ -192,7 +191,7 @@ func policyHeader(wide bool) []string {
 	return []string{"NAME"}
 }
 
-func policyRow(name string, s *policy.PolicySpec, wide bool) []string {
+func policyRow(name string, s *api.PolicySpec, wide bool) []string {
 	if !wide {
 		return []string{name}
 	}

@@ -118,15 +118,15 @@ func TestProfileRoundTrip(t *testing.T) {
 	if got := h.ok("", "create", "-f", f); got != "Successfully created 1 'Profile' resource(s)\n" {
 		t.Errorf("create printed %q", got)
 	}
-	// The record is the JSON of policy.Profile, normalised.
-	got := storedJSON[policy.Profile](t, h, api.ProfileKey("net1"))
-	want := policy.Profile{Name: "net1", ProfileSpec: policy.ProfileSpec{
-		Ingress: []policy.Rule{
-			{Action: policy.Allow, Source: policy.EntityRule{Selector: "calico/network == 'net1'"}},
-			{Action: policy.Allow, Protocol: "TCP", Source: policy.EntityRule{Nets: []string{"10.0.0.7/32"}},
-				Destination: policy.EntityRule{Ports: []policy.Port{"22", "8000:8080"}}},
+	// The record is the JSON of api.Profile, normalised.
+	got := storedJSON[api.Profile](t, h, api.ProfileKey("net1"))
+	want := api.Profile{Name: "net1", ProfileSpec: api.ProfileSpec{
+		Ingress: []api.Rule{
+			{Action: api.Allow, Source: api.EntityRule{Selector: "calico/network == 'net1'"}},
+			{Action: api.Allow, Protocol: "TCP", Source: api.EntityRule{Nets: []string{"10.0.0.7/32"}},
+				Destination: api.EntityRule{Ports: []api.Port{"22", "8000:8080"}}},
 		},
-		Egress:        []policy.Rule{{Action: policy.Allow}},
+		Egress:        []api.Rule{{Action: api.Allow}},
 		LabelsToApply: map[string]string{"calico/network": "net1", "tier": "web"},
 	}}
 	if !reflect.DeepEqual(got, want) {
@@ -140,7 +140,7 @@ func TestProfileRoundTrip(t *testing.T) {
 	if got := h.ok(open, "apply", "-f", "-"); got != "Successfully applied 1 'Profile' resource(s)\n" {
 		t.Errorf("apply printed %q", got)
 	}
-	if p := storedJSON[policy.Profile](t, h, api.ProfileKey("net1")); !p.Ingress[0].Source.IsZero() {
+	if p := storedJSON[api.Profile](t, h, api.ProfileKey("net1")); !p.Ingress[0].Source.IsZero() {
 		t.Errorf("apply did not open the profile: %+v", p.Ingress[0])
 	}
 	if got := h.ok(profileV3, "replace", "-f", "-"); got != "Successfully replaced 1 'Profile' resource(s)\n" {
@@ -157,7 +157,7 @@ func TestProfileRoundTrip(t *testing.T) {
 	h.ok(open, "apply", "-f", "-")
 	h.fail(out, []string{"apply", "-f", "-"}, `Profile "net1" was changed since it was read`, "get it again")
 	h.fail(out, []string{"delete", "-f", "-"}, `Profile "net1" was changed since it was read`)
-	if p := storedJSON[policy.Profile](t, h, api.ProfileKey("net1")); !p.Ingress[0].Source.IsZero() {
+	if p := storedJSON[api.Profile](t, h, api.ProfileKey("net1")); !p.Ingress[0].Source.IsZero() {
 		t.Errorf("a stale apply changed the profile: %+v", p.Ingress[0])
 	}
 	// The list form, as get prints it, is accepted back.
@@ -187,20 +187,20 @@ func TestPolicyRoundTrip(t *testing.T) {
 		t.Errorf("create printed %q", got)
 	}
 	order := func(f float64) *float64 { return &f }
-	gnp := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend"))
-	wantGNP := policy.GlobalNetworkPolicy{Name: "db-from-frontend", PolicySpec: policy.PolicySpec{
+	gnp := storedJSON[api.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend"))
+	wantGNP := api.GlobalNetworkPolicy{Name: "db-from-frontend", PolicySpec: api.PolicySpec{
 		Order: order(100), Selector: "role == 'db'", Types: []string{"Ingress"},
-		Ingress: []policy.Rule{
-			{Action: policy.Allow, Protocol: "TCP", Source: policy.EntityRule{Selector: "role == 'frontend'"},
-				Destination: policy.EntityRule{Ports: []policy.Port{"5432"}}},
-			{Action: policy.Deny, Protocol: "ICMP"},
+		Ingress: []api.Rule{
+			{Action: api.Allow, Protocol: "TCP", Source: api.EntityRule{Selector: "role == 'frontend'"},
+				Destination: api.EntityRule{Ports: []api.Port{"5432"}}},
+			{Action: api.Deny, Protocol: "ICMP"},
 		},
 	}}
 	if !reflect.DeepEqual(gnp, wantGNP) {
 		t.Errorf("stored GlobalNetworkPolicy\n%+v\nwant\n%+v", gnp, wantGNP)
 	}
-	np := storedJSON[policy.NetworkPolicy](t, h, api.NetworkPolicyKey("web-ingress"))
-	if np.Name != "web-ingress" || *np.Order != 200 || len(np.Ingress) != 2 || np.Ingress[1].Action != policy.Pass {
+	np := storedJSON[api.NetworkPolicy](t, h, api.NetworkPolicyKey("web-ingress"))
+	if np.Name != "web-ingress" || *np.Order != 200 || len(np.Ingress) != 2 || np.Ingress[1].Action != api.Pass {
 		t.Errorf("stored NetworkPolicy %+v", np)
 	}
 
@@ -226,12 +226,12 @@ func TestPolicyRoundTrip(t *testing.T) {
 	// apply and replace change it; a stale resourceVersion is refused.
 	one := h.ok("", "get", "gnp", "db-from-frontend", "-o", "yaml")
 	h.ok(strings.Replace(policiesV3, "order: 100", "order: 50", 1), "apply", "-f", "-")
-	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend")); *got.Order != 50 {
+	if got := storedJSON[api.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend")); *got.Order != 50 {
 		t.Errorf("order after apply: %v", *got.Order)
 	}
 	h.fail(one, []string{"replace", "-f", "-"}, `GlobalNetworkPolicy "db-from-frontend" was changed since it was read`)
 	h.ok(rvRE.ReplaceAllString(one, ""), "replace", "-f", "-")
-	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend")); *got.Order != 100 {
+	if got := storedJSON[api.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("db-from-frontend")); *got.Order != 100 {
 		t.Errorf("order after replace: %v", *got.Order)
 	}
 	h.fail(policiesV3, []string{"create", "-f", "-"}, `GlobalNetworkPolicy "db-from-frontend" already exists: use calicoctl apply or calicoctl replace`)
@@ -435,21 +435,21 @@ func TestLegacyPolicyWalkthrough(t *testing.T) {
 	if got := h.ok(legacy, "create", "-f", "-"); got != "Successfully created 2 resource(s)\n" {
 		t.Errorf("create printed %q", got)
 	}
-	prof := storedJSON[policy.Profile](t, h, api.ProfileKey("database"))
+	prof := storedJSON[api.Profile](t, h, api.ProfileKey("database"))
 	if !reflect.DeepEqual(prof.LabelsToApply, map[string]string{"role": "database", "db": ""}) {
 		t.Errorf("legacy profile labels and tags became %v", prof.LabelsToApply)
 	}
-	gnp := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("database"))
+	gnp := storedJSON[api.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("database"))
 	if src := gnp.Ingress[0].Source; src.Selector != "(role == 'frontend') && has(web)" || !reflect.DeepEqual(src.Nets, []string{"10.0.0.0/8"}) {
 		t.Errorf("legacy source became %+v", src)
 	}
-	if r := gnp.Ingress[1]; r.Action != policy.Pass || r.Source.NotSelector != "(role == 'database') || has(db)" {
+	if r := gnp.Ingress[1]; r.Action != api.Pass || r.Source.NotSelector != "(role == 'database') || has(db)" {
 		t.Errorf("legacy next-tier rule became %+v", r)
 	}
 	golden(t, "legacy_policy_yaml", h.ok("", "get", "policy", "database", "-o", "yaml"))
 	// Applying the legacy file again updates what it made.
 	h.ok(strings.Replace(legacy, "order: 0", "order: 5", 1), "apply", "-f", "-")
-	if got := storedJSON[policy.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("database")); *got.Order != 5 {
+	if got := storedJSON[api.GlobalNetworkPolicy](t, h, api.GlobalNetworkPolicyKey("database")); *got.Order != 5 {
 		t.Errorf("order after apply: %v", *got.Order)
 	}
 	h.ok(legacy, "delete", "-f", "-")
@@ -468,9 +468,9 @@ func TestREADMEOpenNetwork(t *testing.T) {
 	if got := h.ok(doc, "apply", "-f", "-"); got != "Successfully applied 1 'Profile' resource(s)\n" {
 		t.Errorf("apply printed %q", got)
 	}
-	p := storedJSON[policy.Profile](t, h, api.ProfileKey("net1"))
-	want := policy.Profile{Name: "net1", ProfileSpec: policy.ProfileSpec{
-		Ingress: []policy.Rule{{Action: policy.Allow}}, Egress: []policy.Rule{{Action: policy.Allow}},
+	p := storedJSON[api.Profile](t, h, api.ProfileKey("net1"))
+	want := api.Profile{Name: "net1", ProfileSpec: api.ProfileSpec{
+		Ingress: []api.Rule{{Action: api.Allow}}, Egress: []api.Rule{{Action: api.Allow}},
 		LabelsToApply: map[string]string{"calico/network": "net1"},
 	}}
 	if !reflect.DeepEqual(p, want) {
@@ -496,7 +496,7 @@ func TestConcurrentPolicyCreates(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			o := 1.0 * float64(i)
-			p := &api.GlobalNetworkPolicy{GlobalNetworkPolicy: policy.GlobalNetworkPolicy{Name: "race", PolicySpec: policy.PolicySpec{Order: &o}}}
+			p := &api.GlobalNetworkPolicy{Name: "race", PolicySpec: api.PolicySpec{Order: &o}}
 			_, errs[i] = globalNetworkPolicyStore.put(context.Background(), h.store, api.Object{Resource: p}, ipam.PutCreate)
 		}()
 	}
@@ -517,7 +517,7 @@ func TestConcurrentPolicyCreates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("record: %v", err)
 	}
-	var p policy.GlobalNetworkPolicy
+	var p api.GlobalNetworkPolicy
 	if err := json.Unmarshal(raw.Value, &p); err != nil || p.Name != "race" {
 		t.Errorf("record %s: %v", raw.Value, err)
 	}

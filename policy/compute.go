@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // DesiredState is what the kernel of one host should enforce: its local
@@ -66,7 +68,7 @@ type Chain struct {
 
 // HasPass reports whether a rule of the chain can Pass.
 func (c *Chain) HasPass() bool {
-	return slices.ContainsFunc(c.Rules, func(r RenderedRule) bool { return r.Action == Pass })
+	return slices.ContainsFunc(c.Rules, func(r RenderedRule) bool { return r.Action == api.Pass })
 }
 
 // SetType is the kind of elements a set holds.
@@ -110,7 +112,7 @@ type Set struct {
 	Comment string // the canonical selector, for selector sets
 	Addrs   []netip.Addr
 	Nets    []netip.Prefix
-	Ports   []PortRange
+	Ports   []api.PortRange
 }
 
 // Field is what a Match looks at.
@@ -133,7 +135,7 @@ type Match struct {
 	Set    string       // a lookup in this set
 	Net    netip.Prefix // one CIDR
 	Proto  uint8
-	Ports  PortRange // one port or range
+	Ports  api.PortRange // one port or range
 }
 
 // RenderedRule is a rule in the data plane's terms: every match must hold;
@@ -142,7 +144,7 @@ type RenderedRule struct {
 	// Family restricts the rule to IPv4 (4) or IPv6 (6); 0 is both.
 	Family    int
 	Matches   []Match
-	Action    Action
+	Action    api.Action
 	LogPrefix string // for Log
 	Comment   string // which rule of which resource
 }
@@ -169,7 +171,7 @@ func (r RenderedRule) String() string {
 		case m.Set != "":
 			val = "@" + m.Set
 		case m.Field == FieldProto:
-			val = protoName(m.Proto)
+			val = api.ProtocolName(m.Proto)
 		case m.Field == FieldSrcAddr || m.Field == FieldDstAddr:
 			val = m.Net.String()
 		default:
@@ -191,13 +193,13 @@ func (r RenderedRule) String() string {
 		parts = append(parts, what+" "+op+val)
 	}
 	switch r.Action {
-	case Allow:
+	case api.Allow:
 		parts = append(parts, "accept")
-	case Deny:
+	case api.Deny:
 		parts = append(parts, "drop")
-	case Log:
+	case api.Log:
 		parts = append(parts, fmt.Sprintf("log prefix %q", r.LogPrefix))
-	case Pass:
+	case api.Pass:
 		parts = append(parts, "pass")
 	}
 	return strings.Join(parts, " ")
@@ -292,7 +294,7 @@ func ProfileChainName(name string, dir Direction) string {
 // SelectorSetName is the set of addresses of the endpoints a selector
 // selects, for one IP family (4 or 6): a hash of the canonical selector, so
 // that equal selectors share a set.
-func SelectorSetName(sel Selector, fam int) string {
+func SelectorSetName(sel api.Selector, fam int) string {
 	return fmt.Sprintf("s%d-%s", fam, shortHash(sel.String()))
 }
 
@@ -302,7 +304,7 @@ type setRegistry struct {
 	sets map[string]*Set
 }
 
-func (r *setRegistry) selector(sel Selector, fam int) string {
+func (r *setRegistry) selector(sel api.Selector, fam int) string {
 	name := SelectorSetName(sel, fam)
 	if _, ok := r.sets[name]; ok {
 		return name
@@ -345,9 +347,9 @@ func (r *setRegistry) nets(nets []netip.Prefix, fam int) string {
 	return name
 }
 
-func (r *setRegistry) ports(ports []PortRange) string {
+func (r *setRegistry) ports(ports []api.PortRange) string {
 	sorted := slices.Clone(ports)
-	slices.SortFunc(sorted, func(a, b PortRange) int {
+	slices.SortFunc(sorted, func(a, b api.PortRange) int {
 		if a.Min != b.Min {
 			return int(a.Min) - int(b.Min)
 		}
@@ -384,7 +386,7 @@ func (r *setRegistry) render(cr *compiledRule) []RenderedRule {
 	var out []RenderedRule
 	for _, fam := range fams {
 		rr := RenderedRule{Family: fam, Action: cr.action, Comment: cr.where}
-		if cr.action == Log {
+		if cr.action == api.Log {
 			rr.LogPrefix = logPrefix(cr.where)
 		}
 		if cr.proto >= 0 {
@@ -417,7 +419,7 @@ func (r *setRegistry) render(cr *compiledRule) []RenderedRule {
 				rr.Matches = append(rr.Matches, Match{Field: side.addr, Negate: true, Set: r.selector(c.notSel, fam)})
 			}
 			for _, p := range []struct {
-				ports  []PortRange
+				ports  []api.PortRange
 				negate bool
 			}{{c.ports, false}, {c.notPorts, true}} {
 				switch len(p.ports) {
@@ -531,14 +533,14 @@ func (e *Evaluator) Compute(node string) (*DesiredState, error) {
 // endpoints get the label key=value (labelsToApply), accept traffic from
 // endpoints carrying the same label (on any host) and, when open, from
 // anywhere; they may send anywhere.
-func DefaultProfile(name, key, value string, open bool) Profile {
-	in := Rule{Action: Allow, Source: EntityRule{Selector: fmt.Sprintf("%s == '%s'", key, value)}}
+func DefaultProfile(name, key, value string, open bool) api.Profile {
+	in := api.Rule{Action: api.Allow, Source: api.EntityRule{Selector: fmt.Sprintf("%s == '%s'", key, value)}}
 	if open {
-		in = Rule{Action: Allow}
+		in = api.Rule{Action: api.Allow}
 	}
-	return Profile{Name: name, ProfileSpec: ProfileSpec{
-		Ingress:       []Rule{in},
-		Egress:        []Rule{{Action: Allow}},
+	return api.Profile{Name: name, ProfileSpec: api.ProfileSpec{
+		Ingress:       []api.Rule{in},
+		Egress:        []api.Rule{{Action: api.Allow}},
 		LabelsToApply: map[string]string{key: value},
 	}}
 }

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -37,24 +39,24 @@ func golden(t *testing.T, name, got string) {
 // renderModel exercises every rendering feature on node "a".
 func renderModel() *Model {
 	m := testModel()
-	m.NetworkPolicies = []NetworkPolicy{
-		np("allow-db", ptr(100.0), "role == 'db'", []Rule{{
-			Action: Allow, Protocol: "TCP",
-			Source:      EntityRule{Selector: "role == 'frontend'"},
-			Destination: EntityRule{Ports: []Port{"5432"}},
+	m.NetworkPolicies = []api.NetworkPolicy{
+		np("allow-db", ptr(100.0), "role == 'db'", []api.Rule{{
+			Action: api.Allow, Protocol: "TCP",
+			Source:      api.EntityRule{Selector: "role == 'frontend'"},
+			Destination: api.EntityRule{Ports: []api.Port{"5432"}},
 		}}, nil),
-		np("to-db", nil, "role == 'frontend'", nil, []Rule{{Action: Allow, Destination: EntityRule{Selector: "role == 'db'"}}}),
+		np("to-db", nil, "role == 'frontend'", nil, []api.Rule{{Action: api.Allow, Destination: api.EntityRule{Selector: "role == 'db'"}}}),
 	}
-	m.GlobalNetworkPolicies = []GlobalNetworkPolicy{
-		gnp("deny-icmp", ptr(5.0), "has(role)", []Rule{{Action: Log, Protocol: "ICMP"}, {Action: Deny, Protocol: "ICMP"}}, nil),
-		gnp("pass-internal", ptr(1.0), "role == 'db'", []Rule{
-			{Action: Pass, Source: EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.9.0/24"}}},
-			{Action: Allow, Protocol: "UDP", NotProtocol: "TCP", Source: EntityRule{NotSelector: "role in {'db', 'cache'}", Ports: []Port{"53"}},
-				Destination: EntityRule{Ports: []Port{"1000:2000", "3000"}, NotPorts: []Port{"1500:1501"}}},
-			{Action: Deny, Protocol: "ICMPv6", Destination: EntityRule{Nets: []string{"fd00::/8"}}},
+	m.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{
+		gnp("deny-icmp", ptr(5.0), "has(role)", []api.Rule{{Action: api.Log, Protocol: "ICMP"}, {Action: api.Deny, Protocol: "ICMP"}}, nil),
+		gnp("pass-internal", ptr(1.0), "role == 'db'", []api.Rule{
+			{Action: api.Pass, Source: api.EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.9.0/24"}}},
+			{Action: api.Allow, Protocol: "UDP", NotProtocol: "TCP", Source: api.EntityRule{NotSelector: "role in {'db', 'cache'}", Ports: []api.Port{"53"}},
+				Destination: api.EntityRule{Ports: []api.Port{"1000:2000", "3000"}, NotPorts: []api.Port{"1500:1501"}}},
+			{Action: api.Deny, Protocol: "ICMPv6", Destination: api.EntityRule{Nets: []string{"fd00::/8"}}},
 		}, nil),
 		// Selects nothing on node a: no chain.
-		gnp("unused", nil, "role == 'nobody'", []Rule{{Action: Allow}}, nil),
+		gnp("unused", nil, "role == 'nobody'", []api.Rule{{Action: api.Allow}}, nil),
 	}
 	return m
 }
@@ -79,7 +81,7 @@ func TestComputeErrors(t *testing.T) {
 		t.Errorf("missing interface: %v", err)
 	}
 	m = testModel()
-	m.GlobalNetworkPolicies = []GlobalNetworkPolicy{gnp("x", nil, "a ==", nil, nil)}
+	m.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{gnp("x", nil, "a ==", nil, nil)}
 	if _, err := Compute(m, "a"); err == nil || !strings.Contains(err.Error(), `GlobalNetworkPolicy "x": spec.selector`) {
 		t.Errorf("invalid policy: %v", err)
 	}
@@ -182,7 +184,7 @@ func newSimulator(ds *DesiredState, pkt Packet) *simulator {
 func (sim *simulator) inSet(name string, addr netip.Addr, port uint16, isPort bool) bool {
 	s := sim.sets[name]
 	if isPort {
-		return slices.ContainsFunc(s.Ports, func(r PortRange) bool { return r.Contains(port) })
+		return slices.ContainsFunc(s.Ports, func(r api.PortRange) bool { return r.Contains(port) })
 	}
 	return slices.Contains(s.Addrs, addr) || slices.ContainsFunc(s.Nets, func(p netip.Prefix) bool { return p.Contains(addr) })
 }
@@ -201,11 +203,11 @@ rules:
 			}
 		}
 		switch r.Action {
-		case Allow:
+		case api.Allow:
 			return "accept"
-		case Deny:
+		case api.Deny:
 			return "drop"
-		case Pass:
+		case api.Pass:
 			return "pass"
 		}
 	}
@@ -248,14 +250,14 @@ func (sim *simulator) matches(m Match) bool {
 func TestComputeAgreesWithDecide(t *testing.T) {
 	m := renderModel()
 	m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies,
-		gnp("frontend-out", ptr(50.0), "role == 'frontend'", nil, []Rule{
-			{Action: Deny, Protocol: "UDP", Destination: EntityRule{NotNets: []string{"10.0.0.0/8"}}},
-			{Action: Pass, Protocol: "TCP", Destination: EntityRule{NotPorts: []Port{"22", "8000:8100"}}},
-			{Action: Allow, Destination: EntityRule{Selector: "calico/network == 'net2'"}},
+		gnp("frontend-out", ptr(50.0), "role == 'frontend'", nil, []api.Rule{
+			{Action: api.Deny, Protocol: "UDP", Destination: api.EntityRule{NotNets: []string{"10.0.0.0/8"}}},
+			{Action: api.Pass, Protocol: "TCP", Destination: api.EntityRule{NotPorts: []api.Port{"22", "8000:8100"}}},
+			{Action: api.Allow, Destination: api.EntityRule{Selector: "calico/network == 'net2'"}},
 		}),
-		gnp("v6-only", ptr(60.0), "all()", []Rule{
-			{Action: Allow, Protocol: "58", Source: EntityRule{Nets: []string{"fd00:1::/64"}}},
-			{Action: Log, NotProtocol: "TCP"},
+		gnp("v6-only", ptr(60.0), "all()", []api.Rule{
+			{Action: api.Allow, Protocol: "58", Source: api.EntityRule{Nets: []string{"fd00:1::/64"}}},
+			{Action: api.Log, NotProtocol: "TCP"},
 		}, nil),
 	)
 	e, err := NewEvaluator(m)
@@ -278,7 +280,7 @@ func TestComputeAgreesWithDecide(t *testing.T) {
 	}
 	addrs4 = append(addrs4, netip.MustParseAddr("8.8.8.8"), netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("10.0.9.9"), netip.MustParseAddr("10.0.200.1"))
 	addrs6 = append(addrs6, netip.MustParseAddr("fd00:1::99"), netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("fd01::1"))
-	protos := []uint8{ProtoTCP, ProtoUDP, ProtoICMP, ProtoICMPv6, ProtoSCTP, 47}
+	protos := []uint8{api.ProtoTCP, api.ProtoUDP, api.ProtoICMP, api.ProtoICMPv6, api.ProtoSCTP, 47}
 	ports := []uint16{22, 53, 80, 999, 1000, 1499, 1500, 1501, 1502, 2000, 2001, 3000, 5432, 8000, 8100, 40000}
 	rng := rand.New(rand.NewSource(1))
 	pick := func(s []netip.Addr) netip.Addr { return s[rng.Intn(len(s))] }

@@ -1,32 +1,6 @@
 package policy
 
-// Keys returns the label keys sel looks at.
-func Keys(sel Selector) []string {
-	var out []string
-	var walk func(Selector)
-	walk = func(s Selector) {
-		switch v := s.(type) {
-		case hasSel:
-			out = append(out, string(v))
-		case eqSel:
-			out = append(out, v.k)
-		case inSel:
-			out = append(out, v.k)
-		case notSel:
-			walk(v.s)
-		case andSel:
-			for _, c := range v {
-				walk(c)
-			}
-		case orSel:
-			for _, c := range v {
-				walk(c)
-			}
-		}
-	}
-	walk(sel)
-	return out
-}
+import "github.com/calico-libnetwork/calico-libnetwork/api"
 
 // UsesLabelsOtherThan reports whether a selector of m (a policy's, or one
 // in a rule of a policy or profile) looks at a label key not in known: then
@@ -41,20 +15,20 @@ func (m *Model) UsesLabelsOtherThan(known ...string) bool {
 		if s == "" {
 			return false
 		}
-		sel, err := ParseSelector(s)
+		sel, err := api.ParseSelector(s)
 		if err != nil {
 			return true
 		}
-		for _, k := range Keys(sel) {
+		for _, k := range api.SelectorKeys(sel) {
 			if !isKnown[k] {
 				return true
 			}
 		}
 		return false
 	}
-	rules := func(rs []Rule) bool {
+	rules := func(rs []api.Rule) bool {
 		for _, r := range rs {
-			for _, e := range []EntityRule{r.Source, r.Destination} {
+			for _, e := range []api.EntityRule{r.Source, r.Destination} {
 				if uses(e.Selector) || uses(e.NotSelector) {
 					return true
 				}
@@ -62,7 +36,7 @@ func (m *Model) UsesLabelsOtherThan(known ...string) bool {
 		}
 		return false
 	}
-	spec := func(s *PolicySpec) bool { return uses(s.Selector) || rules(s.Ingress) || rules(s.Egress) }
+	spec := func(s *api.PolicySpec) bool { return uses(s.Selector) || rules(s.Ingress) || rules(s.Egress) }
 	for i := range m.NetworkPolicies {
 		if spec(&m.NetworkPolicies[i].PolicySpec) {
 			return true

@@ -1,3 +1,7 @@
+// Package policy evaluates the policy resources of package api for the
+// endpoints of a host: the model (profiles, policies, endpoints and their
+// labels), a reference evaluator, and the desired state one host enforces.
+// It never touches the kernel.
 package policy
 
 import (
@@ -7,6 +11,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // Direction is the way a packet crosses an endpoint: Ingress is towards it,
@@ -51,9 +57,9 @@ type Endpoint struct {
 // Model is everything policy depends on: the resources and every endpoint
 // in the cluster.
 type Model struct {
-	Profiles              []Profile
-	NetworkPolicies       []NetworkPolicy
-	GlobalNetworkPolicies []GlobalNetworkPolicy
+	Profiles              []api.Profile
+	NetworkPolicies       []api.NetworkPolicy
+	GlobalNetworkPolicies []api.GlobalNetworkPolicy
 	Endpoints             []Endpoint
 }
 
@@ -92,13 +98,13 @@ func (v Verdict) String() string {
 
 type compiledEntity struct {
 	nets, notNets     []netip.Prefix
-	sel, notSel       Selector
-	ports, notPorts   []PortRange
+	sel, notSel       api.Selector
+	ports, notPorts   []api.PortRange
 	hasAddressMatches bool
 }
 
 type compiledRule struct {
-	action   Action
+	action   api.Action
 	family   int // 0 (both), 4 or 6
 	proto    int // -1: any
 	notProto int // -1: none
@@ -110,7 +116,7 @@ type compiledPolicy struct {
 	kind     string
 	name     string
 	order    *float64
-	selector Selector
+	selector api.Selector
 	applies  [2]bool
 	rules    [2][]compiledRule
 }
@@ -143,7 +149,7 @@ func NewEvaluator(m *Model) (*Evaluator, error) {
 	e := &Evaluator{profiles: map[string]*compiledProfile{}, sets: map[string]map[netip.Addr]bool{}}
 	var errs []error
 	seen := map[string]bool{}
-	addPolicy := func(kind, name string, spec *PolicySpec, validate func() error) {
+	addPolicy := func(kind, name string, spec *api.PolicySpec, validate func() error) {
 		if err := validate(); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", kind, name, err))
 			return
@@ -153,7 +159,7 @@ func NewEvaluator(m *Model) (*Evaluator, error) {
 			return
 		}
 		seen[kind+"/"+name] = true
-		cp := &compiledPolicy{kind: kind, name: name, order: spec.Order, selector: MustParseSelector(spec.Selector)}
+		cp := &compiledPolicy{kind: kind, name: name, order: spec.Order, selector: api.MustParseSelector(spec.Selector)}
 		cp.applies[Ingress], cp.applies[Egress] = spec.EffectiveTypes()
 		cp.rules[Ingress] = compileRules(spec.Ingress, fmt.Sprintf("%s %q ingress", kind, name))
 		cp.rules[Egress] = compileRules(spec.Egress, fmt.Sprintf("%s %q egress", kind, name))
@@ -210,7 +216,7 @@ func policyLess(a, b *compiledPolicy) bool {
 	return a.kind < b.kind
 }
 
-func compileRules(rules []Rule, where string) []compiledRule {
+func compileRules(rules []api.Rule, where string) []compiledRule {
 	out := make([]compiledRule, 0, len(rules))
 	for i := range rules {
 		r := &rules[i]
@@ -219,9 +225,9 @@ func compileRules(rules []Rule, where string) []compiledRule {
 			n, _ := r.Protocol.Number()
 			cr.proto = int(n)
 			switch n {
-			case ProtoICMP:
+			case api.ProtoICMP:
 				cr.family = 4
-			case ProtoICMPv6:
+			case api.ProtoICMPv6:
 				cr.family = 6
 			}
 		}
@@ -230,15 +236,15 @@ func compileRules(rules []Rule, where string) []compiledRule {
 			cr.notProto = int(n)
 		}
 		for _, side := range []struct {
-			in  *EntityRule
+			in  *api.EntityRule
 			out *compiledEntity
 		}{{&r.Source, &cr.src}, {&r.Destination, &cr.dst}} {
 			for _, n := range side.in.Nets {
-				p, _ := parseNet(n)
+				p, _ := api.ParseRuleNet(n)
 				side.out.nets = append(side.out.nets, p)
 			}
 			for _, n := range side.in.NotNets {
-				p, _ := parseNet(n)
+				p, _ := api.ParseRuleNet(n)
 				side.out.notNets = append(side.out.notNets, p)
 			}
 			for _, p := range append(slices.Clone(side.out.nets), side.out.notNets...) {
@@ -248,10 +254,10 @@ func compileRules(rules []Rule, where string) []compiledRule {
 				}
 			}
 			if side.in.Selector != "" {
-				side.out.sel = MustParseSelector(side.in.Selector)
+				side.out.sel = api.MustParseSelector(side.in.Selector)
 			}
 			if side.in.NotSelector != "" {
-				side.out.notSel = MustParseSelector(side.in.NotSelector)
+				side.out.notSel = api.MustParseSelector(side.in.NotSelector)
 			}
 			for _, p := range side.in.Ports {
 				pr, _ := p.Range()
@@ -288,7 +294,7 @@ func (e *Evaluator) EffectiveLabels(ep *Endpoint) map[string]string {
 }
 
 // members returns the addresses of every endpoint that sel selects.
-func (e *Evaluator) members(sel Selector) map[netip.Addr]bool {
+func (e *Evaluator) members(sel api.Selector) map[netip.Addr]bool {
 	key := sel.String()
 	if m, ok := e.sets[key]; ok {
 		return m
@@ -326,10 +332,10 @@ func (e *Evaluator) entityMatches(c *compiledEntity, addr netip.Addr, port uint1
 	if c.notSel != nil && e.members(c.notSel)[addr] {
 		return false
 	}
-	if len(c.ports) > 0 && !slices.ContainsFunc(c.ports, func(r PortRange) bool { return r.Contains(port) }) {
+	if len(c.ports) > 0 && !slices.ContainsFunc(c.ports, func(r api.PortRange) bool { return r.Contains(port) }) {
 		return false
 	}
-	if slices.ContainsFunc(c.notPorts, func(r PortRange) bool { return r.Contains(port) }) {
+	if slices.ContainsFunc(c.notPorts, func(r api.PortRange) bool { return r.Contains(port) }) {
 		return false
 	}
 	return true
@@ -396,13 +402,13 @@ func (e *Evaluator) Decide(ep *Endpoint, pkt Packet) Verdict {
 					continue
 				}
 				switch r.action {
-				case Allow:
+				case api.Allow:
 					return Verdict{Allow: true, Reason: r.where + ": Allow", Logged: logged}
-				case Deny:
+				case api.Deny:
 					return Verdict{Reason: r.where + ": Deny", Logged: logged}
-				case Log:
+				case api.Log:
 					logged = append(logged, r.where)
-				case Pass:
+				case api.Pass:
 					passed = true
 					break policies
 				}
@@ -430,13 +436,13 @@ func (e *Evaluator) Decide(ep *Endpoint, pkt Packet) Verdict {
 				continue
 			}
 			switch r.action {
-			case Allow:
+			case api.Allow:
 				return Verdict{Allow: true, Reason: r.where + ": Allow", Logged: logged}
-			case Deny:
+			case api.Deny:
 				return Verdict{Reason: r.where + ": Deny", Logged: logged}
-			case Log:
+			case api.Log:
 				logged = append(logged, r.where)
-			case Pass:
+			case api.Pass:
 				break rules
 			}
 		}

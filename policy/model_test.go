@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 )
 
 // testModel: two networks with default profiles; frontend, db and other on
@@ -20,7 +22,7 @@ func testModel() *Model {
 		return e
 	}
 	return &Model{
-		Profiles: []Profile{
+		Profiles: []api.Profile{
 			DefaultProfile("net1", "calico/network", "net1", false),
 			DefaultProfile("net2", "calico/network", "net2", false),
 			DefaultProfile("open", "calico/network", "open", true),
@@ -45,12 +47,12 @@ func (m *Model) endpoint(name string) *Endpoint {
 	return nil
 }
 
-func gnp(name string, order *float64, sel string, in, out []Rule, types ...string) GlobalNetworkPolicy {
-	return GlobalNetworkPolicy{Name: name, PolicySpec: PolicySpec{Order: order, Selector: sel, Ingress: in, Egress: out, Types: types}}
+func gnp(name string, order *float64, sel string, in, out []api.Rule, types ...string) api.GlobalNetworkPolicy {
+	return api.GlobalNetworkPolicy{Name: name, PolicySpec: api.PolicySpec{Order: order, Selector: sel, Ingress: in, Egress: out, Types: types}}
 }
 
-func np(name string, order *float64, sel string, in, out []Rule, types ...string) NetworkPolicy {
-	return NetworkPolicy{Name: name, PolicySpec: PolicySpec{Order: order, Selector: sel, Ingress: in, Egress: out, Types: types}}
+func np(name string, order *float64, sel string, in, out []api.Rule, types ...string) api.NetworkPolicy {
+	return api.NetworkPolicy{Name: name, PolicySpec: api.PolicySpec{Order: order, Selector: sel, Ingress: in, Egress: out, Types: types}}
 }
 
 type flow struct {
@@ -100,142 +102,142 @@ type decideCheck struct {
 // must allow or deny.
 var decideCases = []struct {
 	name   string
-	np     []NetworkPolicy
-	gnp    []GlobalNetworkPolicy
+	np     []api.NetworkPolicy
+	gnp    []api.GlobalNetworkPolicy
 	checks []decideCheck
 }{
 	{name: "profiles isolate networks", checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 80, false}, true, `Profile "net1" ingress[0]: Allow`},
-		{flow{"fe", "db", ProtoICMP, 0, false}, true, ""},
-		{flow{"fe", "db", ProtoICMPv6, 0, true}, true, ""},
-		{flow{"other", "db", ProtoUDP, 53, false}, true, ""},
-		{flow{"x", "db", ProtoTCP, 80, false}, false, "db ingress: no profile allowed ingress"},
-		{flow{"db", "x", ProtoICMP, 0, false}, false, "x ingress"},
-		{flow{"x", "8.8.8.8", ProtoTCP, 443, false}, true, `Profile "net2" egress[0]`},
-		{flow{"8.8.8.8", "fe", ProtoTCP, 80, false}, false, ""},
-		{flow{"host", "fe", ProtoTCP, 80, false}, true, "from the host itself"},
-		{flow{"host", "x", ProtoICMP, 0, false}, true, "from the host itself"},
-		{flow{"8.8.8.8", "web", ProtoTCP, 80, false}, true, `Profile "open"`},
-		{flow{"fe", "bare", ProtoTCP, 80, false}, false, "no profile allowed"},
-		{flow{"bare", "8.8.8.8", ProtoTCP, 80, false}, false, "bare egress: no profile allowed egress"},
+		{flow{"fe", "db", api.ProtoTCP, 80, false}, true, `Profile "net1" ingress[0]: Allow`},
+		{flow{"fe", "db", api.ProtoICMP, 0, false}, true, ""},
+		{flow{"fe", "db", api.ProtoICMPv6, 0, true}, true, ""},
+		{flow{"other", "db", api.ProtoUDP, 53, false}, true, ""},
+		{flow{"x", "db", api.ProtoTCP, 80, false}, false, "db ingress: no profile allowed ingress"},
+		{flow{"db", "x", api.ProtoICMP, 0, false}, false, "x ingress"},
+		{flow{"x", "8.8.8.8", api.ProtoTCP, 443, false}, true, `Profile "net2" egress[0]`},
+		{flow{"8.8.8.8", "fe", api.ProtoTCP, 80, false}, false, ""},
+		{flow{"host", "fe", api.ProtoTCP, 80, false}, true, "from the host itself"},
+		{flow{"host", "x", api.ProtoICMP, 0, false}, true, "from the host itself"},
+		{flow{"8.8.8.8", "web", api.ProtoTCP, 80, false}, true, `Profile "open"`},
+		{flow{"fe", "bare", api.ProtoTCP, 80, false}, false, "no profile allowed"},
+		{flow{"bare", "8.8.8.8", api.ProtoTCP, 80, false}, false, "bare egress: no profile allowed egress"},
 	}},
-	{name: "frontend to db on 5432 only", np: []NetworkPolicy{decideAllowDB}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 5432, false}, true, `NetworkPolicy "allow-db" ingress[0]: Allow`},
-		{flow{"fe", "db", ProtoTCP, 5432, true}, true, ""},
-		{flow{"fe", "db", ProtoTCP, 5433, false}, false, `selected by NetworkPolicy "allow-db" in ingress and no rule allowed`},
-		{flow{"fe", "db", ProtoICMP, 0, false}, false, "selected by"},
-		{flow{"other", "db", ProtoTCP, 5432, false}, false, "selected by"},
+	{name: "frontend to db on 5432 only", np: []api.NetworkPolicy{decideAllowDB}, checks: []decideCheck{
+		{flow{"fe", "db", api.ProtoTCP, 5432, false}, true, `NetworkPolicy "allow-db" ingress[0]: Allow`},
+		{flow{"fe", "db", api.ProtoTCP, 5432, true}, true, ""},
+		{flow{"fe", "db", api.ProtoTCP, 5433, false}, false, `selected by NetworkPolicy "allow-db" in ingress and no rule allowed`},
+		{flow{"fe", "db", api.ProtoICMP, 0, false}, false, "selected by"},
+		{flow{"other", "db", api.ProtoTCP, 5432, false}, false, "selected by"},
 		// x is a frontend on another network: the policy allows it.
-		{flow{"x", "db", ProtoTCP, 5432, false}, true, ""},
-		{flow{"db", "fe", ProtoICMP, 0, false}, true, "fe ingress"}, // egress is not selected
-		{flow{"host", "db", ProtoTCP, 22, false}, true, "from the host itself"},
+		{flow{"x", "db", api.ProtoTCP, 5432, false}, true, ""},
+		{flow{"db", "fe", api.ProtoICMP, 0, false}, true, "fe ingress"}, // egress is not selected
+		{flow{"host", "db", api.ProtoTCP, 22, false}, true, "from the host itself"},
 	}},
-	{name: "lower order deny beats allow", np: []NetworkPolicy{np("allow-all", ptr(10.0), "", []Rule{{Action: Allow}}, nil)},
-		gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
+	{name: "lower order deny beats allow", np: []api.NetworkPolicy{np("allow-all", ptr(10.0), "", []api.Rule{{Action: api.Allow}}, nil)},
+		gnp: []api.GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []api.Rule{{Action: api.Deny, Protocol: "ICMP"}}, nil)},
 		checks: []decideCheck{
-			{flow{"fe", "db", ProtoICMP, 0, false}, false, `GlobalNetworkPolicy "deny-icmp" ingress[0]: Deny`},
-			{flow{"x", "db", ProtoTCP, 1, false}, true, `NetworkPolicy "allow-all" ingress[0]: Allow`},
-			{flow{"fe", "db", ProtoICMPv6, 0, true}, true, "allow-all"}, // ICMP is IPv4 only
+			{flow{"fe", "db", api.ProtoICMP, 0, false}, false, `GlobalNetworkPolicy "deny-icmp" ingress[0]: Deny`},
+			{flow{"x", "db", api.ProtoTCP, 1, false}, true, `NetworkPolicy "allow-all" ingress[0]: Allow`},
+			{flow{"fe", "db", api.ProtoICMPv6, 0, true}, true, "allow-all"}, // ICMP is IPv4 only
 		}},
-	{name: "higher order deny loses", np: []NetworkPolicy{np("allow-all", ptr(1.0), "", []Rule{{Action: Allow}}, nil)},
-		gnp: []GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []Rule{{Action: Deny, Protocol: "ICMP"}}, nil)},
+	{name: "higher order deny loses", np: []api.NetworkPolicy{np("allow-all", ptr(1.0), "", []api.Rule{{Action: api.Allow}}, nil)},
+		gnp: []api.GlobalNetworkPolicy{gnp("deny-icmp", ptr(5.0), "", []api.Rule{{Action: api.Deny, Protocol: "ICMP"}}, nil)},
 		checks: []decideCheck{
-			{flow{"fe", "db", ProtoICMP, 0, false}, true, "allow-all"},
+			{flow{"fe", "db", api.ProtoICMP, 0, false}, true, "allow-all"},
 		}},
-	{name: "no order is last", gnp: []GlobalNetworkPolicy{
-		gnp("a-deny", nil, "", []Rule{{Action: Deny}}, nil),
-		gnp("z-allow-tcp", ptr(1000.0), "", []Rule{{Action: Allow, Protocol: "TCP"}}, nil),
+	{name: "no order is last", gnp: []api.GlobalNetworkPolicy{
+		gnp("a-deny", nil, "", []api.Rule{{Action: api.Deny}}, nil),
+		gnp("z-allow-tcp", ptr(1000.0), "", []api.Rule{{Action: api.Allow, Protocol: "TCP"}}, nil),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 1, false}, true, "z-allow-tcp"},
-		{flow{"fe", "db", ProtoUDP, 1, false}, false, `"a-deny" ingress[0]: Deny`},
+		{flow{"fe", "db", api.ProtoTCP, 1, false}, true, "z-allow-tcp"},
+		{flow{"fe", "db", api.ProtoUDP, 1, false}, false, `"a-deny" ingress[0]: Deny`},
 	}},
-	{name: "ties broken by name", gnp: []GlobalNetworkPolicy{
-		gnp("b-allow", ptr(1.0), "", []Rule{{Action: Allow}}, nil),
-		gnp("a-deny", ptr(1.0), "", []Rule{{Action: Deny, Protocol: "UDP"}}, nil),
+	{name: "ties broken by name", gnp: []api.GlobalNetworkPolicy{
+		gnp("b-allow", ptr(1.0), "", []api.Rule{{Action: api.Allow}}, nil),
+		gnp("a-deny", ptr(1.0), "", []api.Rule{{Action: api.Deny, Protocol: "UDP"}}, nil),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoUDP, 1, false}, false, "a-deny"},
-		{flow{"fe", "db", ProtoTCP, 1, false}, true, "b-allow"},
+		{flow{"fe", "db", api.ProtoUDP, 1, false}, false, "a-deny"},
+		{flow{"fe", "db", api.ProtoTCP, 1, false}, true, "b-allow"},
 	}},
-	{name: "pass skips to the profiles", gnp: []GlobalNetworkPolicy{
-		gnp("pass-net-traffic", ptr(1.0), "", []Rule{{Action: Pass, Source: EntityRule{Selector: "has(calico/network)"}}}, nil),
-		gnp("deny-all", ptr(2.0), "", []Rule{{Action: Deny}}, nil),
+	{name: "pass skips to the profiles", gnp: []api.GlobalNetworkPolicy{
+		gnp("pass-net-traffic", ptr(1.0), "", []api.Rule{{Action: api.Pass, Source: api.EntityRule{Selector: "has(calico/network)"}}}, nil),
+		gnp("deny-all", ptr(2.0), "", []api.Rule{{Action: api.Deny}}, nil),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 1, false}, true, `Profile "net1" ingress[0]`},
-		{flow{"x", "db", ProtoTCP, 1, false}, false, "no profile allowed"}, // passed, but net1's profile refuses net2
-		{flow{"8.8.8.8", "web", ProtoTCP, 1, false}, false, `"deny-all" ingress[0]: Deny`},
+		{flow{"fe", "db", api.ProtoTCP, 1, false}, true, `Profile "net1" ingress[0]`},
+		{flow{"x", "db", api.ProtoTCP, 1, false}, false, "no profile allowed"}, // passed, but net1's profile refuses net2
+		{flow{"8.8.8.8", "web", api.ProtoTCP, 1, false}, false, `"deny-all" ingress[0]: Deny`},
 	}},
-	{name: "selected without a matching rule is denied even if the profile allows", gnp: []GlobalNetworkPolicy{
-		gnp("nothing", ptr(1.0), "role == 'db'", []Rule{{Action: Allow, Protocol: "SCTP"}}, nil),
+	{name: "selected without a matching rule is denied even if the profile allows", gnp: []api.GlobalNetworkPolicy{
+		gnp("nothing", ptr(1.0), "role == 'db'", []api.Rule{{Action: api.Allow, Protocol: "SCTP"}}, nil),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 80, false}, false, `selected by GlobalNetworkPolicy "nothing"`},
-		{flow{"fe", "db", ProtoSCTP, 80, false}, true, "nothing"},
+		{flow{"fe", "db", api.ProtoTCP, 80, false}, false, `selected by GlobalNetworkPolicy "nothing"`},
+		{flow{"fe", "db", api.ProtoSCTP, 80, false}, true, "nothing"},
 	}},
-	{name: "log goes on", gnp: []GlobalNetworkPolicy{
-		gnp("log", ptr(1.0), "", []Rule{{Action: Log, Protocol: "TCP"}, {Action: Allow}}, nil),
+	{name: "log goes on", gnp: []api.GlobalNetworkPolicy{
+		gnp("log", ptr(1.0), "", []api.Rule{{Action: api.Log, Protocol: "TCP"}, {Action: api.Allow}}, nil),
 	}, checks: []decideCheck{
-		{flow{"x", "db", ProtoTCP, 1, false}, true, `"log" ingress[1]: Allow`},
+		{flow{"x", "db", api.ProtoTCP, 1, false}, true, `"log" ingress[1]: Allow`},
 	}},
-	{name: "egress-only types deny all egress of selected", gnp: []GlobalNetworkPolicy{
+	{name: "egress-only types deny all egress of selected", gnp: []api.GlobalNetworkPolicy{
 		gnp("lockdown", nil, "role == 'frontend'", nil, nil, "Egress"),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 5432, false}, false, "fe egress: selected by"},
-		{flow{"db", "fe", ProtoTCP, 80, false}, true, ""},
-		{flow{"host", "fe", ProtoTCP, 80, false}, true, ""},
+		{flow{"fe", "db", api.ProtoTCP, 5432, false}, false, "fe egress: selected by"},
+		{flow{"db", "fe", api.ProtoTCP, 80, false}, true, ""},
+		{flow{"host", "fe", api.ProtoTCP, 80, false}, true, ""},
 	}},
-	{name: "egress rules only make an egress policy", gnp: []GlobalNetworkPolicy{
-		gnp("web-out", nil, "role == 'frontend'", nil, []Rule{tcpTo(443)}),
+	{name: "egress rules only make an egress policy", gnp: []api.GlobalNetworkPolicy{
+		gnp("web-out", nil, "role == 'frontend'", nil, []api.Rule{tcpTo(443)}),
 	}, checks: []decideCheck{
-		{flow{"fe", "1.1.1.1", ProtoTCP, 443, false}, true, `"web-out" egress[0]: Allow`},
-		{flow{"fe", "1.1.1.1", ProtoTCP, 80, false}, false, "fe egress: selected"},
-		{flow{"db", "fe", ProtoTCP, 80, false}, true, ""}, // ingress not selected
+		{flow{"fe", "1.1.1.1", api.ProtoTCP, 443, false}, true, `"web-out" egress[0]: Allow`},
+		{flow{"fe", "1.1.1.1", api.ProtoTCP, 80, false}, false, "fe egress: selected"},
+		{flow{"db", "fe", api.ProtoTCP, 80, false}, true, ""}, // ingress not selected
 	}},
-	{name: "nets and notNets", gnp: []GlobalNetworkPolicy{
-		gnp("nets", nil, "role == 'db'", []Rule{{Action: Allow, Source: EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.1.3"}}}}, nil),
+	{name: "nets and notNets", gnp: []api.GlobalNetworkPolicy{
+		gnp("nets", nil, "role == 'db'", []api.Rule{{Action: api.Allow, Source: api.EntityRule{Nets: []string{"10.0.0.0/16", "192.168.0.0/16"}, NotNets: []string{"10.0.1.3"}}}}, nil),
 	}, checks: []decideCheck{
-		{flow{"x", "db", ProtoTCP, 1, false}, true, "nets"},
-		{flow{"other", "db", ProtoTCP, 1, false}, false, "selected"},
-		{flow{"192.168.7.7", "db", ProtoTCP, 1, false}, true, ""},
-		{flow{"10.1.0.1", "db", ProtoTCP, 1, false}, false, ""},
-		{flow{"fe", "db", ProtoTCP, 1, true}, false, ""}, // IPv4 nets never match IPv6
+		{flow{"x", "db", api.ProtoTCP, 1, false}, true, "nets"},
+		{flow{"other", "db", api.ProtoTCP, 1, false}, false, "selected"},
+		{flow{"192.168.7.7", "db", api.ProtoTCP, 1, false}, true, ""},
+		{flow{"10.1.0.1", "db", api.ProtoTCP, 1, false}, false, ""},
+		{flow{"fe", "db", api.ProtoTCP, 1, true}, false, ""}, // IPv4 nets never match IPv6
 	}},
-	{name: "protocol, notProtocol, port ranges and notPorts", gnp: []GlobalNetworkPolicy{
-		gnp("ports", nil, "role == 'db'", []Rule{
-			{Action: Allow, Protocol: "UDP", Destination: EntityRule{Ports: []Port{"5000:5999", "7000"}, NotPorts: []Port{"5500"}}},
-			{Action: Allow, NotProtocol: "UDP", Source: EntityRule{NotSelector: "role == 'frontend'"}},
+	{name: "protocol, notProtocol, port ranges and notPorts", gnp: []api.GlobalNetworkPolicy{
+		gnp("ports", nil, "role == 'db'", []api.Rule{
+			{Action: api.Allow, Protocol: "UDP", Destination: api.EntityRule{Ports: []api.Port{"5000:5999", "7000"}, NotPorts: []api.Port{"5500"}}},
+			{Action: api.Allow, NotProtocol: "UDP", Source: api.EntityRule{NotSelector: "role == 'frontend'"}},
 		}, nil),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoUDP, 5000, false}, true, "ingress[0]"},
-		{flow{"fe", "db", ProtoUDP, 5999, false}, true, "ingress[0]"},
-		{flow{"fe", "db", ProtoUDP, 7000, false}, true, "ingress[0]"},
-		{flow{"fe", "db", ProtoUDP, 5500, false}, false, ""},
-		{flow{"fe", "db", ProtoUDP, 6000, false}, false, ""},
-		{flow{"fe", "db", ProtoTCP, 5000, false}, false, ""}, // frontend excluded by notSelector
-		{flow{"other", "db", ProtoTCP, 80, false}, true, "ingress[1]"},
-		{flow{"other", "db", ProtoUDP, 80, false}, false, ""},
-		{flow{"8.8.8.8", "db", ProtoICMP, 0, false}, true, "ingress[1]"},
+		{flow{"fe", "db", api.ProtoUDP, 5000, false}, true, "ingress[0]"},
+		{flow{"fe", "db", api.ProtoUDP, 5999, false}, true, "ingress[0]"},
+		{flow{"fe", "db", api.ProtoUDP, 7000, false}, true, "ingress[0]"},
+		{flow{"fe", "db", api.ProtoUDP, 5500, false}, false, ""},
+		{flow{"fe", "db", api.ProtoUDP, 6000, false}, false, ""},
+		{flow{"fe", "db", api.ProtoTCP, 5000, false}, false, ""}, // frontend excluded by notSelector
+		{flow{"other", "db", api.ProtoTCP, 80, false}, true, "ingress[1]"},
+		{flow{"other", "db", api.ProtoUDP, 80, false}, false, ""},
+		{flow{"8.8.8.8", "db", api.ProtoICMP, 0, false}, true, "ingress[1]"},
 	}},
-	{name: "source ports", gnp: []GlobalNetworkPolicy{
-		gnp("sport", nil, "role == 'db'", []Rule{{Action: Allow, Protocol: "TCP", Source: EntityRule{Ports: []Port{"40000"}}}}, nil),
+	{name: "source ports", gnp: []api.GlobalNetworkPolicy{
+		gnp("sport", nil, "role == 'db'", []api.Rule{{Action: api.Allow, Protocol: "TCP", Source: api.EntityRule{Ports: []api.Port{"40000"}}}}, nil),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 1, false}, true, "sport"},
+		{flow{"fe", "db", api.ProtoTCP, 1, false}, true, "sport"},
 	}},
-	{name: "egress destination selector", np: []NetworkPolicy{
-		np("to-db", nil, "role == 'frontend'", nil, []Rule{{Action: Allow, Destination: EntityRule{Selector: "role == 'db'"}}}),
+	{name: "egress destination selector", np: []api.NetworkPolicy{
+		np("to-db", nil, "role == 'frontend'", nil, []api.Rule{{Action: api.Allow, Destination: api.EntityRule{Selector: "role == 'db'"}}}),
 	}, checks: []decideCheck{
-		{flow{"fe", "db", ProtoTCP, 1, false}, true, "to-db"},
-		{flow{"fe", "db", ProtoICMPv6, 1, true}, true, "to-db"},
-		{flow{"fe", "other", ProtoTCP, 1, false}, false, "fe egress"},
+		{flow{"fe", "db", api.ProtoTCP, 1, false}, true, "to-db"},
+		{flow{"fe", "db", api.ProtoICMPv6, 1, true}, true, "to-db"},
+		{flow{"fe", "other", api.ProtoTCP, 1, false}, false, "fe egress"},
 	}},
 }
 
-func tcpTo(port uint16) Rule {
-	return Rule{Action: Allow, Protocol: "TCP", Destination: EntityRule{Ports: []Port{Port(itoa(port))}}}
+func tcpTo(port uint16) api.Rule {
+	return api.Rule{Action: api.Allow, Protocol: "TCP", Destination: api.EntityRule{Ports: []api.Port{api.Port(itoa(port))}}}
 }
 
-var decideAllowDB = np("allow-db", ptr(100.0), "role == 'db'", []Rule{{
-	Action: Allow, Protocol: "TCP",
-	Source:      EntityRule{Selector: "role == 'frontend'"},
-	Destination: EntityRule{Ports: []Port{"5432"}},
+var decideAllowDB = np("allow-db", ptr(100.0), "role == 'db'", []api.Rule{{
+	Action: api.Allow, Protocol: "TCP",
+	Source:      api.EntityRule{Selector: "role == 'frontend'"},
+	Destination: api.EntityRule{Ports: []api.Port{"5432"}},
 }}, nil)
 
 func TestDecide(t *testing.T) {
@@ -261,9 +263,9 @@ func TestDecide(t *testing.T) {
 
 func TestDecideStatefulAndLogged(t *testing.T) {
 	m := testModel()
-	m.GlobalNetworkPolicies = []GlobalNetworkPolicy{gnp("log-deny", nil, "", []Rule{{Action: Log}, {Action: Deny}}, nil)}
+	m.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{gnp("log-deny", nil, "", []api.Rule{{Action: api.Log}, {Action: api.Deny}}, nil)}
 	db := m.endpoint("db")
-	pkt := Packet{Dir: Ingress, Proto: ProtoTCP, Src: netip.MustParseAddr("10.0.1.1"), Dst: netip.MustParseAddr("10.0.1.2"), DstPort: 80}
+	pkt := Packet{Dir: Ingress, Proto: api.ProtoTCP, Src: netip.MustParseAddr("10.0.1.1"), Dst: netip.MustParseAddr("10.0.1.2"), DstPort: 80}
 	v, err := Decide(m, db, pkt)
 	if err != nil || v.Allow || len(v.Logged) != 1 || v.Logged[0] != `GlobalNetworkPolicy "log-deny" ingress[0]` {
 		t.Fatalf("verdict = %+v, %v", v, err)
@@ -276,13 +278,13 @@ func TestDecideStatefulAndLogged(t *testing.T) {
 
 func TestProfilesInOrderAndLabelsToApply(t *testing.T) {
 	m := &Model{
-		Profiles: []Profile{
-			{Name: "first", ProfileSpec: ProfileSpec{
-				Ingress:       []Rule{{Action: Pass, Protocol: "UDP"}, {Action: Deny, Protocol: "TCP", Destination: EntityRule{Ports: []Port{"22"}}}},
+		Profiles: []api.Profile{
+			{Name: "first", ProfileSpec: api.ProfileSpec{
+				Ingress:       []api.Rule{{Action: api.Pass, Protocol: "UDP"}, {Action: api.Deny, Protocol: "TCP", Destination: api.EntityRule{Ports: []api.Port{"22"}}}},
 				LabelsToApply: map[string]string{"tier": "a", "env": "prod"},
 			}},
-			{Name: "second", ProfileSpec: ProfileSpec{
-				Ingress:       []Rule{{Action: Allow}},
+			{Name: "second", ProfileSpec: api.ProfileSpec{
+				Ingress:       []api.Rule{{Action: api.Allow}},
 				LabelsToApply: map[string]string{"tier": "b"},
 			}},
 		},
@@ -300,22 +302,22 @@ func TestProfilesInOrderAndLabelsToApply(t *testing.T) {
 	pkt := func(proto uint8, port uint16) Packet {
 		return Packet{Dir: Ingress, Proto: proto, Src: netip.MustParseAddr("1.2.3.4"), Dst: netip.MustParseAddr("10.0.0.1"), DstPort: port}
 	}
-	if v := e.Decide(ep, pkt(ProtoUDP, 53)); !v.Allow || !strings.Contains(v.Reason, `"second"`) {
+	if v := e.Decide(ep, pkt(api.ProtoUDP, 53)); !v.Allow || !strings.Contains(v.Reason, `"second"`) {
 		t.Errorf("UDP: %v, want allowed by the second profile after Pass", v)
 	}
-	if v := e.Decide(ep, pkt(ProtoTCP, 22)); v.Allow || !strings.Contains(v.Reason, `"first" ingress[1]: Deny`) {
+	if v := e.Decide(ep, pkt(api.ProtoTCP, 22)); v.Allow || !strings.Contains(v.Reason, `"first" ingress[1]: Deny`) {
 		t.Errorf("TCP/22: %v, want denied by the first profile", v)
 	}
-	if v := e.Decide(ep, Packet{Dir: Egress, Proto: ProtoTCP, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("1.2.3.4")}); v.Allow {
+	if v := e.Decide(ep, Packet{Dir: Egress, Proto: api.ProtoTCP, Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("1.2.3.4")}); v.Allow {
 		t.Errorf("egress with no egress rules anywhere: %v, want denied", v)
 	}
 }
 
 func TestNewEvaluatorReportsEveryInvalidResource(t *testing.T) {
 	m := &Model{
-		Profiles:              []Profile{{Name: "p", ProfileSpec: ProfileSpec{Ingress: []Rule{{Action: "Bogus"}}}}, {Name: "q"}, {Name: "q"}},
-		NetworkPolicies:       []NetworkPolicy{np("bad-sel", nil, "a ==", nil, nil)},
-		GlobalNetworkPolicies: []GlobalNetworkPolicy{gnp("Bad", nil, "", nil, nil)},
+		Profiles:              []api.Profile{{Name: "p", ProfileSpec: api.ProfileSpec{Ingress: []api.Rule{{Action: "Bogus"}}}}, {Name: "q"}, {Name: "q"}},
+		NetworkPolicies:       []api.NetworkPolicy{np("bad-sel", nil, "a ==", nil, nil)},
+		GlobalNetworkPolicies: []api.GlobalNetworkPolicy{gnp("Bad", nil, "", nil, nil)},
 	}
 	_, err := NewEvaluator(m)
 	if err == nil {
@@ -340,3 +342,4 @@ func itoa(n uint16) string {
 		}
 	}
 }
+func ptr[T any](v T) *T { return &v }

@@ -105,8 +105,8 @@ func startSyncer(t *testing.T, s *datastore.Store, opts Options) (*Syncer, *reco
 	return ps, rec, lb
 }
 
-var denyDB = policy.GlobalNetworkPolicy{Name: "deny-db", PolicySpec: policy.PolicySpec{
-	Selector: "calico/network == 'net1'", Types: []string{"Ingress"}, Ingress: []policy.Rule{{Action: policy.Deny}}}}
+var denyDB = api.GlobalNetworkPolicy{Name: "deny-db", PolicySpec: api.PolicySpec{
+	Selector: "calico/network == 'net1'", Types: []string{"Ingress"}, Ingress: []api.Rule{{Action: api.Deny}}}}
 
 // TestInvalidPolicyFailsSafe: an invalid or undecodable policy record
 // never stops other endpoints from being enforced (or joining) and never
@@ -220,8 +220,8 @@ func TestNoLabelWindow(t *testing.T) {
 		t.Fatalf("without label selectors a new endpoint gets its profile at once: %v %v", c, ok)
 	}
 
-	deny := policy.GlobalNetworkPolicy{Name: "no-untrusted-egress", PolicySpec: policy.PolicySpec{
-		Selector: "role == 'untrusted'", Types: []string{"Egress"}, Egress: []policy.Rule{{Action: policy.Deny}}}}
+	deny := api.GlobalNetworkPolicy{Name: "no-untrusted-egress", PolicySpec: api.PolicySpec{
+		Selector: "role == 'untrusted'", Types: []string{"Egress"}, Egress: []api.Rule{{Action: api.Deny}}}}
 	putJSON(t, s, api.GlobalNetworkPolicyKey(deny.Name), deny)
 	waitFor(t, "the label policy seen", func() bool {
 		ps.mu.Lock()

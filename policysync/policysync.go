@@ -40,15 +40,15 @@ type state struct {
 	networks  map[string]api.Network  // by Docker network ID
 	// The policy resources in force, by name: the record's when it is
 	// valid, else the last good version (see resources.go).
-	profiles map[string]policy.Profile
-	netpols  map[string]policy.NetworkPolicy
-	gnps     map[string]policy.GlobalNetworkPolicy
+	profiles map[string]api.Profile
+	netpols  map[string]api.NetworkPolicy
+	gnps     map[string]api.GlobalNetworkPolicy
 	res      *resources
 }
 
 func newState(res *resources) *state {
-	return &state{endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{}, profiles: map[string]policy.Profile{},
-		netpols: map[string]policy.NetworkPolicy{}, gnps: map[string]policy.GlobalNetworkPolicy{}, res: res}
+	return &state{endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{}, profiles: map[string]api.Profile{},
+		netpols: map[string]api.NetworkPolicy{}, gnps: map[string]api.GlobalNetworkPolicy{}, res: res}
 }
 
 var prefixes = []string{api.EndpointsPrefix, api.NetworksPrefix, api.ProfilesPrefix,
@@ -86,15 +86,15 @@ func (st *state) put(key string, val []byte) {
 
 func (st *state) putPolicy(key string, val []byte) {
 	if n, ok := api.ParseProfileKey(key); ok {
-		if p, ok := decodeInForce(st.res, key, "Profile", n, val, policy.DecodeStoredProfile); ok {
+		if p, ok := decodeInForce(st.res, key, "Profile", n, val, api.DecodeStoredProfile); ok {
 			st.profiles[n] = p
 		}
 	} else if n, ok := api.ParseNetworkPolicyKey(key); ok {
-		if p, ok := decodeInForce(st.res, key, "NetworkPolicy", n, val, policy.DecodeStoredNetworkPolicy); ok {
+		if p, ok := decodeInForce(st.res, key, "NetworkPolicy", n, val, api.DecodeStoredNetworkPolicy); ok {
 			st.netpols[n] = p
 		}
 	} else if n, ok := api.ParseGlobalNetworkPolicyKey(key); ok {
-		if p, ok := decodeInForce(st.res, key, "GlobalNetworkPolicy", n, val, policy.DecodeStoredGlobalNetworkPolicy); ok {
+		if p, ok := decodeInForce(st.res, key, "GlobalNetworkPolicy", n, val, api.DecodeStoredGlobalNetworkPolicy); ok {
 			st.gnps[n] = p
 		}
 	}

@@ -22,17 +22,17 @@ func TestModel(t *testing.T) {
 	st.endpoints[api.EndpointKey("h1", "d")] = api.Endpoint{ID: "d", NetworkID: "n3id-0123456789", Host: "h1", IPv4: netip.MustParsePrefix("10.0.2.1/32"), HostIface: "calid"}
 	st.endpoints[api.EndpointKey("h1", "e")] = api.Endpoint{ID: "e", NetworkID: "n4id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.3.1/32"), HostIface: "calie"}
 	st.endpoints[api.EndpointKey("h1", "broken")] = api.Endpoint{ID: "broken", NetworkID: "n1id", Host: "h1"} // no interface: skipped
-	stored := policy.Profile{Name: "net4", ProfileSpec: policy.ProfileSpec{Ingress: []policy.Rule{{Action: policy.Deny}}}}
+	stored := api.Profile{Name: "net4", ProfileSpec: api.ProfileSpec{Ingress: []api.Rule{{Action: api.Deny}}}}
 	st.profiles["net4"] = stored
 	m := st.Model(false)
 
-	prof := map[string]policy.Profile{}
+	prof := map[string]api.Profile{}
 	for _, p := range m.Profiles {
 		prof[p.Name] = p
 	}
 	tests := []struct {
 		name string
-		want policy.Profile
+		want api.Profile
 	}{
 		{"net1", policy.DefaultProfile("net1", NetworkLabel, "net1", false)},
 		{"net2", policy.DefaultProfile("net2", NetworkLabel, "net2", true)},

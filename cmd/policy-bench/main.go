@@ -31,6 +31,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
@@ -87,26 +88,26 @@ func benchEndpoint(i int) policy.Endpoint {
 	}
 }
 
-func benchPolicy(j, port int) policy.NetworkPolicy {
+func benchPolicy(j, port int) api.NetworkPolicy {
 	order := float64(j)
-	p := policy.NetworkPolicy{Name: fmt.Sprintf("policy-%d", j), PolicySpec: policy.PolicySpec{
+	p := api.NetworkPolicy{Name: fmt.Sprintf("policy-%d", j), PolicySpec: api.PolicySpec{
 		Order:    &order,
 		Selector: fmt.Sprintf("role == 'r%d'", j%roles),
-		Ingress: []policy.Rule{{
-			Action: policy.Allow, Protocol: "TCP",
-			Source:      policy.EntityRule{Selector: fmt.Sprintf("role == 'r%d'", (j+1)%roles)},
-			Destination: policy.EntityRule{Ports: []policy.Port{policy.Port(fmt.Sprint(port))}},
+		Ingress: []api.Rule{{
+			Action: api.Allow, Protocol: "TCP",
+			Source:      api.EntityRule{Selector: fmt.Sprintf("role == 'r%d'", (j+1)%roles)},
+			Destination: api.EntityRule{Ports: []api.Port{api.Port(fmt.Sprint(port))}},
 		}},
 	}}
 	if j%3 == 0 {
-		p.Ingress = append([]policy.Rule{{Action: policy.Deny, Protocol: "UDP", Source: policy.EntityRule{NotNets: []string{"10.0.0.0/8", "192.168.0.0/16"}}}}, p.Ingress...)
+		p.Ingress = append([]api.Rule{{Action: api.Deny, Protocol: "UDP", Source: api.EntityRule{NotNets: []string{"10.0.0.0/8", "192.168.0.0/16"}}}}, p.Ingress...)
 	}
 	if j%7 == 0 {
-		p.Ingress = append(p.Ingress, policy.Rule{Action: policy.Pass, Source: policy.EntityRule{Selector: fmt.Sprintf("role in {'r%d', 'r%d'}", (j+2)%roles, (j+3)%roles)}})
+		p.Ingress = append(p.Ingress, api.Rule{Action: api.Pass, Source: api.EntityRule{Selector: fmt.Sprintf("role in {'r%d', 'r%d'}", (j+2)%roles, (j+3)%roles)}})
 	}
 	if j%10 == 0 {
 		p.Types = []string{"Ingress", "Egress"}
-		p.Egress = []policy.Rule{{Action: policy.Log, Protocol: "TCP", Destination: policy.EntityRule{Ports: []policy.Port{"22", "2000:2100"}}}, {Action: policy.Allow}}
+		p.Egress = []api.Rule{{Action: api.Log, Protocol: "TCP", Destination: api.EntityRule{Ports: []api.Port{"22", "2000:2100"}}}, {Action: api.Allow}}
 	}
 	return p
 }
@@ -376,9 +377,9 @@ func addTputPolicy(m *policy.Model, addrs, ifaces []string) {
 		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: ifaces[i], Node: node, Iface: ifaces[i], IPs: []netip.Addr{netip.MustParseAddr(addrs[i])},
 			Labels: map[string]string{"role": fmt.Sprintf("tput%d", i)}, Profiles: []string{"tput"}})
 	}
-	m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies, policy.GlobalNetworkPolicy{Name: "tput", PolicySpec: policy.PolicySpec{
-		Selector: "role == 'tput1'", Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP",
-			Source: policy.EntityRule{Selector: "role == 'tput0'"}, Destination: policy.EntityRule{Ports: []policy.Port{"5201"}}}}}})
+	m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies, api.GlobalNetworkPolicy{Name: "tput", PolicySpec: api.PolicySpec{
+		Selector: "role == 'tput1'", Ingress: []api.Rule{{Action: api.Allow, Protocol: "TCP",
+			Source: api.EntityRule{Selector: "role == 'tput0'"}, Destination: api.EntityRule{Ports: []api.Port{"5201"}}}}}})
 }
 
 // tputSink listens on port 5201 in ctr and discards whatever it is sent,

@@ -11,6 +11,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
@@ -86,7 +87,7 @@ func (s *state) addBaseChains(prefix string) {
 	s.addChain(chainFromWL, nil, established, invalid, spoof4, spoof6, dispatchRule(true, mapFromWL), unknown)
 	s.addChain(chainToWL, nil, established, invalid, dispatchRule(false, mapToWL), unknown)
 	s.addChain(chainWLToHost, nil,
-		nb().nfproto(6).l4proto(policy.ProtoICMPv6, false).add("icmpv6 type 130-136",
+		nb().nfproto(6).l4proto(api.ProtoICMPv6, false).add("icmpv6 type 130-136",
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{136}}).
 			add("accept", verdict(expr.VerdictAccept)).rule("IPv6 neighbour discovery"),

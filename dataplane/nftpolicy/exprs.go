@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
@@ -252,13 +253,13 @@ func policyRule(r policy.RenderedRule, inProfile bool, pass uint32) (rule, error
 		}
 	}
 	switch r.Action {
-	case policy.Allow:
+	case api.Allow:
 		b.add("accept", verdict(expr.VerdictAccept))
-	case policy.Deny:
+	case api.Deny:
 		b.add("drop", verdict(expr.VerdictDrop))
-	case policy.Log:
+	case api.Log:
 		b.add(fmt.Sprintf("log prefix %q", r.LogPrefix), &expr.Log{Key: 1 << unix.NFTA_LOG_PREFIX, Data: []byte(r.LogPrefix)})
-	case policy.Pass:
+	case api.Pass:
 		if inProfile {
 			b.add("return", verdict(expr.VerdictReturn))
 		} else {
@@ -349,7 +350,7 @@ func netElems(nets []netip.Prefix) []nftables.SetElement {
 	return intervalElems(ivs)
 }
 
-func portElems(ports []policy.PortRange) []nftables.SetElement {
+func portElems(ports []api.PortRange) []nftables.SetElement {
 	var ivs []interval
 	for _, p := range ports {
 		ivs = append(ivs, interval{be16(p.Min), be16(p.Max)})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
@@ -89,7 +90,7 @@ func newTestHost(t *testing.T) *testHost {
 		t.Fatal(err)
 	}
 	return &testHost{t: t, ns: host, eps: map[string]*testEP{}, enf: enf,
-		model: &policy.Model{Profiles: []policy.Profile{
+		model: &policy.Model{Profiles: []api.Profile{
 			policy.DefaultProfile("net1", "calico/network", "net1", false),
 			policy.DefaultProfile("net2", "calico/network", "net2", false),
 		}}}
@@ -295,7 +296,7 @@ func (h *testHost) counts() Counts {
 // cluster, reached through the uplink — only as a destination).
 type probe struct {
 	src, dst string
-	proto    uint8 // policy.ProtoTCP or ICMP (ICMPv6 when v6)
+	proto    uint8 // api.ProtoTCP or ICMP (ICMPv6 when v6)
 	port     uint16
 	v6       bool
 }
@@ -306,7 +307,7 @@ func (p probe) String() string {
 		fam = "v6"
 	}
 	what := "icmp"
-	if p.proto == policy.ProtoTCP {
+	if p.proto == api.ProtoTCP {
 		what = fmt.Sprintf("tcp/%d", p.port)
 	}
 	return fmt.Sprintf("%s -> %s %s %s", p.src, p.dst, what, fam)
@@ -340,7 +341,7 @@ func (h *testHost) doTimeout(p probe, tcpTimeout time.Duration) bool {
 		from = h.eps[p.src].ns
 	}
 	dst := h.addrOf(p.dst, p.v6)
-	if p.proto == policy.ProtoTCP {
+	if p.proto == api.ProtoTCP {
 		ok := false
 		testns.Do(h.t, from, func() {
 			conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(dst, p.port).String(), tcpTimeout)
@@ -373,8 +374,8 @@ func (h *testHost) want(p probe) policy.Verdict {
 		dst = &ep.Endpoint
 	}
 	proto := p.proto
-	if proto == policy.ProtoICMP && p.v6 {
-		proto = policy.ProtoICMPv6
+	if proto == api.ProtoICMP && p.v6 {
+		proto = api.ProtoICMPv6
 	}
 	pkt := policy.Packet{Proto: proto, Src: h.addrOf(p.src, p.v6), Dst: h.addrOf(p.dst, p.v6), DstPort: p.port, FromHost: p.src == "host"}
 	return e.Path(src, dst, pkt)
@@ -429,9 +430,9 @@ func (h *testHost) matrix(names []string, ports ...uint16) []probe {
 				if v6 && ((s != "host" && !h.eps[s].ip6.IsValid()) || (d != "host" && !h.eps[d].ip6.IsValid())) {
 					continue
 				}
-				out = append(out, probe{s, d, policy.ProtoICMP, 0, v6})
+				out = append(out, probe{s, d, api.ProtoICMP, 0, v6})
 				for _, port := range ports {
-					out = append(out, probe{s, d, policy.ProtoTCP, port, v6})
+					out = append(out, probe{s, d, api.ProtoTCP, port, v6})
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
@@ -32,30 +33,30 @@ func FuzzStoredPolicy(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, k uint8, raw []byte) {
-		m := &policy.Model{Profiles: []policy.Profile{policy.DefaultProfile("net2", "calico/network", "net2", false)}}
+		m := &policy.Model{Profiles: []api.Profile{policy.DefaultProfile("net2", "calico/network", "net2", false)}}
 		var stored []byte
 		switch k % 3 {
 		case 0:
-			p, err := policy.DecodeStoredNetworkPolicy("fuzz", raw)
+			p, err := api.DecodeStoredNetworkPolicy("fuzz", raw)
 			if err != nil {
 				return
 			}
 			m.NetworkPolicies = append(m.NetworkPolicies, p)
-			stored = roundTrip(t, p, func(b []byte) (any, error) { return policy.DecodeStoredNetworkPolicy("fuzz", b) })
+			stored = roundTrip(t, p, func(b []byte) (any, error) { return api.DecodeStoredNetworkPolicy("fuzz", b) })
 		case 1:
-			p, err := policy.DecodeStoredGlobalNetworkPolicy("fuzz", raw)
+			p, err := api.DecodeStoredGlobalNetworkPolicy("fuzz", raw)
 			if err != nil {
 				return
 			}
 			m.GlobalNetworkPolicies = append(m.GlobalNetworkPolicies, p)
-			stored = roundTrip(t, p, func(b []byte) (any, error) { return policy.DecodeStoredGlobalNetworkPolicy("fuzz", b) })
+			stored = roundTrip(t, p, func(b []byte) (any, error) { return api.DecodeStoredGlobalNetworkPolicy("fuzz", b) })
 		default:
-			p, err := policy.DecodeStoredProfile("net1", raw)
+			p, err := api.DecodeStoredProfile("net1", raw)
 			if err != nil {
 				return
 			}
 			m.Profiles = append(m.Profiles, p)
-			stored = roundTrip(t, p, func(b []byte) (any, error) { return policy.DecodeStoredProfile("net1", b) })
+			stored = roundTrip(t, p, func(b []byte) (any, error) { return api.DecodeStoredProfile("net1", b) })
 		}
 		for i, e := range []struct {
 			iface, v4, v6, net string

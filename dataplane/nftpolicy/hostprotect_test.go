@@ -12,8 +12,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
-	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
 // udpSink records the source of every datagram it receives.
@@ -108,15 +108,15 @@ func TestHostProtection(t *testing.T) {
 func hostRuleSteps(t *testing.T, h *testHost, hp *HostProtection) HostRules {
 	tcp := func(p uint16) HostPort { return HostPort{Proto: unix.IPPROTO_TCP, Port: p} }
 	base := HostRules{DropToHost: true, ClosedPorts: []HostPort{tcp(2379), tcp(2380)}, VXLANPort: 4789, VXLANVNI: 4096}
-	toHost := func(port uint16, v6 bool) probe { return probe{"a", "host", policy.ProtoTCP, port, v6} }
-	fromHost := probe{"host", "a", policy.ProtoTCP, 80, false}
+	toHost := func(port uint16, v6 bool) probe { return probe{"a", "host", api.ProtoTCP, port, v6} }
+	fromHost := probe{"host", "a", api.ProtoTCP, 80, false}
 	steps := []struct {
 		name  string
 		rules func(HostRules) HostRules
 		want  map[probe]bool
 	}{
 		{"default: Drop", func(r HostRules) HostRules { return r }, map[probe]bool{
-			toHost(80, false): false, toHost(80, true): false, toHost(2379, false): false, {"a", "host", policy.ProtoICMP, 0, false}: false, fromHost: true}},
+			toHost(80, false): false, toHost(80, true): false, toHost(2379, false): false, {"a", "host", api.ProtoICMP, 0, false}: false, fromHost: true}},
 		{"port 5432 allowed", func(r HostRules) HostRules { r.AllowedPorts = []HostPort{tcp(5432)}; return r }, map[probe]bool{
 			toHost(5432, false): true, toHost(5432, true): true, toHost(80, false): false, toHost(2379, false): false, fromHost: true}},
 		{"Accept", func(r HostRules) HostRules { r.DropToHost = false; return r }, map[probe]bool{

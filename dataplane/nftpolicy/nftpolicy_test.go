@@ -9,13 +9,13 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
-	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
 
 func f64(v float64) *float64 { return &v }
 
-const tcp, icmp = policy.ProtoTCP, policy.ProtoICMP
+const tcp, icmp = api.ProtoTCP, api.ProtoICMP
 
 // Two endpoints of net1 reach each other; net2's endpoint is cut off from
 // both in both directions (TCP and ICMP, IPv4 and IPv6); the host reaches
@@ -50,12 +50,12 @@ func TestFrontendToDatabaseOnly5432(t *testing.T) {
 	h.addEndpoint("fe", "calife0000001", "10.65.1.1", "fd00:65::1:1", "net1", map[string]string{"role": "frontend"})
 	h.addEndpoint("db", "calidb0000001", "10.65.1.2", "fd00:65::1:2", "net1", map[string]string{"role": "db"})
 	h.addEndpoint("other", "caliot0000001", "10.65.1.3", "", "net1", map[string]string{"role": "other"})
-	h.model.NetworkPolicies = []policy.NetworkPolicy{{Name: "allow-frontend-to-db", PolicySpec: policy.PolicySpec{
+	h.model.NetworkPolicies = []api.NetworkPolicy{{Name: "allow-frontend-to-db", PolicySpec: api.PolicySpec{
 		Order: f64(100), Selector: "role == 'db'",
-		Ingress: []policy.Rule{{
-			Action: policy.Allow, Protocol: "TCP",
-			Source:      policy.EntityRule{Selector: "role == 'frontend'"},
-			Destination: policy.EntityRule{Ports: []policy.Port{"5432"}},
+		Ingress: []api.Rule{{
+			Action: api.Allow, Protocol: "TCP",
+			Source:      api.EntityRule{Selector: "role == 'frontend'"},
+			Destination: api.EntityRule{Ports: []api.Port{"5432"}},
 		}},
 	}}}
 	h.apply()
@@ -89,10 +89,10 @@ func TestLowerOrderDenyBeatsAllow(t *testing.T) {
 	h := newTestHost(t)
 	h.addEndpoint("a1", "calia1000001", "10.65.1.1", "", "net1", nil)
 	h.addEndpoint("b1", "calib1000001", "10.65.2.1", "", "net2", nil)
-	deny := policy.GlobalNetworkPolicy{Name: "deny-icmp", PolicySpec: policy.PolicySpec{Order: f64(10), Ingress: []policy.Rule{{Action: policy.Deny, Protocol: "ICMP"}}}}
-	allow := policy.NetworkPolicy{Name: "allow-all", PolicySpec: policy.PolicySpec{Order: f64(20), Ingress: []policy.Rule{{Action: policy.Allow}}}}
-	h.model.GlobalNetworkPolicies = []policy.GlobalNetworkPolicy{deny}
-	h.model.NetworkPolicies = []policy.NetworkPolicy{allow}
+	deny := api.GlobalNetworkPolicy{Name: "deny-icmp", PolicySpec: api.PolicySpec{Order: f64(10), Ingress: []api.Rule{{Action: api.Deny, Protocol: "ICMP"}}}}
+	allow := api.NetworkPolicy{Name: "allow-all", PolicySpec: api.PolicySpec{Order: f64(20), Ingress: []api.Rule{{Action: api.Allow}}}}
+	h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{deny}
+	h.model.NetworkPolicies = []api.NetworkPolicy{allow}
 	h.apply()
 	probes := h.matrix([]string{"a1", "b1"}, 80)
 	h.check(probes, map[probe]bool{
@@ -120,12 +120,12 @@ func TestPassGoesToProfiles(t *testing.T) {
 	h.addEndpoint("a1", "calia1000001", "10.65.1.1", "fd00:65::1:1", "net1", nil)
 	h.addEndpoint("a2", "calia2000002", "10.65.1.2", "fd00:65::1:2", "net1", nil)
 	h.addEndpoint("b1", "calib1000001", "10.65.2.1", "fd00:65::2:1", "net2", nil)
-	h.model.GlobalNetworkPolicies = []policy.GlobalNetworkPolicy{
-		{Name: "pass-web", PolicySpec: policy.PolicySpec{Order: f64(1), Ingress: []policy.Rule{
-			{Action: policy.Log, Protocol: "TCP"},
-			{Action: policy.Pass, Protocol: "TCP", Destination: policy.EntityRule{Ports: []policy.Port{"80"}}},
+	h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{
+		{Name: "pass-web", PolicySpec: api.PolicySpec{Order: f64(1), Ingress: []api.Rule{
+			{Action: api.Log, Protocol: "TCP"},
+			{Action: api.Pass, Protocol: "TCP", Destination: api.EntityRule{Ports: []api.Port{"80"}}},
 		}}},
-		{Name: "deny-rest", PolicySpec: policy.PolicySpec{Order: f64(2), Ingress: []policy.Rule{{Action: policy.Deny}}}},
+		{Name: "deny-rest", PolicySpec: api.PolicySpec{Order: f64(2), Ingress: []api.Rule{{Action: api.Deny}}}},
 	}
 	// Something after us on the path that would see a leaked pass mark.
 	run(t, h.ns, "nft", "add table inet watch; add chain inet watch post { type filter hook postrouting priority 100; }; "+
@@ -151,10 +151,10 @@ func TestNewEndpointAddsElementsNotRules(t *testing.T) {
 	h := newTestHost(t)
 	h.addEndpoint("fe", "calife0000001", "10.65.1.1", "fd00:65::1:1", "net1", map[string]string{"role": "frontend"})
 	h.addEndpoint("db", "calidb0000001", "10.65.1.2", "fd00:65::1:2", "net1", map[string]string{"role": "db"})
-	h.model.NetworkPolicies = []policy.NetworkPolicy{{Name: "allow-frontend-to-db", PolicySpec: policy.PolicySpec{
+	h.model.NetworkPolicies = []api.NetworkPolicy{{Name: "allow-frontend-to-db", PolicySpec: api.PolicySpec{
 		Selector: "role == 'db'",
-		Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP",
-			Source: policy.EntityRule{Selector: "role == 'frontend'"}, Destination: policy.EntityRule{Ports: []policy.Port{"5432"}}}},
+		Ingress: []api.Rule{{Action: api.Allow, Protocol: "TCP",
+			Source: api.EntityRule{Selector: "role == 'frontend'"}, Destination: api.EntityRule{Ports: []api.Port{"5432"}}}},
 	}}}
 	h.apply()
 	before := h.counts()
@@ -220,10 +220,10 @@ func TestReapplyChangesNothing(t *testing.T) {
 	h := newTestHost(t)
 	h.addEndpoint("fe", "calife0000001", "10.65.1.1", "fd00:65::1:1", "net1", map[string]string{"role": "frontend"})
 	h.addEndpoint("db", "calidb0000001", "10.65.1.2", "fd00:65::1:2", "net1", map[string]string{"role": "db"})
-	h.model.GlobalNetworkPolicies = []policy.GlobalNetworkPolicy{{Name: "p", PolicySpec: policy.PolicySpec{
-		Selector: "has(role)", Ingress: []policy.Rule{
-			{Action: policy.Pass, Source: policy.EntityRule{Nets: []string{"10.65.0.0/16", "10.66.0.0/16"}}},
-			{Action: policy.Allow, Protocol: "UDP", Destination: policy.EntityRule{Ports: []policy.Port{"53", "1000:2000"}}},
+	h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{{Name: "p", PolicySpec: api.PolicySpec{
+		Selector: "has(role)", Ingress: []api.Rule{
+			{Action: api.Pass, Source: api.EntityRule{Nets: []string{"10.65.0.0/16", "10.66.0.0/16"}}},
+			{Action: api.Allow, Protocol: "UDP", Destination: api.EntityRule{Ports: []api.Port{"53", "1000:2000"}}},
 		}}}}
 	first := h.apply()
 	if !first.ReadKernel || !first.TableCreated {
@@ -360,8 +360,8 @@ func TestRestartKeepsIsolation(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		// While "down", a policy was added and an endpoint left.
 		if i%2 == 0 {
-			h.model.GlobalNetworkPolicies = []policy.GlobalNetworkPolicy{{Name: "web", PolicySpec: policy.PolicySpec{
-				Selector: "role == 'web'", Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP", Source: policy.EntityRule{Selector: "calico/network == 'net1'"}}}}}}
+			h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{{Name: "web", PolicySpec: api.PolicySpec{
+				Selector: "role == 'web'", Ingress: []api.Rule{{Action: api.Allow, Protocol: "TCP", Source: api.EntityRule{Selector: "calico/network == 'net1'"}}}}}}
 		} else {
 			h.model.GlobalNetworkPolicies = nil
 		}
@@ -386,7 +386,7 @@ func TestRestartKeepsIsolation(t *testing.T) {
 	h.check(h.matrix([]string{"a1", "a2", "b1"}, 80), nil)
 
 	// Now new connections to a1 are denied; the established one goes on.
-	h.model.GlobalNetworkPolicies = []policy.GlobalNetworkPolicy{{Name: "lockdown", PolicySpec: policy.PolicySpec{Selector: "role == 'web'", Types: []string{"Ingress"}}}}
+	h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{{Name: "lockdown", PolicySpec: api.PolicySpec{Selector: "role == 'web'", Types: []string{"Ingress"}}}}
 	h.apply()
 	if _, err := dialEcho(t, h.eps["a2"].ns, "10.65.1.1:9000"); err == nil {
 		t.Error("a new connection got through the lockdown")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/nftables"
 
+	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 	"github.com/calico-libnetwork/calico-libnetwork/policy"
 )
@@ -30,25 +31,25 @@ func goldenModel() *policy.Model {
 		return e
 	}
 	return &policy.Model{
-		Profiles: []policy.Profile{
+		Profiles: []api.Profile{
 			policy.DefaultProfile("net1", "calico/network", "net1", false),
 			policy.DefaultProfile("open", "calico/network", "open", true),
 		},
-		NetworkPolicies: []policy.NetworkPolicy{{Name: "allow-db", PolicySpec: policy.PolicySpec{
+		NetworkPolicies: []api.NetworkPolicy{{Name: "allow-db", PolicySpec: api.PolicySpec{
 			Order: f64(100), Selector: "role == 'db'",
-			Ingress: []policy.Rule{{Action: policy.Allow, Protocol: "TCP",
-				Source: policy.EntityRule{Selector: "role == 'frontend'"}, Destination: policy.EntityRule{Ports: []policy.Port{"5432"}}}},
+			Ingress: []api.Rule{{Action: api.Allow, Protocol: "TCP",
+				Source: api.EntityRule{Selector: "role == 'frontend'"}, Destination: api.EntityRule{Ports: []api.Port{"5432"}}}},
 		}}},
-		GlobalNetworkPolicies: []policy.GlobalNetworkPolicy{
-			{Name: "deny-icmp", PolicySpec: policy.PolicySpec{Order: f64(5), Ingress: []policy.Rule{{Action: policy.Log, Protocol: "ICMP"}, {Action: policy.Deny, Protocol: "ICMP"}}}},
-			{Name: "pass-internal", PolicySpec: policy.PolicySpec{Order: f64(1), Selector: "has(role)",
-				Ingress: []policy.Rule{
-					{Action: policy.Pass, Source: policy.EntityRule{Nets: []string{"10.0.0.0/16", "10.0.1.0/24", "255.255.255.0/24"}, NotNets: []string{"10.0.9.0/24"}}},
-					{Action: policy.Allow, Protocol: "UDP", Source: policy.EntityRule{NotSelector: "role == 'db'", Ports: []policy.Port{"53"}},
-						Destination: policy.EntityRule{Ports: []policy.Port{"1000:2000", "3000", "65000:65535"}, NotPorts: []policy.Port{"1500:1501"}}},
-					{Action: policy.Deny, Protocol: "ICMPv6", Destination: policy.EntityRule{Nets: []string{"fd00::/8"}}},
+		GlobalNetworkPolicies: []api.GlobalNetworkPolicy{
+			{Name: "deny-icmp", PolicySpec: api.PolicySpec{Order: f64(5), Ingress: []api.Rule{{Action: api.Log, Protocol: "ICMP"}, {Action: api.Deny, Protocol: "ICMP"}}}},
+			{Name: "pass-internal", PolicySpec: api.PolicySpec{Order: f64(1), Selector: "has(role)",
+				Ingress: []api.Rule{
+					{Action: api.Pass, Source: api.EntityRule{Nets: []string{"10.0.0.0/16", "10.0.1.0/24", "255.255.255.0/24"}, NotNets: []string{"10.0.9.0/24"}}},
+					{Action: api.Allow, Protocol: "UDP", Source: api.EntityRule{NotSelector: "role == 'db'", Ports: []api.Port{"53"}},
+						Destination: api.EntityRule{Ports: []api.Port{"1000:2000", "3000", "65000:65535"}, NotPorts: []api.Port{"1500:1501"}}},
+					{Action: api.Deny, Protocol: "ICMPv6", Destination: api.EntityRule{Nets: []string{"fd00::/8"}}},
 				},
-				Egress: []policy.Rule{{Action: policy.Deny, NotProtocol: "TCP", Destination: policy.EntityRule{Nets: []string{"0.0.0.0/0"}}}, {Action: policy.Pass}},
+				Egress: []api.Rule{{Action: api.Deny, NotProtocol: "TCP", Destination: api.EntityRule{Nets: []string{"0.0.0.0/0"}}}, {Action: api.Pass}},
 			}},
 		},
 		Endpoints: []policy.Endpoint{
@@ -130,7 +131,7 @@ func TestIntervalSets(t *testing.T) {
 	if got := b.String(); got != "10.0.0.0 10.2.0.0(end) 255.255.255.0 " {
 		t.Errorf("elements = %s", got)
 	}
-	if pe := portElems([]policy.PortRange{{Min: 80, Max: 80}, {Min: 81, Max: 90}, {Min: 65535, Max: 65535}}); len(pe) != 3 ||
+	if pe := portElems([]api.PortRange{{Min: 80, Max: 80}, {Min: 81, Max: 90}, {Min: 65535, Max: 65535}}); len(pe) != 3 ||
 		!bytes.Equal(pe[0].Key, be16(80)) || !bytes.Equal(pe[1].Key, be16(91)) || !pe[1].IntervalEnd || !bytes.Equal(pe[2].Key, be16(65535)) {
 		t.Errorf("port elements = %+v", pe)
 	}
@@ -141,7 +142,7 @@ func TestIntervalSets(t *testing.T) {
 	ds := &policy.DesiredState{Sets: []policy.Set{
 		{Name: "n4-test", Type: policy.SetIPv4Nets, Nets: nets},
 		{Name: "n6-test", Type: policy.SetIPv6Nets, Nets: []netip.Prefix{netip.MustParsePrefix("fd00::/8"), netip.MustParsePrefix("ffff::/16")}},
-		{Name: "pt-test", Type: policy.SetPorts, Ports: []policy.PortRange{{Min: 1000, Max: 2000}, {Min: 65000, Max: 65535}}},
+		{Name: "pt-test", Type: policy.SetPorts, Ports: []api.PortRange{{Min: 1000, Max: 2000}, {Min: 65000, Max: 65535}}},
 	}}
 	e, err := New(Config{NetNS: int(host.Fd())})
 	if err != nil {
@@ -246,7 +247,7 @@ func TestSetTypeMismatch(t *testing.T) {
 // whole batch and its answers.
 func TestLargeTransaction(t *testing.T) {
 	host := testns.New(t)
-	m := &policy.Model{Profiles: []policy.Profile{policy.DefaultProfile("net1", "calico/network", "net1", false)}}
+	m := &policy.Model{Profiles: []api.Profile{policy.DefaultProfile("net1", "calico/network", "net1", false)}}
 	const n = 3000
 	for i := 0; i < n; i++ {
 		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: fmt.Sprint(i), Node: node, Iface: fmt.Sprintf("cali%011x", i),

@@ -1291,7 +1291,17 @@ func usableWhereListed(t *testing.T, tb *Testbed) {
 // new network with them (every host ends up listing it, and keeps it).
 func reuseName(t *testing.T, tb *Testbed, name string, from, to *Host) {
 	from.Docker(t, "network", "rm", name)
-	to.Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--label", LabelKey+"="+tb.ID, name)
+	// The removal reaches the other hosts through the datastore: until
+	// to's copy is gone (its sharing pass follows the record's deletion
+	// within moments), its engine refuses the name as taken.
+	start := time.Now()
+	if err := Eventually(10*time.Second, 50*time.Millisecond, func() error {
+		_, err := to.DockerErr(20*time.Second, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--label", LabelKey+"="+tb.ID, name)
+		return err
+	}); err != nil {
+		t.Fatalf("%s: %s could not be created again within 10s of its removal on %s: %v", to.Name, name, from.Name, err)
+	}
+	t.Logf("%s: %s created again %v after its removal on %s", to.Name, name, time.Since(start).Round(time.Millisecond), from.Name)
 	id := to.Docker(t, "network", "inspect", "-f", "{{.Id}}", name)
 	for _, h := range tb.Hosts {
 		if err := Eventually(30*time.Second, 200*time.Millisecond, func() error {

@@ -1,4 +1,4 @@
-package policy
+package api
 
 import (
 	"encoding/json"
@@ -104,8 +104,8 @@ func (p Protocol) canonical() Protocol {
 	return Protocol(s)
 }
 
-// protoName names a protocol number for messages and rendered rules.
-func protoName(n uint8) string {
+// ProtocolName names a protocol number for messages and rendered rules.
+func ProtocolName(n uint8) string {
 	switch n {
 	case ProtoICMP:
 		return "icmp"
@@ -329,14 +329,14 @@ func normalizeRules(rules []Rule) {
 
 func normalizeNets(nets []string) {
 	for i, n := range nets {
-		if p, err := parseNet(n); err == nil {
+		if p, err := ParseRuleNet(n); err == nil {
 			nets[i] = p.String()
 		}
 	}
 }
 
-// parseNet parses a CIDR or a bare address (a /32 or /128), masked.
-func parseNet(s string) (netip.Prefix, error) {
+// ParseRuleNet parses a CIDR or a bare address (a /32 or /128), masked.
+func ParseRuleNet(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if p, err := netip.ParsePrefix(s); err == nil && p.Addr().Zone() == "" && !p.Addr().Is4In6() {
 		return p.Masked(), nil
@@ -482,7 +482,7 @@ func (r *Rule) validate(path string) error {
 			nets []string
 		}{{"nets", side.e.Nets}, {"notNets", side.e.NotNets}} {
 			for i, n := range f.nets {
-				pfx, err := parseNet(n)
+				pfx, err := ParseRuleNet(n)
 				if err != nil {
 					return fmt.Errorf("%s.%s[%d]: %w", p, f.name, i, err)
 				}

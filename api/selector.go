@@ -1,7 +1,7 @@
-// Package policy holds Calico's policy model: label selectors, rules,
-// profiles and policies, their validation, and the computation of what each
-// endpoint is allowed to do. It never touches the kernel.
-package policy
+package api
+
+// Label selectors, as Calico writes them: the syntax policy resources are
+// stored with (parsed and validated here, evaluated by package policy).
 
 import (
 	"fmt"
@@ -401,7 +401,7 @@ func (a andSel) Matches(l map[string]string) bool {
 	}
 	return true
 }
-func (a andSel) String() string { return join(a, " && ") }
+func (a andSel) String() string { return joinSelectors(a, " && ") }
 
 type orSel []Selector
 
@@ -413,7 +413,7 @@ func (o orSel) Matches(l map[string]string) bool {
 	}
 	return false
 }
-func (o orSel) String() string { return join(o, " || ") }
+func (o orSel) String() string { return joinSelectors(o, " || ") }
 
 func wrap(s Selector) string {
 	switch s.(type) {
@@ -423,10 +423,38 @@ func wrap(s Selector) string {
 	return s.String()
 }
 
-func join(ss []Selector, sep string) string {
+func joinSelectors(ss []Selector, sep string) string {
 	parts := make([]string, len(ss))
 	for i, s := range ss {
 		parts[i] = wrap(s)
 	}
 	return strings.Join(parts, sep)
+}
+
+// SelectorKeys returns the label keys sel looks at.
+func SelectorKeys(sel Selector) []string {
+	var out []string
+	var walk func(Selector)
+	walk = func(s Selector) {
+		switch v := s.(type) {
+		case hasSel:
+			out = append(out, string(v))
+		case eqSel:
+			out = append(out, v.k)
+		case inSel:
+			out = append(out, v.k)
+		case notSel:
+			walk(v.s)
+		case andSel:
+			for _, c := range v {
+				walk(c)
+			}
+		case orSel:
+			for _, c := range v {
+				walk(c)
+			}
+		}
+	}
+	walk(sel)
+	return out
 }

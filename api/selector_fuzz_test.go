@@ -1,4 +1,4 @@
-package policy
+package api
 
 import (
 	"strings"
@@ -58,7 +58,7 @@ func FuzzParseSelector(f *testing.F) {
 				t.Fatalf("%q and its canonical form %q disagree on %v", src, canon, m)
 			}
 		}
-		for _, k := range Keys(sel) {
+		for _, k := range SelectorKeys(sel) {
 			if !strings.Contains(src, k) {
 				t.Fatalf("%q: Keys names %q", src, k)
 			}
