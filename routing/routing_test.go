@@ -203,3 +203,34 @@ func TestModeFor(t *testing.T) {
 		t.Errorf("no pool: %s, want direct", got)
 	}
 }
+
+// The veth MTU follows what may carry a pool: an IPIP pool leaves VXLAN's
+// room where some node lacks ipip, IPIP's where every node has it.
+func TestEncapsulationForMTU(t *testing.T) {
+	tests := []struct {
+		name        string
+		pool        api.IPPool
+		h3          []string
+		vxlan, ipip bool
+	}{
+		{"no encapsulation", api.IPPool{VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}, []string{"vxlan", "ipip"}, false, false},
+		{"VXLAN pool", api.IPPool{VXLANMode: api.EncapCrossSubnet, IPIPMode: api.EncapNever}, []string{"vxlan", "ipip"}, true, false},
+		{"IPIP pool, every kernel with ipip", api.IPPool{VXLANMode: api.EncapNever, IPIPMode: api.EncapCrossSubnet}, []string{"vxlan", "ipip"}, false, true},
+		{"IPIP pool, a node without ipip", api.IPPool{VXLANMode: api.EncapNever, IPIPMode: api.EncapAlways}, []string{"vxlan"}, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := state()
+			for _, n := range []string{"h1", "h2"} {
+				withEncaps(st, n, "vxlan", "ipip")
+			}
+			withEncaps(st, "h3", tc.h3...)
+			tc.pool.Name, tc.pool.CIDR, tc.pool.BlockSize = "p", "192.168.0.0/16", 26
+			st.Pools["p"] = tc.pool
+			s := &Syncer{st: st}
+			if s.UsesVXLAN() != tc.vxlan || s.UsesIPIP() != tc.ipip {
+				t.Errorf("UsesVXLAN %v UsesIPIP %v, want %v %v", s.UsesVXLAN(), s.UsesIPIP(), tc.vxlan, tc.ipip)
+			}
+		})
+	}
+}
