@@ -10,7 +10,7 @@ package nftpolicy
 //	chain input (hook input, priority filter):
 //	    iifname "cali*" jump endpoint-to-host
 //	    udp dport 4789, VNI 4096, ip saddr != @nodes4 drop   VXLAN from registered nodes only
-//	    meta l4proto ipip, ip saddr != @nodes4 drop          IPIP from registered nodes only
+//	    meta l4proto ipip, ip saddr != @nodes4 drop          IPIP from registered nodes only (kernels with ipip)
 //	chain forward (hook forward, priority filter):
 //	    iifname "cali*" tcp to a closed endpoint (etcd) drop
 //	chain endpoint-to-host:
@@ -94,6 +94,11 @@ type HostRules struct {
 	Nodes     []netip.Addr
 	VXLANPort uint16
 	VXLANVNI  uint32
+	// IPIP: IPIP packets (IP protocol 4) from anyone but the nodes are
+	// dropped too. Set where this kernel has ipip (elsewhere the kernel
+	// drops them itself); like Calico, this also drops other software's
+	// IPIP from non-nodes on such a host.
+	IPIP bool
 }
 
 // normalized sorts and de-duplicates, and removes closed ports and
@@ -309,10 +314,12 @@ func (h *HostProtection) rules(chain string, r HostRules, fp string) []rule {
 			add(fmt.Sprintf("@th,96,24 %d", r.VXLANVNI), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 12, Len: 3}, cmp(expr.CmpOpEq, vni)).
 			add(word+" != @"+hostSetNodes4, saddr, lookup(hostSetNodes4, true)).
 			add("counter drop", &expr.Counter{}, drop).rule("VXLAN only from registered nodes"))
-		saddr, word = addrPayload(4, true)
-		out = append(out, nb().nfproto(4).l4proto(unix.IPPROTO_IPIP, false).
-			add(word+" != @"+hostSetNodes4, saddr, lookup(hostSetNodes4, true)).
-			add("counter drop", &expr.Counter{}, drop).rule("IPIP only from registered nodes"))
+		if r.IPIP {
+			saddr, word = addrPayload(4, true)
+			out = append(out, nb().nfproto(4).l4proto(unix.IPPROTO_IPIP, false).
+				add(word+" != @"+hostSetNodes4, saddr, lookup(hostSetNodes4, true)).
+				add("counter drop", &expr.Counter{}, drop).rule("IPIP only from registered nodes"))
+		}
 	case hostChainFwd:
 		for _, ep := range r.ClosedEndpoints {
 			fam := 4

@@ -253,9 +253,11 @@ func hostIPIPFromNodesOnly(t *testing.T, h *testHost, hp *HostProtection) {
 		t.FailNow()
 	}
 	defer pc.Close()
-	rules := HostRules{VXLANPort: 4789, VXLANVNI: 4096, Nodes: []netip.Addr{netip.MustParseAddr("203.0.113.2")}}
+	rules := HostRules{VXLANPort: 4789, VXLANVNI: 4096, IPIP: true, Nodes: []netip.Addr{netip.MustParseAddr("203.0.113.2")}}
 	// The same number of nodes as the VXLAN step's, other addresses: the
-	// table must follow (its fingerprint covers the addresses).
+	// table must follow (its fingerprint covers the addresses). The IPIP
+	// rule is asked for, as on a kernel with ipip; the raw socket sees
+	// protocol 4 whether or not the kernel has the module.
 	if changed, err := hp.Apply(rules, false); err != nil || !changed {
 		t.Fatalf("apply with other nodes: changed=%v err=%v, want the table replaced", changed, err)
 	}
@@ -327,6 +329,7 @@ func TestHostRulesFingerprint(t *testing.T) {
 		"VXLAN port":               func(r *HostRules) { r.VXLANPort = 4790 },
 		"VXLAN VNI":                func(r *HostRules) { r.VXLANVNI = 1 },
 		"drop to host":             func(r *HostRules) { r.DropToHost = true },
+		"IPIP filtered":            func(r *HostRules) { r.IPIP = true },
 	}
 	for name, change := range changes {
 		r := base
