@@ -100,7 +100,8 @@ func (c *Carrier) ensureDevice() (netlink.Link, error) {
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = Device
-	if err := netlink.LinkAdd(&netlink.Iptun{LinkAttrs: la}); err != nil && !errors.Is(err, unix.EEXIST) {
+	// Path MTU discovery on, as on the kernel's own tunl0.
+	if err := netlink.LinkAdd(&netlink.Iptun{LinkAttrs: la, PMtuDisc: 1}); err != nil && !errors.Is(err, unix.EEXIST) {
 		return nil, fmt.Errorf("create %s: %w", Device, err)
 	}
 	l, err := netlinksafe.LinkByName(Device)
