@@ -140,6 +140,9 @@ func (v *Carrier) Prepare(peers []netip.Addr) error {
 	if err != nil {
 		return err
 	}
+	if err := v.ensureTxChecksum(); err != nil {
+		return err
+	}
 	idx := l.Attrs().Index
 	want := map[netip.Addr]bool{}
 	for _, p := range peers {

@@ -109,6 +109,24 @@ func TestPrepareFollowsPeers(t *testing.T) {
 		if l.Attrs().MTU != 1400 || l.Attrs().Alias != Alias || l.Attrs().Flags&net.FlagUp == 0 {
 			t.Errorf("device mtu %d alias %q flags %v", l.Attrs().MTU, l.Attrs().Alias, l.Attrs().Flags)
 		}
+		// Someone turns transmit checksum offload off: the next pass turns
+		// it back on (off, the device segments everything in software).
+		off := false
+		if _, err := txChecksum(Device, &off); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := txChecksum(Device, nil); err != nil || on {
+			t.Fatalf("tx checksum offload after turning it off: %v %v", on, err)
+		}
+		if out, _ := exec.Command("ethtool", "-k", Device).Output(); len(out) > 0 && !strings.Contains(string(out), "tx-checksumming: off") {
+			t.Errorf("ethtool does not see tx checksumming off:\n%s", out)
+		}
+		if err := c.Prepare([]netip.Addr{p2, p3}); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := txChecksum(Device, nil); err != nil || !on {
+			t.Errorf("tx checksum offload after Prepare: %v %v, want on", on, err)
+		}
 		if v := l.(*netlink.Vxlan); v.UDPCSum || v.Learning || v.Port != Port || v.VxlanId != VNI {
 			t.Errorf("device udpcsum %v learning %v port %d vni %d; want noudpcsum (RFC 7348), nolearning, %d, %d", v.UDPCSum, v.Learning, v.Port, v.VxlanId, Port, VNI)
 		}
