@@ -25,6 +25,11 @@ type Node struct {
 	LastSeen time.Time `json:"lastSeen,omitzero"`
 	// Version is the daemon's version (api.Version of its build).
 	Version string `json:"version,omitempty"`
+	// Encapsulations are what the node's kernel can carry between hosts
+	// (EncapsulationVXLAN, EncapsulationIPIP), as its daemon probed them at
+	// start; see HasEncapsulation for records that predate the field.
+	// An empty list (kept as [], never omitted) is a kernel with neither.
+	Encapsulations []string `json:"encapsulations,omitzero"`
 	// Blocks are the blocks affine to the node, filled in for display by
 	// calicoctl from the affinity records; never stored here.
 	Blocks []string `json:"-"`
@@ -142,7 +147,7 @@ var NodeKind = &Kind{
 			Spec:     NodeSpec{IPv4Address: PrefixText(n.IPv4Address), IPv6Address: PrefixText(n.IPv6Address)},
 		}
 		if !n.LastSeen.IsZero() || n.Version != "" {
-			d.Status = &NodeStatus{Version: n.Version}
+			d.Status = &NodeStatus{Version: n.Version, Encapsulations: n.Encapsulations}
 			if !n.LastSeen.IsZero() {
 				d.Status.LastSeen = n.LastSeen.UTC().Format(time.RFC3339)
 			}
@@ -179,6 +184,8 @@ type NodeBGPSpec struct {
 type NodeStatus struct {
 	LastSeen string `json:"lastSeen,omitempty"`
 	Version  string `json:"version,omitempty"`
+	// Encapsulations are what the node's kernel can carry (vxlan, ipip).
+	Encapsulations []string `json:"encapsulations,omitempty"`
 }
 
 // legacyNodeDoc is the v1 form: the addresses only under spec.bgp.

@@ -60,8 +60,11 @@ type RoutingStatus struct {
 	LastApply time.Time `json:"lastApply"`
 	Routes    int       `json:"routes"`
 	Skipped   []string  `json:"skipped,omitempty"`
-	LastError string    `json:"lastError,omitempty"`
-	Synced    bool      `json:"synced"`
+	// Notes say where a pool's encapsulation is carried by another one
+	// (IPIP by VXLAN where a kernel lacks ipip).
+	Notes     []string `json:"notes,omitempty"`
+	LastError string   `json:"lastError,omitempty"`
+	Synced    bool     `json:"synced"`
 }
 
 // Peer is another node as this one sees it.

@@ -318,6 +318,9 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 	for _, sk := range r.Skipped {
 		fmt.Fprintf(w, "  not installed: %s\n", sk)
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Encapsulation on this host:")
 	for _, c := range st.Carriers {

@@ -123,6 +123,24 @@ func TestNodeStatusAgents(t *testing.T) {
 	}
 }
 
+// A pool carried by another encapsulation is noted under the route sync,
+// next to what this host's kernel lacks.
+func TestNodeStatusEncapsulationFallback(t *testing.T) {
+	h := newHarness(t)
+	fakeDaemon(t, h.pluginDir, "", api.IPAMSocket)
+	note := "pool default asks for IPIP to node host-3, but host-3's kernel has no ipip: carried by VXLAN instead"
+	st := api.DaemonStatus{Node: "host-1",
+		Routing:  api.RoutingStatus{LastApply: testNow.Add(-time.Second), Routes: 3, Synced: true, Notes: []string{note}},
+		Carriers: []api.CarrierSupport{{Mode: "vxlan", Available: true}, {Mode: "ipip", Available: true}}}
+	fakeStatusDaemon(t, filepath.Join(h.pluginDir, api.NetworkSocket), st)
+	out := h.ok("", "node", "status")
+	for _, want := range []string{"3 routes to other hosts' blocks", "  note: " + note, "ipip   available"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("node status does not show %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestNodeStatusHalfRunning(t *testing.T) {
 	h := newHarness(t)
 	fakeDaemon(t, h.pluginDir, "", api.NetworkSocket)

@@ -52,9 +52,9 @@ type BlockRoutes struct {
 }
 
 // NewBlockRoutes returns a reconciler using the given carriers (direct and
-// ipip are always present).
+// ipip are always present; a given one replaces the default of its mode).
 func (d *Dataplane) NewBlockRoutes(carriers ...carrier.Carrier) *BlockRoutes {
-	b := &BlockRoutes{dp: d, carriers: map[carrier.Mode]carrier.Carrier{carrier.ModeDirect: direct.Carrier{}, carrier.ModeIPIP: ipip.Carrier{}}}
+	b := &BlockRoutes{dp: d, carriers: map[carrier.Mode]carrier.Carrier{carrier.ModeDirect: direct.Carrier{}, carrier.ModeIPIP: ipip.New(netip.Addr{}, 0)}}
 	for _, c := range carriers {
 		b.carriers[c.Mode()] = c
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/direct"
-	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
 )
 
 // stubCarrier stands for an encapsulation whose kernel side is not under
@@ -21,6 +20,7 @@ type stubCarrier struct {
 	mode       carrier.Mode
 	available  bool
 	prepareErr error
+	routeErr   error
 	prepared   []netip.Addr
 }
 
@@ -35,6 +35,9 @@ func (s *stubCarrier) Prepare(peers []netip.Addr) error { s.prepared = peers; re
 func (s *stubCarrier) Remove() error                    { return nil }
 func (s *stubCarrier) Overhead() int                    { return 0 }
 func (s *stubCarrier) Route(r carrier.BlockRoute) (*netlink.Route, error) {
+	if s.routeErr != nil {
+		return nil, s.routeErr
+	}
 	return &netlink.Route{Dst: prefixToIPNet(r.Dst), Gw: r.Via.AsSlice(), LinkIndex: 42}, nil
 }
 
@@ -101,11 +104,12 @@ func TestPrepareCarriers(t *testing.T) {
 
 func TestRenderRoutes(t *testing.T) {
 	vx := &stubCarrier{mode: carrier.ModeVXLAN, available: true}
-	b := &BlockRoutes{carriers: map[carrier.Mode]carrier.Carrier{carrier.ModeDirect: direct.Carrier{}, carrier.ModeIPIP: ipip.Carrier{}, carrier.ModeVXLAN: vx}}
+	ip := &stubCarrier{mode: carrier.ModeIPIP, available: true, routeErr: errors.New("tunl0 missing: IPIP device gone")}
+	b := &BlockRoutes{carriers: map[carrier.Mode]carrier.Carrier{carrier.ModeDirect: direct.Carrier{}, carrier.ModeIPIP: ip, carrier.ModeVXLAN: vx}}
 	want := []carrier.BlockRoute{
 		{Dst: netip.MustParsePrefix("192.168.0.0/26"), Blackhole: true},
 		route("192.168.0.64/26", "10.0.2.3", carrier.ModeVXLAN),
-		route("192.168.0.128/26", "10.0.2.4", carrier.ModeIPIP),    // usable here, but ipip cannot render
+		route("192.168.0.128/26", "10.0.2.4", carrier.ModeIPIP),    // usable here, but the carrier cannot render it
 		route("192.168.0.192/26", "10.0.2.5", carrier.Mode("gre")), // usable, no carrier
 		route("192.168.1.0/26", "10.0.2.6", carrier.ModeVXLAN),
 	}
@@ -123,7 +127,7 @@ func TestRenderRoutes(t *testing.T) {
 		t.Errorf("skipped %v", skipped)
 	}
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "IPIP") {
-		t.Errorf("errors %v, want the ipip carrier's", errs)
+		t.Errorf("errors %v, want the IPIP carrier's", errs)
 	}
 
 	// A mode that could not be prepared: its routes are skipped, not errors.

@@ -48,6 +48,9 @@ type Config struct {
 	IPv4    netip.Prefix // the node's address with its prefix length ("10.0.0.1/24"); zero: none
 	IPv6    netip.Prefix
 	Version string
+	// Encapsulations are what this kernel can carry (api.EncapsulationVXLAN,
+	// api.EncapsulationIPIP); nil for a caller that did not probe.
+	Encapsulations []string
 }
 
 // hostID is a random identity kept in the data dir: a daemon restarted on
@@ -80,6 +83,7 @@ func Register(ctx context.Context, s *datastore.Store, cfg Config, log *slog.Log
 	}
 	r := &Registration{store: s, hostID: id, log: log, node: api.Node{
 		Name: cfg.Name, IPv4Address: cfg.IPv4, IPv6Address: cfg.IPv6, Version: cfg.Version,
+		Encapsulations: cfg.Encapsulations,
 	}}
 	if err := r.claim(ctx); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -141,5 +142,38 @@ func TestRegisterWritesOnlyWhatChanged(t *testing.T) {
 			t.Errorf("%s: after Release LastSeen = %v (%v), want when it stopped", st.name, n.LastSeen, err)
 		}
 		last = revOf() // Release wrote when it stopped
+	}
+}
+
+func TestRegisterRecordsEncapsulations(t *testing.T) {
+	s := testetcd.Start(t)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tests := []struct {
+		name        string
+		encaps      []string
+		vxlan, ipip bool
+	}{
+		{"vxlan only", []string{api.EncapsulationVXLAN}, true, false},
+		{"both", []string{api.EncapsulationVXLAN, api.EncapsulationIPIP}, true, true},
+		{"neither", []string{}, false, false},
+		{"not probed (an older daemon's record)", nil, true, false},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			name := fmt.Sprintf("enc%d", i)
+			r, err := Register(ctx, s, Config{Name: name, DataDir: t.TempDir(), Encapsulations: tc.encaps}, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Release(ctx)
+			var n api.Node
+			if _, err := s.Get(ctx, api.NodeKey(name), &n); err != nil {
+				t.Fatal(err)
+			}
+			if n.HasEncapsulation(api.EncapsulationVXLAN) != tc.vxlan || n.HasEncapsulation(api.EncapsulationIPIP) != tc.ipip {
+				t.Errorf("record %v: vxlan %v ipip %v, want %v %v", n.Encapsulations, n.HasEncapsulation(api.EncapsulationVXLAN), n.HasEncapsulation(api.EncapsulationIPIP), tc.vxlan, tc.ipip)
+			}
+		})
 	}
 }

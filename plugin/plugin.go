@@ -16,6 +16,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -176,7 +177,8 @@ func (d *daemon) register(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	d.reg, err = node.Register(ctx, d.store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: api.Version}, d.log)
+	d.reg, err = node.Register(ctx, d.store, node.Config{Name: cfg.NodeName, DataDir: cfg.DataDir, IPv4: v4, IPv6: v6, Version: api.Version,
+		Encapsulations: kernelEncapsulations()}, d.log)
 	if err != nil {
 		return err
 	}
@@ -195,7 +197,7 @@ func (d *daemon) register(ctx context.Context) error {
 // waits (a while) for its first pass, so that the first Join already knows
 // the pools' encapsulation.
 func (d *daemon) startRouting() {
-	blockRoutes := d.dp.NewBlockRoutes(d.dp.NewVXLANCarrier(d.v4.Addr(), d.hostMTU-vxlan.Overhead))
+	blockRoutes := d.dp.NewBlockRoutes(d.dp.NewVXLANCarrier(d.v4.Addr(), d.hostMTU-vxlan.Overhead), ipip.New(d.v4.Addr(), d.hostMTU-ipip.Overhead))
 	d.routes = routing.New(d.store, hostRoutes{d.dp, blockRoutes}, d.cfg.NodeName, d.log.With("part", "routing"))
 	d.routes.Observer = d.obs
 	for _, m := range []carrier.Mode{carrier.ModeVXLAN, carrier.ModeIPIP} {
@@ -214,15 +216,18 @@ func (d *daemon) startRouting() {
 	}
 }
 
-// mtu is the veth MTU. It follows the pools: with a VXLAN pool it leaves
-// room for the encapsulation, so containers never send what cannot cross
-// hosts.
+// mtu is the veth MTU. It follows the pools: with a VXLAN (IPIP) pool it
+// leaves room for the encapsulation, so containers never send what cannot
+// cross hosts.
 func (d *daemon) mtu() int {
 	if d.cfg.VethMTU > 0 {
 		return d.cfg.VethMTU
 	}
 	if d.routes.UsesVXLAN() {
 		return d.hostMTU - d.vxlanOverhead
+	}
+	if d.routes.UsesIPIP() {
+		return d.hostMTU - ipip.Overhead
 	}
 	return d.hostMTU
 }

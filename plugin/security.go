@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -29,7 +30,7 @@ var etcdPorts = []uint16{2379, 2380}
 // (nftables table inet calico-libnetwork-host) from the datastore, whether
 // policy is on or off.
 func newHostProtection(ctx context.Context, cfg *Config, store *datastore.Store, log *slog.Logger) *policysync.HostSync {
-	static := nftpolicy.HostRules{VXLANPort: vxlan.Port, VXLANVNI: vxlan.VNI}
+	static := nftpolicy.HostRules{VXLANPort: vxlan.Port, VXLANVNI: vxlan.VNI, IPIP: carrier.KernelHasLinkKind("ipip")}
 	ports, eps := datastoreEndpoints(ctx, cfg.EtcdEndpoints, log)
 	for _, p := range ports {
 		static.ClosedPorts = append(static.ClosedPorts, nftpolicy.HostPort{Proto: unix.IPPROTO_TCP, Port: p})

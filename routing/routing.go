@@ -47,9 +47,17 @@ func newState() *State {
 // block, a route per remote block via its host, and a /32 (/128) per
 // address borrowed from another host's block, via the host holding it.
 func (st *State) Desired(host string) []carrier.BlockRoute {
+	out, _ := st.DesiredWithNotes(host)
+	return out
+}
+
+// DesiredWithNotes is Desired, with a note for every pool and peer whose
+// encapsulation is carried by another one (see fallback).
+func (st *State) DesiredWithNotes(host string) ([]carrier.BlockRoute, []string) {
 	me := st.Nodes[host]
 	my4, my6 := me.IPv4Address, me.IPv6Address
 	var out []carrier.BlockRoute
+	notes := map[string]bool{}
 	via := func(dst netip.Prefix, owner string) (carrier.BlockRoute, bool) {
 		n, ok := st.Nodes[owner]
 		if !ok {
@@ -63,7 +71,11 @@ func (st *State) Desired(host string) []carrier.BlockRoute {
 			return carrier.BlockRoute{}, false
 		}
 		same := mine.IsValid() && mine.Contains(remote.Addr())
-		return carrier.BlockRoute{Dst: dst, Via: remote.Addr(), Mode: st.modeFor(dst, same)}, true
+		mode, note := st.fallback(st.modeFor(dst, same), dst, me, n)
+		if note != "" {
+			notes[note] = true
+		}
+		return carrier.BlockRoute{Dst: dst, Via: remote.Addr(), Mode: mode}, true
 	}
 	for dst, owner := range st.Blocks {
 		if owner == "" {
@@ -90,7 +102,7 @@ func (st *State) Desired(host string) []carrier.BlockRoute {
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Dst.String() < out[j].Dst.String() })
-	return out
+	return out, sortedKeys(notes)
 }
 
 func (st *State) poolFor(a netip.Addr) (api.IPPool, bool) {
@@ -176,13 +188,17 @@ func New(store *datastore.Store, dp Applier, host string, log *slog.Logger) *Syn
 	return &Syncer{store: store, dp: dp, host: host, log: log, st: newState(), resync: 30 * time.Second, debounce: 20 * time.Millisecond, ready: make(chan struct{})}
 }
 
-// UsesVXLAN reports whether any pool may send traffic through VXLAN, so
-// container MTUs must leave room for its header.
+// UsesVXLAN reports whether any pool may send traffic through VXLAN (an
+// IPIP pool too, where some node's kernel lacks ipip), so container MTUs
+// must leave room for its header.
 func (s *Syncer) UsesVXLAN() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.st.Pools {
 		if p.VXLANMode == api.EncapAlways || p.VXLANMode == api.EncapCrossSubnet {
+			return true
+		}
+		if (p.IPIPMode == api.EncapAlways || p.IPIPMode == api.EncapCrossSubnet) && s.st.anyLacksIPIP() {
 			return true
 		}
 	}
@@ -318,7 +334,7 @@ func (st *State) del(key string) {
 
 func (s *Syncer) apply(full bool) error {
 	s.mu.Lock()
-	want := s.st.Desired(s.host)
+	want, notes := s.st.DesiredWithNotes(s.host)
 	nat, all := s.st.NAT()
 	s.mu.Unlock()
 	res, err := s.dp.ApplyRoutes(want)
@@ -334,10 +350,11 @@ func (s *Syncer) apply(full bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reported := map[string]bool{}
-	for _, sk := range s.status.Skipped {
+	for _, sk := range append(s.status.Skipped, s.status.Notes...) {
 		reported[sk] = true
 	}
-	s.status = api.RoutingStatus{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Synced: err == nil && natErr == nil}
+	s.status = api.RoutingStatus{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Notes: notes, Synced: err == nil && natErr == nil}
+	s.logNotes(notes, reported)
 	if err != nil {
 		s.status.LastError = err.Error()
 		s.log.Warn("route sync: some routes failed", "err", err)

@@ -50,10 +50,14 @@ func TestDesired(t *testing.T) {
 			want:  []string{"192.168.0.64/26 via 10.0.1.2 (vxlan)"},
 		},
 		{
-			name:  "IPIP cross-subnet",
+			name:  "IPIP cross-subnet, both kernels with ipip",
 			pools: []api.IPPool{{Name: "p", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapCrossSubnet}},
-			setup: func(st *State) { st.Blocks[netip.MustParsePrefix("192.168.0.128/26")] = "h3" },
-			want:  []string{"192.168.0.128/26 via 10.0.2.3 (ipip)"},
+			setup: func(st *State) {
+				withEncaps(st, "h1", "vxlan", "ipip")
+				withEncaps(st, "h3", "vxlan", "ipip")
+				st.Blocks[netip.MustParsePrefix("192.168.0.128/26")] = "h3"
+			},
+			want: []string{"192.168.0.128/26 via 10.0.2.3 (ipip)"},
 		},
 		{
 			name:  "borrowed address routed to its holder on every other host",
@@ -103,6 +107,59 @@ func TestDesired(t *testing.T) {
 	}
 }
 
+func withEncaps(st *State, node string, encaps ...string) {
+	n := st.Nodes[node]
+	n.Encapsulations = append([]string{}, encaps...)
+	st.Nodes[node] = n
+}
+
+// An IPIP pool between two nodes where either kernel lacks ipip is carried
+// by VXLAN, with one note per pool and peer; the same subnet stays direct.
+func TestIPIPFallback(t *testing.T) {
+	tests := []struct {
+		name       string
+		h1, h3     []string // nil: a record older than the list
+		want, note string
+	}{
+		{"both have ipip", []string{"vxlan", "ipip"}, []string{"vxlan", "ipip"}, "ipip", ""},
+		{"the peer lacks ipip", []string{"vxlan", "ipip"}, []string{"vxlan"}, "vxlan",
+			"pool walk asks for IPIP to node h3, but h3's kernel has no ipip: carried by VXLAN instead"},
+		{"this node lacks ipip", []string{"vxlan"}, []string{"vxlan", "ipip"}, "vxlan",
+			"pool walk asks for IPIP to node h3, but this node's kernel has no ipip: carried by VXLAN instead"},
+		{"neither has ipip", []string{"vxlan"}, []string{"vxlan"}, "vxlan",
+			"pool walk asks for IPIP to node h3, but neither this node's kernel nor h3's has ipip: carried by VXLAN instead"},
+		{"a record older than the list: VXLAN, never IPIP", []string{"vxlan", "ipip"}, nil, "vxlan",
+			"pool walk asks for IPIP to node h3, but h3's kernel has no ipip: carried by VXLAN instead"},
+		{"no VXLAN either: left to IPIP, reported as not installed", []string{}, []string{"vxlan"}, "ipip", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := state()
+			st.Pools["walk"] = api.IPPool{Name: "walk", CIDR: "192.168.0.0/16", BlockSize: 26, VXLANMode: api.EncapNever, IPIPMode: api.EncapCrossSubnet}
+			withEncaps(st, "h1", tc.h1...)
+			withEncaps(st, "h2", "vxlan")
+			if tc.h3 != nil {
+				withEncaps(st, "h3", tc.h3...)
+			}
+			st.Blocks[netip.MustParsePrefix("192.168.0.64/26")] = "h2"  // same subnet
+			st.Blocks[netip.MustParsePrefix("192.168.0.128/26")] = "h3" // another subnet
+			st.Blocks[netip.MustParsePrefix("192.168.0.192/26")] = "h3"
+			routes, notes := st.DesiredWithNotes("h1")
+			want := fmt.Sprintf("[192.168.0.128/26 via 10.0.2.3 (%s) 192.168.0.192/26 via 10.0.2.3 (%s) 192.168.0.64/26 via 10.0.1.2 (direct)]", tc.want, tc.want)
+			if fmt.Sprint(routes) != want {
+				t.Errorf("routes\n got  %v\n want %s", routes, want)
+			}
+			wantNotes := "[]"
+			if tc.note != "" {
+				wantNotes = "[" + tc.note + "]"
+			}
+			if fmt.Sprint(notes) != wantNotes {
+				t.Errorf("notes\n got  %q\n want %s (one per pool and peer)", notes, wantNotes)
+			}
+		})
+	}
+}
+
 func TestNATPools(t *testing.T) {
 	st := newState()
 	st.Pools["a"] = api.IPPool{Name: "a", CIDR: "10.10.0.0/16", NATOutgoing: true}
@@ -144,5 +201,36 @@ func TestModeFor(t *testing.T) {
 	// An address in no pool is reached directly.
 	if got := state().modeFor(netip.MustParsePrefix("10.9.0.0/26"), false); got != carrier.ModeDirect {
 		t.Errorf("no pool: %s, want direct", got)
+	}
+}
+
+// The veth MTU follows what may carry a pool: an IPIP pool leaves VXLAN's
+// room where some node lacks ipip, IPIP's where every node has it.
+func TestEncapsulationForMTU(t *testing.T) {
+	tests := []struct {
+		name        string
+		pool        api.IPPool
+		h3          []string
+		vxlan, ipip bool
+	}{
+		{"no encapsulation", api.IPPool{VXLANMode: api.EncapNever, IPIPMode: api.EncapNever}, []string{"vxlan", "ipip"}, false, false},
+		{"VXLAN pool", api.IPPool{VXLANMode: api.EncapCrossSubnet, IPIPMode: api.EncapNever}, []string{"vxlan", "ipip"}, true, false},
+		{"IPIP pool, every kernel with ipip", api.IPPool{VXLANMode: api.EncapNever, IPIPMode: api.EncapCrossSubnet}, []string{"vxlan", "ipip"}, false, true},
+		{"IPIP pool, a node without ipip", api.IPPool{VXLANMode: api.EncapNever, IPIPMode: api.EncapAlways}, []string{"vxlan"}, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := state()
+			for _, n := range []string{"h1", "h2"} {
+				withEncaps(st, n, "vxlan", "ipip")
+			}
+			withEncaps(st, "h3", tc.h3...)
+			tc.pool.Name, tc.pool.CIDR, tc.pool.BlockSize = "p", "192.168.0.0/16", 26
+			st.Pools["p"] = tc.pool
+			s := &Syncer{st: st}
+			if s.UsesVXLAN() != tc.vxlan || s.UsesIPIP() != tc.ipip {
+				t.Errorf("UsesVXLAN %v UsesIPIP %v, want %v %v", s.UsesVXLAN(), s.UsesIPIP(), tc.vxlan, tc.ipip)
+			}
+		})
 	}
 }

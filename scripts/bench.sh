@@ -25,7 +25,11 @@ rm -f "$out.tmp"
 
 if ls e2e/multihost/bench_test.go >/dev/null 2>&1; then
   section "Throughput, latency and route convergence across namespace hosts"
-  CALICO_BENCH=1 CALICO_E2E_REQUIRED=1 go test -tags e2e -count=1 -v -run Bench -timeout 30m ./e2e/multihost/ | tee -a "$out"
+  # With perf installed, also where each path's CPU goes, per hop.
+  perf_on=0; command -v perf >/dev/null && perf_on=1
+  CALICO_BENCH=1 CALICO_BENCH_PERF=$perf_on CALICO_E2E_REQUIRED=1 go test -tags e2e -count=1 -v -run Bench -timeout 30m ./e2e/multihost/ | tee -a "$out"
+  section "VXLAN device variants (scripts/vxlan-shapes.sh)"
+  scripts/vxlan-shapes.sh 4 2 | tee -a "$out"
 fi
 if [ -d cmd/policy-bench ]; then
   section "Policy: 1,000 endpoints, 100 policies"

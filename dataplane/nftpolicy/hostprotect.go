@@ -10,6 +10,7 @@ package nftpolicy
 //	chain input (hook input, priority filter):
 //	    iifname "cali*" jump endpoint-to-host
 //	    udp dport 4789, VNI 4096, ip saddr != @nodes4 drop   VXLAN from registered nodes only
+//	    meta l4proto ipip, ip saddr != @nodes4 drop          IPIP from registered nodes only (kernels with ipip)
 //	chain forward (hook forward, priority filter):
 //	    iifname "cali*" tcp to a closed endpoint (etcd) drop
 //	chain endpoint-to-host:
@@ -89,10 +90,15 @@ type HostRules struct {
 	// members) containers may not connect to, unless their port is allowed.
 	ClosedEndpoints []netip.AddrPort
 	// Nodes are the registered nodes' IPv4 addresses: VXLAN packets of our
-	// VNI from any other source are dropped.
+	// VNI and IPIP packets from any other source are dropped.
 	Nodes     []netip.Addr
 	VXLANPort uint16
 	VXLANVNI  uint32
+	// IPIP: IPIP packets (IP protocol 4) from anyone but the nodes are
+	// dropped too. Set where this kernel has ipip (elsewhere the kernel
+	// drops them itself); like Calico, this also drops other software's
+	// IPIP from non-nodes on such a host.
+	IPIP bool
 }
 
 // normalized sorts and de-duplicates, and removes closed ports and
@@ -130,8 +136,15 @@ func (r HostRules) normalized() HostRules {
 	return r
 }
 
+// hostRuleFormat versions the host table's rules (v2: IPIP from registered
+// nodes only), so an upgraded daemon rewrites an older table.
+const hostRuleFormat = "host-v2"
+
+// fingerprint covers every field: plain has no String method, which shows
+// only how many nodes there are (a node replaced by another must change it).
 func (r HostRules) fingerprint() string {
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s|%+v", ruleFormat, r)))
+	type plain HostRules
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s|%s|%+v", ruleFormat, hostRuleFormat, plain(r))))
 	return hex.EncodeToString(h[:8])
 }
 
@@ -301,6 +314,12 @@ func (h *HostProtection) rules(chain string, r HostRules, fp string) []rule {
 			add(fmt.Sprintf("@th,96,24 %d", r.VXLANVNI), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 12, Len: 3}, cmp(expr.CmpOpEq, vni)).
 			add(word+" != @"+hostSetNodes4, saddr, lookup(hostSetNodes4, true)).
 			add("counter drop", &expr.Counter{}, drop).rule("VXLAN only from registered nodes"))
+		if r.IPIP {
+			saddr, word = addrPayload(4, true)
+			out = append(out, nb().nfproto(4).l4proto(unix.IPPROTO_IPIP, false).
+				add(word+" != @"+hostSetNodes4, saddr, lookup(hostSetNodes4, true)).
+				add("counter drop", &expr.Counter{}, drop).rule("IPIP only from registered nodes"))
+		}
 	case hostChainFwd:
 		for _, ep := range r.ClosedEndpoints {
 			fam := 4

@@ -101,6 +101,7 @@ func TestHostProtection(t *testing.T) {
 	verifyHostTable(t, h, hp, last)
 	t.Run("anti-spoofing with policy on and off", func(t *testing.T) { hostAntiSpoofing(t, h, a, hp) })
 	t.Run("VXLAN from registered nodes only", func(t *testing.T) { hostVXLANFromNodesOnly(t, h, hp) })
+	t.Run("IPIP from registered nodes only", func(t *testing.T) { hostIPIPFromNodesOnly(t, h, hp) })
 }
 
 // hostRuleSteps applies a sequence of host rules and probes, after each,
@@ -229,6 +230,63 @@ func hostVXLANFromNodesOnly(t *testing.T, h *testHost, hp *HostProtection) {
 	}
 }
 
+// hostIPIPFromNodesOnly checks that IPIP packets (IP protocol 4) reach the
+// host only from registered nodes: a raw socket in the host sees what passed
+// the input hook, with or without the kernel's ipip module.
+func hostIPIPFromNodesOnly(t *testing.T, h *testHost, hp *HostProtection) {
+	out := testns.New(t)
+	run(t, h.ns, "ip", "link", "add", "ipo0", "type", "veth", "peer", "name", "ipo1")
+	run(t, h.ns, "ip", "link", "set", "ipo1", "netns", out.Path())
+	run(t, h.ns, "ip", "addr", "add", "203.0.113.1/24", "dev", "ipo0")
+	run(t, h.ns, "ip", "link", "set", "ipo0", "up")
+	run(t, out, "ip", "link", "set", "ipo1", "up")
+	run(t, out, "ip", "addr", "add", "203.0.113.2/24", "dev", "ipo1")
+	run(t, out, "ip", "addr", "add", "203.0.113.3/24", "dev", "ipo1")
+	var pc net.PacketConn
+	testns.Do(t, h.ns, func() {
+		var err error
+		if pc, err = net.ListenPacket("ip4:4", "203.0.113.1"); err != nil {
+			t.Errorf("raw IPIP socket: %v", err)
+		}
+	})
+	if pc == nil {
+		t.FailNow()
+	}
+	defer pc.Close()
+	rules := HostRules{VXLANPort: 4789, VXLANVNI: 4096, IPIP: true, Nodes: []netip.Addr{netip.MustParseAddr("203.0.113.2")}}
+	// The same number of nodes as the VXLAN step's, other addresses: the
+	// table must follow (its fingerprint covers the addresses). The IPIP
+	// rule is asked for, as on a kernel with ipip; the raw socket sees
+	// protocol 4 whether or not the kernel has the module.
+	if changed, err := hp.Apply(rules, false); err != nil || !changed {
+		t.Fatalf("apply with other nodes: changed=%v err=%v, want the table replaced", changed, err)
+	}
+	for _, src := range []string{"203.0.113.2", "203.0.113.3", "203.0.113.2"} {
+		testns.Do(t, out, func() {
+			c, err := net.DialIP("ip4:4", &net.IPAddr{IP: net.ParseIP(src)}, &net.IPAddr{IP: net.ParseIP("203.0.113.1")})
+			if err != nil {
+				t.Errorf("send IPIP from %s: %v", src, err)
+				return
+			}
+			defer c.Close()
+			_, _ = c.Write(make([]byte, 40)) // the inner packet's bytes do not matter here
+		})
+	}
+	from := map[string]int{}
+	_ = pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	buf := make([]byte, 2048)
+	for {
+		_, a, err := pc.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		from[a.String()]++
+	}
+	if from["203.0.113.2"] != 2 || from["203.0.113.3"] != 0 {
+		t.Errorf("IPIP packets seen by the host: %v; want 2 from the node 203.0.113.2 and none from 203.0.113.3\n%s", from, run(t, h.ns, "nft", "list", "table", "inet", DefaultHostTable))
+	}
+}
+
 func serveOKOn(t *testing.T, n ns.NetNS, port string) {
 	ln := listen(t, n, port)
 	go func() {
@@ -259,5 +317,28 @@ func TestHostRulesNormalized(t *testing.T) {
 	}
 	if len(r.Nodes) != 2 || r.Nodes[0].String() != "10.0.0.1" {
 		t.Errorf("nodes %v: IPv4 only, unmapped, sorted, once", r.Nodes)
+	}
+}
+
+// The fingerprint decides whether the table is rewritten: it must change
+// with any field, a node's address included (same count, other nodes).
+func TestHostRulesFingerprint(t *testing.T) {
+	base := HostRules{VXLANPort: 4789, VXLANVNI: 4096, Nodes: []netip.Addr{netip.MustParseAddr("10.0.0.2")}}
+	changes := map[string]func(r *HostRules){
+		"another node, same count": func(r *HostRules) { r.Nodes = []netip.Addr{netip.MustParseAddr("10.0.0.3")} },
+		"VXLAN port":               func(r *HostRules) { r.VXLANPort = 4790 },
+		"VXLAN VNI":                func(r *HostRules) { r.VXLANVNI = 1 },
+		"drop to host":             func(r *HostRules) { r.DropToHost = true },
+		"IPIP filtered":            func(r *HostRules) { r.IPIP = true },
+	}
+	for name, change := range changes {
+		r := base
+		change(&r)
+		if r.normalized().fingerprint() == base.normalized().fingerprint() {
+			t.Errorf("%s: fingerprint unchanged, so the kernel's table would not follow", name)
+		}
+	}
+	if base.normalized().fingerprint() != base.normalized().fingerprint() {
+		t.Error("fingerprint of equal rules differs")
 	}
 }

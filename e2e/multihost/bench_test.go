@@ -52,6 +52,9 @@ func TestBenchmarks(t *testing.T) {
 	measureRTT(t, pairs, busybox)
 	conv := measureConvergence(t, tb, 12)
 	table := benchTable(pairs, conv, secs)
+	if perfEnabled() { // perfhops_test.go
+		table += "\n" + profileHops(t, pairs, secs)
+	}
 	fmt.Println()
 	fmt.Println(table)
 	if out := os.Getenv("CALICO_BENCH_OUT"); out != "" {

@@ -47,6 +47,7 @@ const (
 //   - host 1 <-> host 2 (same subnet) travels unencapsulated, host 1 <->
 //     host 3 (across the router, which has no route to the pool) through
 //     vxlan.calico;
+//   - an IPIP CrossSubnet pool works on every kernel (ipip_test.go);
 //   - a container reaches the outside host through NAT, which sees the
 //     host's address; pool-to-pool traffic keeps its container source;
 //   - with the etcd leader stopped, a new container starts and reaches the
@@ -82,6 +83,7 @@ func TestMultiHost(t *testing.T) {
 	st.run("1<->2 unencapsulated", s.unencapsulated12)
 	st.run("1<->3 through VXLAN", s.throughVXLAN13)
 	st.run("VXLAN only from registered nodes", s.vxlanFromNodesOnly)
+	st.run("IPIP pool across subnets", s.ipipCrossSubnet) // ipip_test.go
 	st.run("NAT outgoing", s.natOutgoing)
 	st.run("etcd member down", s.etcdMemberDown)
 	st.run("etcd quorum lost", s.etcdQuorumLost)

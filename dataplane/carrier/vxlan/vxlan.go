@@ -73,7 +73,8 @@ func (v *Carrier) Available() (bool, string) {
 // matches reports whether an existing device already has our settings.
 func (v *Carrier) matches(l netlink.Link, parent int, mac net.HardwareAddr) bool {
 	vx, ok := l.(*netlink.Vxlan)
-	return ok && vx.VxlanId == VNI && vx.SrcAddr.Equal(v.LocalIP.AsSlice()) && vx.HardwareAddr.String() == mac.String() && vx.VtepDevIndex == parent
+	return ok && vx.VxlanId == VNI && vx.SrcAddr.Equal(v.LocalIP.AsSlice()) && vx.HardwareAddr.String() == mac.String() && vx.VtepDevIndex == parent &&
+		!vx.UDPCSum && vx.Port == Port && !vx.Learning
 }
 
 func (v *Carrier) ensureDevice() (netlink.Link, error) {
@@ -114,14 +115,8 @@ func fixUp(l netlink.Link, mtu int) error {
 }
 
 func (v *Carrier) create(parent, mtu int, mac net.HardwareAddr) (netlink.Link, error) {
-	la := netlink.NewLinkAttrs()
-	la.Name = Device
-	la.MTU = mtu
-	la.HardwareAddr = mac
-	la.Alias = Alias
-	vx := &netlink.Vxlan{LinkAttrs: la, VxlanId: VNI, VtepDevIndex: parent, SrcAddr: v.LocalIP.AsSlice(), Port: Port, Learning: false}
-	if err := netlink.LinkAdd(vx); err != nil {
-		return nil, fmt.Errorf("create %s: %w", Device, err)
+	if err := addDevice(Device, mtu, mac, parent, net.IP(v.LocalIP.AsSlice())); err != nil {
+		return nil, err
 	}
 	l, err := netlinksafe.LinkByName(Device)
 	if err != nil {
@@ -143,6 +138,9 @@ func (v *Carrier) create(parent, mtu int, mac net.HardwareAddr) (netlink.Link, e
 func (v *Carrier) Prepare(peers []netip.Addr) error {
 	l, err := v.ensureDevice()
 	if err != nil {
+		return err
+	}
+	if err := v.ensureTxChecksum(); err != nil {
 		return err
 	}
 	idx := l.Attrs().Index

@@ -88,6 +88,7 @@ func neighbours(t *testing.T, fam int) []string {
 // The device follows the carrier's settings and its peers, in a namespace
 // of the test's own.
 func TestPrepareFollowsPeers(t *testing.T) {
+	t.Run("an older daemon's device with the outer checksum is made again", testOldDeviceReplaced)
 	n := testns.New(t)
 	testns.Do(t, n, func() {
 		ipCmd(t, "link add up0 type veth peer name up0p")
@@ -109,6 +110,27 @@ func TestPrepareFollowsPeers(t *testing.T) {
 		l, _ := netlinksafe.LinkByName(Device)
 		if l.Attrs().MTU != 1400 || l.Attrs().Alias != Alias || l.Attrs().Flags&net.FlagUp == 0 {
 			t.Errorf("device mtu %d alias %q flags %v", l.Attrs().MTU, l.Attrs().Alias, l.Attrs().Flags)
+		}
+		// Someone turns transmit checksum offload off: the next pass turns
+		// it back on (off, the device segments everything in software).
+		off := false
+		if _, err := txChecksum(Device, &off); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := txChecksum(Device, nil); err != nil || on {
+			t.Fatalf("tx checksum offload after turning it off: %v %v", on, err)
+		}
+		if out, _ := exec.Command("ethtool", "-k", Device).Output(); len(out) > 0 && !strings.Contains(string(out), "tx-checksumming: off") {
+			t.Errorf("ethtool does not see tx checksumming off:\n%s", out)
+		}
+		if err := c.Prepare([]netip.Addr{p2, p3}); err != nil {
+			t.Fatal(err)
+		}
+		if on, err := txChecksum(Device, nil); err != nil || !on {
+			t.Errorf("tx checksum offload after Prepare: %v %v, want on", on, err)
+		}
+		if v := l.(*netlink.Vxlan); v.UDPCSum || v.Learning || v.Port != Port || v.VxlanId != VNI {
+			t.Errorf("device udpcsum %v learning %v port %d vni %d; want noudpcsum (RFC 7348), nolearning, %d, %d", v.UDPCSum, v.Learning, v.Port, v.VxlanId, Port, VNI)
 		}
 		first := l.Attrs().Index
 
@@ -231,4 +253,27 @@ func (l *lockedBuf) lines() []string {
 		}
 	}
 	return out
+}
+
+func testOldDeviceReplaced(t *testing.T) {
+	n := testns.New(t)
+	testns.Do(t, n, func() {
+		ipCmd(t, "link add up0 type veth peer name up0p")
+		ipCmd(t, "addr add 10.0.1.1/24 dev up0")
+		ipCmd(t, "link set up0 up")
+		c := New(netip.MustParseAddr("10.0.1.1"), 0, nil)
+		if ok, why := c.Available(); !ok {
+			t.Errorf("SKIPPED: %s", why)
+			return
+		}
+		mac := VTEPMAC(c.LocalIP).String()
+		ipCmd(t, "link add "+Device+" address "+mac+" type vxlan id 4096 local 10.0.1.1 dstport 4789 nolearning dev up0 udpcsum")
+		if err := c.Prepare(nil); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := netlinksafe.LinkByName(Device)
+		if v, ok := l.(*netlink.Vxlan); !ok || v.UDPCSum {
+			t.Errorf("device after Prepare: %+v; want it made again without udpcsum", l)
+		}
+	})
 }
