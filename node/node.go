@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -164,7 +165,8 @@ func (r *Registration) writeRecord(ctx context.Context) error {
 
 // sameSettings says whether two records agree on all but LastSeen.
 func sameSettings(a, b api.Node) bool {
-	return a.Name == b.Name && a.IPv4Address == b.IPv4Address && a.IPv6Address == b.IPv6Address && a.Version == b.Version
+	return a.Name == b.Name && a.IPv4Address == b.IPv4Address && a.IPv6Address == b.IPv6Address && a.Version == b.Version &&
+		slices.Equal(a.Encapsulations, b.Encapsulations)
 }
 
 // recordCheckEvery is how many keep-alives pass between two reads of the
