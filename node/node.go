@@ -142,6 +142,9 @@ func (r *Registration) writeRecord(ctx context.Context) error {
 	r.node.LastSeen = time.Now().UTC().Truncate(time.Second)
 	want := r.node
 	return datastore.Update(ctx, r.store, api.NodeKey(r.node.Name), func(cur *api.Node) (*api.Node, error) {
+		if cur != nil { // what the user set with calicoctl stays
+			want.ASNumber, want.RouteReflectorClusterID, want.Labels = cur.ASNumber, cur.RouteReflectorClusterID, cur.Labels
+		}
 		return &want, nil
 	})
 }
