@@ -39,6 +39,8 @@ type DaemonStatus struct {
 	// Agents are the loops that turn the datastore into kernel state, each
 	// with its last pass.
 	Agents []AgentStatus `json:"agents,omitempty"`
+	// BGP is the speaker's state (nil: a daemon without one).
+	BGP *BGPStatus `json:"bgp,omitempty"`
 }
 
 // AgentStatus is one agent's passes (package agent).
