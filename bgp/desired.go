@@ -132,14 +132,22 @@ func (st *State) peers(host string, me api.Node, dataDir string) []PeerSpec {
 	if me.IPv6Address.IsValid() {
 		mine[me.IPv6Address.Addr()] = true
 	}
-	for _, bp := range st.Peers {
+	names := make([]string, 0, len(st.Peers))
+	for name := range st.Peers {
+		names = append(names, name)
+	}
+	sort.Strings(names) // two BGPPeers for one address: the first by name
+	explicit := map[netip.Addr]bool{}
+	for _, name := range names {
+		bp := st.Peers[name]
 		if !bp.Selects(host, me.Labels) {
 			continue
 		}
 		ap, err := bp.AddrPort()
-		if err != nil || mine[ap.Addr()] {
-			continue // a global peer that is this very node
+		if err != nil || mine[ap.Addr()] || explicit[ap.Addr()] {
+			continue // a global peer that is this very node, or a second one
 		}
+		explicit[ap.Addr()] = true
 		typ := TypeNodeSpecific
 		if bp.Scope() == "global" {
 			typ = TypeGlobal

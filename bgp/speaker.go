@@ -61,6 +61,8 @@ type Speaker struct {
 	paths    map[netip.Prefix]uuid.UUID
 	plan     Plan
 	restarts bool // the first peers are told we are restarting
+	// exportKey is the external peers the export policy was set for.
+	exportKey string
 
 	// events: what the session watch saw last of each peer (the server's
 	// peer list does not keep why a session went down).
@@ -102,6 +104,9 @@ func (s *Speaker) Apply(ctx context.Context, p Plan) error {
 		if err := s.startLocked(ctx, g, p); err != nil {
 			return err
 		}
+	}
+	if err := s.applyExportLocked(ctx, p.Peers); err != nil {
+		return err // before any peer: none may get what it should not
 	}
 	return errors.Join(s.applyPeersLocked(ctx, p.Peers), s.applyPathsLocked(p.Announce))
 }
@@ -212,7 +217,7 @@ func (s *Speaker) stopLocked(graceful bool) {
 	}
 	<-s.served
 	s.srv, s.served, s.cur = nil, nil, global{}
-	s.peers, s.paths = nil, nil
+	s.peers, s.paths, s.exportKey = nil, nil, ""
 }
 
 // Close stops the speaker as the daemon stops: gracefully, so that peers

@@ -37,11 +37,19 @@ func loopPlan(me, peer string, asn, peerASN uint32, port int, announce ...string
 
 func waitPeer(t *testing.T, s *Speaker, what string, ok func(api.BGPPeerStatus) bool) api.BGPPeerStatus {
 	t.Helper()
+	return waitPeerAt(t, s, "", what, ok)
+}
+
+// waitPeerAt waits for the session with addr ("": the only one) to be ok.
+func waitPeerAt(t *testing.T, s *Speaker, addr, what string, ok func(api.BGPPeerStatus) bool) api.BGPPeerStatus {
+	t.Helper()
 	var last api.BGPStatus
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		last = s.Status(context.Background())
-		if len(last.Peers) == 1 && ok(last.Peers[0]) {
-			return last.Peers[0]
+		for _, p := range last.Peers {
+			if (addr == "" && len(last.Peers) == 1 || p.Address == addr) && ok(p) {
+				return p
+			}
 		}
 	}
 	t.Fatalf("%s: last status %+v", what, last)
@@ -135,4 +143,47 @@ func writeFile(t *testing.T, path, content string, mode uint32) {
 	if err := os.Chmod(path, os.FileMode(mode)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestExternalPeerGetsOwnRoutes: a router peering with node a learns only
+// a's own routes, not those a heard over the mesh from b (it learns those
+// from b itself); with keepOriginalNextHop it gets them all.
+func TestExternalPeerGetsOwnRoutes(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	port := freePort(t)
+	a, b, tor := NewSpeaker(t.TempDir(), log), NewSpeaker(t.TempDir(), log), NewSpeaker(t.TempDir(), log)
+	for _, s := range []*Speaker{a, b, tor} {
+		t.Cleanup(s.Close)
+	}
+	ctx := context.Background()
+	torPeer := PeerSpec{Name: "tor", Type: TypeGlobal, Addr: netip.MustParseAddr("127.0.0.3"), Port: uint16(port), ASN: 65000, Keepalive: 3 * time.Second, RestartTime: 5 * time.Second}
+	planA := loopPlan("127.0.0.1", "127.0.0.2", 64512, 64512, port, "10.98.1.0/26")
+	planA.Peers = append(planA.Peers, torPeer)
+	torPlan := loopPlan("127.0.0.3", "127.0.0.1", 65000, 64512, port)
+	for _, step := range []struct {
+		s *Speaker
+		p Plan
+	}{{a, planA}, {b, loopPlan("127.0.0.2", "127.0.0.1", 64512, 64512, port, "10.98.2.0/26")}, {tor, torPlan}} {
+		if err := step.s.Apply(ctx, step.p); err != nil {
+			if strings.Contains(err.Error(), "assign requested address") {
+				t.Skipf("SKIP (loudly): 127.0.0.x is not usable here: %v", err)
+			}
+			t.Fatal(err)
+		}
+	}
+	waitPeer(t, b, "b hears a", func(p api.BGPPeerStatus) bool { return p.State == "up" && p.Received == 1 })
+	waitPeerAt(t, a, "127.0.0.2", "a hears b", func(p api.BGPPeerStatus) bool { return p.State == "up" && p.Received == 1 })
+	got := waitPeer(t, tor, "the router hears a's own route", func(p api.BGPPeerStatus) bool { return p.State == "up" && p.Received >= 1 })
+	time.Sleep(2 * time.Second) // b's route would have followed by now
+	got = waitPeer(t, tor, "the router hears a's own route only", func(p api.BGPPeerStatus) bool { return p.State == "up" })
+	if fmt.Sprint(got.Prefixes) != "[10.98.1.0/26]" {
+		t.Errorf("the router got %v from a, want only a's own block", got.Prefixes)
+	}
+	planA.Peers[1].KeepOriginalNextHop = true
+	if err := a.Apply(ctx, planA); err != nil {
+		t.Fatal(err)
+	}
+	waitPeer(t, tor, "with keepOriginalNextHop the router hears both", func(p api.BGPPeerStatus) bool {
+		return p.State == "up" && fmt.Sprint(p.Prefixes) == "[10.98.1.0/26 10.98.2.0/26]"
+	})
 }
