@@ -35,8 +35,11 @@ type ASNumber uint32
 
 // UnmarshalJSON implements json.Unmarshaler.
 func (a *ASNumber) UnmarshalJSON(b []byte) error {
-	s := strings.Trim(strings.TrimSpace(string(b)), `"`)
-	n, err := ParseASNumber(s)
+	s := strings.TrimSpace(string(b))
+	if s == "null" {
+		return nil
+	}
+	n, err := ParseASNumber(strings.Trim(s, `"`))
 	if err != nil {
 		return err
 	}

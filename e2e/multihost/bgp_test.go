@@ -89,7 +89,8 @@ func startBird(t *testing.T, tb *Testbed) *bird {
 		t.Fatal(err)
 	}
 	b.proc = p
-	t.Cleanup(func() { _ = p.Stop(syscall.SIGTERM, 10*time.Second) })
+	// The whole test's: BIRD outlives the step that starts it.
+	tb.T.Cleanup(func() { _ = p.Stop(syscall.SIGTERM, 10*time.Second) })
 	if err := Eventually(10*time.Second, 100*time.Millisecond, func() error { _, err := b.cli("show", "status"); return err }); err != nil {
 		t.Fatalf("BIRD does not answer: %v\n%s", err, p.Log())
 	}
