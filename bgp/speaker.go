@@ -53,7 +53,8 @@ type Speaker struct {
 
 	mu       sync.Mutex
 	srv      *server.BgpServer
-	served   chan struct{} // closed when srv's Serve returns
+	served   chan struct{}      // closed when srv's Serve returns
+	unwatch  context.CancelFunc // ends the session watch
 	cur      global
 	level    *slog.LevelVar
 	peers    map[netip.Addr]applied
@@ -157,7 +158,10 @@ func (s *Speaker) startLocked(ctx context.Context, g global, p Plan) error {
 	}
 	s.srv, s.served, s.cur = srv, served, g
 	s.peers, s.peerErr, s.paths = map[netip.Addr]applied{}, map[netip.Addr]string{}, map[netip.Prefix]uuid.UUID{}
-	if err := srv.WatchEvent(context.WithoutCancel(ctx), server.WatchEventMessageCallbacks{OnPeerUpdate: s.logPeer}, server.WatchPeer()); err != nil {
+	// The watch lives as long as this server (not the apply that started it).
+	watchCtx, unwatch := context.WithCancel(context.WithoutCancel(ctx))
+	s.unwatch = unwatch
+	if err := srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.logPeer}, server.WatchPeer()); err != nil {
 		s.log.Warn("cannot follow BGP session changes", "err", err)
 	}
 	s.log.Info("BGP speaker started", "as", g.asn, "routerID", g.routerID, "listen", g.listen, "port", g.port, "restarting", s.restarts)
@@ -216,7 +220,8 @@ func (s *Speaker) stopLocked(graceful bool) {
 		s.log.Warn("stop BGP", "err", err)
 	}
 	<-s.served
-	s.srv, s.served, s.cur = nil, nil, global{}
+	s.unwatch()
+	s.srv, s.served, s.cur, s.unwatch = nil, nil, global{}, nil
 	s.peers, s.paths, s.exportKey = nil, nil, ""
 }
 
