@@ -250,7 +250,8 @@ spec:
 
 func (s *bgpScenario) blocksInBird(t *testing.T) {
 	tb := s.tb
-	tb.Hosts[0].Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--subnet", bgpPoolCIDR, bgpNetName)
+	// Open: reached from anywhere (the default profile admits only the network's own endpoints).
+	tb.Hosts[0].Docker(t, "network", "create", "--driver", "calico", "--ipam-driver", "calico-ipam", "--subnet", bgpPoolCIDR, "-o", "open=true", bgpNetName)
 	for _, h := range tb.Hosts {
 		err := Eventually(20*time.Second, 200*time.Millisecond, func() error {
 			ok, err := h.HasNetwork(bgpNetName, "calico")
