@@ -334,6 +334,19 @@ func (s *bgpScenario) nodeStatusShows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The speaker listens on the node's address only.
+	ls, err := NSExec(context.Background(), h1.NetNS, "ss", "-Htln", "sport = :179")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(ls), "\n") {
+		if !strings.Contains(l, h1.IP().String()+":179") {
+			t.Errorf("%s listens for BGP beyond its address: %q", h1.Name, l)
+		}
+	}
+	if strings.TrimSpace(ls) == "" {
+		t.Errorf("%s does not listen on :179", h1.Name)
+	}
 }
 
 func (s *bgpScenario) misconfiguredPeers(t *testing.T) {
