@@ -207,6 +207,13 @@ func (s *Speaker) sawDown(peer, why string, at time.Time) {
 	s.down[peer] = downEvent{why: why, at: at}
 }
 
+// forgetDown drops what is known of peer's last failure.
+func (s *Speaker) forgetDown(peer string) {
+	s.evMu.Lock()
+	defer s.evMu.Unlock()
+	delete(s.down, peer)
+}
+
 // stopLocked stops the server; graceful leaves the peers holding our
 // routes for the restart time (the daemon is restarting), otherwise they
 // are told the sessions are gone.
@@ -262,6 +269,7 @@ func (s *Speaker) applyPeersLocked(ctx context.Context, want []PeerSpec) error {
 			continue
 		}
 		s.peers[ps.Addr] = applied{spec: ps, password: pw}
+		s.forgetDown(ps.Addr.String()) // a new configuration: the old failure no longer says anything
 		s.log.Info("BGP peer configured", "peer", ps.Addr, "name", ps.Name, "type", ps.Type, "as", ps.ASN)
 	}
 	for a := range s.peers {

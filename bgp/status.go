@@ -56,7 +56,7 @@ func (s *Speaker) Status(ctx context.Context) api.BGPStatus {
 			if row.Received > 0 {
 				row.Prefixes = s.received(ctx, ps.Addr)
 			}
-			if ps.PasswordFile != "" && row.Info != "Established" {
+			if ps.PasswordFile != "" && row.State != "up" && !strings.Contains(row.Info, ":") {
 				row.Info += " (a password that differs on the two sides looks like this: the kernel drops the peer's segments)"
 			}
 		}

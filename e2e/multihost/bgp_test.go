@@ -105,6 +105,9 @@ func (b *bird) cli(args ...string) (string, error) {
 // only because its sender is restarting (stale); "" when it has none.
 func (b *bird) route(prefix netip.Prefix) (via string, stale bool, err error) {
 	out, err := b.cli("show", "route", prefix.String(), "all")
+	if strings.Contains(out, "Network not found") {
+		return "", false, nil
+	}
 	if err != nil {
 		return "", false, err
 	}
