@@ -51,6 +51,8 @@ protocol kernel { ipv4 { import none; export all; }; }
 template bgp host {
   local as %d;
   hold time %d; keepalive time %d;
+  # Retry soon after a refused session (BIRD waits a minute or more by default).
+  error wait time 1, 5; connect retry time 2; connect delay time 1;
   graceful restart on;
   ipv4 { import all; export none; };
 }
