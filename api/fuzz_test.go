@@ -7,7 +7,7 @@ import (
 )
 
 // storedKinds are the records fuzzed, by the first byte of the input.
-var storedKinds = []string{"IPPool", "Node", "IPAMConfiguration", "FelixConfiguration"}
+var storedKinds = []string{"IPPool", "Node", "IPAMConfiguration", "FelixConfiguration", "BGPConfiguration", "BGPPeer"}
 
 func newStored(kind string) Resource {
 	switch kind {
@@ -18,6 +18,10 @@ func newStored(kind string) Resource {
 	case "IPAMConfiguration":
 		c := DefaultIPAMConfig()
 		return &c
+	case "BGPConfiguration":
+		return &BGPConfig{}
+	case "BGPPeer":
+		return &BGPPeer{}
 	}
 	c := DefaultFelixConfig()
 	return &c
@@ -49,6 +53,11 @@ func FuzzStoredRecords(f *testing.F) {
 		{2, `{"strictAffinity":true,"autoAllocateBlocks":false,"maxBlocksPerHost":4}`},
 		{3, `{"defaultEndpointToHostAction":"Accept","endpointToHostAllowedPorts":[{"protocol":"tcp","port":53},{"protocol":"UDP","port":53}]}`},
 		{3, `{"defaultEndpointToHostAction":"return"}`},
+		{1, `{"name":"h","ipv4Address":"10.0.0.1/24","asNumber":"1.10","routeReflectorClusterID":"224.0.0.1","labels":{"rack":"a"}}`},
+		{4, `{"asNumber":64513,"nodeToNodeMeshEnabled":false,"listenPort":1179,"logSeverityScreen":"debug"}`},
+		{4, `{}`},
+		{5, `{"name":"tor","peerIP":"10.0.0.254:179","asNumber":65000,"nodeSelector":"rack == 'a'","password":{"secretKeyRef":{"name":"s","key":"k"}},"keepaliveTime":"2s"}`},
+		{5, `{"name":"v6","node":"h1","peerIP":"[fd00::1]:1179","asNumber":"1.2","keepOriginalNextHop":true}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.kind, []byte(s.raw))

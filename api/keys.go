@@ -46,6 +46,11 @@ const (
 	// FelixConfigKey holds the FelixConfiguration named default: how
 	// containers may reach their own host.
 	FelixConfigKey = Prefix + "config/felix"
+	// BGPConfigKey holds the BGPConfiguration named default; while it is
+	// absent BGP is off.
+	BGPConfigKey = Prefix + "config/bgp"
+	// BGPPeersPrefix holds BGPPeer records by name.
+	BGPPeersPrefix = Prefix + "bgppeers/"
 	// PingKey is read (count only) to check that etcd answers.
 	PingKey = Prefix + "ping"
 )
@@ -222,3 +227,9 @@ func ParseNetworkPolicyKey(key string) (string, bool) {
 func ParseGlobalNetworkPolicyKey(key string) (string, bool) {
 	return nameUnder(key, GlobalNetworkPoliciesPrefix)
 }
+
+// BGPPeerKey is where the BGPPeer named name is stored.
+func BGPPeerKey(name string) string { return BGPPeersPrefix + name }
+
+// ParseBGPPeerKey returns the name of the BGPPeer stored at key.
+func ParseBGPPeerKey(key string) (string, bool) { return nameUnder(key, BGPPeersPrefix) }

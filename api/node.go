@@ -30,6 +30,14 @@ type Node struct {
 	// start; see HasEncapsulation for records that predate the field.
 	// An empty list (kept as [], never omitted) is a kernel with neither.
 	Encapsulations []string `json:"encapsulations,omitzero"`
+	// ASNumber is the node's own AS (spec.bgp.asNumber); 0: the
+	// BGPConfiguration's.
+	ASNumber ASNumber `json:"asNumber,omitempty"`
+	// RouteReflectorClusterID makes the node a route reflector for that
+	// cluster (spec.bgp.routeReflectorClusterID).
+	RouteReflectorClusterID string `json:"routeReflectorClusterID,omitempty"`
+	// Labels are the node's metadata.labels (BGPPeer nodeSelector).
+	Labels map[string]string `json:"labels,omitempty"`
 	// Blocks are the blocks affine to the node, filled in for display by
 	// calicoctl from the affinity records; never stored here.
 	Blocks []string `json:"-"`
@@ -100,6 +108,9 @@ func (n *Node) Validate() error {
 	if n.addrErr != nil {
 		return n.addrErr
 	}
+	if err := validateNodeBGP(n); err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		field string
 		val   netip.Prefix
@@ -143,8 +154,11 @@ var NodeKind = &Kind{
 		n := r.(*Node)
 		d := &NodeDoc{
 			TypeMeta: TypeMeta{APIVersion: APIVersion, Kind: "Node"},
-			Metadata: ObjectMeta{Name: n.Name, ResourceVersion: rv},
+			Metadata: NodeMeta{ObjectMeta: ObjectMeta{Name: n.Name, ResourceVersion: rv}, Labels: n.Labels},
 			Spec:     NodeSpec{IPv4Address: PrefixText(n.IPv4Address), IPv6Address: PrefixText(n.IPv6Address)},
+		}
+		if n.ASNumber != 0 || n.RouteReflectorClusterID != "" {
+			d.Spec.BGP = &NodeBGPSpec{ASNumber: n.ASNumber, RouteReflectorClusterID: n.RouteReflectorClusterID}
 		}
 		if !n.LastSeen.IsZero() || n.Version != "" {
 			d.Status = &NodeStatus{Version: n.Version, Encapsulations: n.Encapsulations}
@@ -161,9 +175,15 @@ var NodeKind = &Kind{
 // and ignored there.
 type NodeDoc struct {
 	TypeMeta `json:",inline"`
-	Metadata ObjectMeta  `json:"metadata"`
+	Metadata NodeMeta    `json:"metadata"`
 	Spec     NodeSpec    `json:"spec"`
 	Status   *NodeStatus `json:"status,omitempty"`
+}
+
+// NodeMeta is a Node's metadata: the common fields and its labels.
+type NodeMeta struct {
+	ObjectMeta `json:",inline"`
+	Labels     map[string]string `json:"labels,omitempty"`
 }
 
 // NodeSpec holds the host's addresses. BGP is Calico's spelling of the same
@@ -174,10 +194,14 @@ type NodeSpec struct {
 	BGP         *NodeBGPSpec `json:"bgp,omitempty"`
 }
 
-// NodeBGPSpec is accepted for documents written for Calico.
+// NodeBGPSpec is the node's BGP settings: its AS and route reflector
+// cluster ID, and Calico's spelling of its addresses (accepted on input,
+// printed as spec.ipv4Address).
 type NodeBGPSpec struct {
-	IPv4Address string `json:"ipv4Address,omitempty"`
-	IPv6Address string `json:"ipv6Address,omitempty"`
+	IPv4Address             string   `json:"ipv4Address,omitempty"`
+	IPv6Address             string   `json:"ipv6Address,omitempty"`
+	ASNumber                ASNumber `json:"asNumber,omitempty"`
+	RouteReflectorClusterID string   `json:"routeReflectorClusterID,omitempty"`
 }
 
 // NodeStatus is what the daemon reports.
@@ -207,6 +231,7 @@ func decodeNode(raw []byte, legacy bool) (Object, error) {
 		}
 		n := &Node{Name: d.Metadata.Name}
 		if b := d.Spec.BGP; b != nil {
+			n.ASNumber, n.RouteReflectorClusterID = b.ASNumber, strings.TrimSpace(b.RouteReflectorClusterID)
 			n.IPv4Address = n.parseNodeAddr("spec.ipv4Address", b.IPv4Address, false)
 			n.IPv6Address = n.parseNodeAddr("spec.ipv6Address", b.IPv6Address, true)
 		}
@@ -232,7 +257,10 @@ func decodeNode(raw []byte, legacy bool) (Object, error) {
 			*f.dst = f.fromBGP
 		}
 	}
-	n := &Node{Name: d.Metadata.Name}
+	n := &Node{Name: d.Metadata.Name, Labels: d.Metadata.Labels}
+	if b := d.Spec.BGP; b != nil {
+		n.ASNumber, n.RouteReflectorClusterID = b.ASNumber, strings.TrimSpace(b.RouteReflectorClusterID)
+	}
 	n.IPv4Address = n.parseNodeAddr("spec.ipv4Address", v4, false)
 	n.IPv6Address = n.parseNodeAddr("spec.ipv6Address", v6, true)
 	return Object{Resource: n, ResourceVersion: d.Metadata.ResourceVersion}, nil

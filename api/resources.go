@@ -131,7 +131,7 @@ func (k *Kind) Document(r Resource, resourceVersion string) any {
 }
 
 // Kinds are the resource kinds in the order they are listed to users.
-var Kinds = []*Kind{IPPoolKind, NodeKind, IPAMConfigKind, ProfileKind, NetworkPolicyKind, GlobalNetworkPolicyKind, FelixConfigKind}
+var Kinds = []*Kind{IPPoolKind, NodeKind, IPAMConfigKind, ProfileKind, NetworkPolicyKind, GlobalNetworkPolicyKind, FelixConfigKind, BGPConfigKind, BGPPeerKind}
 
 // LookupKind finds a kind by any of its names, case-insensitively, singular
 // or plural.

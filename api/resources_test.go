@@ -134,12 +134,13 @@ func TestLookupKind(t *testing.T) {
 		"ipPool": api.IPPoolKind, "IPPOOLS": api.IPPoolKind, "ippool": api.IPPoolKind, "pools": api.IPPoolKind,
 		"node": api.NodeKind, "Nodes": api.NodeKind,
 		"ipamconfig": api.IPAMConfigKind, "IPAMConfiguration": api.IPAMConfigKind, "ipamConfigs": api.IPAMConfigKind,
+		"bgpconfig": api.BGPConfigKind, "BGPConfigurations": api.BGPConfigKind, "bgppeer": api.BGPPeerKind, "bgpPeers": api.BGPPeerKind,
 	} {
 		if k, err := api.LookupKind(name); err != nil || k != want {
 			t.Errorf("LookupKind(%q) = %v, %v", name, k, err)
 		}
 	}
-	if _, err := api.LookupKind("hostendpoint"); err == nil || !strings.Contains(err.Error(), "use IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration") {
+	if _, err := api.LookupKind("hostendpoint"); err == nil || !strings.Contains(err.Error(), "use IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy, FelixConfiguration, BGPConfiguration or BGPPeer") {
 		t.Errorf("LookupKind(hostendpoint) = %v", err)
 	}
 }

@@ -41,6 +41,8 @@ type DaemonStatus struct {
 	Agents []AgentStatus `json:"agents,omitempty"`
 	// Readiness is what /readyz answers (nil from older daemons).
 	Readiness *Readiness `json:"readiness,omitempty"`
+	// BGP is the speaker's state (nil: a daemon without one).
+	BGP *BGPStatus `json:"bgp,omitempty"`
 }
 
 // AgentStatus is one agent's passes (package agent).

@@ -39,6 +39,9 @@ var kindStores = map[*api.Kind]kindStore{
 	api.GlobalNetworkPolicyKind: globalNetworkPolicyStore,
 	// felixconfig.go
 	api.FelixConfigKind: felixConfigStore{},
+	// bgp.go
+	api.BGPConfigKind: bgpConfigStore{},
+	api.BGPPeerKind:   bgpPeerStore,
 }
 
 func storeFor(k *api.Kind) kindStore {

@@ -331,6 +331,7 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 		}
 	}
 	fmt.Fprintln(w)
+	a.printBGP(w, st.BGP)
 	a.printGC(w, st.GC)
 	a.printAgents(w, st.Agents)
 	if len(st.Peers) == 0 {

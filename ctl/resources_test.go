@@ -231,7 +231,7 @@ func TestKindNames(t *testing.T) {
 	for _, k := range []string{"ipamconfig", "ipamConfig", "IPAMConfiguration", "ipamconfigs"} {
 		h.ok("", "get", k)
 	}
-	h.fail("", []string{"get", "hostendpoints"}, `unknown resource kind "hostendpoints"`, "IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration")
+	h.fail("", []string{"get", "hostendpoints"}, `unknown resource kind "hostendpoints"`, "IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy, FelixConfiguration, BGPConfiguration or BGPPeer")
 }
 
 // TestValidationErrors covers every refusal the issue lists: each is one
@@ -267,7 +267,7 @@ func TestValidationErrors(t *testing.T) {
 		{"unknown top-level field", "create", pool("{cidr: 10.1.0.0/16}") + "status: {}\n", []string{"unknown field status: an IPPool has only apiVersion, kind, metadata, spec"}},
 		{"unknown legacy field", "create", "apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.1.0.0/16}\nspec: {ipip: {enabled: true, moed: always}}\n", []string{"unknown field spec.ipip.moed", "a legacy (v1) ipPool spec.ipip has only enabled, mode"}},
 		{"legacy ipip mode", "create", "apiVersion: v1\nkind: ipPool\nmetadata: {cidr: 10.1.0.0/16}\nspec: {ipip: {mode: sometimes}}\n", []string{`spec.ipip.mode "sometimes": use always or cross-subnet`}},
-		{"unknown kind", "create", "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: p1}\nspec: {}\n", []string{`kind "HostEndpoint" is not known: use one of IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration`}},
+		{"unknown kind", "create", "apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: p1}\nspec: {}\n", []string{`kind "HostEndpoint" is not known: use one of IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy, FelixConfiguration, BGPConfiguration or BGPPeer`}},
 		{"missing kind", "create", "apiVersion: projectcalico.org/v3\nmetadata: {name: p1}\nspec: {}\n", []string{"kind is missing"}},
 		{"missing apiVersion", "create", "kind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.1.0.0/16}\n", []string{"apiVersion is missing: use apiVersion: projectcalico.org/v3"}},
 		{"unknown apiVersion", "create", "apiVersion: projectcalico.org/v2\nkind: IPPool\nmetadata: {name: p1}\nspec: {cidr: 10.1.0.0/16}\n", []string{`apiVersion "projectcalico.org/v2" is not supported`}},
@@ -282,7 +282,7 @@ func TestValidationErrors(t *testing.T) {
 		{"change block size", "replace", strings.Replace(pool("{cidr: 10.10.0.0/16, blockSize: 24}"), "p1", "existing", 1), []string{`spec.blockSize: IPPool "existing"'s block size cannot change (/26 to /24)`}},
 		{"bad resourceVersion", "apply", strings.Replace(pool("{cidr: 10.10.0.0/16}"), "name: p1", "name: existing, resourceVersion: abc", 1), []string{`metadata.resourceVersion "abc"`}},
 		{"node bad address", "create", "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {ipv4Address: 'fd00::1/64'}\n", []string{`spec.ipv4Address "fd00::1/64" is not an IPv4 address`}},
-		{"node unknown field", "create", "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {bgp: {asNumber: 64512}}\n", []string{"unknown field spec.bgp.asNumber", "a Node spec.bgp has only ipv4Address, ipv6Address"}},
+		{"node unknown field", "create", "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: n1}\nspec: {bgp: {asnumber: 64512}}\n", []string{"unknown field spec.bgp.asnumber: did you mean spec.bgp.asNumber?"}},
 		{"ipam config name", "create", "apiVersion: projectcalico.org/v3\nkind: IPAMConfiguration\nmetadata: {name: other}\nspec: {strictAffinity: true}\n", []string{`metadata.name "other": the IPAM configuration is named default`}},
 		{"ipam config legacy", "create", "apiVersion: v1\nkind: IPAMConfiguration\nmetadata: {name: default}\nspec: {}\n", []string{"kind IPAMConfiguration has no legacy (apiVersion v1) form"}},
 	}
@@ -306,7 +306,7 @@ func TestCommandLineErrors(t *testing.T) {
 	}{
 		{[]string{"create"}, "give the resources to create with -f FILE (or -f - for stdin) (see 'calicoctl create --help')"},
 		{[]string{"create", "-f", "/nonexistent.yaml"}, "read /nonexistent.yaml: open /nonexistent.yaml: no such file or directory"},
-		{[]string{"get"}, "give a resource kind: IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy or FelixConfiguration"},
+		{[]string{"get"}, "give a resource kind: IPPool, Node, IPAMConfiguration, Profile, NetworkPolicy, GlobalNetworkPolicy, FelixConfiguration, BGPConfiguration or BGPPeer"},
 		{[]string{"get", "ippool", "-o", "table"}, "-o table is not a known output format: use ps, wide, yaml or json"},
 		{[]string{"get", "ippool", "nope"}, `IPPool "nope" does not exist`},
 		{[]string{"delete"}, "give what to delete: KIND NAME"},

@@ -148,16 +148,21 @@ func (r *Registration) claim(ctx context.Context) error {
 // (the garbage collector's leadership) go when the daemon does.
 func (r *Registration) Lease() datastore.Lease { return datastore.Lease(r.lease.Load()) }
 
-// writeRecord writes the Node record only when what it says (addresses,
-// version) differs from what is stored: liveness is the claim's lease, so
-// a running daemon never rewrites its record and other hosts' watches stay
-// quiet. LastSeen is set whenever the record is written.
+// writeRecord writes the Node record only when what the daemon says
+// (addresses, version, encapsulations) differs from what is stored:
+// liveness is the claim's lease, so a running daemon never rewrites its
+// record and other hosts' watches stay quiet. LastSeen is set whenever the
+// record is written; what the user set (BGP settings, labels) is kept.
 func (r *Registration) writeRecord(ctx context.Context) error {
 	want := r.node
 	want.LastSeen = time.Now().UTC().Truncate(time.Second)
 	return datastore.Update(ctx, r.store, api.NodeKey(r.node.Name), func(cur *api.Node) (*api.Node, error) {
-		if cur != nil && sameSettings(*cur, want) {
-			return nil, datastore.ErrNoChange
+		if cur != nil {
+			if sameSettings(*cur, want) {
+				return nil, datastore.ErrNoChange
+			}
+			// What the user set with calicoctl stays.
+			want.ASNumber, want.RouteReflectorClusterID, want.Labels = cur.ASNumber, cur.RouteReflectorClusterID, cur.Labels
 		}
 		return &want, nil
 	})

@@ -177,3 +177,27 @@ func TestRegisterRecordsEncapsulations(t *testing.T) {
 		})
 	}
 }
+
+func TestRecordKeepsUserSettings(t *testing.T) {
+	s := testetcd.Start(t)
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	user := api.Node{Name: "h1", ASNumber: 64600, RouteReflectorClusterID: "224.0.0.1", Labels: map[string]string{"rack": "a"}}
+	if err := s.Put(ctx, api.NodeKey("h1"), user); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Register(ctx, s, Config{Name: "h1", DataDir: t.TempDir(), IPv4: netip.MustParsePrefix("10.0.1.1/24")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.writeRecord(ctx); err != nil { // a heartbeat
+		t.Fatal(err)
+	}
+	var n api.Node
+	if _, err := s.Get(ctx, api.NodeKey("h1"), &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.ASNumber != 64600 || n.RouteReflectorClusterID != "224.0.0.1" || n.Labels["rack"] != "a" || api.PrefixText(n.IPv4Address) != "10.0.1.1/24" {
+		t.Errorf("after the daemon's writes the node is %+v", n)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/calico-libnetwork/calico-libnetwork/agent"
 	"github.com/calico-libnetwork/calico-libnetwork/api"
+	"github.com/calico-libnetwork/calico-libnetwork/bgp"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
@@ -58,6 +59,7 @@ type daemon struct {
 	ps            *policysync.Syncer  // nil with policy off
 	enf           *nftpolicy.Enforcer // nil with policy off
 	routes        *routing.Syncer
+	bgp           *bgp.Agent
 	carriers      []api.CarrierSupport
 	hostMTU       int
 	vxlanOverhead int               // what VXLAN takes from the host's MTU
@@ -95,6 +97,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	defer d.reg.Release(context.Background())
 	d.startRouting()
+	d.startBGP()
 	d.startHostProtection(startCtx)
 	d.connectDocker()
 	if err := d.startPolicy(); err != nil {
@@ -216,6 +219,14 @@ func (d *daemon) startRouting() {
 	}
 }
 
+// startBGP runs the BGP speaker's agent: it stays off until a
+// BGPConfiguration named default exists.
+func (d *daemon) startBGP() {
+	d.bgp = bgp.New(d.store, d.cfg.NodeName, d.cfg.DataDir, d.log.With("part", "bgp"))
+	d.bgp.Observer = d.obs
+	d.run(d.bgp.Run)
+}
+
 // mtu is the veth MTU. It follows the pools: with a VXLAN (IPIP) pool it
 // leaves room for the encapsulation, so containers never send what cannot
 // cross hosts.
@@ -318,7 +329,7 @@ func (d *daemon) status() api.DaemonStatus {
 	defer cancel()
 	ready := d.readiness(ctx)
 	return api.DaemonStatus{Node: d.cfg.NodeName, Routing: d.routes.Status(), Peers: d.routes.Peers(), Carriers: d.carriers,
-		GC: d.col.Last().GCReport, Agents: d.agents.Status(), Readiness: &ready}
+		GC: d.col.Last().GCReport, Agents: d.agents.Status(), Readiness: &ready, BGP: d.bgp.Status()}
 }
 
 // serve listens on the plugin sockets; a socket that fails stops the
