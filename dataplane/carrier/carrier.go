@@ -11,6 +11,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
+
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/internal/nl"
 )
 
 // Mode is how packets reach another host's block. Each mode is one
@@ -94,4 +96,17 @@ func probeLinkKind(kind string) bool {
 		_ = netlink.LinkDel(got)
 	}
 	return true
+}
+
+// OnlinkVia is r sent onlink through the tunnel device dev to the remote
+// host's address: how every encapsulating carrier routes a block.
+func OnlinkVia(dev string, r BlockRoute) (*netlink.Route, error) {
+	l, err := netlinksafe.LinkByName(dev)
+	if err != nil {
+		return nil, fmt.Errorf("%s missing: %w", dev, err)
+	}
+	return &netlink.Route{
+		Dst: nl.IPNet(r.Dst), Gw: r.Via.AsSlice(), LinkIndex: l.Attrs().Index,
+		Flags: int(netlink.FLAG_ONLINK),
+	}, nil
 }

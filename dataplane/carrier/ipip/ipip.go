@@ -128,14 +128,7 @@ func (c *Carrier) Route(r carrier.BlockRoute) (*netlink.Route, error) {
 	if !r.Via.Is4() {
 		return nil, fmt.Errorf("%s: IPIP carries IPv4 only", r)
 	}
-	l, err := netlinksafe.LinkByName(Device)
-	if err != nil {
-		return nil, fmt.Errorf("%s missing: %w", Device, err)
-	}
-	return &netlink.Route{
-		Dst: nl.IPNet(r.Dst), Gw: r.Via.AsSlice(), LinkIndex: l.Attrs().Index,
-		Flags: int(netlink.FLAG_ONLINK),
-	}, nil
+	return carrier.OnlinkVia(Device, r)
 }
 
 // Remove takes tunl0 down when it carries our mark (the kernel's fallback

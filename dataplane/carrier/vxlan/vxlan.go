@@ -195,14 +195,7 @@ func neighIs(have map[netip.Addr]netlink.Neigh, p netip.Addr, mac net.HardwareAd
 
 // Route sends r onlink through the device to the remote VTEP's address.
 func (v *Carrier) Route(r carrier.BlockRoute) (*netlink.Route, error) {
-	l, err := netlinksafe.LinkByName(Device)
-	if err != nil {
-		return nil, fmt.Errorf("%s missing: %w", Device, err)
-	}
-	return &netlink.Route{
-		Dst: nl.IPNet(r.Dst), Gw: r.Via.AsSlice(), LinkIndex: l.Attrs().Index,
-		Flags: int(netlink.FLAG_ONLINK),
-	}, nil
+	return carrier.OnlinkVia(Device, r)
 }
 
 // Remove deletes the device (and with it its routes and entries).
