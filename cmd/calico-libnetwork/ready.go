@@ -50,17 +50,23 @@ func ready(args []string) int {
 // waitReady polls url until it answers 200 with a ready Readiness.
 func waitReady(ctx context.Context, url string, every time.Duration) (api.Readiness, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
+	var last api.Readiness
+	var why error
 	for {
 		r, err := askReady(ctx, c, url)
-		if err == nil && r.Ready {
+		switch {
+		case err == nil && r.Ready:
 			return r, nil
-		}
-		if err == nil {
-			err = fmt.Errorf("%s", describe(r))
+		case err == nil:
+			last, why = r, fmt.Errorf("%s", describe(r))
+		case ctx.Err() == nil || why == nil:
+			// A request cut by the deadline says less than the last
+			// answer, which names the failing checks: keep that one.
+			last, why = r, err
 		}
 		select {
 		case <-ctx.Done():
-			return r, err
+			return last, why
 		case <-time.After(every):
 		}
 	}
