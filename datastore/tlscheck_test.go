@@ -2,10 +2,13 @@ package datastore_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestCheckEndpointSchemes(t *testing.T) {
@@ -30,5 +33,25 @@ func TestCheckEndpointSchemes(t *testing.T) {
 	_, err := datastore.Connect(context.Background(), datastore.Config{Endpoints: []string{"http://127.0.0.1:1"}, CACertFile: "/nonexistent"})
 	if err == nil || !strings.Contains(err.Error(), "use https://127.0.0.1:1") {
 		t.Errorf("Connect with http and a CA: %v", err)
+	}
+}
+
+func TestUnreachableErrors(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{context.DeadlineExceeded, true},
+		{status.Error(codes.Unavailable, "etcdserver: no leader"), true},
+		{status.Error(codes.DeadlineExceeded, "deadline"), true},
+		{status.Error(codes.Unknown, "context deadline exceeded"), true}, // seen from a member without quorum
+		{status.Error(codes.Unknown, "something else"), false},
+		{status.Error(codes.InvalidArgument, "bad"), false},
+		{errors.New("plain"), false},
+	}
+	for _, tc := range tests {
+		if got := datastore.Unreachable(tc.err); got != tc.want {
+			t.Errorf("Unreachable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

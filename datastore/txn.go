@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -260,9 +261,13 @@ func unreachable(err error) bool {
 	}
 	var se interface{ GRPCStatus() *status.Status }
 	if errors.As(err, &se) {
-		switch se.GRPCStatus().Code() {
+		switch st := se.GRPCStatus(); st.Code() {
 		case codes.Unavailable, codes.DeadlineExceeded:
 			return true
+		case codes.Unknown:
+			// A member without quorum can answer with its own deadline
+			// as an unknown error: the datastore did not answer either.
+			return strings.Contains(st.Message(), context.DeadlineExceeded.Error())
 		}
 	}
 	return false

@@ -1,0 +1,4 @@
+package datastore
+
+// Unreachable is unreachable, for the external tests.
+var Unreachable = unreachable
