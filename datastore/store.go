@@ -30,8 +30,9 @@ var ErrNotFound = errors.New("not found")
 
 // DecodeError is returned when a stored record does not decode.
 type DecodeError struct {
-	Key string
-	Err error
+	Key         string
+	ModRevision int64 // set by ListReadable, for a CAS that replaces the record
+	Err         error
 }
 
 func (e *DecodeError) Error() string { return fmt.Sprintf("decode %s: %v", e.Key, e.Err) }
@@ -241,6 +242,32 @@ func List[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], error
 		out = append(out, Item[T]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: v})
 	}
 	return out, nil
+}
+
+// ListReadable decodes every record under prefix that decodes, and
+// returns the others as DecodeErrors beside them: an agent whose records
+// are independent of each other goes on with the readable ones instead of
+// stopping on one corrupt record.
+func ListReadable[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], []*DecodeError, error) {
+	c, cancel := s.Ctx(ctx)
+	defer cancel()
+	start := time.Now()
+	resp, err := s.kvs().Get(c, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, nil, s.wrapErr(fmt.Errorf("etcd list %s: %w", prefix, err), start)
+	}
+	s.up()
+	out := make([]Item[T], 0, len(resp.Kvs))
+	var bad []*DecodeError
+	for _, kv := range resp.Kvs {
+		var v T
+		if err := json.Unmarshal(kv.Value, &v); err != nil {
+			bad = append(bad, &DecodeError{Key: string(kv.Key), ModRevision: kv.ModRevision, Err: err})
+			continue
+		}
+		out = append(out, Item[T]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: v})
+	}
+	return out, bad, nil
 }
 
 // Keys lists the keys under prefix without their values.

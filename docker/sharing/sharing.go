@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -128,7 +129,7 @@ func (s *Syncer) Sync(ctx context.Context) error {
 			}
 		}
 	}
-	items, err := datastore.List[api.SharedNetwork](ctx, s.store, api.SharedNetworksPrefix)
+	items, bad, err := datastore.ListReadable[api.SharedNetwork](ctx, s.store, api.SharedNetworksPrefix)
 	if err != nil {
 		return err
 	}
@@ -136,10 +137,24 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	for _, it := range items {
 		shared[it.Value.Name] = it.Value
 	}
-	var errs []error
+	// A record that does not decode is reported, and only its network is
+	// treated apart: a host that has it rewrites the record from its own
+	// copy, the others leave the name alone until then. Every other network
+	// goes on being shared.
+	errs := s.unreadable(bad)
+	unreadable := map[string]*datastore.DecodeError{}
+	for _, b := range bad {
+		unreadable[api.NameUnder(b.Key, api.SharedNetworksPrefix)] = b
+	}
 	localNames := map[string]bool{}
 	for _, n := range local {
 		localNames[n.Name] = true
+		if b := unreadable[n.Name]; b != nil {
+			if err := s.heal(ctx, n, b); err != nil {
+				errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
+			}
+			continue
+		}
 		if err := s.syncLocal(ctx, n, shared); err != nil {
 			errs = append(errs, fmt.Errorf("network %s: %w", n.Name, err))
 		}
@@ -166,6 +181,48 @@ func (s *Syncer) Sync(ctx context.Context) error {
 		s.log.Info("created network shared by another host", "network", name, "createdBy", sn.CreatedBy)
 	}
 	return errors.Join(errs...)
+}
+
+// heal replaces a shared record that does not decode with this host's copy
+// of the network, which Docker holds with its settings; the compare on the
+// record's revision leaves a record written meanwhile alone.
+func (s *Syncer) heal(ctx context.Context, n engineapi.Network, b *datastore.DecodeError) error {
+	var rec api.Network
+	if _, err := s.store.Get(ctx, api.NetworkKey(n.ID), &rec); errors.Is(err, datastore.ErrNotFound) {
+		return nil // not one of ours
+	} else if err != nil {
+		return err
+	}
+	res, err := s.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(b.Key, b.ModRevision)},
+		[]datastore.Op{datastore.Put(b.Key, fromDocker(n, s.host))})
+	if err != nil {
+		return fmt.Errorf("rewrite %s: %w", b.Key, err)
+	}
+	if res.Succeeded {
+		s.log.Warn("rewrote a shared network record that did not decode from this host's copy of the network", "network", n.Name, "key", b.Key)
+	}
+	return nil
+}
+
+// unreadable warns once per corrupt shared record and names each in the
+// pass's error, so that calicoctl node status shows it until it is fixed.
+func (s *Syncer) unreadable(bad []*datastore.DecodeError) []error {
+	var errs []error
+	for k := range s.warned {
+		if strings.HasPrefix(k, "bad/") && !slices.ContainsFunc(bad, func(b *datastore.DecodeError) bool { return "bad/"+b.Key == k }) {
+			delete(s.warned, k) // fixed: warn again should it break again
+		}
+	}
+	for _, b := range bad {
+		err := fmt.Errorf("shared network record %s does not decode (%v): a host that has network %q rewrites it from its own copy; until then the others leave that network as it is",
+			b.Key, b.Err, api.NameUnder(b.Key, api.SharedNetworksPrefix))
+		if !s.warned["bad/"+b.Key] {
+			s.log.Warn("skipping a shared network record that does not decode", "key", b.Key, "err", b.Err)
+			s.warned["bad/"+b.Key] = true
+		}
+		errs = append(errs, err)
+	}
+	return errs
 }
 
 func (s *Syncer) syncLocal(ctx context.Context, n engineapi.Network, shared map[string]api.SharedNetwork) error {

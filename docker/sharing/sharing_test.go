@@ -340,37 +340,56 @@ func TestDockerRefuses(t *testing.T) {
 	}
 }
 
-// A shared record that does not decode stops the pass with an error naming
-// its key (that is today's behaviour: no network is created or removed on
-// a partial view), and sharing resumes once it is fixed.
+// A shared record that does not decode is named in the pass's error and
+// in one warning, and only the network of that name is treated apart: a
+// host that has the network rewrites the record from its own copy, and
+// every other network goes on being shared meanwhile.
 func TestBadSharedRecord(t *testing.T) {
 	etcd := testetcd.Start(t)
 	a, b := newHost(t, etcd, "host-a", testengine.Docker285), newHost(t, etcd, "host-b", testengine.Docker285)
 	a.create(t, "net1", nil, nil)
 	a.sync(t)
 	b.sync(t)
-	bad := api.SharedNetworkKey("broken")
-	if _, err := etcd.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(bad, "{not json")}); err != nil {
-		t.Fatal(err)
-	}
-	a.create(t, "net2", nil, nil)
-	for _, h := range []*host{a, b} {
-		err := h.syncer.Sync(ctx)
-		if err == nil || !strings.Contains(err.Error(), bad) {
-			t.Fatalf("%s: sync with a bad record: %v", h.name, err)
+	broken, net1 := api.SharedNetworkKey("broken"), api.SharedNetworkKey("net1")
+	for _, key := range []string{broken, net1} {
+		if _, err := etcd.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(key, "{not json")}); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if _, ok := b.network("net1"); !ok {
-		t.Fatal("host-b lost net1 over another network's bad record")
+	a.create(t, "net2", nil, nil)
+	if err := a.syncer.Sync(ctx); err == nil || !strings.Contains(err.Error(), broken) || !strings.Contains(err.Error(), net1) {
+		t.Fatalf("host-a: sync with two bad records: %v", err)
 	}
-	if err := etcd.Delete(ctx, bad); err != nil {
+	if sn, ok := shared(t, etcd, "net1"); !ok || sn.Name != "net1" {
+		t.Fatalf("net1's record not rewritten by a host that has net1: %+v", sn)
+	}
+	for range 2 {
+		for _, h := range []*host{a, b} {
+			err := h.syncer.Sync(ctx)
+			if err == nil || !strings.Contains(err.Error(), broken) || strings.Contains(err.Error(), net1) {
+				t.Fatalf("%s: sync with one bad record: %v", h.name, err)
+			}
+		}
+	}
+	if _, ok := b.network("net2"); !ok {
+		t.Fatal("net2 not shared while another network's record is corrupt")
+	}
+	for _, h := range []*host{a, b} {
+		if _, ok := h.network("net1"); !ok {
+			t.Fatalf("%s lost net1 over its corrupt record", h.name)
+		}
+	}
+	if na, nb := a.logs.count("does not decode"), b.logs.count("does not decode"); na != 2 || nb != 1 {
+		t.Fatalf("warnings of corrupt records: host-a %d (want 2), host-b %d (want 1)", na, nb)
+	}
+	if n := a.logs.count("rewrote a shared network record"); n != 1 {
+		t.Fatalf("host-a said %d times that it rewrote net1's record", n)
+	}
+	if err := etcd.Delete(ctx, broken); err != nil {
 		t.Fatal(err)
 	}
 	a.sync(t)
 	b.sync(t)
-	if _, ok := b.network("net2"); !ok {
-		t.Fatal("net2 not shared once the bad record was gone")
-	}
 }
 
 // The running syncers: a network appears on the other host within seconds
