@@ -59,7 +59,9 @@ func (r *Resolver) Run(ctx context.Context) {
 
 // pass resolves what it can and reports whether endpoints still wait.
 func (r *Resolver) pass(ctx context.Context) bool {
-	items, err := datastore.List[api.Endpoint](ctx, r.store, api.HostEndpointsPrefix(r.host))
+	// A record that does not decode is the repair pass's to report; the
+	// others still get their labels.
+	items, _, err := datastore.ListReadable[api.Endpoint](ctx, r.store, api.HostEndpointsPrefix(r.host))
 	if err != nil {
 		return true
 	}

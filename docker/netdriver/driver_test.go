@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/network"
+	"github.com/vishvananda/netlink"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
@@ -105,6 +106,7 @@ func TestEndpointLifecycle(t *testing.T) {
 	testns.Do(t, host, func() {
 		joinLifecycleEndpoints(t, d)
 		adoptLostRecord(t, d, s)
+		repairPastCorruptRecord(t, d, s)
 		leaveLifecycleEndpoints(t, d)
 	})
 	var ep api.Endpoint
@@ -209,6 +211,57 @@ func adoptLostRecord(t *testing.T, d *Driver, s *datastore.Store) {
 	}
 	if res, err := d.Reconcile(ctx); err != nil || res.Adopted != 0 {
 		t.Fatalf("second reconcile = %+v, %v; want nothing adopted", res, err)
+	}
+}
+
+// repairPastCorruptRecord: one endpoint's record does not decode; the
+// repair pass names it, leaves that veth and its routes alone, and still
+// repairs the other endpoint (a route deleted by hand comes back).
+func repairPastCorruptRecord(t *testing.T, d *Driver, s *datastore.Store) {
+	t.Helper()
+	ctx := context.Background()
+	key := api.EndpointKey("host-a", lifeDSID)
+	raw, err := datastore.GetRaw(ctx, s, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(key, "{corrupt")}); err != nil {
+		t.Fatal(err)
+	}
+	routesOn := func(iface string) []netlink.Route {
+		rs, err := dataplane.OurRoutes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var on []netlink.Route
+		for _, r := range rs {
+			if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && l.Attrs().Name == iface {
+				on = append(on, r)
+			}
+		}
+		return on
+	}
+	v4If, dsIf := "cali"+lifeV4ID[:11], "cali"+lifeDSID[:11]
+	dsRoutes := len(routesOn(dsIf))
+	v4Routes := routesOn(v4If)
+	if len(v4Routes) != 1 {
+		t.Fatalf("routes on %s: %v", v4If, v4Routes)
+	}
+	if err := netlink.RouteDel(&v4Routes[0]); err != nil {
+		t.Fatal(err)
+	}
+	res, err := d.Reconcile(ctx)
+	if err == nil || !strings.Contains(err.Error(), key) {
+		t.Fatalf("reconcile past a corrupt record: %+v, %v; want an error naming %s", res, err, key)
+	}
+	if len(routesOn(v4If)) != 1 {
+		t.Fatal("the other endpoint's route was not repaired past a corrupt record")
+	}
+	if !dataplane.LinkExists(dsIf) || len(routesOn(dsIf)) != dsRoutes || dsRoutes == 0 {
+		t.Fatalf("the endpoint whose record is corrupt lost its veth or routes (%d of %d)", len(routesOn(dsIf)), dsRoutes)
+	}
+	if _, err := s.CAS(ctx, nil, []datastore.Op{datastore.PutRaw(key, string(raw.Value))}); err != nil {
+		t.Fatal(err)
 	}
 }
 

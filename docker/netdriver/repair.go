@@ -35,9 +35,20 @@ type RepairResult struct {
 // the first read missed is read again before it is judged.
 func (d *Driver) Reconcile(ctx context.Context) (RepairResult, error) {
 	var res RepairResult
-	items, err := datastore.List[api.Endpoint](ctx, d.store, api.HostEndpointsPrefix(d.host))
+	// A record that does not decode leaves only its own veth alone (the
+	// kernel pass below touches wanted endpoints' routes only, and the veth
+	// is neither adopted nor judged): every other endpoint is repaired.
+	items, bad, err := datastore.ListReadable[api.Endpoint](ctx, d.store, api.HostEndpointsPrefix(d.host))
 	if err != nil {
 		return res, err
+	}
+	var errs []error
+	unreadable := map[string]bool{}
+	for _, b := range bad {
+		if _, id, ok := api.ParseEndpointKey(b.Key); ok {
+			unreadable[id] = true
+		}
+		errs = append(errs, fmt.Errorf("endpoint record %s does not decode, its veth is left as it is: %w", b.Key, b))
 	}
 	want := make(map[string]dataplane.Endpoint, len(items))
 	for _, it := range items {
@@ -48,9 +59,8 @@ func (d *Driver) Reconcile(ctx context.Context) (RepairResult, error) {
 	if err != nil {
 		return res, err
 	}
-	var errs []error
 	for id, ke := range kernel {
-		if _, ok := want[id]; ok {
+		if _, ok := want[id]; ok || unreadable[id] {
 			continue
 		}
 		ep, err := d.endpoint(ctx, id)
