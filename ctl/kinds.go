@@ -32,15 +32,15 @@ type kindStore interface {
 var kindStores = map[*api.Kind]kindStore{
 	api.IPPoolKind:     poolStore{},
 	api.NodeKind:       nodeStore{},
-	api.IPAMConfigKind: ipamConfigStore{},
+	api.IPAMConfigKind: ipamConfigStore,
 	// policy.go
 	api.ProfileKind:             profileStore,
 	api.NetworkPolicyKind:       networkPolicyStore,
 	api.GlobalNetworkPolicyKind: globalNetworkPolicyStore,
 	// felixconfig.go
-	api.FelixConfigKind: felixConfigStore{},
+	api.FelixConfigKind: felixConfigStore,
 	// bgp.go
-	api.BGPConfigKind: bgpConfigStore{},
+	api.BGPConfigKind: bgpConfigStore,
 	api.BGPPeerKind:   bgpPeerStore,
 }
 
@@ -334,68 +334,14 @@ func age(d time.Duration) string {
 
 // ---- IPAMConfiguration ----
 
-type ipamConfigStore struct{}
-
-func checkIPAMConfigName(name string) error {
-	if name != api.IPAMConfigName {
-		return api.Mark(datastore.ErrNotFound, "IPAMConfiguration %q does not exist: the IPAM configuration is named default", name)
-	}
-	return nil
-}
-
-func (ipamConfigStore) get(ctx context.Context, s *datastore.Store, name string) (api.Object, error) {
-	if err := checkIPAMConfigName(name); err != nil {
-		return api.Object{}, err
-	}
-	c := api.DefaultIPAMConfig()
-	rev, err := s.Get(ctx, api.IPAMConfigKey, &c)
-	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
-		return api.Object{}, err
-	}
-	return api.Object{Resource: &c, ResourceVersion: rvString(rev)}, nil
-}
-
-func (st ipamConfigStore) list(ctx context.Context, s *datastore.Store) ([]api.Object, error) {
-	o, err := st.get(ctx, s, api.IPAMConfigName)
-	if err != nil {
-		return nil, err
-	}
-	return []api.Object{o}, nil
-}
-
-func (ipamConfigStore) put(ctx context.Context, s *datastore.Store, o api.Object, mode ipam.PutMode) (bool, error) {
-	c := *o.Resource.(*api.IPAMConfig)
-	rv, err := parseRV(o)
-	if err != nil {
-		return false, err
-	}
-	if mode == ipam.PutCreate {
-		rv = 0
-	}
-	if mode == ipam.PutReplace {
-		mode = ipam.PutApply // the defaults always exist, so there is always something to replace
-	}
-	return casPut(ctx, s, api.IPAMConfigKey, "IPAMConfiguration", api.IPAMConfigName, mode, rv, func(*api.IPAMConfig) api.IPAMConfig { return c })
-}
-
-func (ipamConfigStore) del(ctx context.Context, s *datastore.Store, o api.Object, force bool) (string, error) {
-	if err := checkIPAMConfigName(o.Resource.ResourceName()); err != nil {
-		return "", err
-	}
-	rv, err := parseRV(o)
-	if err != nil {
-		return "", err
-	}
-	return "", casDelete(ctx, s, api.IPAMConfigKey, "IPAMConfiguration", api.IPAMConfigName, rv)
-}
-
-func (ipamConfigStore) header(bool) []string {
-	return []string{"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"}
-}
-
-func (ipamConfigStore) row(o api.Object, _ bool, _ time.Time) []string {
-	c := o.Resource.(*api.IPAMConfig)
-	return []string{api.IPAMConfigName, strconv.FormatBool(c.StrictAffinity), strconv.FormatBool(c.AutoAllocateBlocks), strconv.Itoa(c.MaxBlocksPerHost)}
+var ipamConfigStore = singletonStore[api.IPAMConfig, *api.IPAMConfig]{
+	kind: api.IPAMConfigKind, name: api.IPAMConfigName, key: api.IPAMConfigKey,
+	what:     "the IPAM configuration is named default",
+	defaults: api.DefaultIPAMConfig,
+	columns:  []string{"NAME", "STRICTAFFINITY", "AUTOALLOCATEBLOCKS", "MAXBLOCKSPERHOST"},
+	cells: func(c *api.IPAMConfig) []string {
+		return []string{strconv.FormatBool(c.StrictAffinity), strconv.FormatBool(c.AutoAllocateBlocks), strconv.Itoa(c.MaxBlocksPerHost)}
+	},
 }
 
 // ---- compare-and-swap helpers for simple records ----

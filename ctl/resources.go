@@ -202,28 +202,12 @@ func nameOnly(k *api.Kind, name string) api.Object {
 		return api.Object{Resource: p}
 	case api.NodeKind:
 		return api.Object{Resource: &api.Node{Name: name}}
-	case api.IPAMConfigKind:
-		if name != api.IPAMConfigName {
-			return api.Object{Resource: namedIPAMConfig(name)}
-		}
-		return api.Object{Resource: &api.IPAMConfig{}}
-	case api.FelixConfigKind:
-		return felixConfigNameOnly(name)
 	}
 	if n, ok := storeFor(k).(interface{ nameOnly(string) api.Object }); ok {
 		return n.nameOnly(name)
 	}
 	panic("calicoctl: nameOnly: kind " + k.Name)
 }
-
-// namedIPAMConfig is an IPAM configuration with a wrong name, so that the
-// store can say there is no such thing.
-type namedIPAMConfig string
-
-func (n namedIPAMConfig) ResourceKind() *api.Kind { return api.IPAMConfigKind }
-func (n namedIPAMConfig) ResourceName() string    { return string(n) }
-func (n namedIPAMConfig) Normalize()              {}
-func (n namedIPAMConfig) Validate() error         { return nil }
 
 func (a *app) getCommand() *cobra.Command {
 	var file, output string
