@@ -113,11 +113,12 @@ func (b backend) wanted(ipt *iptables.IPTables) bool {
 }
 
 // legacyFilterLoaded tells whether this namespace has a legacy iptables
-// filter table.
+// filter table. thread-self, not /proc/net (the main thread's namespace):
+// the caller may be a thread locked in another network namespace.
 func legacyFilterLoaded(p iptables.Protocol) bool {
-	f := "/proc/net/ip_tables_names"
+	f := "/proc/thread-self/net/ip_tables_names"
 	if p == iptables.ProtocolIPv6 {
-		f = "/proc/net/ip6_tables_names"
+		f = "/proc/thread-self/net/ip6_tables_names"
 	}
 	b, err := os.ReadFile(f)
 	return err == nil && strings.Contains(string(b), "filter")
