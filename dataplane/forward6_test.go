@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -65,8 +66,17 @@ func sendRA(t *testing.T, n ns.NetNS, iface, src string) {
 		// source link-layer address option.
 		msg := []byte{134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1}
 		msg = append(msg, ifi.HardwareAddr...)
-		if err := unix.Sendto(fd, msg, 0, &unix.SockaddrInet6{Addr: netip.MustParseAddr("ff02::1").As16(), ZoneId: uint32(ifi.Index)}); err != nil {
-			t.Fatalf("send RA: %v", err)
+		// Right after the link comes up its multicast route may not be
+		// there yet (seen under load: ENETUNREACH): try for a while.
+		to := &unix.SockaddrInet6{Addr: netip.MustParseAddr("ff02::1").As16(), ZoneId: uint32(ifi.Index)}
+		for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			err := unix.Sendto(fd, msg, 0, to)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, unix.ENETUNREACH) || time.Now().After(deadline) {
+				t.Fatalf("send RA: %v", err)
+			}
 		}
 	})
 }
