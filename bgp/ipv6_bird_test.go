@@ -44,6 +44,24 @@ func TestIPv6SessionWithBIRD(t *testing.T) {
 		ipv6Child(t, sock)
 		return
 	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`protocol static { ipv6; route %s blackhole; }
+protocol bgp node {
+  local %s as 65000;
+  neighbor %s as %d;
+  hold time 6; keepalive time 2;
+  error wait time 1, 5; connect retry time 1; connect delay time 1;
+  ipv6 { import all; export all; };
+}
+`, v6BirdBlock, v6Bird, v6Node, api.DefaultASNumber)
+	runBesideBIRD(t, "TestIPv6SessionWithBIRD", v6ChildEnv, dir, cfg)
+}
+
+// runBesideBIRD runs BIRD (with cfg) in a router namespace and the test
+// named test again, inside a node namespace, with env set to BIRD's
+// control socket; the namespaces share a veth: v0 in the node's
+// (10.0.6.1/24, fd00:6::1/64), v1 in the router's (.2, ::2).
+func runBesideBIRD(t *testing.T, test, env, dir, cfg string) {
 	testns.RequireRoot(t)
 	for _, bin := range []string{"bird", "birdc", "nsenter"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -72,12 +90,11 @@ func TestIPv6SessionWithBIRD(t *testing.T) {
 		run(t, "ip", "addr", "add", v6Bird+"/64", "dev", "v1", "nodad")
 		run(t, "ip", "link", "set", "v1", "up")
 	})
-	dir := t.TempDir()
-	sock := startBIRD(t, router.Path(), dir)
+	sock := startBIRD(t, router.Path(), dir, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	child := exec.CommandContext(ctx, "nsenter", "--net="+node.Path(), os.Args[0], "-test.run=^TestIPv6SessionWithBIRD$", "-test.v", "-test.count=1")
-	child.Env = append(os.Environ(), v6ChildEnv+"="+sock)
+	child := exec.CommandContext(ctx, "nsenter", "--net="+node.Path(), os.Args[0], "-test.run=^"+test+"$", "-test.v", "-test.count=1")
+	child.Env = append(os.Environ(), env+"="+sock)
 	out, err := child.CombinedOutput()
 	t.Logf("the speaker, in the node's namespace:\n%s", out)
 	if err != nil {
@@ -93,22 +110,11 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-// startBIRD runs BIRD in the namespace at nsPath, peering over IPv6 with
-// the node and announcing v6BirdBlock, and returns its control socket.
-func startBIRD(t *testing.T, nsPath, dir string) string {
+// startBIRD runs BIRD with protocols cfg in the namespace at nsPath and
+// returns its control socket.
+func startBIRD(t *testing.T, nsPath, dir, protocols string) string {
 	conf, sock := filepath.Join(dir, "bird.conf"), filepath.Join(dir, "bird.ctl")
-	cfg := fmt.Sprintf(`router id 10.0.6.2;
-log "%s" all;
-protocol device { scan time 1; }
-protocol static { ipv6; route %s blackhole; }
-protocol bgp node {
-  local %s as 65000;
-  neighbor %s as %d;
-  hold time 6; keepalive time 2;
-  error wait time 1, 5; connect retry time 1; connect delay time 1;
-  ipv6 { import all; export all; };
-}
-`, filepath.Join(dir, "bird.log"), v6BirdBlock, v6Bird, v6Node, api.DefaultASNumber)
+	cfg := fmt.Sprintf("router id 10.0.6.2;\nlog \"%s\" all;\nprotocol device { scan time 1; }\n%s", filepath.Join(dir, "bird.log"), protocols)
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
