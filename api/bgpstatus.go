@@ -16,6 +16,12 @@ type BGPStatus struct {
 	Peers     []BGPPeerStatus `json:"peers,omitempty"`
 	Announced []string        `json:"announced,omitempty"`
 	Error     string          `json:"error,omitempty"`
+	// Installed lists the learned routes to other nodes' blocks in the
+	// kernel (protocol 79, behind the route sync's); LearnedOff says why
+	// none are used, InstallError what failed.
+	Installed    []string `json:"installed,omitempty"`
+	LearnedOff   string   `json:"learnedOff,omitempty"`
+	InstallError string   `json:"installError,omitempty"`
 }
 
 // BGPPeerStatus is one session, in Calico's columns and then what the

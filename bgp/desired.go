@@ -4,11 +4,12 @@
 // and tested without root), and applies them to an embedded GoBGP server
 // (Speaker). It is off until a BGPConfiguration named default exists.
 //
-// It announces; it does not install routes: the routes to other nodes'
-// blocks stay the etcd route sync's (package routing), which knows each
-// block's carrier (direct, VXLAN, IPIP) and keeps working while a BGP
-// session flaps. Routes learned from peers are counted and listed in
-// calicoctl node status.
+// It also installs what it learns for other nodes' blocks (Installable,
+// pure; the agent applies it through an Installer), when the cluster's
+// own sessions (the mesh or route reflectors) carry them: a plain route
+// via a node on a directly connected subnet, behind the etcd route sync's
+// route to the same block (package routing), which stays the one the
+// kernel uses and the only one when BGP is off.
 package bgp
 
 import (
@@ -41,13 +42,14 @@ type State struct {
 	ConfigErr string         // why the stored configuration is not used
 	Peers     map[string]api.BGPPeer
 	Nodes     map[string]api.Node
+	Pools     map[string]api.IPPool   // by key
 	Blocks    map[netip.Prefix]string // block -> affinity host
 	Endpoints map[string]api.Endpoint // by key
 }
 
 // NewState returns an empty state.
 func NewState() *State {
-	return &State{Peers: map[string]api.BGPPeer{}, Nodes: map[string]api.Node{}, Blocks: map[netip.Prefix]string{}, Endpoints: map[string]api.Endpoint{}}
+	return &State{Peers: map[string]api.BGPPeer{}, Nodes: map[string]api.Node{}, Pools: map[string]api.IPPool{}, Blocks: map[netip.Prefix]string{}, Endpoints: map[string]api.Endpoint{}}
 }
 
 // PeerSpec is one BGP session this node should have.

@@ -69,6 +69,8 @@ type Speaker struct {
 	// peer list does not keep why a session went down).
 	evMu sync.Mutex
 	down map[string]downEvent
+
+	changed chan struct{} // the best paths changed (ribChanged)
 }
 
 // downEvent is why and when a session last went down.
@@ -79,7 +81,7 @@ type downEvent struct {
 
 // NewSpeaker returns a stopped speaker.
 func NewSpeaker(dataDir string, log *slog.Logger) *Speaker {
-	return &Speaker{dataDir: dataDir, log: log, level: new(slog.LevelVar)}
+	return &Speaker{dataDir: dataDir, log: log, level: new(slog.LevelVar), changed: make(chan struct{}, 1)}
 }
 
 // Apply makes the server match p.
@@ -161,8 +163,9 @@ func (s *Speaker) startLocked(ctx context.Context, g global, p Plan) error {
 	// The watch lives as long as this server (not the apply that started it).
 	watchCtx, unwatch := context.WithCancel(context.WithoutCancel(ctx))
 	s.unwatch = unwatch
-	if err := srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.logPeer}, server.WatchPeer()); err != nil {
-		s.log.Warn("cannot follow BGP session changes", "err", err)
+	if err := srv.WatchEvent(watchCtx, server.WatchEventMessageCallbacks{OnPeerUpdate: s.logPeer, OnBestPath: s.ribChanged},
+		server.WatchPeer(), server.WatchBestPath(false)); err != nil {
+		s.log.Warn("cannot follow BGP session and route changes", "err", err)
 	}
 	s.log.Info("BGP speaker started", "as", g.asn, "routerID", g.routerID, "listen", g.listen, "port", g.port, "restarting", s.restarts)
 	return nil

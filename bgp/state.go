@@ -8,7 +8,7 @@ import (
 )
 
 // Prefixes are the records the speaker follows.
-var Prefixes = []string{api.BGPConfigKey, api.BGPPeersPrefix, api.NodesPrefix, api.BlocksPrefix, api.EndpointsPrefix}
+var Prefixes = []string{api.BGPConfigKey, api.BGPPeersPrefix, api.NodesPrefix, api.PoolsPrefix, api.BlocksPrefix, api.EndpointsPrefix}
 
 // Put records the value of key. A BGPPeer that does not validate is left
 // out (and reported by calicoctl get); a configuration that does not turns
@@ -40,6 +40,13 @@ func (st *State) Put(key string, val []byte) {
 		if json.Unmarshal(val, &n) == nil && n.Name != "" {
 			st.Nodes[n.Name] = n
 		}
+	case strings.HasPrefix(key, api.PoolsPrefix):
+		var p api.IPPool
+		if json.Unmarshal(val, &p) != nil {
+			delete(st.Pools, key)
+			return
+		}
+		st.Pools[key] = p
 	case strings.HasPrefix(key, api.BlocksPrefix):
 		var b api.Block
 		if json.Unmarshal(val, &b) == nil && b.CIDR.IsValid() {
@@ -65,6 +72,8 @@ func (st *State) Delete(key string) {
 		if name, ok := api.ParseNodeKey(key); ok {
 			delete(st.Nodes, name)
 		}
+	case strings.HasPrefix(key, api.PoolsPrefix):
+		delete(st.Pools, key)
 	case strings.HasPrefix(key, api.BlocksPrefix):
 		if cidr, ok := api.ParseBlockKey(key); ok {
 			delete(st.Blocks, cidr)

@@ -25,7 +25,21 @@ func (a *app) printBGP(w io.Writer, b *api.BGPStatus) {
 	if b.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", oneLine(b.Error))
 	}
-	fmt.Fprintf(w, "  announces: %s\n\n", orNone(strings.Join(b.Announced, ", ")))
+	fmt.Fprintf(w, "  announces: %s\n", orNone(strings.Join(b.Announced, ", ")))
+	switch {
+	case b.LearnedOff != "":
+		fmt.Fprintf(w, "  learned routes: not used (%s)\n", b.LearnedOff)
+	default:
+		shown, more := b.Installed, ""
+		if len(shown) > 8 {
+			shown, more = shown[:8], fmt.Sprintf(" (and %d more)", len(b.Installed)-8)
+		}
+		fmt.Fprintf(w, "  learned routes in the kernel (protocol 79, behind the route sync's): %d: %s%s\n", len(b.Installed), orNone(strings.Join(shown, ", ")), more)
+	}
+	if b.InstallError != "" {
+		fmt.Fprintf(w, "  learned routes error: %s\n", oneLine(b.InstallError))
+	}
+	fmt.Fprintln(w)
 	for _, fam := range []struct {
 		name string
 		v6   bool

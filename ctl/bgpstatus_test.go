@@ -22,7 +22,7 @@ func TestNodeStatusBGP(t *testing.T) {
 			[]string{"BGP: off: no BGPConfiguration named default"}, []string{"IPv4 BGP status"}},
 		{"no speaker", nil, nil, []string{"BGP:", "BGP status"}},
 		{"peers", &api.BGPStatus{Enabled: true, ASNumber: 64512, RouterID: "10.0.0.1", Listen: "10.0.0.1:179", MD5: "available",
-			Announced: []string{"192.168.1.0/26"},
+			Announced: []string{"192.168.1.0/26"}, Installed: []string{"192.168.2.0/26 via 10.0.0.2 dev eth0 metric 2000"},
 			Peers: []api.BGPPeerStatus{
 				{Address: "10.0.0.2", Type: "node-to-node mesh", Name: "host-2", ASNumber: 64512, State: "up", Since: testNow.Add(-time.Hour), Info: "Established", Received: 1, Prefixes: []string{"192.168.2.0/26"}},
 				{Address: "10.0.0.254", Type: "global", Name: "tor", ASNumber: 65000, State: "start", Info: "Active: notification sent: bad peer AS (check asNumber)"},
@@ -31,7 +31,11 @@ func TestNodeStatusBGP(t *testing.T) {
 				"IPv4 BGP status", "PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO",
 				"| 10.0.0.2     | node-to-node mesh | up    | " + testNow.Add(-time.Hour).Format("15:04:05") + " | Established ",
 				"| 10.0.0.254   | global            | start |          | Active: notification sent: bad peer AS (check asNumber) |",
-				"IPv4 routes received", "192.168.2.0/26", "No IPv6 peers found."}, nil},
+				"IPv4 routes received", "192.168.2.0/26", "No IPv6 peers found.",
+				"learned routes in the kernel (protocol 79, behind the route sync's): 1: 192.168.2.0/26 via 10.0.0.2 dev eth0 metric 2000"}, nil},
+		{"learned routes not used", &api.BGPStatus{Enabled: true, ASNumber: 64512, RouterID: "10.0.0.1", Listen: "10.0.0.1:179",
+			LearnedOff: "the node-to-node mesh is off and no node is a route reflector"},
+			[]string{"learned routes: not used (the node-to-node mesh is off and no node is a route reflector)"}, []string{"learned routes in the kernel"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t)

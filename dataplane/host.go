@@ -11,7 +11,7 @@ import (
 
 // HostPrefixes lists what the host's own networks occupy: the prefixes of
 // its addresses and the destinations of its routes in every table, except
-// default routes and our own (protocols 77 and 78), so that default pools
+// default routes and our own (protocols 77, 78 and 79), so that default pools
 // can avoid them.
 func HostPrefixes() ([]netip.Prefix, error) {
 	var out []netip.Prefix
@@ -21,7 +21,7 @@ func HostPrefixes() ([]netip.Prefix, error) {
 			return nil, err
 		}
 		for _, r := range rs {
-			if r.Dst == nil || r.Protocol == RouteProtocol || r.Protocol == BlockRouteProtocol || isDefault(r.Dst) {
+			if r.Dst == nil || r.Protocol == RouteProtocol || r.Protocol == BlockRouteProtocol || r.Protocol == BGPRouteProtocol || isDefault(r.Dst) {
 				continue
 			}
 			if p, ok := netip.AddrFromSlice(r.Dst.IP); ok {

@@ -23,6 +23,16 @@ import (
 // RouteProtocol so that each reconciler owns exactly its own routes.
 const BlockRouteProtocol netlink.RouteProtocol = 78
 
+// BGPRouteProtocol marks the routes to other nodes' blocks learned over
+// BGP (package bgp), installed with BGPRouteMetric: behind the route sync's
+// protocol-78 route to the same block (metric 0 for IPv4, the kernel's
+// 1024 for IPv6), so they carry traffic only while that one is missing.
+// The three marks: 77 endpoints (RouteProtocol), 78 route sync, 79 BGP.
+const (
+	BGPRouteProtocol netlink.RouteProtocol = 79
+	BGPRouteMetric                         = 2000
+)
+
 // blockRouteOwner lists and applies the routes carrying BlockRouteProtocol
 // in the main table.
 func blockRouteOwner() ownedroute.Reconciler {

@@ -224,7 +224,22 @@ func (d *daemon) startRouting() {
 func (d *daemon) startBGP() {
 	d.bgp = bgp.New(d.store, d.cfg.NodeName, d.cfg.DataDir, d.log.With("part", "bgp"))
 	d.bgp.Observer = d.obs
+	d.bgp.Routes = learnedRoutes{}
 	d.run(d.bgp.Run)
+}
+
+// learnedRoutes puts the BGP speaker's learned routes in the kernel
+// (protocol 79, behind the route sync's routes to the same blocks).
+type learnedRoutes struct{}
+
+func (learnedRoutes) ApplyLearned(rs []bgp.Route) ([]string, error) {
+	want := make([]carrier.BlockRoute, 0, len(rs))
+	for _, r := range rs {
+		want = append(want, carrier.BlockRoute{Dst: r.Dst, Via: r.Via, Mode: carrier.ModeDirect})
+	}
+	_, err := dataplane.ApplyBGPRoutes(want)
+	in, lerr := dataplane.BGPRoutesInKernel()
+	return in, errors.Join(err, lerr)
 }
 
 // mtu is the veth MTU. It follows the pools: with a VXLAN (IPIP) pool it

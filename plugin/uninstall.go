@@ -25,8 +25,8 @@ type UninstallResult struct {
 // Uninstall removes what the daemon keeps in the host's kernel after it
 // stops, by design (so running containers keep their networking): the
 // FORWARD accept chain in every iptables back end, the NAT chain, the
-// nftables policy table, the inter-host routes (protocol 78) and the VXLAN
-// device. Rules and tables of anyone else are not touched. It refuses
+// nftables policy table, the inter-host routes (protocol 78), the routes
+// learned over BGP (protocol 79) and the VXLAN device. Rules and tables of anyone else are not touched. It refuses
 // while a daemon serves pluginDir, or while containers still have calico
 // interfaces here (they would be cut off): remove them first.
 func Uninstall(pluginDir string) (UninstallResult, error) {
@@ -67,6 +67,11 @@ func Uninstall(pluginDir string) (UninstallResult, error) {
 		errs = append(errs, err)
 	} else {
 		res.Removed = append(res.Removed, fmt.Sprintf("%d inter-host routes", r.Removed))
+	}
+	if r, err := dataplane.ApplyBGPRoutes(nil); err != nil {
+		errs = append(errs, err)
+	} else {
+		res.Removed = append(res.Removed, fmt.Sprintf("%d routes learned over BGP", r.Removed))
 	}
 	if err := br.Carrier(carrier.ModeVXLAN).Remove(); err != nil {
 		errs = append(errs, err)

@@ -55,7 +55,7 @@ func (s *bgpScenario) measureConvergence(t *testing.T) {
 					}
 				}
 				if !claimed.IsZero() && inKernel.IsZero() {
-					if out, err := NSExec(context.Background(), h2.NetNS, "ip", "route", "show", blk.String()); err == nil && strings.Contains(out, blk.String()) {
+					if out, err := NSExec(context.Background(), h2.NetNS, "ip", "route", "show", blk.String(), "proto", "78"); err == nil && strings.Contains(out, blk.String()) {
 						inKernel = time.Now()
 					}
 				}
@@ -158,6 +158,18 @@ spec: {bgp: {ipv4Address: %s, routeReflectorClusterID: 224.0.0.1}}
 	}
 	out, _ := h3.nodeStatus()
 	t.Logf("calicoctl node status on %s (a route reflector client):\n%s", h3.Name, out)
+	// A reflector layout carries the blocks too: host 2 keeps host 1's learned route.
+	blk1 := blockOf(s.cs[0])
+	err := Eventually(20*time.Second, 300*time.Millisecond, func() error {
+		out, err := kernelRoutesFor(h2, netip.MustParsePrefix(blk1))
+		if err == nil && !strings.Contains(out, "via "+h1.IP().String()+" dev "+HostIfName+" proto 79 "+learnedMetric) {
+			err = fmt.Errorf("with route reflectors %s has no learned route for %s:\n%s", h2.Name, blk1, out)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // killRestart kills host 2's daemon with -9: BIRD keeps its block (stale)

@@ -182,11 +182,13 @@ func TestBGP(t *testing.T) {
 	st.run("every block in BIRD, host as next hop", s.blocksInBird)
 	st.run("outside reaches every container without NAT", s.outsideReaches)
 	st.run("node status shows the sessions", s.nodeStatusShows)
+	st.run("learned routes behind the route sync's, carrying traffic without it", s.learnedRoutes)
 	st.run("wrong AS and wrong password reported, nothing else breaks", s.misconfiguredPeers)
 	st.run("block claimed to route in BIRD, beside the etcd route sync", s.measureConvergence)
 	st.run("route reflector with the mesh off", s.routeReflector)
 	st.run("kill -9: graceful restart keeps forwarding", s.killRestart)
 	st.run("stopped for good: BIRD withdraws after the restart time", s.stoppedForGood)
+	st.run("BGP off: the learned routes go, the route sync's stay", s.bgpOff)
 }
 
 func (s *bgpScenario) peerWithBird(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 const (
 	EndpointRouteProto = 77 // host route per container address
 	BlockRouteProto    = 78 // routes between hosts: blackholes, remote blocks, borrowed addresses
+	BGPRouteProto      = 79 // other nodes' blocks learned over BGP, behind the route sync's
 	VXLANDevice        = "vxlan.calico"
 )
 
