@@ -209,6 +209,8 @@ func TestBuildRejectsBadInput(t *testing.T) {
 		{"missing chain", policy.DesiredState{Endpoints: []policy.LocalEndpoint{{Iface: "calix", Ingress: good}}}, "chain pro-i-x is used but not given"},
 		{"reserved chain", policy.DesiredState{Chains: []policy.Chain{{Name: "from-wl"}}}, `chain name "from-wl" is taken`},
 		{"reserved set", policy.DesiredState{Sets: []policy.Set{{Name: "wl-addrs4", Type: policy.SetIPv4Addrs}}}, `set name "wl-addrs4" is taken`},
+		{"chain in both directions", policy.DesiredState{Chains: []policy.Chain{{Name: "pro-i-x"}},
+			Endpoints: []policy.LocalEndpoint{{Iface: "calix", Ingress: good, Egress: good}}}, `chain "pro-i-x" is used for both ingress and egress`},
 		{"wrong family", policy.DesiredState{Sets: []policy.Set{{Name: "s4-x", Type: policy.SetIPv4Addrs, Addrs: []netip.Addr{netip.MustParseAddr("fd00::1")}}}}, "of the wrong family"},
 	}
 	for _, tc := range tests {
@@ -218,6 +220,12 @@ func TestBuildRejectsBadInput(t *testing.T) {
 	}
 	if _, err := New(Config{PassMark: 3}); err == nil {
 		t.Error("a two-bit pass mark was accepted")
+	}
+	if _, err := New(Config{PassMark: DefaultAllowMark}); err == nil {
+		t.Error("a pass mark equal to the allow mark was accepted")
+	}
+	if _, err := New(Config{AllowMark: 6}); err == nil {
+		t.Error("a two-bit allow mark was accepted")
 	}
 }
 
