@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -167,14 +168,68 @@ func ensureForwardChain(ipt *iptables.IPTables) error {
 			return fmt.Errorf("iptables: rule in %s: %w", ForwardChain, err)
 		}
 	}
-	ok, err := ipt.Exists("filter", "FORWARD", forwardJump...)
-	if err != nil {
-		return fmt.Errorf("iptables: %w", err)
-	}
-	if !ok {
-		if err := ipt.Insert("filter", "FORWARD", 1, forwardJump...); err != nil {
-			return fmt.Errorf("iptables: jump to %s: %w", ForwardChain, err)
+	return placeForwardJump(ipt)
+}
+
+// dockerUserJump is Docker's jump to DOCKER-USER as `iptables -S` lists it.
+const dockerUserJump = "-A FORWARD -j DOCKER-USER"
+
+// forwardJumpPlan reads `iptables -S FORWARD` (lines) and returns the
+// 1-based positions of our jumps and the position ours belongs at: right
+// after Docker's jump to DOCKER-USER, or first when there is none. There,
+// cali traffic leaves FORWARD after two rules instead of walking Docker's
+// per-bridge rules and isolation chains (Docker inserts those at the top,
+// pushing ours down, and re-inserts DOCKER-USER first on every start and
+// network create); and a user's rule in DOCKER-USER still comes first, as
+// Docker documents for that chain.
+func forwardJumpPlan(lines []string) (ours []int, want int) {
+	want, pos := 1, 0
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "-A FORWARD ") {
+			continue // the policy line
 		}
+		pos++
+		switch {
+		case isOurJump(l):
+			ours = append(ours, pos)
+		case l == dockerUserJump && want == 1:
+			want = pos + 1
+		}
+	}
+	return ours, want
+}
+
+// isOurJump tells our jump by its comment and target.
+func isOurJump(line string) bool {
+	f := strings.Fields(line)
+	return slices.Contains(f, "calico-libnetwork") && strings.HasSuffix(line, " -j "+ForwardChain)
+}
+
+// placeForwardJump puts our one jump where forwardJumpPlan wants it,
+// moving it (delete, insert) when Docker has pushed it down; it touches
+// no rule but ours.
+func placeForwardJump(ipt *iptables.IPTables) error {
+	lines, err := ipt.List("filter", "FORWARD")
+	if err != nil {
+		return fmt.Errorf("iptables: list FORWARD: %w", err)
+	}
+	ours, want := forwardJumpPlan(lines)
+	if len(ours) == 1 && ours[0] == want {
+		return nil
+	}
+	for range ours {
+		if err := ipt.Delete("filter", "FORWARD", forwardJump...); err != nil {
+			return fmt.Errorf("iptables: move the jump to %s: %w", ForwardChain, err)
+		}
+	}
+	if len(ours) > 0 {
+		if lines, err = ipt.List("filter", "FORWARD"); err != nil {
+			return fmt.Errorf("iptables: list FORWARD: %w", err)
+		}
+		_, want = forwardJumpPlan(lines)
+	}
+	if err := ipt.Insert("filter", "FORWARD", want, forwardJump...); err != nil {
+		return fmt.Errorf("iptables: jump to %s at %d: %w", ForwardChain, want, err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -215,5 +216,110 @@ func forwardingNftablesOnly(t *testing.T) {
 	}
 	if reaches(t, a) {
 		t.Error("forwarding passed a forward chain with policy drop")
+	}
+}
+
+func TestForwardJumpPlan(t *testing.T) {
+	ours := "-A FORWARD -m comment --comment calico-libnetwork -j " + ForwardChain
+	tests := []struct {
+		name     string
+		lines    []string
+		wantOurs []int
+		want     int
+	}{
+		{"empty", []string{"-P FORWARD ACCEPT"}, nil, 1},
+		{"no Docker", []string{"-P FORWARD DROP", "-A FORWARD -i lo -j ACCEPT"}, nil, 1},
+		{"Docker 20.10 after a bridge network was made", []string{"-P FORWARD DROP", "-A FORWARD -j DOCKER-USER",
+			"-A FORWARD -j DOCKER-ISOLATION-STAGE-1", "-A FORWARD -o br-1 -j DOCKER", ours}, []int{4}, 2},
+		{"Docker 28", []string{"-P FORWARD DROP", "-A FORWARD -j DOCKER-USER", "-A FORWARD -j DOCKER-FORWARD", ours}, []int{3}, 2},
+		{"in place", []string{"-P FORWARD DROP", "-A FORWARD -j DOCKER-USER", ours, "-A FORWARD -j DOCKER-FORWARD"}, []int{2}, 2},
+		{"first, before DOCKER-USER", []string{"-P FORWARD DROP", ours, "-A FORWARD -j DOCKER-USER"}, []int{1}, 3},
+		{"an admin's rule first", []string{"-P FORWARD DROP", "-A FORWARD -i eth9 -j DROP", "-A FORWARD -j DOCKER-USER", ours, ours}, []int{3, 4}, 3},
+		{"someone else's jump to our chain is not ours", []string{"-A FORWARD -i x -j " + ForwardChain}, nil, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, want := forwardJumpPlan(tc.lines)
+			if fmt.Sprint(got) != fmt.Sprint(tc.wantOurs) || want != tc.want {
+				t.Errorf("forwardJumpPlan = %v, %d; want %v, %d", got, want, tc.wantOurs, tc.want)
+			}
+		})
+	}
+}
+
+// TestForwardJumpAfterDockerUser: in a FORWARD laid out as Docker lays it
+// out (its jump to DOCKER-USER first, per-bridge rules inserted at the
+// top), our jump goes right after DOCKER-USER and goes back there when
+// Docker, making another network, pushes it down; a user's DROP in
+// DOCKER-USER still drops cali traffic; nothing of Docker's moves.
+func TestForwardJumpAfterDockerUser(t *testing.T) {
+	testns.RequireRoot(t)
+	host, a := forwardTopo(t)
+	ipt := "iptables-nft"
+	if _, err := exec.LookPath(ipt); err != nil {
+		t.Fatalf("%s is missing (package iptables)", ipt)
+	}
+	for _, args := range [][]string{
+		{"-N", "DOCKER-USER"}, {"-A", "DOCKER-USER", "-j", "RETURN"},
+		{"-N", "DOCKER-ISOLATION-STAGE-1"}, {"-A", "DOCKER-ISOLATION-STAGE-1", "-j", "RETURN"},
+		{"-A", "FORWARD", "-j", "DOCKER-USER"}, {"-A", "FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1"},
+		{"-A", "FORWARD", "-o", "docker0", "-j", "ACCEPT"},
+		{"-P", "FORWARD", "DROP"},
+	} {
+		must(t, host, ipt, args...)
+	}
+	dp := New(nil, "fwd")
+	ensure := func() {
+		t.Helper()
+		var err error
+		testns.Do(t, host, func() { err = dp.EnsureForwarding() })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	forward := func() []string {
+		t.Helper()
+		var out []string
+		for _, l := range strings.Split(strings.TrimSpace(must(t, host, ipt, "-S", "FORWARD")), "\n") {
+			if strings.HasPrefix(l, "-A ") {
+				out = append(out, strings.TrimPrefix(l, "-A FORWARD "))
+			}
+		}
+		return out
+	}
+	ourJump := "-m comment --comment calico-libnetwork -j " + ForwardChain
+	ensure()
+	want := []string{"-j DOCKER-USER", ourJump, "-j DOCKER-ISOLATION-STAGE-1", "-o docker0 -j ACCEPT"}
+	if got := forward(); !slices.Equal(got, want) {
+		t.Fatalf("FORWARD after EnsureForwarding:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if !reaches(t, a) {
+		t.Fatal("no forwarding with our jump after DOCKER-USER")
+	}
+	// Docker makes a bridge network: its rules go in at the top, then
+	// DOCKER-USER is put first again.
+	must(t, host, ipt, "-I", "FORWARD", "-o", "br-x", "-j", "ACCEPT")
+	must(t, host, ipt, "-D", "FORWARD", "-j", "DOCKER-USER")
+	must(t, host, ipt, "-I", "FORWARD", "-j", "DOCKER-USER")
+	if got := forward(); got[1] == ourJump {
+		t.Fatalf("the simulated network create left our jump second: the test proves nothing:\n%s", strings.Join(got, "\n"))
+	}
+	ensure()
+	want = []string{"-j DOCKER-USER", ourJump, "-o br-x -j ACCEPT", "-j DOCKER-ISOLATION-STAGE-1", "-o docker0 -j ACCEPT"}
+	if got := forward(); !slices.Equal(got, want) {
+		t.Fatalf("FORWARD after Docker pushed our jump down and EnsureForwarding:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// A user's DROP in DOCKER-USER comes before us and wins.
+	must(t, host, ipt, "-I", "DOCKER-USER", "-i", "cali+", "-j", "DROP")
+	if reaches(t, a) {
+		t.Error("a DROP in DOCKER-USER did not stop cali traffic: our jump ran first")
+	}
+	must(t, host, ipt, "-D", "DOCKER-USER", "-i", "cali+", "-j", "DROP")
+	if !reaches(t, a) {
+		t.Error("no forwarding after the user's DROP was removed")
+	}
+	ensure()
+	if got := forward(); !slices.Equal(got, want) {
+		t.Errorf("a second EnsureForwarding changed FORWARD:\n%s", strings.Join(got, "\n"))
 	}
 }

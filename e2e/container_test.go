@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // routeLines returns `ip route` output inside c as trimmed lines.
@@ -465,4 +466,48 @@ func keys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestForwardJumpAfterDockerUser: after Docker makes a bridge network
+// (which inserts its rules at the top of FORWARD and puts DOCKER-USER
+// first again, on 20.10; on 28 they go to DOCKER-FORWARD), the daemon's
+// repair pass (every 30 s) puts our jump right after DOCKER-USER, so cali
+// traffic walks none of Docker's rules; containers still reach each other.
+func TestForwardJumpAfterDockerUser(t *testing.T) {
+	begin(t)
+	net := newNetwork(t)
+	a, b := runContainer(t, net), runContainer(t, net)
+	bridge := uniqueName(t, "bridge")
+	docker(t, "network", "create", "--driver", "bridge", "--subnet", "172.31.250.0/24", bridge)
+	t.Cleanup(func() { removeNetwork(t, bridge) })
+	position := func() (string, int, int) {
+		rules := runOut(t, "iptables", "-S", "FORWARD")
+		user, ours, n := 0, 0, 0
+		for _, l := range strings.Split(rules, "\n") {
+			if !strings.HasPrefix(l, "-A FORWARD ") {
+				continue
+			}
+			n++
+			switch {
+			case l == "-A FORWARD -j DOCKER-USER" && user == 0:
+				user = n
+			case strings.HasSuffix(l, "-j "+forwardChain) && strings.Contains(l, "calico-libnetwork"):
+				ours = n
+			}
+		}
+		return rules, user, ours
+	}
+	rules, user, ours := position()
+	t.Logf("FORWARD right after docker network create (DOCKER-USER at %d, ours at %d):\n%s", user, ours, rules)
+	if user == 0 {
+		t.Fatalf("no jump to DOCKER-USER in FORWARD: this engine does not lay FORWARD out as the test expects:\n%s", rules)
+	}
+	eventually(t, 40*time.Second, "our FORWARD jump right after DOCKER-USER", func() bool {
+		rules, user, ours = position()
+		return ours == user+1
+	})
+	if n := strings.Count(rules, "-j "+forwardChain); n != 1 {
+		t.Errorf("FORWARD holds %d jumps to %s, want 1:\n%s", n, forwardChain, rules)
+	}
+	a.mustPing(t, b.ip(t, net))
 }

@@ -30,13 +30,13 @@ var (
 // address sets and the chains they jump to), then the policies' own sets.
 func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 	s := &state{tableExists: true, chains: map[string]*chain{}, sets: map[string]*set{}}
-	prefix, pass := e.cfg.IfacePrefix, e.cfg.PassMark
-	s.addBaseChains(prefix)
-	canPass, err := s.addPolicyChains(ds, pass)
+	prefix, m := e.cfg.IfacePrefix, marks{pass: e.cfg.PassMark, allow: e.cfg.AllowMark}
+	s.addBaseChains(prefix, m.allow)
+	canPass, err := s.addPolicyChains(ds, m)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.addEndpoints(ds.Endpoints, prefix, pass, canPass); err != nil {
+	if err := s.addEndpoints(ds.Endpoints, prefix, m, canPass); err != nil {
 		return nil, err
 	}
 	if err := s.addPolicySets(ds.Sets); err != nil {
@@ -61,17 +61,20 @@ func (s *state) newSet(name string, proto nftables.Set, size int) *set {
 func (st *set) put(el nftables.SetElement) { st.elems[elemID(el)] = el }
 
 // addBaseChains adds the hooked chains and the ones every endpoint passes
-// through: only packets on endpoint interfaces go further.
-func (s *state) addBaseChains(prefix string) {
-	s.addChain(chainFwdFrom, nftables.ChainHookForward,
-		nb().ifnamePrefix(true, prefix).add("jump "+chainFromWL, jump(chainFromWL)).rule("from endpoints: their egress policy"))
-	s.addChain(chainFwdTo, nftables.ChainHookForward,
+// through. Forwarded packets meet one base chain: a packet of a known
+// connection is accepted by its first rule, so only a flow's first packet
+// (and invalid ones) walks the endpoint chains; from-wl returns only when
+// the sender's egress policy allows, and the packet then meets the
+// receiver's ingress policy, if it goes to an endpoint.
+func (s *state) addBaseChains(prefix string, allow uint32) {
+	established := nb().ctState("established,related", expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED).
+		add("accept", verdict(expr.VerdictAccept)).rule("connections are stateful: policy is for a flow's first packet")
+	s.addChain(chainForward, nftables.ChainHookForward, established,
+		nb().ifnamePrefix(true, prefix).add("jump "+chainFromWL, jump(chainFromWL)).rule("from endpoints: their egress policy"),
 		nb().ifnamePrefix(false, prefix).add("jump "+chainToWL, jump(chainToWL)).rule("to endpoints: their ingress policy"))
 	s.addChain(chainInput, nftables.ChainHookInput,
 		nb().ifnamePrefix(true, prefix).add("jump "+chainWLToHost, jump(chainWLToHost)).rule("from endpoints to this host: their egress policy"))
 
-	established := nb().ctState("established,related", expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED).
-		add("accept", verdict(expr.VerdictAccept)).rule("connections are stateful")
 	invalid := nb().ctState("invalid", expr.CtStateBitINVALID).add("drop", verdict(expr.VerdictDrop)).rule("not part of any valid connection")
 	spoof4 := nb().nfproto(4).add("iifname . ip saddr != @"+setWLAddrs4,
 		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
@@ -83,15 +86,19 @@ func (s *state) addBaseChains(prefix string) {
 			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 			&expr.Payload{DestRegister: 2, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 16},
 			lookup(setWLAddrs6, true)).add("drop", verdict(expr.VerdictDrop)).rule("an endpoint sends from its own addresses only")
+	allowed := nb().add(fmt.Sprintf("meta mark & 0x%08x != 0 meta mark set meta mark & 0x%08x return", allow, ^allow),
+		append(append(hasMark(allow), clearMark(allow)...), verdict(expr.VerdictReturn))...).rule("egress allowed: allow mark off, on to the receiver's ingress policy")
 	unknown := nb().add("drop", verdict(expr.VerdictDrop)).rule("an interface no endpoint claims")
-	s.addChain(chainFromWL, nil, established, invalid, spoof4, spoof6, dispatchRule(true, mapFromWL), unknown)
-	s.addChain(chainToWL, nil, established, invalid, dispatchRule(false, mapToWL), unknown)
-	s.addChain(chainWLToHost, nil,
+	// The allow mark is cleared first: a packet arriving with it set must
+	// not pass as allowed.
+	s.addChain(chainFromWL, nil, invalid, markOff(allow, "allow mark off"), spoof4, spoof6, dispatchRule(true, mapFromWL), allowed, unknown)
+	s.addChain(chainToWL, nil, invalid, dispatchRule(false, mapToWL), unknown)
+	s.addChain(chainWLToHost, nil, established,
 		nb().nfproto(6).l4proto(api.ProtoICMPv6, false).add("icmpv6 type 130-136",
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
 			&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{136}}).
 			add("accept", verdict(expr.VerdictAccept)).rule("IPv6 neighbour discovery"),
-		nb().add("goto "+chainFromWL, &expr.Verdict{Kind: expr.VerdictGoto, Chain: chainFromWL}).rule("then as any traffic from the endpoint"))
+		nb().add("goto "+chainFromWL, &expr.Verdict{Kind: expr.VerdictGoto, Chain: chainFromWL}).rule("then as any traffic from the endpoint; allowed, it returns to the input chain and is accepted there"))
 }
 
 // dispatchRule jumps to the per-endpoint chain named in the verdict map m,
@@ -107,11 +114,20 @@ func dispatchRule(in bool, m string) rule {
 
 // addPolicyChains adds one chain per policy and profile and says, per chain
 // name, whether it has a Pass rule.
-func (s *state) addPolicyChains(ds *policy.DesiredState, pass uint32) (map[string]bool, error) {
-	isProfile := map[string]bool{}
+func (s *state) addPolicyChains(ds *policy.DesiredState, m marks) (map[string]bool, error) {
+	isProfile, dirOf := map[string]bool{}, map[string]string{}
 	for _, ep := range ds.Endpoints {
 		for _, n := range append(append([]string(nil), ep.Ingress.Profiles...), ep.Egress.Profiles...) {
 			isProfile[n] = true
+		}
+		for dir, ec := range map[string]policy.EndpointChains{"ingress": ep.Ingress, "egress": ep.Egress} {
+			for _, n := range append(append([]string(nil), ec.Policies...), ec.Profiles...) {
+				if d, ok := dirOf[n]; ok && d != dir {
+					// Allow renders differently in the two directions.
+					return nil, fmt.Errorf("chain %q is used for both ingress and egress", n)
+				}
+				dirOf[n] = dir
+			}
 		}
 	}
 	canPass := map[string]bool{}
@@ -125,7 +141,7 @@ func (s *state) addPolicyChains(ds *policy.DesiredState, pass uint32) (map[strin
 		}
 		rules := make([]rule, 0, len(c.Rules))
 		for _, rr := range c.Rules {
-			r, err := policyRule(rr, isProfile[c.Name], pass)
+			r, err := policyRule(rr, isProfile[c.Name], dirOf[c.Name] == "egress", m)
 			if err != nil {
 				return nil, fmt.Errorf("chain %s: %w", c.Name, err)
 			}
@@ -139,7 +155,7 @@ func (s *state) addPolicyChains(ds *policy.DesiredState, pass uint32) (map[strin
 
 // addEndpoints fills the dispatch maps and the endpoints' address sets, and
 // adds the per-endpoint chains they point to.
-func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, pass uint32, canPass map[string]bool) error {
+func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, m marks, canPass map[string]bool) error {
 	// Interface names are host-endian strings to nft (for its listing).
 	he := binaryutil.NativeEndian
 	fromMap := s.newSet(mapFromWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
@@ -155,11 +171,11 @@ func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, pass uin
 			return fmt.Errorf("interface %s is given twice", ep.Iface)
 		}
 		seen[ep.Iface] = true
-		in, err := s.endpointChain("in", ep.Ingress, pass, canPass)
+		in, err := s.endpointChain("in", ep.Ingress, m, canPass)
 		if err != nil {
 			return fmt.Errorf("endpoint %s ingress: %w", ep.Iface, err)
 		}
-		eg, err := s.endpointChain("eg", ep.Egress, pass, canPass)
+		eg, err := s.endpointChain("eg", ep.Egress, m, canPass)
 		if err != nil {
 			return fmt.Errorf("endpoint %s egress: %w", ep.Iface, err)
 		}
@@ -180,23 +196,31 @@ func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, pass uin
 
 // endpointChain names (and adds, once) the chain for one direction of an
 // endpoint: its policy tier, then its profiles, then drop. Endpoints with
-// the same chains share it.
-func (s *state) endpointChain(dirName string, ec policy.EndpointChains, pass uint32, canPass map[string]bool) (string, error) {
+// the same chains share it. In egress, an Allow returns (allow mark set)
+// all the way up to from-wl.
+func (s *state) endpointChain(dirName string, ec policy.EndpointChains, m marks, canPass map[string]bool) (string, error) {
 	for _, n := range append(append([]string(nil), ec.Policies...), ec.Profiles...) {
 		if _, ok := canPass[n]; !ok {
 			return "", fmt.Errorf("chain %s is used but not given", n)
 		}
 	}
+	egress := dirName == "eg"
 	var rules []rule
+	jumpTo := func(c string) {
+		rules = append(rules, nb().add("jump "+c, jump(c)).rule(""))
+		if egress {
+			rules = append(rules, returnIfAllowed(m.allow))
+		}
+	}
 	if len(ec.Policies) > 0 {
 		tier := "pols-" + dirName + "-" + nameHash(ec.Policies...)
 		if s.chains[tier] == nil {
-			s.addChain(tier, nil, tierRules(ec.Policies, pass, canPass)...)
+			s.addChain(tier, nil, tierRules(ec.Policies, egress, m, canPass)...)
 		}
-		rules = append(rules, nb().add("jump "+tier, jump(tier)).rule(""))
+		jumpTo(tier)
 	}
 	for _, p := range ec.Profiles {
-		rules = append(rules, nb().add("jump "+p, jump(p)).rule(""))
+		jumpTo(p)
 	}
 	rules = append(rules, nb().add("drop", verdict(expr.VerdictDrop)).rule("no profile allowed"))
 	name := "ep-" + dirName + "-" + nameHash(strings.Join(ec.Policies, ","), strings.Join(ec.Profiles, ","))
@@ -207,21 +231,26 @@ func (s *state) endpointChain(dirName string, ec policy.EndpointChains, pass uin
 }
 
 // tierRules jumps to each policy in turn; a Pass (the pass mark set) returns
-// to the endpoint chain and so on to the profiles; no verdict means drop.
-func tierRules(policies []string, pass uint32, canPass map[string]bool) []rule {
+// to the endpoint chain and so on to the profiles, as does an egress Allow
+// (the allow mark set); no verdict means drop.
+func tierRules(policies []string, egress bool, m marks, canPass map[string]bool) []rule {
+	pass := m.pass
 	var tr []rule
 	anyPass := false
 	for _, p := range policies {
 		anyPass = anyPass || canPass[p]
 	}
 	if anyPass {
-		tr = append(tr, nb().add(fmt.Sprintf("meta mark set meta mark & 0x%08x", ^pass), clearPassMark(pass)...).rule("pass mark off"))
+		tr = append(tr, markOff(pass, "pass mark off"))
 	}
 	for _, p := range policies {
 		tr = append(tr, nb().add("jump "+p, jump(p)).rule(""))
+		if egress {
+			tr = append(tr, returnIfAllowed(m.allow))
+		}
 		if canPass[p] {
 			tr = append(tr, nb().add(fmt.Sprintf("meta mark & 0x%08x != 0 meta mark set meta mark & 0x%08x return", pass, ^pass),
-				append(append(hasPassMark(pass), clearPassMark(pass)...), verdict(expr.VerdictReturn))...).rule("Pass: on to the profiles"))
+				append(append(hasMark(pass), clearMark(pass)...), verdict(expr.VerdictReturn))...).rule("Pass: on to the profiles"))
 		}
 	}
 	return append(tr, nb().add("drop", verdict(expr.VerdictDrop)).rule("selected by a policy, no rule allowed"))

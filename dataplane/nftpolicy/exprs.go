@@ -214,47 +214,70 @@ func jump(chain string) *expr.Verdict {
 	return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain}
 }
 
-// setPassMark: meta mark set meta mark | pass.
-func setPassMark(pass uint32) []expr.Any {
+// marks are the two packet-mark bits the table uses while a packet is in
+// it: pass (a policy's Pass, on to the profiles) and allow (an egress
+// Allow, on to the receiver's ingress policy). Both are cleared before the
+// packet leaves the table.
+type marks struct{ pass, allow uint32 }
+
+// setMark: meta mark set meta mark | bit.
+func setMark(bit uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(^pass), Xor: native32(pass)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(^bit), Xor: native32(bit)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	}
 }
 
-// clearPassMark: meta mark set meta mark & ~pass.
-func clearPassMark(pass uint32) []expr.Any {
+// clearMark: meta mark set meta mark & ~bit.
+func clearMark(bit uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(^pass), Xor: native32(0)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(^bit), Xor: native32(0)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
 	}
 }
 
-// hasPassMark: meta mark & pass != 0.
-func hasPassMark(pass uint32) []expr.Any {
+// hasMark: meta mark & bit != 0.
+func hasMark(bit uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(pass), Xor: native32(0)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(bit), Xor: native32(0)},
 		cmp(expr.CmpOpNeq, native32(0)),
 	}
 }
 
+// markOff is the rule clearing bit.
+func markOff(bit uint32, comment string) rule {
+	return nb().add(fmt.Sprintf("meta mark set meta mark & 0x%08x", ^bit), clearMark(bit)...).rule(comment)
+}
+
+// returnIfAllowed returns when an egress Allow has set the allow mark.
+func returnIfAllowed(allow uint32) rule {
+	return nb().add(fmt.Sprintf("meta mark & 0x%08x != 0 return", allow), append(hasMark(allow), verdict(expr.VerdictReturn))...).rule("allowed")
+}
+
 // policyRule renders a rule of a policy chain (pass sets the pass mark and
 // returns to the endpoint's policy group) or of a profile chain (pass
-// returns: the next profile is tried).
-func policyRule(r policy.RenderedRule, inProfile bool, pass uint32) (rule, error) {
+// returns: the next profile is tried). Allow accepts in an ingress chain;
+// in an egress chain it sets the allow mark and returns, so that a packet
+// between two endpoints still meets the receiver's ingress policy in the
+// same base chain.
+func policyRule(r policy.RenderedRule, inProfile, egress bool, m marks) (rule, error) {
 	var b builder
 	b.nfproto(r.Family)
-	for _, m := range r.Matches {
-		if err := b.match(r.Family, m); err != nil {
+	for _, mt := range r.Matches {
+		if err := b.match(r.Family, mt); err != nil {
 			return rule{}, fmt.Errorf("%s: %w", r.Comment, err)
 		}
 	}
 	switch r.Action {
 	case api.Allow:
-		b.add("accept", verdict(expr.VerdictAccept))
+		if egress {
+			b.add(fmt.Sprintf("meta mark set meta mark | 0x%08x return", m.allow), append(setMark(m.allow), verdict(expr.VerdictReturn))...)
+		} else {
+			b.add("accept", verdict(expr.VerdictAccept))
+		}
 	case api.Deny:
 		b.add("drop", verdict(expr.VerdictDrop))
 	case api.Log:
@@ -263,7 +286,7 @@ func policyRule(r policy.RenderedRule, inProfile bool, pass uint32) (rule, error
 		if inProfile {
 			b.add("return", verdict(expr.VerdictReturn))
 		} else {
-			b.add(fmt.Sprintf("meta mark set meta mark | 0x%08x return", pass), append(setPassMark(pass), verdict(expr.VerdictReturn))...)
+			b.add(fmt.Sprintf("meta mark set meta mark | 0x%08x return", m.pass), append(setMark(m.pass), verdict(expr.VerdictReturn))...)
 		}
 	default:
 		return rule{}, fmt.Errorf("%s: unknown action %q", r.Comment, r.Action)

@@ -6,27 +6,40 @@
 //
 // Layout of the table:
 //
-//	chain forward-from-wl  (hook forward, priority filter): iifname "cali*" jump from-wl
-//	chain forward-to-wl    (hook forward, priority filter): oifname "cali*" jump to-wl
-//	chain input-from-wl    (hook input, priority filter):   iifname "cali*" jump wl-to-host
-//	chain from-wl:    ct established,related accept; ct invalid drop; anti-spoofing
-//	                  (iifname . saddr must be in @wl-addrs4/6); iifname vmap @from-wl-dispatch; drop
-//	chain to-wl:      ct established,related accept; ct invalid drop; oifname vmap @to-wl-dispatch; drop
-//	chain wl-to-host: ICMPv6 neighbour discovery accept; goto from-wl
+//	chain forward (hook forward, priority filter): ct established,related accept;
+//	                  iifname "cali*" jump from-wl; oifname "cali*" jump to-wl
+//	chain input-from-wl (hook input, priority filter): iifname "cali*" jump wl-to-host
+//	chain from-wl:    ct invalid drop; allow mark off; anti-spoofing (iifname .
+//	                  saddr must be in @wl-addrs4/6); iifname vmap @from-wl-dispatch;
+//	                  allow mark set: clear it, return; drop
+//	chain to-wl:      ct invalid drop; oifname vmap @to-wl-dispatch; drop
+//	chain wl-to-host: ct established,related accept; ICMPv6 neighbour discovery
+//	                  accept; goto from-wl
 //	chain ep-in-<h>, ep-eg-<h>: one per distinct (policies, profiles) list of
 //	                  a direction, shared by every endpoint with that list:
 //	                  jump pols-in-<h>; jump each profile chain; drop
+//	                  (egress: return after any of them that set the allow mark)
 //	chain pols-in-<h>, pols-eg-<h>: one per distinct policy list: jump each
-//	                  policy chain (returning on the pass mark); drop
+//	                  policy chain (returning on the pass or allow mark); drop
 //	chain gnp-*, np-*, pro-*: the rendered policies and profiles
 //	sets s4-*, s6-* (selector members), n4-*, n6-*, pt-* (nets, ports)
 //
+// Established first: a packet of a known connection is accepted by the
+// forward chain's first rule, so only a flow's first packet (and invalid
+// ones) walks the endpoint chains, the anti-spoofing lookup included (the
+// host table's fib check in prerouting still sees every packet). One base
+// chain serves both directions, so an egress Allow cannot accept: it sets
+// the allow mark and returns up to from-wl, which clears the mark and
+// returns to the forward chain, where the receiver's ingress policy
+// follows when the packet goes to an endpoint (a container-to-container
+// packet needs the sender's egress and the receiver's ingress). Ingress
+// Allow accepts.
+//
 // Packets the host sends to its containers go through the output hook,
-// which this table leaves alone: they are always allowed. Allow is accept
-// in the base chain of its direction; the packet still has to pass the
-// other direction's base chain (a container-to-container packet needs the
-// sender's egress and the receiver's ingress), and every other table's
-// chains (Docker's FORWARD policy is DROP; the daemon accepts cali+ there).
+// which this table leaves alone: they are always allowed. Accept here ends
+// only this table's walk: every other table's chains still see the packet
+// (Docker's FORWARD policy is DROP; the daemon accepts cali+ there, right
+// after Docker's DOCKER-USER jump).
 //
 // Use: build a policy.Model (resources and every endpoint of the cluster),
 // policy.Compute(model, nodeName), then Enforcer.Apply on every change and
@@ -68,12 +81,15 @@ const (
 	// takes to reach the profiles; it is cleared before the packet leaves
 	// the table. Pick another bit if something else on the host uses it.
 	DefaultPassMark uint32 = 0x00100000
+	// DefaultAllowMark is the bit an egress Allow sets on its way back to
+	// the forward chain, where the receiver's ingress policy follows; it
+	// too is cleared before the packet leaves the table.
+	DefaultAllowMark uint32 = 0x00200000
 )
 
 // Names of the table's fixed objects.
 const (
-	chainFwdFrom   = "forward-from-wl"
-	chainFwdTo     = "forward-to-wl"
+	chainForward   = "forward"
 	chainInput     = "input-from-wl"
 	chainFromWL    = "from-wl"
 	chainToWL      = "to-wl"
@@ -95,6 +111,8 @@ type Config struct {
 	IfacePrefix string
 	// PassMark is one packet-mark bit (DefaultPassMark).
 	PassMark uint32
+	// AllowMark is another (DefaultAllowMark).
+	AllowMark uint32
 	// NetNS is a file descriptor of the network namespace to program; 0 is
 	// the caller's.
 	NetNS int
@@ -125,8 +143,11 @@ func New(cfg Config) (*Enforcer, error) {
 	if cfg.PassMark == 0 {
 		cfg.PassMark = DefaultPassMark
 	}
-	if cfg.PassMark&(cfg.PassMark-1) != 0 {
-		return nil, fmt.Errorf("nftpolicy: PassMark %#x must be a single bit", cfg.PassMark)
+	if cfg.AllowMark == 0 {
+		cfg.AllowMark = DefaultAllowMark
+	}
+	if cfg.PassMark&(cfg.PassMark-1) != 0 || cfg.AllowMark&(cfg.AllowMark-1) != 0 || cfg.PassMark == cfg.AllowMark {
+		return nil, fmt.Errorf("nftpolicy: PassMark %#x and AllowMark %#x must be two different single bits", cfg.PassMark, cfg.AllowMark)
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()

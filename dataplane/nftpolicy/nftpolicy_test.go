@@ -1,6 +1,9 @@
 package nftpolicy
 
 import (
+	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -393,5 +396,73 @@ func TestRestartKeepsIsolation(t *testing.T) {
 	}
 	if err := conn.roundTrip("after"); err != nil {
 		t.Errorf("established connection broken: %v", err)
+	}
+}
+
+// counted reads the packets of the counter rule a test put at the top of
+// chain.
+func (h *testHost) counted(chain string) int {
+	h.t.Helper()
+	out := run(h.t, h.ns, "nft", "list", "chain", "inet", DefaultTable, chain)
+	m := regexp.MustCompile(`counter packets (\d+) bytes \d+ comment "test counter"`).FindStringSubmatch(out)
+	if m == nil {
+		h.t.Fatalf("no test counter in chain %s:\n%s", chain, out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
+
+// Established first: the packets of a connection after its first reach
+// neither the sender's egress chains nor the receiver's ingress chains
+// (counters at the top of from-wl and to-wl count one SYN per connection
+// while the forward chain sees every segment); new connections still
+// meet policy in both directions.
+func TestEstablishedSkipsEndpointChains(t *testing.T) {
+	h := newTestHost(t)
+	h.addEndpoint("a", "calia0000001", "10.65.1.1", "", "net1", nil)
+	h.addEndpoint("b", "calib0000001", "10.65.1.2", "", "net1", map[string]string{"role": "db"})
+	h.apply()
+	serveEcho(t, h.eps["b"].ns, "9000")
+	for _, c := range []string{chainForward, chainFromWL, chainToWL} {
+		run(t, h.ns, "nft", "insert", "rule", "inet", DefaultTable, c, "meta", "l4proto", "tcp", "counter", "comment", `"test counter"`)
+	}
+	conn, err := dialEcho(t, h.eps["a"].ns, "10.65.1.2:9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const trips = 50
+	for i := 0; i < trips; i++ {
+		if err := conn.roundTrip(fmt.Sprint("line ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if all := h.counted(chainForward); all < 2*trips {
+		t.Fatalf("the forward chain counted %d TCP packets for %d round trips: the counters do not see the traffic, the test proves nothing", all, trips)
+	}
+	if from, to := h.counted(chainFromWL), h.counted(chainToWL); from != 1 || to != 1 {
+		t.Errorf("one connection, %d round trips: from-wl counted %d TCP packets, to-wl %d; want 1 each (the SYN)", trips, from, to)
+	}
+
+	// New flows are still policed: the receiver's ingress denies a's new
+	// connections; the established one goes on.
+	h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{{Name: "db-closed", PolicySpec: api.PolicySpec{
+		Selector: "role == 'db'", Types: []string{"Ingress"}}}}
+	h.apply()
+	if _, err := dialEcho(t, h.eps["a"].ns, "10.65.1.2:9000"); err == nil {
+		t.Error("a new connection passed the receiver's ingress policy, which allows nothing")
+	}
+	if err := conn.roundTrip("after"); err != nil {
+		t.Errorf("established connection broken: %v", err)
+	}
+	// And the sender's egress: a denies its new connections to b while b's
+	// ingress allows them.
+	h.model.GlobalNetworkPolicies = []api.GlobalNetworkPolicy{{Name: "a-closed", PolicySpec: api.PolicySpec{
+		Selector: "!has(role)", Types: []string{"Egress"}}}}
+	h.apply()
+	if _, err := dialEcho(t, h.eps["a"].ns, "10.65.1.2:9000"); err == nil {
+		t.Error("a new connection passed the sender's egress policy, which allows nothing")
+	}
+	if _, err := dialEcho(t, h.eps["b"].ns, "10.65.1.1:80"); err != nil {
+		t.Errorf("b -> a, which no policy selects in b's egress: %v", err)
 	}
 }

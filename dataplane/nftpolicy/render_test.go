@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 
@@ -209,6 +211,8 @@ func TestBuildRejectsBadInput(t *testing.T) {
 		{"missing chain", policy.DesiredState{Endpoints: []policy.LocalEndpoint{{Iface: "calix", Ingress: good}}}, "chain pro-i-x is used but not given"},
 		{"reserved chain", policy.DesiredState{Chains: []policy.Chain{{Name: "from-wl"}}}, `chain name "from-wl" is taken`},
 		{"reserved set", policy.DesiredState{Sets: []policy.Set{{Name: "wl-addrs4", Type: policy.SetIPv4Addrs}}}, `set name "wl-addrs4" is taken`},
+		{"chain in both directions", policy.DesiredState{Chains: []policy.Chain{{Name: "pro-i-x"}},
+			Endpoints: []policy.LocalEndpoint{{Iface: "calix", Ingress: good, Egress: good}}}, `chain "pro-i-x" is used for both ingress and egress`},
 		{"wrong family", policy.DesiredState{Sets: []policy.Set{{Name: "s4-x", Type: policy.SetIPv4Addrs, Addrs: []netip.Addr{netip.MustParseAddr("fd00::1")}}}}, "of the wrong family"},
 	}
 	for _, tc := range tests {
@@ -218,6 +222,12 @@ func TestBuildRejectsBadInput(t *testing.T) {
 	}
 	if _, err := New(Config{PassMark: 3}); err == nil {
 		t.Error("a two-bit pass mark was accepted")
+	}
+	if _, err := New(Config{PassMark: DefaultAllowMark}); err == nil {
+		t.Error("a pass mark equal to the allow mark was accepted")
+	}
+	if _, err := New(Config{AllowMark: 6}); err == nil {
+		t.Error("a two-bit allow mark was accepted")
 	}
 }
 
@@ -280,5 +290,55 @@ func TestLargeTransaction(t *testing.T) {
 				t.Errorf("chunk of %d elements", len(p))
 			}
 		}
+	}
+}
+
+// An upgrade: the table as the previous layout left it (two forward base
+// chains, established accepted in from-wl and to-wl; its listing restored
+// with nft -f) converges in one Apply to the current golden table, the old
+// base chains gone.
+func TestUpgradeFromTwoForwardChains(t *testing.T) {
+	nftAvailable(t)
+	host := testns.New(t)
+	old, err := os.ReadFile(filepath.Join("testdata", "table-v1.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "old.nft")
+	if err := os.WriteFile(file, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, host, "nft", "-f", file)
+	if got := run(t, host, "nft", "list", "chain", "inet", DefaultTable, "forward-from-wl"); !strings.Contains(got, "hook forward") {
+		t.Fatalf("the old layout did not load:\n%s", got)
+	}
+	ds, err := policy.Compute(goldenModel(), node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(Config{NetNS: int(host.Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.Apply(ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.ReadKernel || st.TableCreated || st.ChainsDeleted != 2 {
+		t.Errorf("upgrade: %v (read kernel %v, created %v): want the two old base chains deleted, the table kept", st, st.ReadKernel, st.TableCreated)
+	}
+	want, err := os.ReadFile(filepath.Join("testdata", "table.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, wantBody, _ := strings.Cut(string(want), "\n")
+	// nft lists chains in the order they were made: compare the lines.
+	lines := func(s string) []string {
+		l := strings.Split(s, "\n")
+		sort.Strings(l)
+		return l
+	}
+	if got := run(t, host, "nft", "list", "table", "inet", DefaultTable); !slices.Equal(lines(got), lines(wantBody)) {
+		t.Errorf("after the upgrade the table is not the golden one:\n--- got\n%s\n--- want\n%s", got, wantBody)
 	}
 }

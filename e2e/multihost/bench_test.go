@@ -47,11 +47,12 @@ func TestBenchmarks(t *testing.T) {
 	}
 	tb := New(t, Options{LogLevel: "info"})
 	pairs := benchPairs(t, tb)
+	forward := settleForward(t, tb)
 	busybox := staticBusybox(t)
 	measureThroughput(t, pairs, secs)
 	measureRTT(t, pairs, busybox)
 	conv := measureConvergence(t, tb, 12)
-	table := benchTable(pairs, conv, secs)
+	table := benchTable(pairs, conv, secs) + "\n" + forward
 	if perfEnabled() { // perfhops_test.go
 		table += "\n" + profileHops(t, pairs, secs)
 	}
@@ -62,6 +63,46 @@ func TestBenchmarks(t *testing.T) {
 			t.Errorf("write %s: %v", out, err)
 		}
 	}
+}
+
+// settleForward waits (up to 40 s: the daemon's repair pass runs every
+// 30 s) until each host's daemon has put its FORWARD jump back right after
+// Docker's DOCKER-USER jump (the bridge network just made pushed it
+// down), so the paths are measured as they run in the steady state, and
+// returns host 1's FORWARD chain as a markdown note.
+func settleForward(t *testing.T, tb *Testbed) string {
+	placed := func(h *Host) (string, bool) {
+		out := h.Exec(t, "iptables", "-S", "FORWARD")
+		var rules []string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "-A FORWARD ") {
+				rules = append(rules, l)
+			}
+		}
+		for i, l := range rules {
+			if l == "-A FORWARD -j DOCKER-USER" {
+				return out, i+1 < len(rules) && strings.HasSuffix(rules[i+1], "-j CALICO-LIBNETWORK-FWD")
+			}
+		}
+		return out, len(rules) > 0 && strings.HasSuffix(rules[0], "-j CALICO-LIBNETWORK-FWD")
+	}
+	var h1 string
+	for _, h := range tb.Hosts {
+		err := Eventually(40*time.Second, time.Second, func() error {
+			out, ok := placed(h)
+			if h == tb.Hosts[0] {
+				h1 = out
+			}
+			if !ok {
+				return fmt.Errorf("%s: our FORWARD jump is not right after DOCKER-USER:\n%s", h.Name, out)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Logf("LOUD: measuring with FORWARD not settled: %v", err)
+		}
+	}
+	return "Host 1's iptables FORWARD chain during the runs:\n\n```\n" + strings.TrimSpace(h1) + "\n```\n"
 }
 
 // benchEndpoint is one end of a measured path: a container's or a host's
