@@ -327,6 +327,7 @@ func (d *daemon) newDrivers(ctx context.Context) {
 	d.drv = netdriver.New(netdriver.Config{Store: d.store, Dataplane: d.dp, IPAM: d.alloc, Host: d.cfg.NodeName, MTU: d.mtu,
 		Log: d.log.With("part", "driver"), NetworksChanged: kick, Policy: d.policy, EndpointJoined: d.joined,
 		Steps: d.metrics.ObserveStep})
+	d.run(d.drv.RunReaper)
 	if res, err := d.drv.Reconcile(ctx); err != nil {
 		d.log.Warn("initial data plane reconcile incomplete", "err", err)
 	} else {

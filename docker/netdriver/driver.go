@@ -74,6 +74,7 @@ type Driver struct {
 	policy  Policy
 	joined  func()
 	stepObs StepObserver
+	reap    *reaper // left endpoints' veths, deleted after Leave answers (reaper.go)
 
 	sbx sandboxes // which endpoints share a container (join.go)
 }
@@ -118,7 +119,7 @@ func New(c Config) *Driver {
 		joined = func() {}
 	}
 	return &Driver{store: c.Store, dp: c.Dataplane, ipam: c.IPAM, host: c.Host, mtu: mtu, log: log, timeout: HandlerTimeout,
-		changed: changed, policy: c.Policy, joined: joined, stepObs: c.Steps}
+		changed: changed, policy: c.Policy, joined: joined, stepObs: c.Steps, reap: newReaper()}
 }
 
 // HandlerTimeout bounds every handler, so that Docker gets an answer (an
@@ -331,9 +332,10 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	st := d.steps("DeleteEndpoint")
 	ep, err := d.endpoint(ctx, req.EndpointID)
 	st.done("read-endpoint")
-	// Leave normally removed the veth; after a crash it may still be here.
-	// It goes even when the datastore cannot be read: the container is gone.
-	if terr := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); terr != nil {
+	// Leave normally removed the veth (or handed it to the reaper); after a
+	// crash it may still be here. It goes even when the datastore cannot be
+	// read: the container is gone.
+	if terr := d.removeVeth(HostIfaceName(req.EndpointID)); terr != nil {
 		return terr
 	}
 	st.done("veth-delete")

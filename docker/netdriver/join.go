@@ -184,6 +184,11 @@ func (d *Driver) setupEndpoint(ctx context.Context, ep *api.Endpoint, index int,
 		}
 		st.done("forwarding6")
 	}
+	if waited, err := d.reap.waitGone(ctx, ep.HostIface); err != nil {
+		return fmt.Errorf("an earlier veth %s is still being removed: %w", ep.HostIface, err)
+	} else if waited {
+		st.done("wait-left-veth")
+	}
 	dpe := dataplane.Endpoint{ID: ep.ID, HostIface: ep.HostIface, TempIface: tempIfaceName(ep.ID), Addrs: addrs, MTU: d.mtu(), Trace: st.note}
 	if err := d.dp.SetupEndpoint(dpe); err != nil {
 		return err
@@ -244,14 +249,15 @@ func (d *Driver) recordSandbox(ctx context.Context, ep *api.Endpoint, rev int64,
 	return nil
 }
 
-// Leave removes the endpoint's veth; its host routes go with it, so no
-// datastore read is needed and Leave works while etcd is unreachable.
+// Leave removes the endpoint's veth (the reaper deletes it after Leave has
+// answered); its host routes go with it, so no datastore read is needed
+// and Leave works while etcd is unreachable.
 // Everything of the endpoint goes here (and again, if left, in
 // DeleteEndpoint), never only in RevokeExternalConnectivity: after a live
 // restore Docker does not send that.
 func (d *Driver) Leave(req *network.LeaveRequest) error {
 	st := d.steps("Leave")
-	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), nil); err != nil {
+	if err := d.removeVeth(HostIfaceName(req.EndpointID)); err != nil {
 		return err
 	}
 	st.done("veth-delete")
