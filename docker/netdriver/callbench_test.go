@@ -165,3 +165,15 @@ func dockerRun(d *netdriver.Driver, im *ipamdriver.Driver, poolID string, i int)
 	out["all"] = time.Since(start)
 	return out, nil
 }
+
+// startBackground runs what the daemon runs beside the driver, in the
+// test's namespace: the veth reaper.
+func startBackground(t *testing.T, ctx context.Context, d *netdriver.Driver, host ns.NetNS) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = host.Do(func(ns.NetNS) error { d.RunReaper(ctx); return nil })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+}
