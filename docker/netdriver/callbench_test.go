@@ -31,8 +31,12 @@ import (
 
 type nftEnforcer struct{ *nftpolicy.Enforcer }
 
-func (e nftEnforcer) Apply(ds *policy.DesiredState) (fmt.Stringer, error)  { return e.Enforcer.Apply(ds) }
-func (e nftEnforcer) Resync(ds *policy.DesiredState) (fmt.Stringer, error) { return e.Enforcer.Resync(ds) }
+func (e nftEnforcer) Apply(ds *policy.DesiredState) (fmt.Stringer, error) {
+	return e.Enforcer.Apply(ds)
+}
+func (e nftEnforcer) Resync(ds *policy.DesiredState) (fmt.Stringer, error) {
+	return e.Enforcer.Resync(ds)
+}
 
 // TestDockerRunCallsBench times the plugin calls one `docker run --rm`
 // makes, in Docker's order, against the real parts (embedded etcd, the
