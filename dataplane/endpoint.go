@@ -10,11 +10,13 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/utils/sysctl"
 	"github.com/vishvananda/netlink"
+	vnl "github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/internal/nl"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/ownedroute"
@@ -47,6 +49,8 @@ type Endpoint struct {
 	TempIface string         // peer name before Docker moves and renames it
 	Addrs     []netip.Prefix // /32 and /128 addresses of the container
 	MTU       int
+	// Trace, when set, is told how long each step of SetupEndpoint took.
+	Trace func(step string, took time.Duration)
 }
 
 // Dataplane programs the kernel of the current network namespace.
@@ -94,41 +98,34 @@ func setSysctl(name, value string) error {
 // SetupEndpoint creates the veth pair, configures the host side and adds a
 // host route per address. A stale link of the same name (left by a crash) is
 // replaced. On failure nothing it made is left behind.
+//
+// It makes as few netlink requests as the kernel allows: the create
+// carries the MAC and both sides' MTU (the netlink package then reads the
+// new index), one request marks the host side and brings it up, one per
+// route; all but that one share a socket.
 func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
-	for _, name := range []string{ep.HostIface, ep.TempIface} {
-		if l, lerr := netlinksafe.LinkByName(name); lerr == nil {
-			d.log.Warn("replacing stale link", "link", name)
-			if derr := netlink.LinkDel(l); derr != nil && !isNotFound(derr) {
-				return fmt.Errorf("remove stale link %s: %w", name, derr)
-			}
-		}
+	trace := ep.tracer()
+	h, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
 	}
+	defer h.Close()
 	la := netlink.NewLinkAttrs()
 	la.Name = ep.HostIface
-	la.MTU = ep.MTU
+	la.MTU = ep.MTU // the peer gets it too
 	la.HardwareAddr = HostMAC
 	veth := &netlink.Veth{LinkAttrs: la, PeerName: ep.TempIface}
-	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("create veth %s/%s: %w", ep.HostIface, ep.TempIface, err)
+	if err := d.addVeth(h, veth); err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil {
-			if l, lerr := netlinksafe.LinkByName(ep.HostIface); lerr == nil {
-				_ = netlink.LinkDel(l)
-			}
+			_ = h.LinkDel(veth)
 		}
 	}()
-	host, err := netlinksafe.LinkByName(ep.HostIface)
-	if err != nil {
-		return fmt.Errorf("find new veth %s: %w", ep.HostIface, err)
-	}
-	if err := netlink.LinkSetAlias(host, d.alias(ep.ID)); err != nil {
-		return fmt.Errorf("mark veth %s: %w", ep.HostIface, err)
-	}
-	if peer, perr := netlinksafe.LinkByName(ep.TempIface); perr == nil && ep.MTU > 0 {
-		if err := netlink.LinkSetMTU(peer, ep.MTU); err != nil {
-			return fmt.Errorf("set MTU on %s: %w", ep.TempIface, err)
-		}
+	trace("veth-create")
+	if veth.Index == 0 {
+		return fmt.Errorf("find new veth %s: no index", ep.HostIface)
 	}
 	has6 := false
 	for _, a := range ep.Addrs {
@@ -139,15 +136,67 @@ func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
 	if err := configureHostSide(ep.HostIface, has6); err != nil {
 		return err
 	}
-	if err := netlink.LinkSetUp(host); err != nil {
-		return fmt.Errorf("bring up %s: %w", ep.HostIface, err)
+	trace("sysctls")
+	if err := markAndUp(veth.Index, d.alias(ep.ID)); err != nil {
+		return fmt.Errorf("mark and bring up veth %s: %w", ep.HostIface, err)
 	}
+	trace("alias-up")
 	for _, a := range ep.Addrs {
-		if err := netlink.RouteReplace(hostRoute(host.Attrs().Index, a)); err != nil {
+		if err := h.RouteReplace(hostRoute(veth.Index, a)); err != nil {
 			return fmt.Errorf("add route to %s via %s: %w", a, ep.HostIface, err)
 		}
 	}
+	trace("routes")
 	return nil
+}
+
+// addVeth creates the pair; when a link of either name is left from a
+// crash, it is removed and the pair created again.
+func (d *Dataplane) addVeth(h netlinksafe.Handle, veth *netlink.Veth) error {
+	err := h.LinkAdd(veth)
+	if errors.Is(err, unix.EEXIST) {
+		for _, name := range []string{veth.Name, veth.PeerName} {
+			if l, lerr := h.LinkByName(name); lerr == nil {
+				d.log.Warn("replacing stale link", "link", name)
+				if derr := h.LinkDel(l); derr != nil && !isNotFound(derr) {
+					return fmt.Errorf("remove stale link %s: %w", name, derr)
+				}
+			}
+		}
+		veth.Index = 0
+		err = h.LinkAdd(veth)
+	}
+	if err != nil {
+		return fmt.Errorf("create veth %s/%s: %w", veth.Name, veth.PeerName, err)
+	}
+	return nil
+}
+
+// markAndUp sets the link's alias and brings it up in one request (the
+// netlink package would take one for each).
+func markAndUp(index int, alias string) error {
+	req := vnl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := vnl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	msg.Flags, msg.Change = unix.IFF_UP, unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(vnl.NewRtAttr(unix.IFLA_IFALIAS, []byte(alias)))
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+// tracer returns the endpoint's Trace as a function of the step alone,
+// timing each step from the previous one.
+func (ep Endpoint) tracer() func(step string) {
+	if ep.Trace == nil {
+		return func(string) {}
+	}
+	last := time.Now()
+	return func(step string) {
+		now := time.Now()
+		ep.Trace(step, now.Sub(last))
+		last = now
+	}
 }
 
 func configureHostSide(iface string, v6 bool) error {
@@ -200,22 +249,14 @@ func hostRoute(linkIndex int, a netip.Prefix) *netlink.Route {
 
 func prefixToIPNet(p netip.Prefix) *net.IPNet { return nl.IPNet(p) }
 
-// TeardownEndpoint removes the host routes and the veth. Missing pieces are
-// not an error: Docker retries Leave.
+// TeardownEndpoint removes the veth, by name in one request; its routes
+// (addrs) go with it. Missing pieces are not an error: Docker retries
+// Leave.
 func (d *Dataplane) TeardownEndpoint(hostIface string, addrs []netip.Prefix) error {
-	l, err := netlinksafe.LinkByName(hostIface)
-	if err != nil {
-		if isNotFound(err) {
-			return nil
-		}
-		return fmt.Errorf("find %s: %w", hostIface, err)
-	}
-	for _, a := range addrs {
-		if err := netlink.RouteDel(hostRoute(l.Attrs().Index, a)); err != nil && !isNotFound(err) && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("remove route to %s: %w", a, err)
-		}
-	}
-	if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+	req := vnl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(vnl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(vnl.NewRtAttr(unix.IFLA_IFNAME, vnl.ZeroTerminated(hostIface)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) && !errors.Is(err, unix.ENODEV) {
 		return fmt.Errorf("remove veth %s: %w", hostIface, err)
 	}
 	return nil

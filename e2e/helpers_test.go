@@ -603,10 +603,15 @@ func assertHostSide(t testing.TB, ep endpoint) {
 }
 
 // assertHostSideGone checks that nothing of the endpoint is left on the host.
+// Leave answers before the kernel has finished deleting the veth (that
+// takes tens of milliseconds): it has a second to be gone.
 func assertHostSideGone(t testing.TB, ep endpoint) {
 	t.Helper()
+	for deadline := time.Now().Add(time.Second); hostLink(t, ep.hostIface()) != nil && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if l := hostLink(t, ep.hostIface()); l != nil {
-		t.Errorf("veth %s of removed endpoint %s is still there", ep.hostIface(), ep.EndpointID[:12])
+		t.Errorf("veth %s of removed endpoint %s is still there a second after its container was removed", ep.hostIface(), ep.EndpointID[:12])
 	}
 	links, err := ourLinks()
 	if err != nil {

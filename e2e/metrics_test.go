@@ -72,7 +72,7 @@ func checkDeltas(before, after map[string]float64, want []delta) []string {
 // After a docker run and a docker rm, read over HTTP from the running
 // daemon: the Docker call counters moved by one call each, the IPAM
 // counters and gauges and the veth and policy endpoint gauges went up by
-// one and back.
+// one and back, and the driver's steps were timed.
 func TestMetricsFollowDockerRunAndRm(t *testing.T) {
 	begin(t)
 	net := newNetwork(t)
@@ -95,11 +95,13 @@ func TestMetricsFollowDockerRunAndRm(t *testing.T) {
 			delta{callSeries("calls_total", "network", "NetworkDriver.Join"), 1},
 			delta{callSeries("call_duration_seconds_count", "network", "NetworkDriver.Join"), 1},
 			delta{callSeries("call_errors_total", "network", "NetworkDriver.Join"), 0},
+			delta{`calico_libnetwork_docker_call_step_duration_seconds_count{call="Join",step="veth"}`, 1},
 			delta{"calico_libnetwork_ipam_allocations_total", 1},
 			delta{"calico_libnetwork_ipam_releases_total", 0},
 		)},
 		{"docker rm", func() { docker(t, "rm", "-f", c.name) }, append(gauges(-1),
 			delta{callSeries("calls_total", "network", "NetworkDriver.Leave"), 1},
+			delta{`calico_libnetwork_docker_call_step_duration_seconds_count{call="Leave",step="veth-delete"}`, 1},
 			delta{callSeries("calls_total", "network", "NetworkDriver.DeleteEndpoint"), 1},
 			delta{callSeries("calls_total", "ipam", "IpamDriver.ReleaseAddress"), 1},
 			delta{callSeries("call_errors_total", "ipam", "IpamDriver.ReleaseAddress"), 0},

@@ -26,6 +26,7 @@ type Metrics struct {
 	calls     *prometheus.CounterVec
 	callErrs  *prometheus.CounterVec
 	callTime  *prometheus.HistogramVec
+	stepTime  *prometheus.HistogramVec
 	allocs    prometheus.Counter
 	releases  prometheus.Counter
 	dsTime    *prometheus.HistogramVec
@@ -68,7 +69,18 @@ func (m *Metrics) newDocker() {
 		Help: "Addresses handed out (successful IpamDriver.RequestAddress calls)."})
 	m.releases = prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "ipam", Name: "releases_total",
 		Help: "Addresses given back (successful IpamDriver.ReleaseAddress calls)."})
-	m.Registry.MustRegister(m.calls, m.callErrs, m.callTime, m.allocs, m.releases)
+	m.stepTime = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "docker", Name: "call_step_duration_seconds",
+		Help: "Time of one step of a network driver call (CreateEndpoint, Join, Leave, DeleteEndpoint), by call and step.", Buckets: stepLatency}, []string{"call", "step"})
+	m.Registry.MustRegister(m.calls, m.callErrs, m.callTime, m.stepTime, m.allocs, m.releases)
+}
+
+// stepLatency buckets: a step can be one netlink request (tens of
+// microseconds) or an etcd write.
+var stepLatency = []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+
+// ObserveStep is the network driver's netdriver.StepObserver.
+func (m *Metrics) ObserveStep(call, step string, took time.Duration) {
+	m.stepTime.WithLabelValues(call, step).Observe(took.Seconds())
 }
 
 func (m *Metrics) newDatastore() {

@@ -325,7 +325,9 @@ func (d *daemon) newDrivers(ctx context.Context) {
 	}
 	d.alloc = ipam.New(d.store, d.cfg.NodeName, d.log.With("part", "ipam"))
 	d.drv = netdriver.New(netdriver.Config{Store: d.store, Dataplane: d.dp, IPAM: d.alloc, Host: d.cfg.NodeName, MTU: d.mtu,
-		Log: d.log.With("part", "driver"), NetworksChanged: kick, Policy: d.policy, EndpointJoined: d.joined})
+		Log: d.log.With("part", "driver"), NetworksChanged: kick, Policy: d.policy, EndpointJoined: d.joined,
+		Steps: d.metrics.ObserveStep})
+	d.run(d.drv.RunReaper)
 	if res, err := d.drv.Reconcile(ctx); err != nil {
 		d.log.Warn("initial data plane reconcile incomplete", "err", err)
 	} else {

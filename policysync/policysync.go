@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -54,7 +55,9 @@ func newState(res *resources) *state {
 var prefixes = []string{api.EndpointsPrefix, api.NetworksPrefix, api.ProfilesPrefix,
 	api.NetworkPoliciesPrefix, api.GlobalNetworkPoliciesPrefix}
 
-func (st *state) put(key string, val []byte) {
+// put stores a record and says whether the policy model may have changed
+// (an endpoint record rewritten with only its sandbox changed does not).
+func (st *state) put(key string, val []byte) bool {
 	switch {
 	case strings.HasPrefix(key, api.EndpointsPrefix):
 		var e api.Endpoint
@@ -62,26 +65,51 @@ func (st *state) put(key string, val []byte) {
 			// Its interface then passes nothing: only this endpoint is cut off.
 			st.res.noteRecord(key, "endpoint record", err)
 			delete(st.endpoints, key)
-			return
+			return true
 		}
 		st.res.noteRecord(key, "endpoint record", nil)
-		st.endpoints[key] = e
+		return st.putEndpoint(key, e)
 	case strings.HasPrefix(key, api.NetworksPrefix):
 		id, ok := api.ParseNetworkKey(key)
 		if !ok {
-			return
+			return false
 		}
 		var n api.Network
 		if err := json.Unmarshal(val, &n); err != nil {
 			st.res.noteRecord(key, "network record", err)
 			delete(st.networks, id)
-			return
+			return true
 		}
 		st.res.noteRecord(key, "network record", nil)
 		st.networks[id] = n
 	default:
 		st.putPolicy(key, val)
 	}
+	return true
+}
+
+func (st *state) putEndpoint(key string, e api.Endpoint) bool {
+	old, had := st.endpoints[key]
+	st.endpoints[key] = e
+	return !had || !samePolicy(old, e)
+}
+
+// samePolicy says whether two versions of an endpoint record make the same
+// policy model: everything Model reads of it.
+func samePolicy(a, b api.Endpoint) bool {
+	return a.NetworkID == b.NetworkID && reflect.DeepEqual(modelEndpoint(a), modelEndpoint(b))
+}
+
+// modelEndpoint is the endpoint as the policy model sees it (its profile
+// is added by Model, from its network).
+func modelEndpoint(e api.Endpoint) policy.Endpoint {
+	labels := map[string]string{}
+	for lk, lv := range e.Labels {
+		if lk != NetworkLabel { // a container cannot claim another network's membership
+			labels[lk] = lv
+		}
+	}
+	return policy.Endpoint{Name: e.ID, Node: e.Host, Iface: e.HostIface, IPs: e.Addrs(), Labels: labels, Held: !e.LabelsKnown}
 }
 
 func (st *state) putPolicy(key string, val []byte) {
@@ -147,15 +175,9 @@ func (st *state) Model(hold bool) *policy.Model {
 		nw := st.networks[e.NetworkID]
 		prof := NetworkName(nw, e.NetworkID)
 		defaults[prof] = defaults[prof] || nw.Options[OpenOption] == "true"
-		ips := e.Addrs()
-		labels := map[string]string{}
-		for lk, lv := range e.Labels {
-			if lk != NetworkLabel { // a container cannot claim another network's membership
-				labels[lk] = lv
-			}
-		}
-		m.Endpoints = append(m.Endpoints, policy.Endpoint{Name: e.ID, Node: e.Host, Iface: e.HostIface, IPs: ips, Labels: labels,
-			Profiles: []string{prof}, Held: !e.LabelsKnown})
+		me := modelEndpoint(e)
+		me.Profiles = []string{prof}
+		m.Endpoints = append(m.Endpoints, me)
 	}
 	for name, open := range defaults {
 		if _, stored := st.profiles[name]; !stored {
@@ -195,8 +217,15 @@ type Syncer struct {
 	st      *state
 	loaded  bool
 	lastErr string
-	applyMu sync.Mutex // one kernel transaction at a time
-	ready   chan struct{}
+	// gen counts the changes to the model; epGen is the change that last
+	// changed each endpoint's part of it, applied the one the kernel's
+	// state was last computed from. An endpoint is enforced once
+	// applied >= epGen[its key].
+	gen, applied uint64
+	epGen        map[string]uint64
+	applyMu      sync.Mutex    // one kernel transaction at a time
+	kick         chan struct{} // EndpointCreated -> the applier (Run)
+	ready        chan struct{}
 	// Observer is told of every pass (the daemon's status and metrics).
 	Observer agent.Observer
 }
@@ -214,7 +243,8 @@ type Options struct {
 // New returns a syncer for host.
 func New(store *datastore.Store, enf Enforcer, host string, log *slog.Logger, opts Options) *Syncer {
 	res := newResources(log, opts.LastGoodFile)
-	return &Syncer{store: store, enf: enf, host: host, log: log, hold: opts.HoldUnlabelled, res: res, st: newState(res), ready: make(chan struct{})}
+	return &Syncer{store: store, enf: enf, host: host, log: log, hold: opts.HoldUnlabelled, res: res, st: newState(res),
+		epGen: map[string]uint64{}, kick: make(chan struct{}, 1), ready: make(chan struct{})}
 }
 
 // Invalid lists the policy records (by key) that are not enforced as
@@ -224,14 +254,31 @@ func (s *Syncer) Invalid() map[string]string { return s.res.Invalid() }
 // Ready is closed after the first full snapshot was applied.
 func (s *Syncer) Ready() <-chan struct{} { return s.ready }
 
-// EndpointJoined puts a just-joined endpoint into the enforced state at
-// once (a cali interface the state does not list passes nothing), before
-// Join answers Docker.
+// EndpointCreated puts a just-created endpoint into the model and has the
+// applier (started by Run) enforce it in the background: by the time Join
+// asks, it usually is. It does not block.
+func (s *Syncer) EndpointCreated(ep api.Endpoint) {
+	s.mu.Lock()
+	s.putEndpoint(api.EndpointKey(ep.Host, ep.ID), ep)
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default: // a kick is pending: that pass will include this endpoint
+	}
+}
+
+// EndpointJoined returns once the endpoint is in the enforced state (a
+// cali interface the state does not list passes nothing), before Join
+// answers Docker: at once when a pass since the endpoint's record last
+// changed was applied, else after applying one.
 func (s *Syncer) EndpointJoined(ctx context.Context, ep api.Endpoint) error {
 	s.mu.Lock()
-	s.st.endpoints[api.EndpointKey(ep.Host, ep.ID)] = ep
-	loaded := s.loaded
+	need := s.putEndpoint(api.EndpointKey(ep.Host, ep.ID), ep)
+	loaded, done := s.loaded, s.loaded && s.applied >= need
 	s.mu.Unlock()
+	if done {
+		return nil
+	}
 	if !loaded {
 		// Still starting: the first full apply, which includes this
 		// endpoint's record, comes before long.
@@ -241,12 +288,66 @@ func (s *Syncer) EndpointJoined(ctx context.Context, ep api.Endpoint) error {
 			return fmt.Errorf("policy not applied yet: %w", ctx.Err())
 		}
 	}
-	return s.apply(false)
+	return s.applyUpTo(need)
+}
+
+// putEndpoint stores an endpoint's record (s.mu held) and returns the
+// change its policy has to be applied at.
+func (s *Syncer) putEndpoint(key string, ep api.Endpoint) uint64 {
+	g, ok := s.epGen[key]
+	if s.st.putEndpoint(key, ep) || !ok {
+		s.gen++
+		g = s.gen
+		s.epGen[key] = g
+	}
+	return g
+}
+
+// applyUpTo applies unless a pass computed at change need or later was
+// applied meanwhile (another Join's, or the mirror's).
+func (s *Syncer) applyUpTo(need uint64) error {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	s.mu.Lock()
+	done := s.applied >= need
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	return s.applyLocked(false)
+}
+
+// applyKicked applies after each EndpointCreated until ctx ends; a failure
+// is left to Join (which applies again and reports it) and the mirror.
+func (s *Syncer) applyKicked(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.kick:
+		}
+		s.mu.Lock()
+		loaded, gen := s.loaded, s.gen
+		s.mu.Unlock()
+		if !loaded {
+			continue // the first full apply includes it
+		}
+		if err := s.applyUpTo(gen); err != nil {
+			s.log.Debug("policy apply for a new endpoint failed; Join retries", "err", err)
+		}
+	}
 }
 
 // Run mirrors etcd and applies until ctx ends. While etcd is unreachable
 // the kernel keeps the last applied policy.
 func (s *Syncer) Run(ctx context.Context, resync time.Duration) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.applyKicked(ctx)
+	}()
+	defer wg.Wait()
 	a := agent.Mirrored{Name: "policy", Store: s.store, Prefixes: prefixes, Model: s, Observer: s.Observer, Log: s.log,
 		Options: datastore.MirrorOptions{Debounce: 10 * time.Millisecond, Resync: resync, Ready: func() { close(s.ready) }}}
 	a.Run(ctx)
@@ -263,24 +364,46 @@ func (s *Syncer) Reset(kvs []datastore.KV) {
 	s.res.retain(present)
 	s.mu.Lock()
 	s.st, s.loaded = st, true
+	s.gen++
+	s.epGen = map[string]uint64{}
+	for k := range st.endpoints {
+		s.epGen[k] = s.gen
+	}
 	s.mu.Unlock()
 }
 
 func (s *Syncer) Put(key string, val []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.st.put(key, val)
+	if s.st.put(key, val) {
+		s.gen++
+		if _, ok := s.st.endpoints[key]; ok {
+			s.epGen[key] = s.gen
+		}
+	}
 }
 
 func (s *Syncer) Delete(key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.del(key)
+	s.gen++
+	delete(s.epGen, key)
 }
 
-// Apply applies; a full apply re-reads the kernel and repairs drift.
+// Apply applies; a full apply re-reads the kernel and repairs drift. A
+// pass after changes that leave the model as applied (an endpoint's
+// sandbox recorded, a record put again) is skipped.
 func (s *Syncer) Apply(full bool) error {
-	err := s.apply(full)
+	var err error
+	if full {
+		err = s.apply(true)
+	} else {
+		s.mu.Lock()
+		gen := s.gen
+		s.mu.Unlock()
+		err = s.applyUpTo(gen)
+	}
 	if err != nil {
 		s.log.Warn("policy apply failed", "full", full, "err", err)
 	}
@@ -296,8 +419,14 @@ func (s *Syncer) Failed(err error) {
 func (s *Syncer) apply(resync bool) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	return s.applyLocked(resync)
+}
+
+// applyLocked is apply with s.applyMu held.
+func (s *Syncer) applyLocked(resync bool) error {
 	s.mu.Lock()
 	m := s.st.Model(s.hold)
+	gen := s.gen
 	s.mu.Unlock()
 	ds, err := policy.Compute(m, s.host)
 	if err != nil {
@@ -314,6 +443,9 @@ func (s *Syncer) apply(resync bool) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	s.applied = gen
+	s.mu.Unlock()
 	s.log.Debug("policy applied", "changes", stats.String(), "endpoints", len(ds.Endpoints))
 	return nil
 }

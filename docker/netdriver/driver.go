@@ -35,9 +35,13 @@ type IPAM interface {
 	ReleaseEndpoint(ctx context.Context, handle string, ips []netip.Addr, endpointID, why string) (int, error)
 }
 
-// Policy is told of each endpoint as it joins, before Join answers, so the
-// endpoint's traffic is governed from its first packet.
+// Policy is told of each endpoint as it is created, and again as it joins:
+// Join answers only once the endpoint's policy is enforced, so its traffic
+// is governed from its first packet.
 type Policy interface {
+	// EndpointCreated is told (it must not block) of each endpoint as its
+	// record is written, to start computing its policy.
+	EndpointCreated(ep api.Endpoint)
 	EndpointJoined(ctx context.Context, ep api.Endpoint) error
 }
 
@@ -69,6 +73,8 @@ type Driver struct {
 	changed func() // told (without blocking) when networks change
 	policy  Policy
 	joined  func()
+	stepObs StepObserver
+	reap    *reaper // left endpoints' veths, deleted after Leave answers (reaper.go)
 
 	sbx sandboxes // which endpoints share a container (join.go)
 }
@@ -89,6 +95,9 @@ type Config struct {
 	// EndpointJoined is called (it must not block) after each Join: the
 	// label resolver's Kick.
 	EndpointJoined func()
+	// Steps, when set, is told how long each step of CreateEndpoint,
+	// Join, Leave and DeleteEndpoint took.
+	Steps StepObserver
 }
 
 // New returns a driver.
@@ -110,7 +119,7 @@ func New(c Config) *Driver {
 		joined = func() {}
 	}
 	return &Driver{store: c.Store, dp: c.Dataplane, ipam: c.IPAM, host: c.Host, mtu: mtu, log: log, timeout: HandlerTimeout,
-		changed: changed, policy: c.Policy, joined: joined}
+		changed: changed, policy: c.Policy, joined: joined, stepObs: c.Steps, reap: newReaper()}
 }
 
 // HandlerTimeout bounds every handler, so that Docker gets an answer (an
@@ -226,15 +235,6 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if req.Interface == nil || (req.Interface.Address == "" && req.Interface.AddressIPv6 == "") {
 		return nil, errors.New("endpoint has no address: the network must use --ipam-driver calico-ipam")
 	}
-	ctx, cancel := d.ctx()
-	defer cancel()
-	var nw api.Network
-	if _, err := d.store.Get(ctx, api.NetworkKey(req.NetworkID), &nw); err != nil {
-		if errors.Is(err, datastore.ErrNotFound) {
-			return nil, fmt.Errorf("network %s is not known to calico (its record is missing from the datastore): remove the network and create it again", short(req.NetworkID))
-		}
-		return nil, err
-	}
 	v4, err := parseIfaceAddr(req.Interface.Address)
 	if err != nil {
 		return nil, err
@@ -243,10 +243,14 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if err != nil {
 		return nil, err
 	}
-	cur, err := d.endpoint(ctx, req.EndpointID)
-	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
+	ctx, cancel := d.ctx()
+	defer cancel()
+	st := d.steps("CreateEndpoint")
+	cur, err := d.networkAndEndpoint(ctx, req.NetworkID, req.EndpointID)
+	if err != nil {
 		return nil, err
 	}
+	st.done("read-network-endpoint")
 	resp := &network.CreateEndpointResponse{}
 	mac := req.Interface.MacAddress
 	if mac == "" {
@@ -272,8 +276,41 @@ func (d *Driver) CreateEndpoint(req *network.CreateEndpointRequest) (*network.Cr
 	if err := d.ipam.Bind(ctx, ep.Handle, ep.Addrs(), ep.ID, datastore.Put(api.EndpointKey(d.host, ep.ID), ep)); err != nil {
 		return nil, fmt.Errorf("save endpoint %s: %w", short(req.EndpointID), err)
 	}
-	d.log.Info("endpoint created", "endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac)
+	st.done("bind")
+	if d.policy != nil {
+		// The endpoint's policy is computed and enforced while Docker
+		// makes the sandbox; Join waits for it only if it is not done.
+		d.policy.EndpointCreated(ep)
+		st.done("policy-kick")
+	}
+	d.log.Info("endpoint created", append([]any{"endpoint", req.EndpointID, "ipv4", ep.IPv4, "ipv6", ep.IPv6, "mac", mac}, st.log()...)...)
 	return resp, nil
+}
+
+// networkAndEndpoint reads, in one request, the network (which must
+// exist) and the endpoint's record if there is one (a replay).
+func (d *Driver) networkAndEndpoint(ctx context.Context, networkID, endpointID string) (*api.Endpoint, error) {
+	res, err := d.store.Read(ctx, datastore.Get(api.NetworkKey(networkID)), datastore.Get(api.EndpointKey(d.host, endpointID)))
+	if err != nil {
+		return nil, fmt.Errorf("read network %s and endpoint %s: %w", short(networkID), short(endpointID), err)
+	}
+	rec, ok := res.One(0)
+	if !ok {
+		return nil, fmt.Errorf("network %s is not known to calico (its record is missing from the datastore): remove the network and create it again", short(networkID))
+	}
+	var nw api.Network
+	if err := rec.Decode(&nw); err != nil {
+		return nil, err
+	}
+	rec, ok = res.One(1)
+	if !ok {
+		return nil, nil
+	}
+	var cur api.Endpoint
+	if err := rec.Decode(&cur); err != nil {
+		return nil, err
+	}
+	return &cur, nil
 }
 
 // sameEndpoint tells a replayed CreateEndpoint from a new one.
@@ -292,12 +329,16 @@ func hostAddrs(ps []netip.Prefix) []netip.Addr {
 func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	ctx, cancel := d.ctx()
 	defer cancel()
+	st := d.steps("DeleteEndpoint")
 	ep, err := d.endpoint(ctx, req.EndpointID)
-	// Leave normally removed the veth; after a crash it may still be here.
-	// It goes even when the datastore cannot be read: the container is gone.
-	if terr := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), addrsOf(ep)); terr != nil {
+	st.done("read-endpoint")
+	// Leave normally removed the veth (or handed it to the reaper); after a
+	// crash it may still be here. It goes even when the datastore cannot be
+	// read: the container is gone.
+	if terr := d.removeVeth(HostIfaceName(req.EndpointID)); terr != nil {
 		return terr
 	}
+	st.done("veth-delete")
 	if err != nil && !errors.Is(err, datastore.ErrNotFound) {
 		return err
 	}
@@ -307,19 +348,27 @@ func (d *Driver) DeleteEndpoint(req *network.DeleteEndpointRequest) error {
 	if err := d.ipam.Unbind(ctx, ep.Handle, hostAddrs(addrsOf(ep)), ep.ID, datastore.Delete(api.EndpointKey(d.host, ep.ID))); err != nil {
 		return fmt.Errorf("delete endpoint %s: %w", short(req.EndpointID), err)
 	}
-	d.log.Info("endpoint deleted", "endpoint", req.EndpointID)
+	st.done("unbind")
+	d.log.Info("endpoint deleted", append([]any{"endpoint", req.EndpointID}, st.log()...)...)
 	return nil
 }
 
 func (d *Driver) endpoint(ctx context.Context, id string) (*api.Endpoint, error) {
+	ep, _, err := d.endpointRev(ctx, id)
+	return ep, err
+}
+
+// endpointRev reads this host's endpoint id and the revision it was read at.
+func (d *Driver) endpointRev(ctx context.Context, id string) (*api.Endpoint, int64, error) {
 	var ep api.Endpoint
-	if _, err := d.store.Get(ctx, api.EndpointKey(d.host, id), &ep); err != nil {
+	rev, err := d.store.Get(ctx, api.EndpointKey(d.host, id), &ep)
+	if err != nil {
 		if errors.Is(err, datastore.ErrNotFound) {
-			return nil, fmt.Errorf("endpoint %s is not known on host %s: %w", short(id), d.host, err)
+			return nil, 0, fmt.Errorf("endpoint %s is not known on host %s: %w", short(id), d.host, err)
 		}
-		return nil, err
+		return nil, 0, err
 	}
-	return &ep, nil
+	return &ep, rev, nil
 }
 
 func addrsOf(ep *api.Endpoint) []netip.Prefix {

@@ -2,6 +2,7 @@ package netdriver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -107,10 +108,12 @@ func (s *sandboxes) release(ep string) {
 func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err error) {
 	ctx, cancel := d.ctx()
 	defer cancel()
-	ep, err := d.endpoint(ctx, req.EndpointID)
+	st := d.steps("Join")
+	ep, rev, err := d.endpointRev(ctx, req.EndpointID)
 	if err != nil {
 		return nil, err
 	}
+	st.done("read-endpoint")
 	addrs := addrsOf(ep)
 	has4, has6 := false, false
 	for _, a := range addrs {
@@ -119,10 +122,7 @@ func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err er
 	}
 	index := 1
 	if req.SandboxKey != "" {
-		if err := d.sbx.seed(ctx, d); err != nil {
-			return nil, err
-		}
-		if index, _, err = d.sbx.reserve(req.SandboxKey, ep.ID); err != nil {
+		if index, err = d.placeInSandbox(ctx, ep, rev, req.SandboxKey, st); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -130,32 +130,10 @@ func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err er
 				d.sbx.release(ep.ID) // Docker deletes the endpoint after a failed Join
 			}
 		}()
-		if err := d.recordSandbox(ctx, ep.ID, req.SandboxKey, index); err != nil {
-			return nil, err
-		}
 	}
 	gw4, gw6 := dataplane.Gateways(index)
-	if has6 {
-		if err := d.dp.EnableForwarding(true); err != nil {
-			return nil, err
-		}
-	}
-	dpe := dataplane.Endpoint{ID: req.EndpointID, HostIface: ep.HostIface, TempIface: tempIfaceName(req.EndpointID), Addrs: addrs, MTU: d.mtu()}
-	if err := d.dp.SetupEndpoint(dpe); err != nil {
+	if err := d.setupEndpoint(ctx, ep, index, has6, gw6, st); err != nil {
 		return nil, err
-	}
-	if has6 && index > 1 {
-		if err := dataplane.AddGatewayAddress(ep.HostIface, gw6); err != nil {
-			_ = d.dp.TeardownEndpoint(ep.HostIface, addrs)
-			return nil, err
-		}
-	}
-	if d.policy != nil {
-		if err := d.policy.EndpointJoined(ctx, *ep); err != nil {
-			// Without its policy the endpoint passes nothing: undo and say so.
-			_ = d.dp.TeardownEndpoint(ep.HostIface, addrs)
-			return nil, fmt.Errorf("apply network policy for the endpoint: %w", err)
-		}
 	}
 	d.joined()
 	resp := &network.JoinResponse{InterfaceName: network.InterfaceName{SrcName: tempIfaceName(req.EndpointID), DstPrefix: IfacePrefix}}
@@ -174,17 +152,90 @@ func (d *Driver) Join(req *network.JoinRequest) (_ *network.JoinResponse, err er
 			resp.StaticRoutes = append(resp.StaticRoutes, &network.StaticRoute{Destination: netip.PrefixFrom(gw6, 128).String(), RouteType: 1})
 		}
 	}
-	d.log.Info("endpoint joined", "endpoint", req.EndpointID, "hostIface", ep.HostIface, "sandbox", req.SandboxKey, "gatewayIndex", index)
+	d.log.Info("endpoint joined", append([]any{"endpoint", req.EndpointID, "hostIface", ep.HostIface, "sandbox", req.SandboxKey, "gatewayIndex", index}, st.log()...)...)
 	return resp, nil
+}
+
+// placeInSandbox gives the endpoint its gateway index in its container and
+// records both in its record (read at revision rev).
+func (d *Driver) placeInSandbox(ctx context.Context, ep *api.Endpoint, rev int64, key string, st *steps) (int, error) {
+	if err := d.sbx.seed(ctx, d); err != nil {
+		return 0, err
+	}
+	index, _, err := d.sbx.reserve(key, ep.ID)
+	if err != nil {
+		return 0, err
+	}
+	if err := d.recordSandbox(ctx, ep, rev, key, index); err != nil {
+		d.sbx.release(ep.ID)
+		return 0, err
+	}
+	st.done("record-sandbox")
+	return index, nil
+}
+
+// setupEndpoint makes the endpoint's veth and waits until its policy is
+// enforced; on failure nothing of it is left.
+func (d *Driver) setupEndpoint(ctx context.Context, ep *api.Endpoint, index int, has6 bool, gw6 netip.Addr, st *steps) error {
+	addrs := addrsOf(ep)
+	if has6 {
+		if err := d.dp.EnableForwarding(true); err != nil {
+			return err
+		}
+		st.done("forwarding6")
+	}
+	if waited, err := d.reap.waitGone(ctx, ep.HostIface); err != nil {
+		return fmt.Errorf("an earlier veth %s is still being removed: %w", ep.HostIface, err)
+	} else if waited {
+		st.done("wait-left-veth")
+	}
+	dpe := dataplane.Endpoint{ID: ep.ID, HostIface: ep.HostIface, TempIface: tempIfaceName(ep.ID), Addrs: addrs, MTU: d.mtu(), Trace: st.note}
+	if err := d.dp.SetupEndpoint(dpe); err != nil {
+		return err
+	}
+	st.done("veth")
+	if has6 && index > 1 {
+		if err := dataplane.AddGatewayAddress(ep.HostIface, gw6); err != nil {
+			_ = d.dp.TeardownEndpoint(ep.HostIface, addrs)
+			return err
+		}
+		st.done("gateway6")
+	}
+	if d.policy != nil {
+		if err := d.policy.EndpointJoined(ctx, *ep); err != nil {
+			// Without its policy the endpoint passes nothing: undo and say so.
+			_ = d.dp.TeardownEndpoint(ep.HostIface, addrs)
+			return fmt.Errorf("apply network policy for the endpoint: %w", err)
+		}
+		st.done("policy")
+	}
+	return nil
 }
 
 // recordSandbox notes the endpoint's container and gateway index in its
 // record, for the routes between the networks of one container and for
-// the index after a restart.
-func (d *Driver) recordSandbox(ctx context.Context, id, key string, index int) error {
-	err := datastore.Update(ctx, d.store, api.EndpointKey(d.host, id), func(cur *api.Endpoint) (*api.Endpoint, error) {
+// the index after a restart. The record was read at rev: one
+// compare-and-swap on that revision, and the read-modify-write loop only
+// if it changed since.
+func (d *Driver) recordSandbox(ctx context.Context, ep *api.Endpoint, rev int64, key string, index int) error {
+	if ep.SandboxKey == key && ep.GatewayIndex == index {
+		return nil
+	}
+	k := api.EndpointKey(d.host, ep.ID)
+	next := *ep
+	next.SandboxKey, next.GatewayIndex = key, index
+	if rev > 0 {
+		res, err := d.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(k, rev)}, []datastore.Op{datastore.Put(k, next)})
+		if err == nil && res.Succeeded {
+			return nil
+		}
+		if err != nil && !errors.Is(err, datastore.ErrUncertain) {
+			return fmt.Errorf("record the sandbox of endpoint %s: %w", short(ep.ID), err)
+		}
+	}
+	err := datastore.Update(ctx, d.store, k, func(cur *api.Endpoint) (*api.Endpoint, error) {
 		if cur == nil {
-			return nil, fmt.Errorf("endpoint %s is not known on host %s", short(id), d.host)
+			return nil, fmt.Errorf("endpoint %s is not known on host %s", short(ep.ID), d.host)
 		}
 		if cur.SandboxKey == key && cur.GatewayIndex == index {
 			return nil, datastore.ErrNoChange
@@ -193,21 +244,24 @@ func (d *Driver) recordSandbox(ctx context.Context, id, key string, index int) e
 		return cur, nil
 	})
 	if err != nil {
-		return fmt.Errorf("record the sandbox of endpoint %s: %w", short(id), err)
+		return fmt.Errorf("record the sandbox of endpoint %s: %w", short(ep.ID), err)
 	}
 	return nil
 }
 
-// Leave removes the endpoint's veth; its host routes go with it, so no
-// datastore read is needed and Leave works while etcd is unreachable.
+// Leave removes the endpoint's veth (the reaper deletes it after Leave has
+// answered); its host routes go with it, so no datastore read is needed
+// and Leave works while etcd is unreachable.
 // Everything of the endpoint goes here (and again, if left, in
 // DeleteEndpoint), never only in RevokeExternalConnectivity: after a live
 // restore Docker does not send that.
 func (d *Driver) Leave(req *network.LeaveRequest) error {
-	if err := d.dp.TeardownEndpoint(HostIfaceName(req.EndpointID), nil); err != nil {
+	st := d.steps("Leave")
+	if err := d.removeVeth(HostIfaceName(req.EndpointID)); err != nil {
 		return err
 	}
+	st.done("veth-delete")
 	d.sbx.release(req.EndpointID)
-	d.log.Info("endpoint left", "endpoint", req.EndpointID)
+	d.log.Info("endpoint left", append([]any{"endpoint", req.EndpointID}, st.log()...)...)
 	return nil
 }

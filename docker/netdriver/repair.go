@@ -63,6 +63,9 @@ func (d *Driver) Reconcile(ctx context.Context) (RepairResult, error) {
 		if _, ok := want[id]; ok || unreadable[id] {
 			continue
 		}
+		if d.reap.isPending(ke.HostIface) {
+			continue // left: being deleted, not a running endpoint without its record
+		}
 		ep, err := d.endpoint(ctx, id)
 		switch {
 		case err == nil:
