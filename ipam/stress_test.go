@@ -162,9 +162,9 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 			if err := claim(ctx, s, ip, handle); err != nil {
 				return res, err
 			}
-			a.lock <- struct{}{}
+			a.mu.Lock()
 			_, own := a.own[netip.PrefixFrom(ip, stressBlockSize).Masked()]
-			a.unlock()
+			a.mu.Unlock()
 			if !own {
 				res.Borrowed++
 			}
