@@ -91,6 +91,19 @@ type stats struct {
 	elapsed time.Duration
 	lats    []time.Duration
 	rates   []float64 // per round
+	// every etcd request and failed compare of the measurement's
+	// operations, warm-up included (calls: how many operations that was)
+	reqs, conflicts, calls int64
+}
+
+// reqCounter counts the requests the Store sends to etcd.
+type reqCounter struct{ reqs, conflicts atomic.Int64 }
+
+func (c *reqCounter) ObserveOp(string, string, time.Duration, error) { c.reqs.Add(1) }
+func (c *reqCounter) ObserveCAS(_ string, applied bool) {
+	if !applied {
+		c.conflicts.Add(1)
+	}
 }
 
 func (s *stats) rate() float64 { return float64(s.n) / s.elapsed.Seconds() }
@@ -174,7 +187,8 @@ func run(cfg config) error {
 	if err := createPools(ctx, s); err != nil {
 		return err
 	}
-	h := &harness{ctx: ctx, s: s, quiet: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	h := &harness{ctx: ctx, s: s, quiet: slog.New(slog.NewTextHandler(io.Discard, nil)), count: &reqCounter{}}
+	s.Observe(h.count)
 	benches := benchTable(cfg.only)
 	if err := h.runRounds(cfg, benches); err != nil {
 		return err
@@ -213,6 +227,7 @@ type harness struct {
 	s     *datastore.Store
 	quiet *slog.Logger
 	seq   atomic.Int64 // unique host and handle names
+	count *reqCounter
 }
 
 // casOp is the baseline: one read and one compare-and-swap put of the
@@ -344,10 +359,14 @@ func (h *harness) runRounds(cfg config, benches []*bench) error {
 			default:
 				op = h.allocOp(b)
 			}
+			reqs, conflicts := h.count.reqs.Load(), h.count.conflicts.Load()
 			n, el, lats, err := measure(cfg, b.concurrency, op)
 			if err != nil {
 				return fmt.Errorf("%s, concurrency %d: %w", b.name, b.concurrency, err)
 			}
+			b.st.reqs += h.count.reqs.Load() - reqs
+			b.st.conflicts += h.count.conflicts.Load() - conflicts
+			b.st.calls += int64(n + cfg.warmup*b.concurrency)
 			b.st.n += n
 			b.st.elapsed += el
 			b.st.lats = append(b.st.lats, lats...)
@@ -376,8 +395,8 @@ func report(cfg config, benches []*bench) {
 		fmt.Printf(" (or %d operations)", cfg.maxOps)
 	}
 	fmt.Printf(", %d warm-up operations per worker.\n\n", cfg.warmup)
-	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | ratio to CAS (per round) | vs floor |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---|---:|")
+	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | etcd requests per op (failed compares) | ratio to CAS (per round) | vs floor |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|---:|")
 	var verdicts []string
 	for _, b := range benches {
 		ratio, ratioCol := ratioTo(b, casOf[b.concurrency])
@@ -385,8 +404,9 @@ func report(cfg config, benches []*bench) {
 		if fl := floorOf[b.concurrency]; b.kind == "churn" && fl != nil {
 			floorCol = fmt.Sprintf("%.2f", b.st.rate()/fl.st.rate())
 		}
-		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %s | %s |\n",
-			b.name, b.concurrency, b.st.n, b.st.rate(), ms(b.st.pct(0.50)), ms(b.st.pct(0.99)), ratioCol, floorCol)
+		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.3f (%.3f) | %s | %s |\n",
+			b.name, b.concurrency, b.st.n, b.st.rate(), ms(b.st.pct(0.50)), ms(b.st.pct(0.99)),
+			float64(b.st.reqs)/float64(b.st.calls), float64(b.st.conflicts)/float64(b.st.calls), ratioCol, floorCol)
 		if b.target {
 			v := "met"
 			if ratio < target {
@@ -399,7 +419,7 @@ func report(cfg config, benches []*bench) {
 	fmt.Println("Latency is one CAS (get + txn), one pair of CAS puts, or one Allocate call; Release is not timed.")
 	fmt.Println("Allocate + Release rows count allocations per second of wall time with each allocation's Release")
 	fmt.Println("inside that time (two etcd writes per allocation); Allocate only rows keep every address, so they")
-	fmt.Println("include a block claim every 64 allocations.")
+	fmt.Println("include a block claim every 64 allocations. Requests per op count an Allocate + Release as one op.")
 	fmt.Println()
 	fmt.Printf("Target: allocation rate (Allocate + Release rows) >= %.2f x raw CAS rate at the same concurrency: %s.\n",
 		target, strings.Join(verdicts, "; "))
