@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -31,14 +30,8 @@ func (a *Allocator) AllocateOnce(ctx context.Context, handle string, sel Selecti
 }
 
 func (a *Allocator) allocate(ctx context.Context, handle string, sel Selection, once bool) (netip.Addr, error) {
-	if err := a.acquire(ctx); err != nil {
+	if err := a.ensurePools(ctx, false); err != nil {
 		return netip.Addr{}, err
-	}
-	defer a.unlock()
-	if a.pools == nil || time.Since(a.poolsAt) > poolTTL {
-		if err := a.refreshPools(ctx); err != nil {
-			return netip.Addr{}, err
-		}
 	}
 	if err := a.loadOwn(ctx); err != nil {
 		return netip.Addr{}, err
@@ -57,7 +50,7 @@ func (a *Allocator) allocate(ctx context.Context, handle string, sel Selection, 
 		if len(cands) == 0 {
 			if !refreshed {
 				refreshed = true
-				if err := a.refreshPools(ctx); err != nil {
+				if err := a.ensurePools(ctx, true); err != nil {
 					return netip.Addr{}, err
 				}
 				continue
@@ -73,7 +66,7 @@ func (a *Allocator) allocate(ctx context.Context, handle string, sel Selection, 
 		}
 		if !refreshed { // maybe a pool was added or enabled since we looked
 			refreshed = true
-			if err := a.refreshPools(ctx); err != nil {
+			if err := a.ensurePools(ctx, true); err != nil {
 				return netip.Addr{}, err
 			}
 			continue
@@ -95,12 +88,12 @@ func (a *Allocator) allocateOnce(ctx context.Context, handle string, sel Selecti
 	if r, err := a.fromOwn(ctx, handle, sel, cands, hv); err != nil || r.done || r.conflict {
 		return r, err
 	}
-	if a.mayClaim() {
+	if claimable, _ := a.mayClaim(); claimable {
 		if r, err := a.claim(ctx, handle, sel, cands, hv); err != nil || r.done || r.conflict {
 			return r, err
 		}
 	}
-	if !a.cfg.StrictAffinity {
+	if _, strict := a.mayClaim(); !strict {
 		return a.borrow(ctx, handle, sel, cands, hv)
 	}
 	return step{}, nil
@@ -112,10 +105,11 @@ func (a *Allocator) exhausted(sel Selection, cands []poolEntry) error {
 		names = append(names, fmt.Sprintf("%s (%s)", p.Name, p.CIDR))
 	}
 	why := ""
-	if !a.mayClaim() {
+	claimable, strict := a.mayClaim()
+	if !claimable {
 		why += "; this host may claim no more blocks (IPAMConfiguration autoAllocateBlocks/maxBlocksPerHost)"
 	}
-	if a.cfg.StrictAffinity {
+	if strict {
 		why += "; strictAffinity forbids borrowing from other hosts' blocks"
 	}
 	return fmt.Errorf("IP pool %s exhausted: no free %s address%s; add a pool with calicoctl or remove unused containers",
@@ -170,34 +164,81 @@ func (a *Allocator) take(ctx context.Context, pool *poolEntry, blk *api.Block, r
 		}
 		return step{conflict: true}, nil
 	}
-	a.handles[key] = cachedHandle{rec: rec, rev: out.rev}
+	a.cacheHandle(key, rec, out.rev)
 	return step{ip: ip, done: true}, nil
 }
 
+// fromOwn allocates from one of this host's blocks that has room: one that
+// no other call of this host is working in if there is one (so that they
+// run in parallel), else the first, once its lock is free.
 func (a *Allocator) fromOwn(ctx context.Context, handle string, sel Selection, cands []poolEntry, hv *handleView) (step, error) {
-	cidrs := make([]netip.Prefix, 0, len(a.own))
-	for c := range a.own {
-		cidrs = append(cidrs, c)
+	cidrs := a.ownWithRoom(sel, cands)
+	if len(cidrs) == 0 {
+		return step{}, nil
 	}
-	// In the order of their text, as blocks were always tried.
-	sort.Slice(cidrs, func(i, j int) bool { return cidrs[i].String() < cidrs[j].String() })
-	for _, c := range cidrs {
-		cb := a.own[c]
-		pfx := cb.b.CIDR
-		pool := poolOf(cands, pfx)
-		if pool == nil || (sel.Within.IsValid() && !sel.Within.Overlaps(pfx)) {
-			continue
+	var unlock func()
+	var c netip.Prefix
+	for _, c = range cidrs {
+		var ok bool
+		if unlock, ok = a.tryLockBlock(c); ok {
+			break
 		}
-		qpos, ord := firstFree(cb.b, sel.Within)
-		if ord < 0 {
-			continue
-		}
-		return a.take(ctx, pool, cb.b.Clone(), cb.rev, qpos, ord, handle, hv)
 	}
-	return step{}, nil
+	if unlock == nil {
+		c = cidrs[0]
+		var err error
+		if unlock, err = a.lockBlock(ctx, c); err != nil {
+			return step{}, err
+		}
+	}
+	defer unlock()
+	// Another call may have filled or changed it before the lock was ours.
+	cb, ok := a.ownBlock(c)
+	pool := poolOf(cands, c)
+	if !ok || pool == nil {
+		return step{conflict: true}, nil
+	}
+	qpos, ord := firstFree(cb.b, sel.Within)
+	if ord < 0 {
+		return step{conflict: true}, nil
+	}
+	return a.take(ctx, pool, cb.b.Clone(), cb.rev, qpos, ord, handle, hv)
 }
 
+// ownWithRoom lists this host's cached blocks in the candidate pools with
+// a free address inside sel, in the order of their text (as blocks were
+// always tried).
+func (a *Allocator) ownWithRoom(sel Selection, cands []poolEntry) []netip.Prefix {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []netip.Prefix
+	for c, cb := range a.own {
+		if poolOf(cands, c) == nil || (sel.Within.IsValid() && !sel.Within.Overlaps(c)) {
+			continue
+		}
+		if _, ord := firstFree(cb.b, sel.Within); ord >= 0 {
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
+	return out
+}
+
+// claim takes a free block of a candidate pool for this host with the
+// allocation. One claim at a time: a call that waited for another's finds
+// the block it claimed.
 func (a *Allocator) claim(ctx context.Context, handle string, sel Selection, cands []poolEntry, hv *handleView) (step, error) {
+	unlock, err := waitLock(ctx, a.claimLock, "claiming a block")
+	if err != nil {
+		return step{}, err
+	}
+	defer unlock()
+	if len(a.ownWithRoom(sel, cands)) > 0 {
+		return step{conflict: true}, nil // claimed (or freed) while this call waited: allocate there
+	}
+	if claimable, _ := a.mayClaim(); !claimable {
+		return step{}, nil
+	}
 	keys, err := a.store.Keys(ctx, api.BlocksPrefix)
 	if err != nil {
 		return step{}, err
@@ -226,6 +267,11 @@ func (a *Allocator) claim(ctx context.Context, handle string, sel Selection, can
 		if ord < 0 {
 			continue
 		}
+		unlockB, err := a.lockBlock(ctx, free) // Assign may be creating it too
+		if err != nil {
+			return step{}, err
+		}
+		defer unlockB()
 		r, err := a.take(ctx, pool, blk, 0, qpos, ord, handle, hv, datastore.PutRaw(api.AffinityKey(a.host, blk.CIDR), ""))
 		if r.done {
 			a.log.Info("claimed block", "block", blk.CIDR, "pool", pool.Name, "host", a.host)
@@ -258,7 +304,7 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 		if blk.Affinity != a.host {
 			continue
 		}
-		if cb, ok := a.own[blk.CIDR]; ok && cb.rev == revs[i] {
+		if cb, ok := a.ownBlock(blk.CIDR); ok && cb.rev >= revs[i] {
 			continue
 		}
 		a.cacheBlock(blk.CIDR, blk, revs[i])
@@ -285,6 +331,11 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 		if ord < 0 {
 			continue
 		}
+		unlock, err := a.lockBlock(ctx, pfx)
+		if err != nil {
+			return step{}, err
+		}
+		defer unlock()
 		r, err := a.take(ctx, pool, blk, revs[i], qpos, ord, handle, hv)
 		if r.done {
 			a.log.Info("borrowed address from another host's block", "ip", r.ip, "block", blk.CIDR, "owner", blk.Affinity)
@@ -294,12 +345,16 @@ func (a *Allocator) borrow(ctx context.Context, handle string, sel Selection, ca
 	return step{}, nil
 }
 
-// mayClaim applies the IPAM configuration's limits on claiming blocks.
-func (a *Allocator) mayClaim() bool {
+// mayClaim applies the IPAM configuration's limits on claiming blocks;
+// strict says borrowing from other hosts' blocks is forbidden.
+func (a *Allocator) mayClaim() (claimable, strict bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	strict = a.cfg.StrictAffinity
 	if !a.cfg.AutoAllocateBlocks {
-		return false
+		return false, strict
 	}
-	return a.cfg.MaxBlocksPerHost <= 0 || len(a.own) < a.cfg.MaxBlocksPerHost
+	return a.cfg.MaxBlocksPerHost <= 0 || len(a.own) < a.cfg.MaxBlocksPerHost, strict
 }
 
 func poolOf(cands []poolEntry, blk netip.Prefix) *poolEntry {
@@ -317,7 +372,7 @@ func poolOf(cands []poolEntry, blk netip.Prefix) *poolEntry {
 // and release in this host's blocks): a decision that writes nothing must be
 // confirmed with a fresh read. A nil block means none exists.
 func (a *Allocator) blockFor(ctx context.Context, cidr netip.Prefix, fresh bool) (blk *api.Block, rev int64, cached bool, err error) {
-	if cb, ok := a.own[cidr]; ok && !fresh {
+	if cb, ok := a.ownBlock(cidr); ok && !fresh {
 		return cb.b.Clone(), cb.rev, true, nil
 	}
 	res, err := a.store.Read(ctx, datastore.Get(api.BlockKey(cidr)))
@@ -340,7 +395,10 @@ func (a *Allocator) blockFor(ctx context.Context, cidr netip.Prefix, fresh bool)
 // handleFor returns host's handle record at key and its revision (0 when
 // absent): the cached one unless fresh is set.
 func (a *Allocator) handleFor(ctx context.Context, key string, fresh bool) (rec api.HandleRecord, rev int64, cached bool, err error) {
-	if ch, ok := a.handles[key]; ok && !fresh {
+	a.mu.Lock()
+	ch, ok := a.handles[key]
+	a.mu.Unlock()
+	if ok && !fresh {
 		return ch.rec, ch.rev, true, nil
 	}
 	res, err := a.store.Read(ctx, datastore.Get(key))
@@ -349,13 +407,13 @@ func (a *Allocator) handleFor(ctx context.Context, key string, fresh bool) (rec 
 	}
 	r, ok := res.One(0)
 	if !ok {
-		delete(a.handles, key)
+		a.forgetHandle(key)
 		return api.HandleRecord{}, 0, false, nil
 	}
 	if rec, err = api.DecodeHandleRecord(r.Value); err != nil {
 		return api.HandleRecord{}, 0, false, fmt.Errorf("decode %s: %w", key, err)
 	}
-	a.handles[key] = cachedHandle{rec: rec, rev: r.ModRevision}
+	a.cacheHandle(key, rec, r.ModRevision)
 	return rec, r.ModRevision, false, nil
 }
 

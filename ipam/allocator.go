@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
@@ -22,19 +23,30 @@ import (
 // transaction, so a disabled or deleted pool is never allocated from.
 const poolTTL = 2 * time.Second
 
-// Allocator hands out addresses for one host. One mutex serialises this
-// host's allocations (so goroutines do not race each other into CAS
-// conflicts); hosts coordinate only through etcd transactions.
+// Allocator hands out addresses for one host. Its calls run in parallel as
+// long as they work in different blocks: each block's read-modify-write is
+// serialised by a lock of its own (so that this host's calls do not race
+// each other into CAS conflicts), claiming a new block by one lock for the
+// host (so that concurrent calls do not claim a block each), and reading
+// the pools by another. Hosts coordinate only through etcd transactions.
+// Every lock is waited for under the caller's context, so a call stuck
+// behind one that waits on an unreachable etcd still answers by its own
+// deadline.
 type Allocator struct {
 	store *datastore.Store
 	host  string
 	log   *slog.Logger
+	now   func() time.Time // stamps allocation records (tests set it)
 
-	// lock serialises this host's allocations (so goroutines do not race
-	// each other into CAS conflicts); waiting for it honours the caller's
-	// context, so a call stuck behind one that waits on an unreachable
-	// etcd still answers by its own deadline.
-	lock      chan struct{}
+	// Locks are taken in this order: loadLock, claimLock, a block's,
+	// poolsLock (a release that empties a block may read the pools).
+	loadLock  chan struct{} // loading this host's blocks
+	claimLock chan struct{} // claiming a new block
+	poolsLock chan struct{} // reading the pools
+
+	// mu guards what follows; it is never held across a round trip.
+	mu        sync.Mutex
+	blocks    map[netip.Prefix]chan struct{} // per-block locks, made on first use
 	pools     map[string]poolEntry
 	cfg       api.IPAMConfig
 	poolsAt   time.Time
@@ -43,7 +55,6 @@ type Allocator struct {
 	// handles caches this host's handle records as last written or read,
 	// by key, so that binding and releasing cost one transaction.
 	handles map[string]cachedHandle
-	now     func() time.Time // stamps allocation records (tests set it)
 }
 
 type cachedHandle struct {
@@ -57,6 +68,8 @@ type poolEntry struct {
 	pfx netip.Prefix
 }
 
+// cachedBlock is a block as of revision rev. b is never modified in place
+// (it is replaced), so a copy of the entry may be read without mu.
 type cachedBlock struct {
 	b   *api.Block
 	rev int64
@@ -67,23 +80,52 @@ func New(store *datastore.Store, host string, log *slog.Logger) *Allocator {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Allocator{store: store, host: host, log: log, lock: make(chan struct{}, 1), now: time.Now, own: map[netip.Prefix]cachedBlock{}, handles: map[string]cachedHandle{}}
+	return &Allocator{store: store, host: host, log: log, now: time.Now,
+		loadLock: make(chan struct{}, 1), claimLock: make(chan struct{}, 1), poolsLock: make(chan struct{}, 1),
+		blocks: map[netip.Prefix]chan struct{}{}, own: map[netip.Prefix]cachedBlock{}, handles: map[string]cachedHandle{}}
 }
 
 // SetClock makes the allocator stamp its records with now's time (tests).
 func (a *Allocator) SetClock(now func() time.Time) { a.now = now }
 
-// acquire takes the allocator's lock, or gives up when ctx ends.
-func (a *Allocator) acquire(ctx context.Context) error {
+// waitLock waits for the one-slot lock ch, or gives up when ctx ends; what
+// names the lock in the error.
+func waitLock(ctx context.Context, ch chan struct{}, what string) (func(), error) {
 	select {
-	case a.lock <- struct{}{}:
-		return nil
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
 	case <-ctx.Done():
-		return fmt.Errorf("waiting for another IPAM call on this host: %w", ctx.Err())
+		return nil, fmt.Errorf("waiting for another IPAM call on this host (%s): %w", what, ctx.Err())
 	}
 }
 
-func (a *Allocator) unlock() { <-a.lock }
+func (a *Allocator) blockLock(cidr netip.Prefix) chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch, ok := a.blocks[cidr]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		a.blocks[cidr] = ch
+	}
+	return ch
+}
+
+// lockBlock takes the lock of block cidr: the read-modify-write of a block
+// runs under it.
+func (a *Allocator) lockBlock(ctx context.Context, cidr netip.Prefix) (func(), error) {
+	return waitLock(ctx, a.blockLock(cidr), "block "+cidr.String())
+}
+
+// tryLockBlock takes the lock of block cidr if no one holds it.
+func (a *Allocator) tryLockBlock(cidr netip.Prefix) (func(), bool) {
+	ch := a.blockLock(cidr)
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, true
+	default:
+		return nil, false
+	}
+}
 
 // Host is the node name this allocator allocates for.
 func (a *Allocator) Host() string { return a.host }
@@ -119,27 +161,48 @@ func ListPools(ctx context.Context, s *datastore.Store) ([]api.IPPool, error) {
 	return out, nil
 }
 
-// refreshPools reads the pools and the IPAM configuration in one round trip.
+// ensurePools reads the pools and the IPAM configuration (one round trip)
+// when force is set or the cached ones are older than poolTTL.
+func (a *Allocator) ensurePools(ctx context.Context, force bool) error {
+	unlock, err := waitLock(ctx, a.poolsLock, "reading the IP pools")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.mu.Lock()
+	fresh := a.pools != nil && time.Since(a.poolsAt) <= poolTTL
+	a.mu.Unlock()
+	if fresh && !force {
+		return nil
+	}
+	return a.refreshPools(ctx)
+}
+
+// refreshPools reads the pools and the IPAM configuration in one round
+// trip; poolsLock is held.
 func (a *Allocator) refreshPools(ctx context.Context) error {
 	res, err := a.store.Read(ctx, datastore.GetPrefix(api.PoolsPrefix), datastore.Get(api.IPAMConfigKey))
 	if err != nil {
 		return fmt.Errorf("read IP pools: %w", err)
 	}
+	cfg := api.DefaultIPAMConfig()
+	if rec, ok := res.One(1); ok {
+		if err := rec.Decode(&cfg); err != nil {
+			a.log.Warn("ignoring undecodable IPAM configuration", "err", err)
+			cfg = api.DefaultIPAMConfig()
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.pools = make(map[string]poolEntry, len(res.Reads[0]))
 	for _, rec := range res.Reads[0] {
 		a.cachePool(rec)
 	}
-	a.cfg = api.DefaultIPAMConfig()
-	if rec, ok := res.One(1); ok {
-		if err := rec.Decode(&a.cfg); err != nil {
-			a.log.Warn("ignoring undecodable IPAM configuration", "err", err)
-			a.cfg = api.DefaultIPAMConfig()
-		}
-	}
-	a.poolsAt = time.Now()
+	a.cfg, a.poolsAt = cfg, time.Now()
 	return nil
 }
 
+// cachePool remembers the pool rec; mu is held.
 func (a *Allocator) cachePool(rec datastore.Record) {
 	var p api.IPPool
 	if err := rec.Decode(&p); err != nil {
@@ -156,13 +219,11 @@ func (a *Allocator) cachePool(rec datastore.Record) {
 
 // Pools returns the pools, read fresh.
 func (a *Allocator) Pools(ctx context.Context) ([]api.IPPool, error) {
-	if err := a.acquire(ctx); err != nil {
+	if err := a.ensurePools(ctx, true); err != nil {
 		return nil, err
 	}
-	defer a.unlock()
-	if err := a.refreshPools(ctx); err != nil {
-		return nil, err
-	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	out := make([]api.IPPool, 0, len(a.pools))
 	for _, p := range a.pools {
 		out = append(out, p.IPPool)
@@ -172,6 +233,8 @@ func (a *Allocator) Pools(ctx context.Context) ([]api.IPPool, error) {
 }
 
 func (a *Allocator) candidates(sel Selection) []poolEntry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var out []poolEntry
 	for _, p := range a.pools {
 		if p.Disabled || (sel.Family == 4) != p.pfx.Addr().Is4() {
@@ -190,6 +253,8 @@ func (a *Allocator) candidates(sel Selection) []poolEntry {
 }
 
 func (a *Allocator) poolFor(ip netip.Addr) (poolEntry, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, p := range a.pools {
 		if p.pfx.Contains(ip) {
 			return p, true
@@ -198,8 +263,17 @@ func (a *Allocator) poolFor(ip netip.Addr) (poolEntry, bool) {
 	return poolEntry{}, false
 }
 
+// loadOwn reads this host's blocks into the cache, once.
 func (a *Allocator) loadOwn(ctx context.Context) error {
-	if a.ownLoaded {
+	unlock, err := waitLock(ctx, a.loadLock, "loading this host's blocks")
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	a.mu.Lock()
+	loaded := a.ownLoaded
+	a.mu.Unlock()
+	if loaded {
 		return nil
 	}
 	keys, err := a.store.Keys(ctx, api.HostAffinitiesPrefix(a.host))
@@ -211,11 +285,19 @@ func (a *Allocator) loadOwn(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		if _, _, _, err := a.blockFor(ctx, cidr, true); err != nil {
+		unlockB, err := a.lockBlock(ctx, cidr)
+		if err != nil {
+			return err
+		}
+		_, _, _, err = a.blockFor(ctx, cidr, true)
+		unlockB()
+		if err != nil {
 			return err
 		}
 	}
+	a.mu.Lock()
 	a.ownLoaded = true
+	a.mu.Unlock()
 	return nil
 }
 
@@ -231,13 +313,46 @@ func decodeBlock(rec datastore.Record) (*api.Block, error) {
 	return &b, nil
 }
 
-// cacheBlock remembers blk at rev when it is this host's (nil: absent).
+// cacheBlock remembers blk at rev when it is this host's (nil: absent). A
+// copy older than the cached one (a listing read before the last write) is
+// ignored; an absent or foreign block is read under the block's lock, so
+// dropping it is never stale.
 func (a *Allocator) cacheBlock(cidr netip.Prefix, blk *api.Block, rev int64) {
-	if blk != nil && blk.Affinity == a.host {
-		a.own[cidr] = cachedBlock{b: blk.Clone(), rev: rev}
-	} else {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if blk == nil || blk.Affinity != a.host {
 		delete(a.own, cidr)
+		return
 	}
+	if cb, ok := a.own[cidr]; ok && cb.rev > rev {
+		return
+	}
+	a.own[cidr] = cachedBlock{b: blk.Clone(), rev: rev}
+}
+
+// ownBlock returns the cached copy of this host's block cidr.
+func (a *Allocator) ownBlock(cidr netip.Prefix) (cachedBlock, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cb, ok := a.own[cidr]
+	return cb, ok
+}
+
+// cacheHandle remembers host's handle record at key as of rev, unless a
+// newer one is cached.
+func (a *Allocator) cacheHandle(key string, rec api.HandleRecord, rev int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ch, ok := a.handles[key]; ok && ch.rev > rev {
+		return
+	}
+	a.handles[key] = cachedHandle{rec: rec, rev: rev}
+}
+
+func (a *Allocator) forgetHandle(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.handles, key)
 }
 
 // write is one block change: blk written (or deleted, when drop is set) if
@@ -307,11 +422,13 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 	n := 1
 	if w.pool != nil {
 		n = 2
+		a.mu.Lock()
 		if rec, ok := res.One(1); ok {
 			a.cachePool(rec)
 		} else {
 			delete(a.pools, w.pool.Name)
 		}
+		a.mu.Unlock()
 	}
 	return outcome{rev: res.Revision, extra: res.Reads[n:]}, nil
 }

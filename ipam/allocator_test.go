@@ -187,9 +187,9 @@ func TestAllocateFromOwnBlockInOneTransaction(t *testing.T) {
 	for i, want := range []string{"10.10.0.1", "10.10.0.2", "10.10.0.3"} {
 		// Keep the pool list fresh so that its TTL cannot expire on a slow
 		// machine and add a read: the point is the allocation's own cost.
-		a.lock <- struct{}{}
+		a.mu.Lock()
 		a.poolsAt = time.Now()
-		a.unlock()
+		a.mu.Unlock()
 		before := kv.total()
 		ip := mustAlloc(t, a, "h2", v4)
 		if ip != addr(want) {
@@ -333,9 +333,9 @@ func TestDisabledPoolIsNotAllocatedFromEvenWithStaleCache(t *testing.T) {
 
 	first.Disabled = true
 	putPool(t, s, first) // as calicoctl would, behind the allocator's back
-	a.lock <- struct{}{}
+	a.mu.Lock()
 	stale := !a.pools["first"].Disabled && time.Since(a.poolsAt) < poolTTL
-	a.unlock()
+	a.mu.Unlock()
 	if !stale {
 		t.Fatal("test set-up: the allocator's pool cache should still think pool first is enabled")
 	}

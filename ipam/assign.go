@@ -45,14 +45,15 @@ func (a *Allocator) Adopt(ctx context.Context, ip netip.Addr, handle, endpointID
 // heldFor returns the handle of this host's allocation of ip that names
 // endpointID, or "".
 func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID string) (string, error) {
-	if err := a.acquire(ctx); err != nil {
-		return "", err
-	}
-	defer a.unlock()
 	cidr, err := a.blockCIDRFor(ctx, ip)
 	if err != nil || !cidr.IsValid() {
 		return "", err
 	}
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	blk, _, _, err := a.blockFor(ctx, cidr, true)
 	if err != nil || blk == nil {
 		return "", err
@@ -78,70 +79,96 @@ func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID strin
 }
 
 func (a *Allocator) assign(ctx context.Context, ip netip.Addr, handle string, want api.HandleRecord) error {
-	if err := a.acquire(ctx); err != nil {
+	// The cached pools decide which block; the commit compares the pool's
+	// revision, and a refusal because of the pools is made on a fresh read.
+	if err := a.ensurePools(ctx, false); err != nil {
 		return err
 	}
-	defer a.unlock()
-	if err := a.refreshPools(ctx); err != nil {
-		return err
-	}
-	key := api.HandleKey(a.host, handle, ip)
-	fresh := false
+	fresh, poolsFresh := false, false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
-		pool, ok := a.poolFor(ip)
-		if !ok {
-			return fmt.Errorf("address %s is in no IP pool (pools: %s): pick an address inside a pool", ip, a.poolList())
-		}
-		if pool.Disabled {
-			return fmt.Errorf("address %s is in IP pool %q (%s), which is disabled: enable the pool or pick another address", ip, pool.Name, pool.CIDR)
-		}
-		cidr := netip.PrefixFrom(ip, pool.BlockSize).Masked()
-		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
-		if err != nil {
-			return err
-		}
-		var extra []datastore.Op
-		if blk == nil {
-			blk = newBlock(cidr, a.host)
-			extra = append(extra, datastore.PutRaw(api.AffinityKey(a.host, cidr), ""))
-		}
-		ord := blk.Ordinal(ip)
-		var conds []datastore.Cond
-		if h := blk.Allocations[ord]; h != nil {
-			if cached { // confirm with etcd before answering without a write
-				fresh = true
-				continue
-			}
-			old, oldRev, err := a.takeOver(ctx, ip, h)
-			if err != nil {
+		pool, err := a.assignPool(ip)
+		if err != nil && !poolsFresh {
+			poolsFresh = true
+			if err := a.ensurePools(ctx, true); err != nil {
 				return err
 			}
-			if old == "" {
-				return a.heldAlready(ctx, ip, h, handle, want)
-			}
-			// This host's endpoint that held it is gone (DeleteEndpoint
-			// ran); only Docker's release was still to come. Take it over.
-			releaseOrdinal(blk, ord)
-			conds = append(conds, datastore.Unchanged(old, oldRev))
-			if old != key {
-				extra = append(extra, datastore.Delete(old))
-			}
+			continue
 		}
-		owner := takeOrdinal(blk, ord, a.host, handle)
-		rec := want
-		rec.Seq, rec.Since = owner.Seq, a.now().UTC()
-		out, err := a.commit(ctx, write{pool: &pool, blk: blk, rev: rev, conds: conds,
-			ops: append(extra, datastore.Put(key, rec)), applied: holds(ip, owner)})
 		if err != nil {
 			return err
 		}
-		if out.ok {
-			a.handles[key] = cachedHandle{rec: rec, rev: out.rev}
-			return nil
+		done, err := a.assignIn(ctx, pool, ip, handle, want, fresh)
+		if err != nil || done {
+			return err
 		}
 		fresh = true
 	}
 	return fmt.Errorf("assign %s: %w", ip, datastore.ErrConflict)
+}
+
+// assignPool returns the enabled pool ip is in, by the cached pools.
+func (a *Allocator) assignPool(ip netip.Addr) (poolEntry, error) {
+	pool, ok := a.poolFor(ip)
+	if !ok {
+		return pool, fmt.Errorf("address %s is in no IP pool (pools: %s): pick an address inside a pool", ip, a.poolList())
+	}
+	if pool.Disabled {
+		return pool, fmt.Errorf("address %s is in IP pool %q (%s), which is disabled: enable the pool or pick another address", ip, pool.Name, pool.CIDR)
+	}
+	return pool, nil
+}
+
+// assignIn makes one attempt at giving ip of pool to handle, under its
+// block's lock: done when it was given (or refused: the error says so),
+// not done when the caches were stale.
+func (a *Allocator) assignIn(ctx context.Context, pool poolEntry, ip netip.Addr, handle string, want api.HandleRecord, fresh bool) (bool, error) {
+	cidr := netip.PrefixFrom(ip, pool.BlockSize).Masked()
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
+	if err != nil {
+		return false, err
+	}
+	key := api.HandleKey(a.host, handle, ip)
+	var extra []datastore.Op
+	if blk == nil {
+		blk = newBlock(cidr, a.host)
+		extra = append(extra, datastore.PutRaw(api.AffinityKey(a.host, cidr), ""))
+	}
+	ord := blk.Ordinal(ip)
+	var conds []datastore.Cond
+	if h := blk.Allocations[ord]; h != nil {
+		if cached { // confirm with etcd before answering without a write
+			return false, nil
+		}
+		old, oldRev, err := a.takeOver(ctx, ip, h)
+		if err != nil {
+			return false, err
+		}
+		if old == "" {
+			return true, a.heldAlready(ctx, ip, h, handle, want)
+		}
+		// This host's endpoint that held it is gone (DeleteEndpoint
+		// ran); only Docker's release was still to come. Take it over.
+		releaseOrdinal(blk, ord)
+		conds = append(conds, datastore.Unchanged(old, oldRev))
+		if old != key {
+			extra = append(extra, datastore.Delete(old))
+		}
+	}
+	owner := takeOrdinal(blk, ord, a.host, handle)
+	rec := want
+	rec.Seq, rec.Since = owner.Seq, a.now().UTC()
+	out, err := a.commit(ctx, write{pool: &pool, blk: blk, rev: rev, conds: conds,
+		ops: append(extra, datastore.Put(key, rec)), applied: holds(ip, owner)})
+	if err != nil || !out.ok {
+		return false, err
+	}
+	a.cacheHandle(key, rec, out.rev)
+	return true, nil
 }
 
 // takeOver returns the handle key (and its revision) of h's allocation of
@@ -179,6 +206,8 @@ func (a *Allocator) heldAlready(ctx context.Context, ip netip.Addr, h *api.Owner
 }
 
 func (a *Allocator) poolList() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	var s []string
 	for _, p := range a.pools {
 		s = append(s, fmt.Sprintf("%s %s", p.Name, p.CIDR))

@@ -67,11 +67,8 @@ func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Add
 			return fmt.Errorf("record endpoint %s's addresses: %w", abbrevID(endpointID), err)
 		}
 		if res.Succeeded {
-			if a.acquire(ctx) == nil {
-				for _, p := range puts {
-					a.handles[p.key] = cachedHandle{rec: p.rec, rev: res.Revision}
-				}
-				a.unlock()
+			for _, p := range puts {
+				a.cacheHandle(p.key, p.rec, res.Revision)
 			}
 			return nil
 		}
@@ -90,10 +87,6 @@ type handlePut struct {
 }
 
 func (a *Allocator) transitions(ctx context.Context, handle string, ips []netip.Addr, endpointID string, state api.HandleState, fresh bool) (conds []datastore.Cond, puts []handlePut, missing []netip.Addr, err error) {
-	if err := a.acquire(ctx); err != nil {
-		return nil, nil, nil, err
-	}
-	defer a.unlock()
 	for _, ip := range ips {
 		key := api.HandleKey(a.host, handle, ip)
 		rec, rev, _, err := a.handleFor(ctx, key, fresh)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
@@ -19,20 +18,12 @@ import (
 // free address is not an error (Docker retries); it reports whether
 // anything was freed.
 func (a *Allocator) Release(ctx context.Context, ip netip.Addr) (bool, error) {
-	if err := a.acquire(ctx); err != nil {
-		return false, err
-	}
-	defer a.unlock()
 	return a.release(ctx, ip, nil, "")
 }
 
 // ReleaseOwned frees ip only while owner still holds it, whatever its
 // state: the garbage collector and calicoctl name the allocation they mean.
 func (a *Allocator) ReleaseOwned(ctx context.Context, ip netip.Addr, owner api.Owner, why string) (bool, error) {
-	if err := a.acquire(ctx); err != nil {
-		return false, err
-	}
-	defer a.unlock()
 	return a.release(ctx, ip, &owner, why)
 }
 
@@ -71,6 +62,11 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *api.Owner
 	if err != nil || !cidr.IsValid() {
 		return false, err
 	}
+	unlock, err := a.lockBlock(ctx, cidr)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
 	fresh := false
 	for attempt := 0; attempt < datastore.MaxCASAttempts; attempt++ {
 		blk, rev, cached, err := a.blockFor(ctx, cidr, fresh)
@@ -114,7 +110,7 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *api.Owner
 			}
 			return false, nil
 		}
-		ok, err := a.free(ctx, blk, rev, ord, key, hrev, h)
+		ok, learnt, err := a.free(ctx, blk, rev, ord, key, hrev, h)
 		if err != nil {
 			return false, err
 		}
@@ -124,18 +120,23 @@ func (a *Allocator) release(ctx context.Context, ip netip.Addr, owner *api.Owner
 			}
 			return true, nil
 		}
-		fresh = true
+		// A conflict's reply brought the block and the handle record: go
+		// again from them, without reading them again.
+		fresh = !learnt
 	}
 	return false, fmt.Errorf("release %s: %w", ip, datastore.ErrConflict)
 }
 
 // free releases ordinal ord of blk (at rev) and deletes its handle record
 // (at hrev, 0: not checked) in one transaction. The last address of a
-// deleted pool's block takes the block and its affinity with it.
-func (a *Allocator) free(ctx context.Context, blk *api.Block, rev int64, ord int, key string, hrev int64, h *api.Owner) (bool, error) {
+// deleted pool's block takes the block and its affinity with it. On a
+// conflict, learnt says the reply refreshed the caches of the block and
+// the handle record.
+func (a *Allocator) free(ctx context.Context, blk *api.Block, rev int64, ord int, key string, hrev int64, h *api.Owner) (ok, learnt bool, err error) {
 	ip := blk.Addr(ord)
 	releaseOrdinal(blk, ord)
-	w := write{blk: blk, rev: rev, ops: []datastore.Op{datastore.Delete(key)}, applied: frees(ip, h)}
+	w := write{blk: blk, rev: rev, ops: []datastore.Op{datastore.Delete(key)}, applied: frees(ip, h),
+		reads: []datastore.Op{datastore.Get(key)}}
 	if hrev != 0 {
 		w.conds = []datastore.Cond{datastore.Unchanged(key, hrev)}
 	}
@@ -146,14 +147,35 @@ func (a *Allocator) free(ctx context.Context, blk *api.Block, rev int64, ord int
 		}
 	}
 	out, err := a.commit(ctx, w)
-	if err != nil || !out.ok {
-		return false, err
+	if err != nil {
+		return false, false, err
 	}
-	delete(a.handles, key)
+	if !out.ok {
+		if len(out.extra) == 0 {
+			return false, false, nil // read back after an unconfirmed commit: the handle was not
+		}
+		a.learnHandle(key, out.extra[0])
+		return false, true, nil
+	}
+	a.forgetHandle(key)
 	if w.drop {
 		a.log.Info("removed the empty block of a deleted pool", "block", blk.CIDR)
 	}
-	return true, nil
+	return true, false, nil
+}
+
+// learnHandle caches the handle record at key from a read of it.
+func (a *Allocator) learnHandle(key string, recs []datastore.Record) {
+	if len(recs) == 0 {
+		a.forgetHandle(key)
+		return
+	}
+	rec, err := api.DecodeHandleRecord(recs[0].Value)
+	if err != nil {
+		a.forgetHandle(key) // read it again, and fail there with the key named
+		return
+	}
+	a.cacheHandle(key, rec, recs[0].ModRevision)
 }
 
 // inNoPool reports whether no pool holds blk, by the pool list (read again
@@ -161,10 +183,8 @@ func (a *Allocator) free(ctx context.Context, blk *api.Block, rev int64, ord int
 // so it must not cost a round trip each time: a pool deleted within the
 // last poolTTL may leave its emptied block behind, which is harmless.
 func (a *Allocator) inNoPool(ctx context.Context, blk netip.Prefix) bool {
-	if time.Since(a.poolsAt) > poolTTL {
-		if err := a.refreshPools(ctx); err != nil {
-			return false
-		}
+	if err := a.ensurePools(ctx, false); err != nil {
+		return false
 	}
 	_, ok := a.poolFor(blk.Addr())
 	return !ok
@@ -173,8 +193,11 @@ func (a *Allocator) inNoPool(ctx context.Context, blk netip.Prefix) bool {
 // blockCIDRFor finds the block that holds ip: by its pool's block size, or,
 // for a deleted pool, by searching the blocks.
 func (a *Allocator) blockCIDRFor(ctx context.Context, ip netip.Addr) (netip.Prefix, error) {
-	if a.pools == nil {
-		if err := a.refreshPools(ctx); err != nil {
+	a.mu.Lock()
+	loaded := a.pools != nil
+	a.mu.Unlock()
+	if !loaded {
+		if err := a.ensurePools(ctx, false); err != nil {
 			return netip.Prefix{}, err
 		}
 	}

@@ -162,9 +162,9 @@ func runStressWorker(ctx context.Context, s *datastore.Store, a *Allocator, job 
 			if err := claim(ctx, s, ip, handle); err != nil {
 				return res, err
 			}
-			a.lock <- struct{}{}
+			a.mu.Lock()
 			_, own := a.own[netip.PrefixFrom(ip, stressBlockSize).Masked()]
-			a.unlock()
+			a.mu.Unlock()
 			if !own {
 				res.Borrowed++
 			}
@@ -288,9 +288,9 @@ func TestStressNoDuplicates(t *testing.T) {
 
 	// What the workers say they hold.
 	held, total := heldByWorkers(t, results)
-	t.Logf("%d workers (%d hosts in this process, %d in child processes, 1 shared by 2 goroutines): "+
+	t.Logf("%d workers (%d hosts in this process, %d in child processes, 1 shared by %d goroutines): "+
 		"%d allocations (%d borrowed), %d assigns, %d releases, %d exhausted, in %v",
-		len(results), inProcHosts, procHosts, total.Allocs, total.Borrowed, total.Assigns, total.Releases, total.Exhausted, churn.Round(time.Millisecond))
+		len(results), inProcHosts, procHosts, sharedWorkers, total.Allocs, total.Borrowed, total.Assigns, total.Releases, total.Exhausted, churn.Round(time.Millisecond))
 	if len(results) != len(jobs)+len(children) {
 		t.Fatalf("%d results from %d workers", len(results), len(jobs)+len(children))
 	}
@@ -365,6 +365,9 @@ func startStressChildren(t *testing.T, ctx context.Context, s *datastore.Store, 
 
 // inProcessJobs makes n in-process hosts with a worker each, plus one host
 // whose allocator two workers share.
+// sharedWorkers is how many goroutines share the one allocator of host-shared.
+const sharedWorkers = 4
+
 func inProcessJobs(s *datastore.Store, n, ops, target int, seed uint64) ([]stressJob, map[string]*Allocator) {
 	var jobs []stressJob
 	allocs := map[string]*Allocator{}
@@ -373,9 +376,11 @@ func inProcessJobs(s *datastore.Store, n, ops, target int, seed uint64) ([]stres
 		jobs = append(jobs, stressJob{Host: h, Worker: h, Ops: ops, Target: target, Seed: seed + uint64(i)})
 		allocs[h] = New(s, h, quietLog())
 	}
+	// Several goroutines on one allocator: its calls in different blocks
+	// run in parallel, those in one block take turns.
 	allocs["host-shared"] = New(s, "host-shared", quietLog())
-	for i := 0; i < 2; i++ {
-		jobs = append(jobs, stressJob{Host: "host-shared", Worker: fmt.Sprintf("host-shared-%d", i), Ops: ops, Target: target / 2, Seed: seed + uint64(50+i)})
+	for i := 0; i < sharedWorkers; i++ {
+		jobs = append(jobs, stressJob{Host: "host-shared", Worker: fmt.Sprintf("host-shared-%d", i), Ops: ops, Target: target / sharedWorkers, Seed: seed + uint64(50+i)})
 	}
 	return jobs, allocs
 }
