@@ -19,6 +19,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/mssclamp"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
@@ -49,29 +50,29 @@ type daemon struct {
 	group *errgroup.Group
 	ctx   context.Context // the group's: ends on shutdown or when a part fails
 
-	store         *datastore.Store
-	dp            *dataplane.Dataplane
-	fwd           *forwarding
-	reg           *node.Registration
-	agents        *agent.Recorder
-	metrics       *metrics.Metrics
-	obs           agent.Observer      // the recorder and the metrics
-	ps            *policysync.Syncer  // nil with policy off
-	enf           *nftpolicy.Enforcer // nil with policy off
-	routes        *routing.Syncer
-	bgp           *bgp.Agent
-	carriers      []api.CarrierSupport
-	hostMTU       int
-	vxlanOverhead int               // what VXLAN takes from the host's MTU
-	v4            netip.Prefix      // this node's address, the VXLAN tunnel's source
-	docker        *engineapi.Client // nil when the engine API cannot be reached
-	nets          *sharing.Syncer
-	joined        func()
-	policy        netdriver.Policy
-	alloc         *ipam.Allocator
-	drv           *netdriver.Driver
-	col           *gc.Collector
-	servers       []servedSocket
+	store    *datastore.Store
+	dp       *dataplane.Dataplane
+	fwd      *forwarding
+	reg      *node.Registration
+	agents   *agent.Recorder
+	metrics  *metrics.Metrics
+	obs      agent.Observer      // the recorder and the metrics
+	ps       *policysync.Syncer  // nil with policy off
+	enf      *nftpolicy.Enforcer // nil with policy off
+	routes   *routing.Syncer
+	bgp      *bgp.Agent
+	carriers []api.CarrierSupport
+	hostMTU  int
+	clamp    *mssclamp.Clamp
+	v4       netip.Prefix      // this node's address, the VXLAN tunnel's source
+	docker   *engineapi.Client // nil when the engine API cannot be reached
+	nets     *sharing.Syncer
+	joined   func()
+	policy   netdriver.Policy
+	alloc    *ipam.Allocator
+	drv      *netdriver.Driver
+	col      *gc.Collector
+	servers  []servedSocket
 }
 
 // Run starts the daemon and blocks until ctx is cancelled or a socket
@@ -110,7 +111,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	d.startBackground()
 	d.serveMetrics()
 	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
-		"sockets", socketPaths(d.servers), "vethMTU", d.mtu())
+		"sockets", socketPaths(d.servers), "vethMTU", d.mtu(), "tunnelMTU", d.tunnelMTUs())
 
 	err := d.group.Wait()
 	log.Info("shutting down: sockets closed, container networking left in place")
@@ -151,6 +152,10 @@ func (d *daemon) prepareHost(ctx context.Context) error {
 	}
 	d.fwd = &forwarding{dp: d.dp, log: d.log}
 	if err := d.fwd.ensure(); err != nil {
+		return err
+	}
+	d.clamp = mssclamp.New(nftpolicy.DefaultIfacePrefix)
+	if _, err := d.clamp.Ensure(); err != nil {
 		return err
 	}
 	if !dataplane.GatewayRoutable() {
@@ -210,7 +215,6 @@ func (d *daemon) startRouting() {
 		}
 		d.carriers = append(d.carriers, api.CarrierSupport{Mode: string(m), Available: ok, Reason: why})
 	}
-	d.vxlanOverhead = blockRoutes.Carrier(carrier.ModeVXLAN).Overhead()
 	d.run(d.routes.Run)
 	select {
 	case <-d.routes.Ready():
@@ -242,20 +246,27 @@ func (learnedRoutes) ApplyLearned(rs []bgp.Route) ([]string, error) {
 	return in, errors.Join(err, lerr)
 }
 
-// mtu is the veth MTU. It follows the pools: with a VXLAN (IPIP) pool it
-// leaves room for the encapsulation, so containers never send what cannot
-// cross hosts.
+// mtu is the veth MTU: the uplink's (or --veth-mtu), whatever the pools
+// encapsulate. Only the tunnels' devices have the smaller MTU; the MSS
+// clamp (package mssclamp) and path MTU discovery size what crosses them.
 func (d *daemon) mtu() int {
 	if d.cfg.VethMTU > 0 {
 		return d.cfg.VethMTU
 	}
+	return d.hostMTU
+}
+
+// tunnelMTUs says, for the start-up log, which tunnels the pools use and
+// their MTU.
+func (d *daemon) tunnelMTUs() string {
+	var out []string
 	if d.routes.UsesVXLAN() {
-		return d.hostMTU - d.vxlanOverhead
+		out = append(out, fmt.Sprintf("%s %d", vxlan.Device, d.hostMTU-vxlan.Overhead))
 	}
 	if d.routes.UsesIPIP() {
-		return d.hostMTU - ipip.Overhead
+		out = append(out, fmt.Sprintf("%s %d", ipip.Device, d.hostMTU-ipip.Overhead))
 	}
-	return d.hostMTU
+	return strings.Join(out, ", ")
 }
 
 // startHostProtection runs the host protection agent and waits for its
@@ -393,10 +404,16 @@ func (d *daemon) startBackground() {
 	d.run(repair.Run)
 }
 
-// repair puts back the forward rules and the endpoints' kernel state.
+// repair puts back the forward rules, the MSS clamp and the endpoints' kernel
+// state.
 func (d *daemon) repair(ctx context.Context) (bool, error) {
 	if err := d.fwd.ensure(); err != nil {
 		d.log.Warn("restoring forward rules failed", "err", err)
+	}
+	if wrote, err := d.clamp.Ensure(); err != nil {
+		d.log.Warn("restoring the MSS clamp failed", "err", err)
+	} else if wrote {
+		d.log.Warn("MSS clamp table was missing or changed; restored it", "table", "inet "+mssclamp.Table)
 	}
 	res, err := d.drv.Reconcile(ctx)
 	if err != nil {
