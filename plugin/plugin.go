@@ -50,29 +50,29 @@ type daemon struct {
 	group *errgroup.Group
 	ctx   context.Context // the group's: ends on shutdown or when a part fails
 
-	store    *datastore.Store
-	dp       *dataplane.Dataplane
-	fwd      *forwarding
-	reg      *node.Registration
-	agents   *agent.Recorder
-	metrics  *metrics.Metrics
-	obs      agent.Observer      // the recorder and the metrics
-	ps       *policysync.Syncer  // nil with policy off
-	enf      *nftpolicy.Enforcer // nil with policy off
-	routes   *routing.Syncer
-	bgp      *bgp.Agent
-	carriers []api.CarrierSupport
-	hostMTU  int
-	clamp    *mssclamp.Clamp
-	v4       netip.Prefix      // this node's address, the VXLAN tunnel's source
-	docker   *engineapi.Client // nil when the engine API cannot be reached
-	nets     *sharing.Syncer
-	joined   func()
-	policy   netdriver.Policy
-	alloc    *ipam.Allocator
-	drv      *netdriver.Driver
-	col      *gc.Collector
-	servers  []servedSocket
+	store         *datastore.Store
+	dp            *dataplane.Dataplane
+	fwd           *forwarding
+	reg           *node.Registration
+	agents        *agent.Recorder
+	metrics       *metrics.Metrics
+	obs           agent.Observer      // the recorder and the metrics
+	ps            *policysync.Syncer  // nil with policy off
+	enf           *nftpolicy.Enforcer // nil with policy off
+	routes        *routing.Syncer
+	bgp           *bgp.Agent
+	carriers      []api.CarrierSupport
+	hostMTU       int
+	mssClampTable *mssclamp.Clamp
+	v4            netip.Prefix      // this node's address, the VXLAN tunnel's source
+	docker        *engineapi.Client // nil when the engine API cannot be reached
+	nets          *sharing.Syncer
+	joined        func()
+	policy        netdriver.Policy
+	alloc         *ipam.Allocator
+	drv           *netdriver.Driver
+	col           *gc.Collector
+	servers       []servedSocket
 }
 
 // Run starts the daemon and blocks until ctx is cancelled or a socket
@@ -154,9 +154,11 @@ func (d *daemon) prepareHost(ctx context.Context) error {
 	if err := d.fwd.ensure(); err != nil {
 		return err
 	}
-	d.clamp = mssclamp.New(nftpolicy.DefaultIfacePrefix)
-	if _, err := d.clamp.Ensure(); err != nil {
-		return err
+	// Without the clamp TCP across a tunnel still works, by path MTU
+	// discovery: no reason to refuse to start.
+	d.mssClampTable = mssclamp.New(nftpolicy.DefaultIfacePrefix)
+	if _, err := d.mssClampTable.Ensure(); err != nil {
+		d.log.Warn("no MSS clamp: TCP into VXLAN/IPIP relies on path MTU discovery", "err", err)
 	}
 	if !dataplane.GatewayRoutable() {
 		d.log.Warn("this host has no route to " + dataplane.GatewayIPv4 + " (normally the default route): proxy ARP will not answer for the containers' gateway, so containers cannot send traffic; add a default route")
@@ -410,7 +412,7 @@ func (d *daemon) repair(ctx context.Context) (bool, error) {
 	if err := d.fwd.ensure(); err != nil {
 		d.log.Warn("restoring forward rules failed", "err", err)
 	}
-	if wrote, err := d.clamp.Ensure(); err != nil {
+	if wrote, err := d.mssClampTable.Ensure(); err != nil {
 		d.log.Warn("restoring the MSS clamp failed", "err", err)
 	} else if wrote {
 		d.log.Warn("MSS clamp table was missing or changed; restored it", "table", "inet "+mssclamp.Table)
