@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/mssclamp"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/e2e/e2eutil"
 )
@@ -276,11 +277,14 @@ func noteLeftovers() {
 	preChains := ourChains()
 	// So does its nftables policy table (it keeps enforcing while no
 	// daemon runs); the suite removes it if it made it.
-	preTable, preHost := policyTableExists(), hostTableExists()
+	preTable, preHost, preClamp := policyTableExists(), hostTableExists(), clampTableExists()
 	cleanupChains = func() {
 		removeChains(preChains)
 		if !preTable {
 			removePolicyTable()
+		}
+		if !preClamp {
+			removeClampTable()
 		}
 		if !preHost {
 			removeHostTable() // security_test.go
@@ -473,6 +477,17 @@ func tail(path string, n int) string { return e2eutil.LastLines(readFile(path), 
 func policyTableExists() bool {
 	out, err := exec.Command("nft", "list", "tables").Output()
 	return err == nil && strings.Contains(string(out), "inet "+nftpolicy.DefaultTable+"\n")
+}
+
+func clampTableExists() bool {
+	out, err := exec.Command("nft", "list", "tables").Output()
+	return err == nil && strings.Contains(string(out), "inet "+mssclamp.Table+"\n")
+}
+
+func removeClampTable() {
+	if err := mssclamp.New(nftpolicy.DefaultIfacePrefix).Remove(); err != nil {
+		fmt.Println("e2e: removing the MSS clamp table:", err)
+	}
 }
 
 func removePolicyTable() {

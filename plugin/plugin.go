@@ -19,6 +19,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/mssclamp"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore"
 	"github.com/calico-libnetwork/calico-libnetwork/datastore/embedded"
@@ -62,7 +63,7 @@ type daemon struct {
 	bgp           *bgp.Agent
 	carriers      []api.CarrierSupport
 	hostMTU       int
-	vxlanOverhead int               // what VXLAN takes from the host's MTU
+	mssClampTable *mssclamp.Clamp
 	v4            netip.Prefix      // this node's address, the VXLAN tunnel's source
 	docker        *engineapi.Client // nil when the engine API cannot be reached
 	nets          *sharing.Syncer
@@ -110,7 +111,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	d.startBackground()
 	d.serveMetrics()
 	log.Info("calico-libnetwork serving", "version", api.Version, "node", cfg.NodeName,
-		"sockets", socketPaths(d.servers), "vethMTU", d.mtu())
+		"sockets", socketPaths(d.servers), "vethMTU", d.mtu(), "tunnelMTU", d.tunnelMTUs())
 
 	err := d.group.Wait()
 	log.Info("shutting down: sockets closed, container networking left in place")
@@ -152,6 +153,12 @@ func (d *daemon) prepareHost(ctx context.Context) error {
 	d.fwd = &forwarding{dp: d.dp, log: d.log}
 	if err := d.fwd.ensure(); err != nil {
 		return err
+	}
+	// Without the clamp TCP across a tunnel still works, by path MTU
+	// discovery: no reason to refuse to start.
+	d.mssClampTable = mssclamp.New(nftpolicy.DefaultIfacePrefix)
+	if _, err := d.mssClampTable.Ensure(); err != nil {
+		d.log.Warn("no MSS clamp: TCP into VXLAN/IPIP relies on path MTU discovery", "err", err)
 	}
 	if !dataplane.GatewayRoutable() {
 		d.log.Warn("this host has no route to " + dataplane.GatewayIPv4 + " (normally the default route): proxy ARP will not answer for the containers' gateway, so containers cannot send traffic; add a default route")
@@ -210,7 +217,6 @@ func (d *daemon) startRouting() {
 		}
 		d.carriers = append(d.carriers, api.CarrierSupport{Mode: string(m), Available: ok, Reason: why})
 	}
-	d.vxlanOverhead = blockRoutes.Carrier(carrier.ModeVXLAN).Overhead()
 	d.run(d.routes.Run)
 	select {
 	case <-d.routes.Ready():
@@ -242,20 +248,27 @@ func (learnedRoutes) ApplyLearned(rs []bgp.Route) ([]string, error) {
 	return in, errors.Join(err, lerr)
 }
 
-// mtu is the veth MTU. It follows the pools: with a VXLAN (IPIP) pool it
-// leaves room for the encapsulation, so containers never send what cannot
-// cross hosts.
+// mtu is the veth MTU: the uplink's (or --veth-mtu), whatever the pools
+// encapsulate. Only the tunnels' devices have the smaller MTU; the MSS
+// clamp (package mssclamp) and path MTU discovery size what crosses them.
 func (d *daemon) mtu() int {
 	if d.cfg.VethMTU > 0 {
 		return d.cfg.VethMTU
 	}
+	return d.hostMTU
+}
+
+// tunnelMTUs says, for the start-up log, which tunnels the pools use and
+// their MTU.
+func (d *daemon) tunnelMTUs() string {
+	var out []string
 	if d.routes.UsesVXLAN() {
-		return d.hostMTU - d.vxlanOverhead
+		out = append(out, fmt.Sprintf("%s %d", vxlan.Device, d.hostMTU-vxlan.Overhead))
 	}
 	if d.routes.UsesIPIP() {
-		return d.hostMTU - ipip.Overhead
+		out = append(out, fmt.Sprintf("%s %d", ipip.Device, d.hostMTU-ipip.Overhead))
 	}
-	return d.hostMTU
+	return strings.Join(out, ", ")
 }
 
 // startHostProtection runs the host protection agent and waits for its
@@ -393,10 +406,16 @@ func (d *daemon) startBackground() {
 	d.run(repair.Run)
 }
 
-// repair puts back the forward rules and the endpoints' kernel state.
+// repair puts back the forward rules, the MSS clamp and the endpoints' kernel
+// state.
 func (d *daemon) repair(ctx context.Context) (bool, error) {
 	if err := d.fwd.ensure(); err != nil {
 		d.log.Warn("restoring forward rules failed", "err", err)
+	}
+	if wrote, err := d.mssClampTable.Ensure(); err != nil {
+		d.log.Warn("restoring the MSS clamp failed", "err", err)
+	} else if wrote {
+		d.log.Warn("MSS clamp table was missing or changed; restored it", "table", "inet "+mssclamp.Table)
 	}
 	res, err := d.drv.Reconcile(ctx)
 	if err != nil {

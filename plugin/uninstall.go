@@ -14,6 +14,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/mssclamp"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
 )
 
@@ -25,8 +26,9 @@ type UninstallResult struct {
 // Uninstall removes what the daemon keeps in the host's kernel after it
 // stops, by design (so running containers keep their networking): the
 // FORWARD accept chain in every iptables back end, the NAT chain, the
-// nftables policy table, the inter-host routes (protocol 78), the routes
-// learned over BGP (protocol 79) and the VXLAN device. Rules and tables of anyone else are not touched. It refuses
+// nftables policy and MSS clamp tables, the inter-host routes (protocol
+// 78), the routes learned over BGP (protocol 79) and the VXLAN device.
+// Rules and tables of anyone else are not touched. It refuses
 // while a daemon serves pluginDir, or while containers still have calico
 // interfaces here (they would be cut off): remove them first.
 func Uninstall(pluginDir string) (UninstallResult, error) {
@@ -61,6 +63,11 @@ func Uninstall(pluginDir string) (UninstallResult, error) {
 		errs = append(errs, err)
 	} else {
 		res.Removed = append(res.Removed, "nftables table inet "+nftpolicy.DefaultTable)
+	}
+	if err := mssclamp.New(nftpolicy.DefaultIfacePrefix).Remove(); err != nil {
+		errs = append(errs, err)
+	} else {
+		res.Removed = append(res.Removed, "nftables table inet "+mssclamp.Table)
 	}
 	br := dp.NewBlockRoutes(dp.NewVXLANCarrier(netip.Addr{}, 0))
 	if r, err := br.Apply(nil); err != nil {

@@ -42,6 +42,7 @@ func TestUninstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	run("nft", "add table inet calico-libnetwork")
+	run("nft", "add table inet calico-libnetwork-mss")
 	run("nft", "add table inet someoneelse")
 
 	l, err := net.Listen("unix", filepath.Join(dir, api.NetworkSocket))

@@ -33,7 +33,8 @@ import (
 // It runs only with CALICO_BENCH=1 and prints a markdown table (also
 // written to CALICO_BENCH_OUT when set). CALICO_BENCH_SECONDS sets the
 // length of each iperf3 run (default 5); each is run three times and the
-// median is kept. Targets (issue 4): same-host >= 0.95x bridge, cross-host
+// median is kept. CALICO_BENCH_MTU=1 adds veths at 1500 against 1450
+// (mtu_test.go); CALICO_BENCH_MTU=only measures just that. Targets (issue 4): same-host >= 0.95x bridge, cross-host
 // direct >= 0.9x host-to-host, route convergence < 1 s. Missing a target is
 // reported in the table, not as a test failure.
 func TestBenchmarks(t *testing.T) {
@@ -48,11 +49,17 @@ func TestBenchmarks(t *testing.T) {
 	tb := New(t, Options{LogLevel: "info"})
 	pairs := benchPairs(t, tb)
 	forward := settleForward(t, tb)
-	busybox := staticBusybox(t)
-	measureThroughput(t, pairs, secs)
-	measureRTT(t, pairs, busybox)
-	conv := measureConvergence(t, tb, 12)
-	table := benchTable(pairs, conv, secs) + "\n" + forward
+	var table string
+	if mtu := os.Getenv("CALICO_BENCH_MTU"); mtu == "only" {
+		table = measureVethMTU(t, tb, pairs, secs) // mtu_test.go
+	} else {
+		measureThroughput(t, pairs, secs)
+		measureRTT(t, pairs, staticBusybox(t))
+		table = benchTable(pairs, measureConvergence(t, tb, 12), secs) + "\n" + forward
+		if mtu == "1" {
+			table += "\n" + measureVethMTU(t, tb, pairs, secs)
+		}
+	}
 	if perfEnabled() { // perfhops_test.go
 		table += "\n" + profileHops(t, pairs, secs)
 	}

@@ -82,6 +82,7 @@ func TestMultiHost(t *testing.T) {
 	st.run("steady cluster: no etcd writes, no route changes", s.steadyState)
 	st.run("1<->2 unencapsulated", s.unencapsulated12)
 	st.run("1<->3 through VXLAN", s.throughVXLAN13)
+	st.run("full MTU: 1500 direct, PMTU and MSS into VXLAN", s.fullMTU) // mtu_test.go
 	st.run("VXLAN only from registered nodes", s.vxlanFromNodesOnly)
 	st.run("IPIP pool across subnets", s.ipipCrossSubnet) // ipip_test.go
 	st.run("NAT outgoing", s.natOutgoing)
@@ -390,14 +391,20 @@ func (s *scenario) checkVXLANDevice(t *testing.T, h *Host) {
 	}
 }
 
-// checkVethMTU checks that the container veths' MTU leaves room for VXLAN
-// (the pool encapsulates across subnets).
+// checkVethMTU checks that the container veths have the hosts' full MTU
+// although the pool uses VXLAN across subnets (only vxlan.calico has
+// 1450), and that every host has the MSS clamp for what enters a tunnel.
 func (s *scenario) checkVethMTU(t *testing.T) {
 	for _, c := range s.all() {
 		mtu := strings.TrimSpace(c.Exec(t, "cat", "/sys/class/net/cali0/mtu"))
 		t.Logf("%s: cali0 MTU %s", c.Name, mtu)
-		if atoi(mtu) > 1450 {
-			t.Errorf("%s: cali0 MTU %s, want at most 1450 (host MTU 1500 minus VXLAN's 50) since its pool uses VXLAN across subnets", c.Name, mtu)
+		if atoi(mtu) != 1500 {
+			t.Errorf("%s: cali0 MTU %s, want 1500 (the host's): only the tunnel device needs VXLAN's smaller MTU", c.Name, mtu)
+		}
+	}
+	for _, h := range s.tb.Hosts {
+		if out := h.Exec(t, "nft", "list", "table", "inet", "calico-libnetwork-mss"); !strings.Contains(out, "tcp option maxseg size set rt mtu") {
+			t.Errorf("%s: no MSS clamp:\n%s", h.Name, out)
 		}
 	}
 }

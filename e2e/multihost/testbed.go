@@ -186,6 +186,7 @@ func CheckPrereqs(t testing.TB, extra ...[2]string) {
 		{"ip", "iproute2"}, {"nsenter", "util-linux"}, {"unshare", "util-linux"},
 		{"dockerd", "docker.io"}, {"docker", "docker.io"}, {"containerd", "containerd"}, {"runc", "runc"},
 		{"iptables", "iptables"}, {"etcd", "etcd-server"}, {"tcpdump", "tcpdump"}, {"go", "golang-go"},
+		{"ping", "iputils-ping"}, {"nft", "nftables"},
 	}
 	ensureTools(t, append(tools, extra...))
 	staticBusybox(t)
