@@ -210,12 +210,17 @@ func (r *Resolver) pass(ctx context.Context) bool {
 		return true
 	}
 	byNet := map[string][]api.Endpoint{}
+	pending := false
+	following := r.following.Load()
 	for _, it := range items {
-		if !it.Value.LabelsKnown {
-			byNet[it.Value.NetworkID] = append(byNet[it.Value.NetworkID], it.Value)
+		switch ep := it.Value; {
+		case ep.LabelsKnown:
+		case following && time.Since(ep.CreatedAt) < r.fallback:
+			pending = true // its event is on the way: no list of the network's containers for it
+		default:
+			byNet[ep.NetworkID] = append(byNet[ep.NetworkID], ep)
 		}
 	}
-	pending := false
 	for netID, eps := range byNet {
 		cs, err := r.docker.ContainersOnNetwork(ctx, netID)
 		if err != nil {

@@ -278,3 +278,28 @@ func TestEventsDown(t *testing.T) {
 	e.AddContainer(testengine.Container{ID: "c2", Endpoints: map[string]string{net1: "ep2"}, Labels: map[string]string{Prefix + "role": "db"}})
 	waitUntil(t, "ep2 resolved from its event", func() bool { return read(t, s, "host-a", "ep2").Labels["role"] == "db" })
 }
+
+// While the events are followed, a full pass leaves a young endpoint to
+// its event (no list of the network's containers) and lists only for one
+// its event did not resolve in time.
+func TestFullPassLeavesYoungEndpointsToEvents(t *testing.T) {
+	r, e, s := newResolver(t, testengine.Docker2010)
+	net1 := e.AddNetwork(testengine.Network{Name: "net1", Driver: "calico"})
+	r.following.Store(true)
+	endpoint(t, s, "host-a", "ep-new", net1, 0)
+	if !r.pass(ctx) {
+		t.Fatal("nothing pending with ep-new unresolved")
+	}
+	if n := count(e.Requests(), "GET", "/containers/json", ""); n != 0 {
+		t.Fatalf("listed the containers %d times for an endpoint its event will resolve", n)
+	}
+	endpoint(t, s, "host-a", "ep-missed", net1, time.Minute)
+	e.AddContainer(testengine.Container{ID: "c1", Endpoints: map[string]string{net1: "ep-missed"}, Labels: map[string]string{Prefix + "role": "web"}})
+	r.pass(ctx)
+	if n := count(e.Requests(), "GET", "/containers/json", ""); n != 1 {
+		t.Fatalf("listed the containers %d times for an endpoint whose event was missed, want 1", n)
+	}
+	if ep := read(t, s, "host-a", "ep-missed"); ep.Labels["role"] != "web" {
+		t.Fatalf("ep-missed: %+v", ep)
+	}
+}
