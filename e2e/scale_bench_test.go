@@ -70,7 +70,7 @@ func passTime(before, after map[string]float64, agent string) (time.Duration, in
 // callTime is the daemon's mean time answering one plugin call between two
 // scrapes (from its call histogram).
 func callTime(before, after map[string]float64, socket, call string) time.Duration {
-	l := `{call="/` + call + `",socket="` + socket + `"}`
+	l := `{call="` + call + `",socket="` + socket + `"}`
 	n := after["calico_libnetwork_docker_call_duration_seconds_count"+l] - before["calico_libnetwork_docker_call_duration_seconds_count"+l]
 	if n <= 0 {
 		return 0
