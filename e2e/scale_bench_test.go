@@ -13,20 +13,28 @@ import (
 )
 
 // rssKiB is a process's resident memory.
-func rssKiB(t *testing.T, pid int) float64 {
+func rssKiB(t *testing.T, pid int) float64 { return memKiB(t, pid)["VmRSS"] }
+
+// memKiB is a process's resident memory from /proc/PID/status, in KiB:
+// VmRSS, and its parts RssAnon (heap, stacks) and RssFile (mapped files:
+// the binary, the embedded etcd's database).
+func memKiB(t *testing.T, pid int) map[string]float64 {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]float64{}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(l); len(f) >= 2 && (f[0] == "VmRSS:" || strings.HasPrefix(f[0], "Rss")) {
 			v, _ := strconv.ParseFloat(f[1], 64)
-			return v
+			out[strings.TrimSuffix(f[0], ":")] = v
 		}
 	}
-	t.Fatal("no VmRSS")
-	return 0
+	if _, ok := out["VmRSS"]; !ok {
+		t.Fatal("no VmRSS")
+	}
+	return out
 }
 
 // cpuSeconds is a process's user+system CPU time (0 when it cannot be read).
@@ -155,7 +163,7 @@ func TestThousandContainersBench(t *testing.T) {
 	t.Cleanup(func() { removeNetwork(t, bridge) })
 	runContainer(t, net) // warm up: image, first block
 	runContainer(t, bridge)
-	rss0 := rssKiB(t, dmn.pid())
+	mem0, heap0 := memKiB(t, dmn.pid()), scrapeMetrics(t)
 	var cal, brg []window
 	for i := 0; i < n/block; i++ {
 		cal = append(cal, runBlock(t, net, block, true))
@@ -165,14 +173,14 @@ func TestThousandContainersBench(t *testing.T) {
 			(i+1)*block, (i+1)*block, ms(summarize(c.lat).median), ms(c.join), ms(c.create), ms(c.request), c.dockerdCPU*1000, c.daemonCPU*1000,
 			c.datastoreOps, c.passes, ms(summarize(b.lat).median), b.dockerdCPU*1000)
 	}
-	rss1 := rssKiB(t, dmn.pid())
+	mem1 := memKiB(t, dmn.pid())
 	before := scrapeMetrics(t)
 	time.Sleep(35 * time.Second) // at least one repair pass (every 30 s) and a policy resync
 	runContainer(t, net)         // one policy change (a new endpoint) at n endpoints
 	time.Sleep(2 * time.Second)
 	after := scrapeMetrics(t)
 	removeAllLabelled(t) // one bulk rm, before the per-container cleanups
-	report(t, n, cal, brg, rss0, rss1, before, after)
+	report(t, n, cal, brg, memUse{mem0, mem1, heap0, before}, before, after)
 }
 
 // removeAllLabelled removes the run's containers with one docker rm, so
@@ -192,7 +200,11 @@ func removeAllLabelled(t *testing.T) {
 	}
 }
 
-func report(t *testing.T, n int, cal, brg []window, rss0, rss1 float64, before, after map[string]float64) {
+// memUse is the daemon's memory before and after the runs: /proc's
+// resident sizes and the Go runtime's metrics.
+type memUse struct{ proc0, proc1, go0, go1 map[string]float64 }
+
+func report(t *testing.T, n int, cal, brg []window, mem memUse, before, after map[string]float64) {
 	cf, cl := cal[0], cal[len(cal)-1]
 	bf, bl := brg[0], brg[len(brg)-1]
 	csf, csl := summarize(cf.lat), summarize(cl.lat)
@@ -224,8 +236,14 @@ func report(t *testing.T, n int, cal, brg []window, rss0, rss1 float64, before, 
 	}
 	fmt.Fprintf(&b, "\ntarget for calico last 100 / first 100 <= 1.2: %s\n\n", map[bool]string{true: "met", false: "NOT MET"}[rc <= 1.2])
 	fmt.Fprintf(&b, "| at %d endpoints | value |\n|---|---:|\n", n)
-	fmt.Fprintf(&b, "| daemon RSS before / after | %.1f MiB / %.1f MiB |\n", rss0/1024, rss1/1024)
-	fmt.Fprintf(&b, "| daemon memory per endpoint | %.1f KiB |\n", (rss1-rss0)/float64(n))
+	per := func(a, b float64) float64 { return (b - a) / float64(n) }
+	fmt.Fprintf(&b, "| daemon RSS before / after | %.1f MiB / %.1f MiB |\n", mem.proc0["VmRSS"]/1024, mem.proc1["VmRSS"]/1024)
+	fmt.Fprintf(&b, "| daemon memory per endpoint (RSS) | %.1f KiB |\n", per(mem.proc0["VmRSS"], mem.proc1["VmRSS"]))
+	fmt.Fprintf(&b, "| of it anonymous (heap, stacks) / mapped files (etcd's database) | %.1f KiB / %.1f KiB |\n",
+		per(mem.proc0["RssAnon"], mem.proc1["RssAnon"]), per(mem.proc0["RssFile"], mem.proc1["RssFile"]))
+	fmt.Fprintf(&b, "| Go heap in use / allocated, per endpoint | %.1f KiB / %.1f KiB |\n",
+		per(mem.go0["go_memstats_heap_inuse_bytes"], mem.go1["go_memstats_heap_inuse_bytes"])/1024,
+		per(mem.go0["go_memstats_heap_alloc_bytes"], mem.go1["go_memstats_heap_alloc_bytes"])/1024)
 	fmt.Fprintf(&b, "| repair (reconcile) pass, mean of %d | %s |\n", nr, ms(repair))
 	fmt.Fprintf(&b, "| policy pass, mean of %d | %s |\n", np, ms(pol))
 	fmt.Fprintf(&b, "\nMade by: CALICO_BENCH=1 go test -tags e2e -count=1 -v -timeout 60m -run TestThousandContainersBench ./e2e/\n")
