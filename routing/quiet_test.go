@@ -53,7 +53,13 @@ func TestNATAppliedOnlyWhenPoolsChangeOrFull(t *testing.T) {
 		{"another host's endpoint changed: routes checked", func() {
 			s.Put(api.EndpointKey("h2", "ep3"), []byte(`{"id":"ep3","host":"h2","ipv4":"10.11.0.6/32"}`))
 		}, false, 3, 5},
-		{"a resync (full) checks both", func() {}, true, 4, 6},
+		{"a block claimed: routes checked", func() {
+			s.Put(api.BlockKey(netip.MustParsePrefix("10.11.0.0/26")), []byte(`{"cidr":"10.11.0.0/26","affinity":"h1"}`))
+		}, false, 3, 6},
+		{"an address allocated in it (its affinity the same): nothing", func() {
+			s.Put(api.BlockKey(netip.MustParsePrefix("10.11.0.0/26")), []byte(`{"cidr":"10.11.0.0/26","affinity":"h1","allocations":[{"host":"h1","handle":"ee:ee","seq":1}],"unallocated":[],"seq":1}`))
+		}, false, 3, 6},
+		{"a resync (full) checks both", func() {}, true, 4, 7},
 	}
 	for _, st := range steps {
 		st.do()

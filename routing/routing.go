@@ -271,8 +271,9 @@ func (s *Syncer) Put(key string, val []byte) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.st.put(key, val)
-	s.dirty = true
+	if s.st.put(key, val) {
+		s.dirty = true
+	}
 }
 
 func (s *Syncer) Delete(key string) {
@@ -307,7 +308,10 @@ func (s *Syncer) Failed(err error) {
 	s.mu.Unlock()
 }
 
-func (st *State) put(key string, val []byte) {
+// put records the value of key and reports whether the routes can have
+// changed: a block record rewritten for an allocation, its affinity the
+// same, changes none.
+func (st *State) put(key string, val []byte) bool {
 	switch {
 	case strings.HasPrefix(key, api.NodesPrefix):
 		var n api.Node
@@ -322,6 +326,9 @@ func (st *State) put(key string, val []byte) {
 	case strings.HasPrefix(key, api.BlocksPrefix):
 		var b api.Block
 		if json.Unmarshal(val, &b) == nil && b.CIDR.IsValid() {
+			if old, ok := st.Blocks[b.CIDR]; ok && old == b.Affinity {
+				return false
+			}
 			st.Blocks[b.CIDR] = b.Affinity
 		}
 	case strings.HasPrefix(key, api.EndpointsPrefix):
@@ -335,6 +342,7 @@ func (st *State) put(key string, val []byte) {
 			st.Claims[name] = c
 		}
 	}
+	return true
 }
 
 func (st *State) del(key string) {
