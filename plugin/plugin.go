@@ -298,7 +298,7 @@ func (d *daemon) connectDocker() {
 	d.nets = sharing.New(d.store, dc, d.cfg.NodeName, d.cfg.DriverName, d.cfg.IPAMDriverName, d.log.With("part", "netsync"))
 	d.nets.Observer = d.obs
 	lr := labels.New(d.store, dc, d.cfg.NodeName, d.log.With("part", "labels"))
-	lr.Observer = d.obs
+	lr.Observer, lr.Driver = d.obs, d.cfg.DriverName
 	d.run(lr.Run)
 	d.joined = lr.Kick
 }

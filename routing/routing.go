@@ -176,6 +176,12 @@ type Syncer struct {
 	// natApplied is the NAT pools last applied without error (only the
 	// apply pass touches it).
 	natApplied string
+	// dirty: a record the routes depend on changed since the last pass
+	// that applied without error. This host's own endpoints never make
+	// it so (they add no inter-host route), so a docker run here runs no
+	// route pass: each would dump the route table, which grows with the
+	// host's containers.
+	dirty bool
 	// Observer is told of every pass (the daemon's status and metrics).
 	Observer agent.Observer
 }
@@ -250,7 +256,9 @@ func (s *Syncer) Run(ctx context.Context) {
 func (s *Syncer) Reset(kvs []datastore.KV) {
 	st := newState()
 	for _, kv := range kvs {
-		st.put(kv.Key, kv.Value)
+		if !s.local(kv.Key) {
+			st.put(kv.Key, kv.Value)
+		}
 	}
 	s.mu.Lock()
 	s.st = st
@@ -258,20 +266,39 @@ func (s *Syncer) Reset(kvs []datastore.KV) {
 }
 
 func (s *Syncer) Put(key string, val []byte) {
+	if s.local(key) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.st.put(key, val)
+	if s.st.put(key, val) {
+		s.dirty = true
+	}
 }
 
 func (s *Syncer) Delete(key string) {
+	if s.local(key) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.st.del(key)
+	s.dirty = true
 }
 
-// Apply applies; every apply also repairs routes someone removed by hand.
-// The NAT rules are read back from iptables only on a full pass or when the
-// pools changed, so a pass that changes nothing runs no iptables at all.
+// local reports a record of one of this host's own endpoints: the routes
+// to other hosts do not depend on them, so they are not kept at all.
+func (s *Syncer) local(key string) bool {
+	host, _, ok := api.ParseEndpointKey(key)
+	return ok && host == s.host
+}
+
+// Apply applies. A pass after changes the routes do not depend on (this
+// host's endpoints) touches nothing; every other pass also repairs routes
+// someone removed by hand, and the full pass of each resync does so
+// whatever changed. The NAT rules are read back from iptables only on a
+// full pass or when the pools changed, so a pass that changes nothing runs
+// no iptables at all.
 func (s *Syncer) Apply(full bool) error { return s.apply(full) }
 
 func (s *Syncer) Failed(err error) {
@@ -281,7 +308,10 @@ func (s *Syncer) Failed(err error) {
 	s.mu.Unlock()
 }
 
-func (st *State) put(key string, val []byte) {
+// put records the value of key and reports whether the routes can have
+// changed: a block record rewritten for an allocation, its affinity the
+// same, changes none.
+func (st *State) put(key string, val []byte) bool {
 	switch {
 	case strings.HasPrefix(key, api.NodesPrefix):
 		var n api.Node
@@ -296,6 +326,9 @@ func (st *State) put(key string, val []byte) {
 	case strings.HasPrefix(key, api.BlocksPrefix):
 		var b api.Block
 		if json.Unmarshal(val, &b) == nil && b.CIDR.IsValid() {
+			if old, ok := st.Blocks[b.CIDR]; ok && old == b.Affinity {
+				return false
+			}
 			st.Blocks[b.CIDR] = b.Affinity
 		}
 	case strings.HasPrefix(key, api.EndpointsPrefix):
@@ -309,6 +342,7 @@ func (st *State) put(key string, val []byte) {
 			st.Claims[name] = c
 		}
 	}
+	return true
 }
 
 func (st *State) del(key string) {
@@ -334,6 +368,11 @@ func (st *State) del(key string) {
 
 func (s *Syncer) apply(full bool) error {
 	s.mu.Lock()
+	if !full && !s.dirty {
+		s.mu.Unlock()
+		return nil
+	}
+	s.dirty = false
 	want, notes := s.st.DesiredWithNotes(s.host)
 	nat, all := s.st.NAT()
 	s.mu.Unlock()
@@ -354,6 +393,9 @@ func (s *Syncer) apply(full bool) error {
 		reported[sk] = true
 	}
 	s.status = api.RoutingStatus{LastApply: time.Now().UTC(), Routes: len(want), Skipped: res.Skipped, Notes: notes, Synced: err == nil && natErr == nil}
+	if !s.status.Synced {
+		s.dirty = true // the next pass tries again
+	}
 	s.logNotes(notes, reported)
 	if err != nil {
 		s.status.LastError = err.Error()

@@ -231,3 +231,38 @@ func oldStyleEtcd(t *testing.T, dir, key, val string) {
 		t.Fatal(err)
 	}
 }
+
+// The embedded etcd does not keep every write in memory: after some
+// thousand writes it has taken a snapshot (its in-memory log is cut at
+// each), and what was written reads back the same, also after a restart.
+func TestEmbeddedSnapshotsBoundMemory(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := embedded.Open(ctx, datastore.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1200 {
+		if err := s.Put(ctx, fmt.Sprintf("/calico/libnetwork/v1/test/%d", i%50), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snaps, _ := filepath.Glob(filepath.Join(dir, "etcd", "member", "snap", "*.snap"))
+	for deadline := time.Now().Add(10 * time.Second); len(snaps) == 0 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		snaps, _ = filepath.Glob(filepath.Join(dir, "etcd", "member", "snap", "*.snap"))
+	}
+	if len(snaps) == 0 {
+		t.Fatal("no etcd snapshot after 1,200 writes: every write since start is still held in memory")
+	}
+	s.Close()
+	s, err = embedded.Open(ctx, datastore.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var v int
+	if _, err := s.Get(ctx, "/calico/libnetwork/v1/test/49", &v); err != nil || v != 1199 {
+		t.Fatalf("after a restart: %d, %v; want 1199", v, err)
+	}
+}

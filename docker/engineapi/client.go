@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -83,6 +84,12 @@ type Container struct {
 	Config struct {
 		Labels map[string]string `json:"Labels"`
 	} `json:"Config"`
+	NetworkSettings struct {
+		Networks map[string]struct { // by network name
+			NetworkID  string `json:"NetworkID"`
+			EndpointID string `json:"EndpointID"`
+		} `json:"Networks"`
+	} `json:"NetworkSettings"`
 }
 
 // StatusError is a non-2xx answer from Docker.
@@ -124,19 +131,23 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
 	if resp.StatusCode/100 != 2 {
-		var m struct {
-			Message string `json:"message"`
-		}
-		_ = json.Unmarshal(data, &m)
-		if m.Message == "" {
-			m.Message = strings.TrimSpace(string(data))
-		}
-		return &StatusError{Code: resp.StatusCode, Message: m.Message}
+		return statusError(resp.StatusCode, data)
 	}
 	if out != nil && len(data) > 0 {
 		return json.Unmarshal(data, out)
 	}
 	return nil
+}
+
+func statusError(code int, data []byte) error {
+	var m struct {
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(data, &m)
+	if m.Message == "" {
+		m.Message = strings.TrimSpace(string(data))
+	}
+	return &StatusError{Code: code, Message: m.Message}
 }
 
 // Ping checks that the engine answers.
@@ -216,4 +227,57 @@ func (c *Client) Container(ctx context.Context, id string) (*Container, error) {
 		return nil, err
 	}
 	return &ct, nil
+}
+
+// Connect is a container attached to a network, from the engine's events.
+type Connect struct {
+	NetworkID, Network, Driver, Container string
+	Time                                  time.Time
+}
+
+// NetworkConnects follows the engine's network connect events from since
+// on (the engine replays the recent ones it keeps), calling opened once
+// the engine accepted the stream and fn for each event, until ctx ends or
+// the stream breaks; the error says which.
+func (c *Client) NetworkConnects(ctx context.Context, since time.Time, opened func(), fn func(Connect)) error {
+	f, _ := json.Marshal(map[string][]string{"type": {"network"}, "event": {"connect"}})
+	path := "/events?filters=" + url.QueryEscape(string(f))
+	if !since.IsZero() {
+		path += "&since=" + strconv.FormatInt(since.Unix(), 10)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("docker API events: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return statusError(resp.StatusCode, data)
+	}
+	opened()
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var ev struct {
+			Type, Action string
+			Actor        struct {
+				ID         string            `json:"ID"`
+				Attributes map[string]string `json:"Attributes"`
+			} `json:"Actor"`
+			TimeNano int64 `json:"timeNano"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("docker API events: the stream ended: %w", err)
+		}
+		if ev.Type == "network" && ev.Action == "connect" && ev.Actor.Attributes["container"] != "" {
+			fn(Connect{NetworkID: ev.Actor.ID, Network: ev.Actor.Attributes["name"], Driver: ev.Actor.Attributes["type"],
+				Container: ev.Actor.Attributes["container"], Time: time.Unix(0, ev.TimeNano)})
+		}
+	}
 }

@@ -2,8 +2,10 @@ package labels
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,5 +175,131 @@ func TestRun(t *testing.T) {
 	case <-done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+func startRun(t *testing.T, r *Resolver) {
+	t.Helper()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(runCtx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 5 s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func count(reqs []testengine.Request, method, prefix, suffix string) int {
+	n := 0
+	for _, q := range reqs {
+		if q.Method == method && strings.HasPrefix(q.Path, prefix) && strings.HasSuffix(q.Path, suffix) {
+			n++
+		}
+	}
+	return n
+}
+
+// While the engine's events are followed, each container attached to one
+// of the driver's networks is inspected once and its endpoints resolved:
+// no list of the host's containers, whatever their number, and another
+// driver's containers are not looked at.
+func TestFollowsConnectEvents(t *testing.T) {
+	for _, v := range []testengine.Version{testengine.Docker2010, testengine.Docker285} {
+		t.Run(string(v), func(t *testing.T) {
+			r, e, s := newResolver(t, v)
+			r.Driver, r.fallback = "calico", time.Hour // no full pass but the first
+			net1 := e.AddNetwork(testengine.Network{Name: "net1", Driver: "calico"})
+			bridge := e.AddNetwork(testengine.Network{Name: "br", Driver: "bridge"})
+			for i := range 50 { // containers already running: never listed again
+				e.AddContainer(testengine.Container{ID: fmt.Sprintf("old%d", i), Endpoints: map[string]string{net1: fmt.Sprintf("ep-old%d", i)}})
+			}
+			startRun(t, r)
+			waitUntil(t, "the event stream open", r.following.Load)
+			before := e.Requests()
+			for i := range 3 {
+				id := fmt.Sprintf("ep%d", i)
+				endpoint(t, s, "host-a", id, net1, 0)
+				e.AddContainer(testengine.Container{ID: fmt.Sprintf("c%d", i), Endpoints: map[string]string{net1: id},
+					Labels: map[string]string{Prefix + "role": fmt.Sprintf("r%d", i)}})
+				r.Kick() // as Join does
+			}
+			e.AddContainer(testengine.Container{ID: "cb", Endpoints: map[string]string{bridge: "ep-b"}})
+			for i := range 3 {
+				id := fmt.Sprintf("ep%d", i)
+				waitUntil(t, id+" resolved", func() bool { return read(t, s, "host-a", id).LabelsKnown })
+				if ep := read(t, s, "host-a", id); ep.Labels["role"] != fmt.Sprintf("r%d", i) || ep.ContainerID != fmt.Sprintf("c%d", i) {
+					t.Fatalf("%s: %+v", id, ep)
+				}
+			}
+			reqs := e.Requests()[len(before):]
+			if n := count(reqs, "GET", "/containers/json", ""); n != 0 {
+				t.Errorf("the containers were listed %d times while the events were followed", n)
+			}
+			if n := count(reqs, "GET", "/containers/c", "/json"); n != 3 {
+				t.Errorf("%d inspects of the new containers, want one each (3)", n)
+			}
+			if n := count(reqs, "GET", "/containers/cb", "/json"); n != 0 {
+				t.Errorf("a bridge network's container was inspected %d times", n)
+			}
+		})
+	}
+}
+
+// When the engine's event stream cannot be followed, a Join makes a full
+// pass run soon (labels are learnt by listing, as before); once the stream
+// is back, the events are followed again.
+func TestEventsDown(t *testing.T) {
+	r, e, s := newResolver(t, testengine.Docker285)
+	r.fallback = time.Hour
+	net1 := e.AddNetwork(testengine.Network{Name: "net1", Driver: "calico"})
+	e.SetFault("GET /events", testengine.Fault{Status: 500, Body: `{"message":"boom"}`})
+	startRun(t, r)
+	endpoint(t, s, "host-a", "ep1", net1, 0)
+	e.AddContainer(testengine.Container{ID: "c1", Endpoints: map[string]string{net1: "ep1"}, Labels: map[string]string{Prefix + "role": "web"}})
+	r.Kick()
+	waitUntil(t, "ep1 resolved by a full pass", func() bool { return read(t, s, "host-a", "ep1").Labels["role"] == "web" })
+	if r.following.Load() {
+		t.Fatal("following a stream the engine refused")
+	}
+	if n := count(e.Requests(), "GET", "/containers/json", ""); n == 0 {
+		t.Fatal("resolved without listing the containers while the events were down")
+	}
+	e.SetFault("GET /events", testengine.Fault{})
+	waitUntil(t, "the event stream open again", r.following.Load)
+	endpoint(t, s, "host-a", "ep2", net1, 0)
+	e.AddContainer(testengine.Container{ID: "c2", Endpoints: map[string]string{net1: "ep2"}, Labels: map[string]string{Prefix + "role": "db"}})
+	waitUntil(t, "ep2 resolved from its event", func() bool { return read(t, s, "host-a", "ep2").Labels["role"] == "db" })
+}
+
+// While the events are followed, a full pass leaves a young endpoint to
+// its event (no list of the network's containers) and lists only for one
+// its event did not resolve in time.
+func TestFullPassLeavesYoungEndpointsToEvents(t *testing.T) {
+	r, e, s := newResolver(t, testengine.Docker2010)
+	net1 := e.AddNetwork(testengine.Network{Name: "net1", Driver: "calico"})
+	r.following.Store(true)
+	endpoint(t, s, "host-a", "ep-new", net1, 0)
+	if !r.pass(ctx) {
+		t.Fatal("nothing pending with ep-new unresolved")
+	}
+	if n := count(e.Requests(), "GET", "/containers/json", ""); n != 0 {
+		t.Fatalf("listed the containers %d times for an endpoint its event will resolve", n)
+	}
+	endpoint(t, s, "host-a", "ep-missed", net1, time.Minute)
+	e.AddContainer(testengine.Container{ID: "c1", Endpoints: map[string]string{net1: "ep-missed"}, Labels: map[string]string{Prefix + "role": "web"}})
+	r.pass(ctx)
+	if n := count(e.Requests(), "GET", "/containers/json", ""); n != 1 {
+		t.Fatalf("listed the containers %d times for an endpoint whose event was missed, want 1", n)
+	}
+	if ep := read(t, s, "host-a", "ep-missed"); ep.Labels["role"] != "web" {
+		t.Fatalf("ep-missed: %+v", ep)
 	}
 }

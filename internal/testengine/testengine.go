@@ -94,6 +94,8 @@ type Engine struct {
 	containers map[string]*Container
 	faults     map[string]Fault // "METHOD /path" (path without query)
 	requests   []Request
+	events     []event       // what GET /events streams
+	logged     chan struct{} // closed (and replaced) when an event is logged
 }
 
 // Start serves an engine of version v until the test ends.
@@ -107,7 +109,8 @@ func Start(t testing.TB, v Version) *Engine {
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	e := &Engine{Version: v, Socket: filepath.Join(dir, "docker.sock"),
-		networks: map[string]*Network{}, containers: map[string]*Container{}, faults: map[string]Fault{}}
+		networks: map[string]*Network{}, containers: map[string]*Container{}, faults: map[string]Fault{},
+		logged: make(chan struct{})}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: e.Socket, Net: "unix"})
 	if err != nil {
 		t.Fatalf("listen on %s: %v", e.Socket, err)
@@ -182,11 +185,13 @@ func (e *Engine) AddNetwork(n Network) string {
 	return n.ID
 }
 
-// AddContainer attaches a container.
+// AddContainer attaches a container, and logs a network connect event for
+// each of its networks.
 func (e *Engine) AddContainer(c Container) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.containers[c.ID] = &c
+	e.logConnects(&c)
 }
 
 // Networks returns the networks by name.
@@ -244,6 +249,8 @@ func (e *Engine) serve(w http.ResponseWriter, r *http.Request) {
 		e.inspectNetwork(w, strings.TrimPrefix(path, "/networks/"))
 	case r.Method == http.MethodDelete && strings.HasPrefix(path, "/networks/"):
 		e.removeNetwork(w, strings.TrimPrefix(path, "/networks/"))
+	case r.Method == http.MethodGet && path == "/events":
+		e.streamEvents(w, r)
 	case r.Method == http.MethodGet && path == "/containers/json":
 		e.listContainers(w, r)
 	case r.Method == http.MethodGet && strings.HasPrefix(path, "/containers/") && strings.HasSuffix(path, "/json"):
@@ -541,9 +548,18 @@ func (e *Engine) inspectContainer(w http.ResponseWriter, id string) {
 		errorJSON(w, http.StatusNotFound, "No such container: %s", id)
 		return
 	}
+	nets := map[string]any{}
+	for netID, ep := range c.Endpoints {
+		name := netID
+		if n := e.networks[netID]; n != nil {
+			name = n.Name
+		}
+		nets[name] = map[string]any{"NetworkID": netID, "EndpointID": ep}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"Id": c.ID, "Name": "/" + c.Name, "Created": "2026-12-01T21:39:00.000000000Z",
-		"State":  map[string]any{"Status": "running", "Running": true, "Pid": 4242},
-		"Config": map[string]any{"Hostname": c.ID[:min(12, len(c.ID))], "Image": "busybox", "Labels": orEmptyLabels(c.Labels)}})
+		"State":           map[string]any{"Status": "running", "Running": true, "Pid": 4242},
+		"Config":          map[string]any{"Hostname": c.ID[:min(12, len(c.ID))], "Image": "busybox", "Labels": orEmptyLabels(c.Labels)},
+		"NetworkSettings": map[string]any{"Networks": nets}})
 }
 
 // RemoveContainer detaches and removes a container.
