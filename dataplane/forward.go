@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -23,7 +22,13 @@ var forwardRules = [][]string{
 	{"-o", "cali+", "-m", "comment", "--comment", "calico-libnetwork: to containers", "-j", "ACCEPT"},
 }
 
-var forwardJump = []string{"-m", "comment", "--comment", "calico-libnetwork", "-j", ForwardChain}
+// forwardJumps are our jump in FORWARD in two spellings that differ only in
+// the comment: a move inserts the other spelling at the new place before
+// deleting the old one by its spec, so FORWARD is never without our jump.
+var forwardJumps = [2][]string{
+	{"-m", "comment", "--comment", "calico-libnetwork", "-j", ForwardChain},
+	{"-m", "comment", "--comment", "calico-libnetwork:moved", "-j", ForwardChain},
+}
 
 // iptables has two back ends with separate tables, and a packet passes
 // only if both let it: a FORWARD DROP left in iptables-legacy by an earlier
@@ -175,61 +180,93 @@ func ensureForwardChain(ipt *iptables.IPTables) error {
 const dockerUserJump = "-A FORWARD -j DOCKER-USER"
 
 // forwardJumpPlan reads `iptables -S FORWARD` (lines) and returns the
-// 1-based positions of our jumps and the position ours belongs at: right
+// 1-based positions of our jumps (with the spelling of each: its index in
+// forwardJumps) and the position ours belongs at: right
 // after Docker's jump to DOCKER-USER, or first when there is none. There,
 // cali traffic leaves FORWARD after two rules instead of walking Docker's
 // per-bridge rules and isolation chains (Docker inserts those at the top,
 // pushing ours down, and re-inserts DOCKER-USER first on every start and
 // network create); and a user's rule in DOCKER-USER still comes first, as
 // Docker documents for that chain.
-func forwardJumpPlan(lines []string) (ours []int, want int) {
+func forwardJumpPlan(lines []string) (ours, spelling []int, want int) {
 	want, pos := 1, 0
 	for _, l := range lines {
 		if !strings.HasPrefix(l, "-A FORWARD ") {
 			continue // the policy line
 		}
 		pos++
-		switch {
-		case isOurJump(l):
-			ours = append(ours, pos)
+		switch v := jumpSpelling(l); {
+		case v >= 0:
+			ours, spelling = append(ours, pos), append(spelling, v)
 		case l == dockerUserJump && want == 1:
 			want = pos + 1
 		}
 	}
-	return ours, want
+	return ours, spelling, want
 }
 
-// isOurJump tells our jump by its comment and target.
-func isOurJump(line string) bool {
+// jumpSpelling tells our jump by its comment and target: the index of its
+// spelling in forwardJumps, or -1.
+func jumpSpelling(line string) int {
+	if !strings.HasSuffix(line, " -j "+ForwardChain) {
+		return -1
+	}
 	f := strings.Fields(line)
-	return slices.Contains(f, "calico-libnetwork") && strings.HasSuffix(line, " -j "+ForwardChain)
+	for i := range len(f) - 1 {
+		if f[i] != "--comment" {
+			continue
+		}
+		for v, j := range forwardJumps {
+			if strings.Trim(f[i+1], `"`) == j[3] {
+				return v
+			}
+		}
+	}
+	return -1
 }
 
-// placeForwardJump puts our one jump where forwardJumpPlan wants it,
-// moving it (delete, insert) when Docker has pushed it down; it touches
-// no rule but ours.
+// placeForwardJump puts our one jump where forwardJumpPlan wants it. A
+// move (when Docker has pushed it down) inserts the other spelling there
+// first and then deletes the old ones by their spec; it touches no rule
+// but ours.
 func placeForwardJump(ipt *iptables.IPTables) error {
 	lines, err := ipt.List("filter", "FORWARD")
 	if err != nil {
 		return fmt.Errorf("iptables: list FORWARD: %w", err)
 	}
-	ours, want := forwardJumpPlan(lines)
+	ours, spelling, want := forwardJumpPlan(lines)
 	if len(ours) == 1 && ours[0] == want {
 		return nil
 	}
-	for range ours {
-		if err := ipt.Delete("filter", "FORWARD", forwardJump...); err != nil {
+	count := [2]int{}
+	for _, v := range spelling {
+		count[v]++
+	}
+	// The spelling to insert is one no old jump has; when both are there
+	// (a move cut short), the second's copies go first: the first's stay.
+	next := 0
+	if count[0] > 0 {
+		next = 1
+		for range count[1] {
+			if err := ipt.Delete("filter", "FORWARD", forwardJumps[1]...); err != nil {
+				return fmt.Errorf("iptables: move the jump to %s: %w", ForwardChain, err)
+			}
+		}
+		if count[1] > 0 {
+			if lines, err = ipt.List("filter", "FORWARD"); err != nil {
+				return fmt.Errorf("iptables: list FORWARD: %w", err)
+			}
+			_, _, want = forwardJumpPlan(lines)
+		}
+	}
+	if err := ipt.Insert("filter", "FORWARD", want, forwardJumps[next]...); err != nil {
+		return fmt.Errorf("iptables: jump to %s at %d: %w", ForwardChain, want, err)
+	}
+	old := 1 - next
+	for range count[old] {
+		if err := ipt.Delete("filter", "FORWARD", forwardJumps[old]...); err != nil {
 			return fmt.Errorf("iptables: move the jump to %s: %w", ForwardChain, err)
 		}
-	}
-	if len(ours) > 0 {
-		if lines, err = ipt.List("filter", "FORWARD"); err != nil {
-			return fmt.Errorf("iptables: list FORWARD: %w", err)
-		}
-		_, want = forwardJumpPlan(lines)
-	}
-	if err := ipt.Insert("filter", "FORWARD", want, forwardJump...); err != nil {
-		return fmt.Errorf("iptables: jump to %s at %d: %w", ForwardChain, want, err)
 	}
 	return nil
 }
@@ -240,7 +277,13 @@ func (d *Dataplane) RemoveForwarding() error {
 	var errs []error
 	for _, b := range backends() {
 		for _, ipt := range b.handles() {
-			_ = ipt.DeleteIfExists("filter", "FORWARD", forwardJump...)
+			for _, j := range forwardJumps {
+				for ipt.DeleteIfExists("filter", "FORWARD", j...) == nil {
+					if ok, _ := ipt.Exists("filter", "FORWARD", j...); !ok {
+						break
+					}
+				}
+			}
 			if ok, _ := ipt.ChainExists("filter", ForwardChain); ok {
 				if err := ipt.ClearAndDeleteChain("filter", ForwardChain); err != nil {
 					errs = append(errs, fmt.Errorf("%s: delete %s: %w", b.name, ForwardChain, err))

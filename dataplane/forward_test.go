@@ -221,6 +221,7 @@ func forwardingNftablesOnly(t *testing.T) {
 
 func TestForwardJumpPlan(t *testing.T) {
 	ours := "-A FORWARD -m comment --comment calico-libnetwork -j " + ForwardChain
+	moved := `-A FORWARD -m comment --comment "calico-libnetwork:moved" -j ` + ForwardChain
 	tests := []struct {
 		name     string
 		lines    []string
@@ -236,10 +237,11 @@ func TestForwardJumpPlan(t *testing.T) {
 		{"first, before DOCKER-USER", []string{"-P FORWARD DROP", ours, "-A FORWARD -j DOCKER-USER"}, []int{1}, 3},
 		{"an admin's rule first", []string{"-P FORWARD DROP", "-A FORWARD -i eth9 -j DROP", "-A FORWARD -j DOCKER-USER", ours, ours}, []int{3, 4}, 3},
 		{"someone else's jump to our chain is not ours", []string{"-A FORWARD -i x -j " + ForwardChain}, nil, 1},
+		{"the moved spelling, as iptables quotes it", []string{"-P FORWARD DROP", "-A FORWARD -j DOCKER-USER", moved, ours}, []int{2, 3}, 2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, want := forwardJumpPlan(tc.lines)
+			got, _, want := forwardJumpPlan(tc.lines)
 			if fmt.Sprint(got) != fmt.Sprint(tc.wantOurs) || want != tc.want {
 				t.Errorf("forwardJumpPlan = %v, %d; want %v, %d", got, want, tc.wantOurs, tc.want)
 			}
@@ -305,7 +307,9 @@ func TestForwardJumpAfterDockerUser(t *testing.T) {
 		t.Fatalf("the simulated network create left our jump second: the test proves nothing:\n%s", strings.Join(got, "\n"))
 	}
 	ensure()
-	want = []string{"-j DOCKER-USER", ourJump, "-o br-x -j ACCEPT", "-j DOCKER-ISOLATION-STAGE-1", "-o docker0 -j ACCEPT"}
+	// Moved: the other spelling was put in place before the old was deleted.
+	movedJump := `-m comment --comment "calico-libnetwork:moved" -j ` + ForwardChain
+	want = []string{"-j DOCKER-USER", movedJump, "-o br-x -j ACCEPT", "-j DOCKER-ISOLATION-STAGE-1", "-o docker0 -j ACCEPT"}
 	if got := forward(); !slices.Equal(got, want) {
 		t.Fatalf("FORWARD after Docker pushed our jump down and EnsureForwarding:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
