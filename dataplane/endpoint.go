@@ -262,6 +262,22 @@ func (d *Dataplane) TeardownEndpoint(hostIface string, addrs []netip.Prefix) err
 	return nil
 }
 
+// DownEndpoint sets the veth down, by name in one request: the kernel then
+// drops its routes (IPv4 and IPv6) at once, so nothing is routed to a
+// container that left while the veth waits to be deleted. A missing veth
+// is not an error.
+func (d *Dataplane) DownEndpoint(hostIface string) error {
+	req := vnl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := vnl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Flags, msg.Change = 0, unix.IFF_UP
+	req.AddData(msg)
+	req.AddData(vnl.NewRtAttr(unix.IFLA_IFNAME, vnl.ZeroTerminated(hostIface)))
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil && !isNotFound(err) && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("set veth %s down: %w", hostIface, err)
+	}
+	return nil
+}
+
 func isNotFound(err error) bool { return nl.IsNotFound(err) }
 
 // LinkExists reports whether a link of that name exists.

@@ -24,7 +24,9 @@ func newReaper() *reaper {
 }
 
 // removeVeth deletes the endpoint's veth: in the background while RunReaper
-// runs, else at once.
+// runs, else at once. A veth left to the reaper is set down first, which
+// takes its routes with it: DeleteEndpoint frees the addresses right after,
+// and another host's new container may hold one before the veth is gone.
 func (d *Driver) removeVeth(name string) error {
 	r := d.reap
 	r.mu.Lock()
@@ -32,6 +34,11 @@ func (d *Driver) removeVeth(name string) error {
 		r.mu.Unlock()
 		return d.dp.TeardownEndpoint(name, nil)
 	}
+	r.mu.Unlock()
+	if err := d.dp.DownEndpoint(name); err != nil {
+		return err
+	}
+	r.mu.Lock()
 	if _, ok := r.pending[name]; !ok {
 		r.pending[name] = make(chan struct{})
 		r.queue = append(r.queue, name)

@@ -55,6 +55,11 @@ func TestLeftVethReaped(t *testing.T) {
 		if !dataplane.LinkExists(veth) {
 			t.Fatal("the veth went before the reaper ran: this test holds nothing open")
 		}
+		// Its address is free now and may be another host's container's:
+		// nothing may still be routed to the veth waiting for deletion.
+		if rs, err := dataplane.OurRoutes(); err != nil || len(rs) != 0 {
+			t.Fatalf("routes to a left endpoint's veth while it waits for deletion: %v, %v", rs, err)
+		}
 		res, err := d.Reconcile(context.Background())
 		if err != nil || res.Adopted != 0 {
 			t.Fatalf("reconcile = %+v, %v: a left veth waiting for its delete was adopted", res, err)
