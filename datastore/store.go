@@ -223,25 +223,14 @@ type Item[T any] struct {
 	Value       T
 }
 
-// List decodes every record under prefix.
+// List decodes every record under prefix; a record that does not decode
+// fails the whole list.
 func List[T any](ctx context.Context, s *Store, prefix string) ([]Item[T], error) {
-	c, cancel := s.Ctx(ctx)
-	defer cancel()
-	start := time.Now()
-	resp, err := s.kvs().Get(c, prefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, s.wrapErr(fmt.Errorf("etcd list %s: %w", prefix, err), start)
+	items, bad, err := ListReadable[T](ctx, s, prefix)
+	if err == nil && len(bad) > 0 {
+		return nil, bad[0]
 	}
-	s.up()
-	out := make([]Item[T], 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
-		var v T
-		if err := json.Unmarshal(kv.Value, &v); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
-		}
-		out = append(out, Item[T]{Key: string(kv.Key), ModRevision: kv.ModRevision, Value: v})
-	}
-	return out, nil
+	return items, err
 }
 
 // ListReadable decodes every record under prefix that decodes, and

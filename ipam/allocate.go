@@ -88,12 +88,13 @@ func (a *Allocator) allocateOnce(ctx context.Context, handle string, sel Selecti
 	if r, err := a.fromOwn(ctx, handle, sel, cands, hv); err != nil || r.done || r.conflict {
 		return r, err
 	}
-	if claimable, _ := a.mayClaim(); claimable {
+	claimable, strict := a.mayClaim() // one reading of the configuration for both
+	if claimable {
 		if r, err := a.claim(ctx, handle, sel, cands, hv); err != nil || r.done || r.conflict {
 			return r, err
 		}
 	}
-	if _, strict := a.mayClaim(); !strict {
+	if !strict {
 		return a.borrow(ctx, handle, sel, cands, hv)
 	}
 	return step{}, nil

@@ -141,11 +141,11 @@ func (s *Syncer) Sync(ctx context.Context) error {
 	// treated apart: a host that has it rewrites the record from its own
 	// copy, the others leave the name alone until then. Every other network
 	// goes on being shared.
-	errs := s.unreadable(bad)
-	unreadable := map[string]*datastore.DecodeError{}
+	unreadable := map[string]*datastore.DecodeError{} // by network name
 	for _, b := range bad {
 		unreadable[api.NameUnder(b.Key, api.SharedNetworksPrefix)] = b
 	}
+	errs := s.unreadable(unreadable)
 	localNames := map[string]bool{}
 	for _, n := range local {
 		localNames[n.Name] = true
@@ -206,19 +206,20 @@ func (s *Syncer) heal(ctx context.Context, n engineapi.Network, b *datastore.Dec
 
 // unreadable warns once per corrupt shared record and names each in the
 // pass's error, so that calicoctl node status shows it until it is fixed.
-func (s *Syncer) unreadable(bad []*datastore.DecodeError) []error {
+func (s *Syncer) unreadable(bad map[string]*datastore.DecodeError) []error {
 	var errs []error
 	for k := range s.warned {
-		if strings.HasPrefix(k, "bad/") && !slices.ContainsFunc(bad, func(b *datastore.DecodeError) bool { return "bad/"+b.Key == k }) {
+		if name, ok := strings.CutPrefix(k, "bad/"); ok && bad[name] == nil {
 			delete(s.warned, k) // fixed: warn again should it break again
 		}
 	}
-	for _, b := range bad {
+	for _, name := range slices.Sorted(maps.Keys(bad)) {
+		b := bad[name]
 		err := fmt.Errorf("shared network record %s does not decode (%v): a host that has network %q rewrites it from its own copy; until then the others leave that network as it is",
-			b.Key, b.Err, api.NameUnder(b.Key, api.SharedNetworksPrefix))
-		if !s.warned["bad/"+b.Key] {
+			b.Key, b.Err, name)
+		if !s.warned["bad/"+name] {
 			s.log.Warn("skipping a shared network record that does not decode", "key", b.Key, "err", b.Err)
-			s.warned["bad/"+b.Key] = true
+			s.warned["bad/"+name] = true
 		}
 		errs = append(errs, err)
 	}
