@@ -46,8 +46,10 @@ type Agent struct {
 	ctx context.Context // Run's, for the applies
 
 	instMu     sync.Mutex // one learned-routes pass at a time
-	installed  []string   // the learned routes in the kernel, for the status
-	learnedOff string     // why none are used
+	applied    []Route    // what the last pass that succeeded put in the kernel
+	appliedOK  bool
+	installed  []string // the learned routes in the kernel, for the status
+	learnedOff string   // why none are used
 	instErr    string
 }
 
@@ -90,7 +92,7 @@ func (a *Agent) followRIB(ctx context.Context) {
 			return
 		case <-time.After(ribDebounce):
 		}
-		if err := a.install(ctx); err != nil {
+		if err := a.install(ctx, false); err != nil {
 			a.log.Warn("BGP: installing learned routes", "err", err)
 		}
 	}
@@ -98,8 +100,11 @@ func (a *Agent) followRIB(ctx context.Context) {
 
 // install makes the kernel's learned routes those Installable picks from
 // the speaker's table now. While the daemon stops it leaves them: like the
-// peers keeping ours, they keep forwarding through a restart.
-func (a *Agent) install(ctx context.Context) error {
+// peers keeping ours, they keep forwarding through a restart. A pass that
+// is not full and wants what the last one applied touches no kernel: every
+// container change in the cluster wakes this agent, with BGP on or off;
+// full passes (each snapshot and resync) repair drift.
+func (a *Agent) install(ctx context.Context, full bool) error {
 	if a.Routes == nil || ctx.Err() != nil {
 		return nil
 	}
@@ -110,7 +115,12 @@ func (a *Agent) install(ctx context.Context) error {
 	routes := a.st.Installable(a.host, learned)
 	_, off := a.st.UsesLearned(a.host)
 	a.mu.Unlock()
+	if !full && a.appliedOK && slices.Equal(routes, a.applied) {
+		a.learnedOff = off
+		return nil
+	}
 	now, err := a.Routes.ApplyLearned(routes)
+	a.applied, a.appliedOK = routes, err == nil
 	if !slices.Equal(now, a.installed) {
 		a.log.Info("BGP: learned routes in the kernel", "routes", len(now), "wanted", len(routes), "learned", len(learned))
 	}
@@ -144,7 +154,7 @@ func (a *Agent) Delete(key string) {
 	a.st.Delete(key)
 }
 
-func (a *Agent) Apply(bool) error {
+func (a *Agent) Apply(full bool) error {
 	a.mu.Lock()
 	plan := a.st.Desired(a.host, a.dataDir)
 	ctx := a.ctx
@@ -155,7 +165,7 @@ func (a *Agent) Apply(bool) error {
 	actx, cancel := context.WithTimeout(ctx, applyTimeout)
 	defer cancel()
 	err := a.spk.Apply(actx, plan)
-	return errors.Join(err, a.install(ctx))
+	return errors.Join(err, a.install(ctx, full))
 }
 
 // Status is the speaker's state for calicoctl node status.
