@@ -310,7 +310,8 @@ func (s *Syncer) Failed(err error) {
 
 // put records the value of key and reports whether the routes can have
 // changed: a block record rewritten for an allocation, its affinity the
-// same, changes none.
+// same, or an endpoint record rewritten, its host and addresses the same,
+// changes none.
 func (st *State) put(key string, val []byte) bool {
 	switch {
 	case strings.HasPrefix(key, api.NodesPrefix):
@@ -334,7 +335,13 @@ func (st *State) put(key string, val []byte) bool {
 	case strings.HasPrefix(key, api.EndpointsPrefix):
 		var e api.Endpoint
 		if json.Unmarshal(val, &e) == nil {
+			// Routes read only an endpoint's host and addresses: a record
+			// rewritten with its sandbox or labels changes none.
+			old, ok := st.Endpoints[key]
 			st.Endpoints[key] = e
+			if ok && old.Host == e.Host && old.IPv4 == e.IPv4 && old.IPv6 == e.IPv6 {
+				return false
+			}
 		}
 	case strings.HasPrefix(key, api.ClaimsPrefix):
 		var c api.NodeClaim
