@@ -141,8 +141,10 @@ func (r *Resolver) observe(full bool, pass func() bool) bool {
 // event) after a second, and a full pass looks for what it missed.
 func (r *Resolver) follow(ctx context.Context) {
 	var since time.Time // first: from now on (the first full pass covers what came before)
+	// The replay point moves only with events: an attempt that fails before
+	// its stream opens must not skip what came since the last one seen.
+	last := time.Now()
 	for {
-		last := time.Now()
 		err := r.docker.NetworkConnects(ctx, since, func() { r.following.Store(true) }, func(c engineapi.Connect) {
 			last = c.Time
 			if r.Driver != "" && c.Driver != r.Driver {
