@@ -99,8 +99,10 @@ func (a *Agent) followRIB(ctx context.Context) {
 }
 
 // install makes the kernel's learned routes those Installable picks from
-// the speaker's table now. While the daemon stops it leaves them: like the
-// peers keeping ours, they keep forwarding through a restart. A pass that
+// the speaker's table now. While the daemon stops it leaves them, but the
+// first pass after a start, with the sessions not up yet, removes them
+// until the peers have sent theirs again (the route sync's routes stay
+// throughout; keeping them over that gap is left to do). A pass that
 // is not full and wants what the last one applied touches no kernel: every
 // container change in the cluster wakes this agent, with BGP on or off;
 // full passes (each snapshot and resync) repair drift.
