@@ -43,6 +43,23 @@ type DaemonStatus struct {
 	Readiness *Readiness `json:"readiness,omitempty"`
 	// BGP is the speaker's state (nil: a daemon without one).
 	BGP *BGPStatus `json:"bgp,omitempty"`
+	// DataPath says whether the eBPF redirect path is on (nil: a daemon
+	// without one).
+	DataPath *DataPathStatus `json:"dataPath,omitempty"`
+}
+
+// DataPathStatus is the eBPF redirect path's state on a host.
+type DataPathStatus struct {
+	Redirect bool `json:"redirect"`
+	// Reason says why it is off.
+	Reason    string `json:"reason,omitempty"`
+	Endpoints int    `json:"endpoints"` // veths it is on
+	Uplinks   int    `json:"uplinks"`   // uplinks and tunnels it is on
+	// Packets redirected into containers, out of other interfaces, and
+	// left to the kernel's path, since the daemon started.
+	ToEndpoint uint64 `json:"toEndpoint"`
+	Out        uint64 `json:"out"`
+	Passed     uint64 `json:"passed"`
 }
 
 // AgentStatus is one agent's passes (package agent).

@@ -301,6 +301,21 @@ func (a *app) versionFromNode(ctx context.Context) string {
 	return n.Version + " (from node " + n.Name + "'s record)"
 }
 
+// printDataPath says which path established container traffic takes.
+func printDataPath(w io.Writer, dp *api.DataPathStatus) {
+	if dp == nil {
+		return
+	}
+	fmt.Fprintln(w, "Data path:")
+	if dp.Redirect {
+		fmt.Fprintf(w, "  eBPF redirect on %d endpoints and %d uplinks/tunnels; packets redirected into containers %d, out %d, left to the kernel %d\n",
+			dp.Endpoints, dp.Uplinks, dp.ToEndpoint, dp.Out, dp.Passed)
+	} else {
+		fmt.Fprintf(w, "  kernel forwarding only (nftables): %s\n", dp.Reason)
+	}
+	fmt.Fprintln(w)
+}
+
 func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 	printReadiness(w, st.Readiness)
 	fmt.Fprintln(w, "Route sync:")
@@ -331,6 +346,7 @@ func (a *app) printDaemonStatus(w io.Writer, st api.DaemonStatus) {
 		}
 	}
 	fmt.Fprintln(w)
+	printDataPath(w, st.DataPath)
 	a.printBGP(w, st.BGP)
 	a.printGC(w, st.GC)
 	a.printAgents(w, st.Agents)

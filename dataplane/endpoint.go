@@ -58,6 +58,8 @@ type Dataplane struct {
 	log   *slog.Logger
 	owner string
 	v6    ipv6State // forward6.go
+	// redirect, when set, is the eBPF redirect path (redirect.go).
+	redirect Redirector
 }
 
 // New returns a Dataplane whose links are marked as owned by owner (the node
@@ -147,6 +149,8 @@ func (d *Dataplane) SetupEndpoint(ep Endpoint) (err error) {
 		}
 	}
 	trace("routes")
+	d.attachRedirect(ep, veth.Index)
+	trace("bpf-attach")
 	return nil
 }
 
@@ -253,6 +257,7 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet { return nl.IPNet(p) }
 // (addrs) go with it. Missing pieces are not an error: Docker retries
 // Leave.
 func (d *Dataplane) TeardownEndpoint(hostIface string, addrs []netip.Prefix) error {
+	d.detachRedirect(hostIface)
 	req := vnl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
 	req.AddData(vnl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(vnl.NewRtAttr(unix.IFLA_IFNAME, vnl.ZeroTerminated(hostIface)))
@@ -267,6 +272,7 @@ func (d *Dataplane) TeardownEndpoint(hostIface string, addrs []netip.Prefix) err
 // container that left while the veth waits to be deleted. A missing veth
 // is not an error.
 func (d *Dataplane) DownEndpoint(hostIface string) error {
+	d.detachRedirect(hostIface)
 	req := vnl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
 	msg := vnl.NewIfInfomsg(unix.AF_UNSPEC)
 	msg.Flags, msg.Change = 0, unix.IFF_UP

@@ -20,6 +20,14 @@ type Sources struct {
 	Policy             func() (endpoints, policies int)
 	GCCollected        func() uint64
 	Ready              func() bool
+	DataPath           func() DataPathCounts
+}
+
+// DataPathCounts is the eBPF redirect path's state.
+type DataPathCounts struct {
+	On                      bool
+	Endpoints, Uplinks      int
+	ToEndpoint, Out, Passed uint64
 }
 
 // NFTCounts is the size of the policy table.
@@ -62,6 +70,24 @@ func (m *Metrics) Watch(s Sources) {
 	add(s.Veths != nil, "dataplane_veths", "Container veths on this host (cali..., with our alias).", func() float64 { n, _ := s.Veths(); return float64(n) })
 	add(s.Policy != nil, "policy_endpoints", "This host's endpoints the policy agent enforces.", func() float64 { n, _ := s.Policy(); return float64(n) })
 	add(s.Policy != nil, "policy_policies", "Policy resources in force (profiles, network and global network policies).", func() float64 { _, n := s.Policy(); return float64(n) })
+	if s.DataPath != nil {
+		read := memo(func() (DataPathCounts, error) { return s.DataPath(), nil })
+		dp := func() DataPathCounts { c, _ := read(); return c }
+		add(true, "dataplane_bpf_redirect_on", "1 while the eBPF redirect path is loaded (--bpf-redirect auto on a kernel that can run it).", func() float64 { return b2f(dp().On) })
+		add(true, "dataplane_bpf_endpoints", "Endpoint veths the eBPF redirect path is on.", func() float64 { return float64(dp().Endpoints) })
+		add(true, "dataplane_bpf_uplinks", "Uplinks and tunnel devices the eBPF redirect path is on.", func() float64 { return float64(dp().Uplinks) })
+		for _, c := range []struct {
+			name, help string
+			pick       func(DataPathCounts) uint64
+		}{
+			{"to_endpoint", "Packets the eBPF path redirected straight into a container.", func(c DataPathCounts) uint64 { return c.ToEndpoint }},
+			{"out", "Packets the eBPF path redirected out of an uplink, a tunnel or to a container's host-side veth.", func(c DataPathCounts) uint64 { return c.Out }},
+			{"passed", "Packets the eBPF path's programs left to the kernel's path (not established TCP, not marked by policy, SYN/FIN/RST, no neighbour yet...).", func(c DataPathCounts) uint64 { return c.Passed }},
+		} {
+			m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "dataplane_bpf", Name: c.name + "_packets_total", Help: c.help},
+				func() float64 { return float64(c.pick(dp())) }))
+		}
+	}
 	add(s.Ready != nil, "ready", "1 while /readyz answers ready.", func() float64 { return b2f(s.Ready()) })
 	if s.NFTables != nil {
 		s.NFTables = memo(s.NFTables) // one kernel read per scrape, not four

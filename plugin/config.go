@@ -41,6 +41,7 @@ type Config struct {
 	ShowVersion    bool
 	DockerHost     string
 	Policy         bool // enforce network policy (nftables)
+	BPFRedirect    bool // use the eBPF redirect path where the kernel can (--bpf-redirect)
 	DriverName     string
 	IPAMDriverName string
 	// Docker managed plugin mode (see managed.go).
@@ -99,6 +100,7 @@ func ParseFlags(args []string, getenv func(string) string, stderr io.Writer) (*C
 // fs.Parse.
 type rawFlags struct {
 	endpoints, mtu, level, policy string
+	bpfRedirect                   string
 	grace, nodeTimeout, gcEvery   string
 }
 
@@ -126,6 +128,7 @@ func defineFlags(fs *flag.FlagSet, c *Config, r *rawFlags, getenv func(string) s
 	fs.StringVar(&r.level, "log-level", env("LOG_LEVEL", "info"), "debug, info, warn or error (env LOG_LEVEL)")
 	fs.BoolVar(&c.ShowVersion, "version", false, "print the version and exit")
 	fs.StringVar(&r.policy, "policy", env("CALICO_POLICY", "on"), "network policy enforcement with nftables: on or off (env CALICO_POLICY); off leaves every container reachable")
+	fs.StringVar(&r.bpfRedirect, "bpf-redirect", env("CALICO_BPF_REDIRECT", "auto"), "the eBPF redirect path for established container TCP traffic: auto (on where the kernel can run it) or off, the kernel's forwarding path only (env CALICO_BPF_REDIRECT)")
 	fs.StringVar(&c.DockerHost, "docker-host", env("DOCKER_HOST", "unix:///var/run/docker.sock"), "Docker engine socket, used to share networks by name between hosts (env DOCKER_HOST)")
 	fs.StringVar(&c.DriverName, "network-driver-name", env("CALICO_NETWORK_DRIVER_NAME", "calico"), "the network driver's names as Docker reports them, comma-separated; the first is used to create networks shared from other hosts")
 	fs.StringVar(&c.IPAMDriverName, "ipam-driver-name", env("CALICO_IPAM_DRIVER_NAME", "calico-ipam"), "the IPAM driver's name as Docker reports it")
@@ -137,7 +140,8 @@ func defineFlags(fs *flag.FlagSet, c *Config, r *rawFlags, getenv func(string) s
 	fs.StringVar(&r.gcEvery, "ipam-gc-interval", env("CALICO_IPAM_GC_INTERVAL", "1m"), "how often the garbage collector passes, at most 1m (env CALICO_IPAM_GC_INTERVAL)")
 }
 
-// parseRaw parses the etcd endpoints, --policy, --veth-mtu and --log-level.
+// parseRaw parses the etcd endpoints, --policy, --bpf-redirect, --veth-mtu
+// and --log-level.
 func (c *Config) parseRaw(r rawFlags) error {
 	for _, e := range strings.Split(r.endpoints, ",") {
 		if e = strings.TrimSpace(e); e != "" {
@@ -153,6 +157,13 @@ func (c *Config) parseRaw(r rawFlags) error {
 	case "off", "false", "0":
 	default:
 		return fmt.Errorf("--policy %q: use on or off", r.policy)
+	}
+	switch strings.ToLower(r.bpfRedirect) {
+	case "auto", "on", "true", "1":
+		c.BPFRedirect = true
+	case "off", "false", "0":
+	default:
+		return fmt.Errorf("--bpf-redirect %q: use auto or off", r.bpfRedirect)
 	}
 	if r.mtu != "" {
 		n, err := strconv.Atoi(r.mtu)

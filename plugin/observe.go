@@ -58,6 +58,10 @@ func (d *daemon) watchMetrics() {
 			return metrics.NFTCounts{Chains: c.Chains, Rules: c.Rules, Sets: c.Sets, Elements: c.Elements}, err
 		}
 	}
+	src.DataPath = func() metrics.DataPathCounts {
+		st := d.dataPathStatus()
+		return metrics.DataPathCounts{On: st.Redirect, Endpoints: st.Endpoints, Uplinks: st.Uplinks, ToEndpoint: st.ToEndpoint, Out: st.Out, Passed: st.Passed}
+	}
 	m.Watch(src)
 	stats := agent.Mirrored{Name: "ipam-stats", Store: d.store, Prefixes: metrics.IPAMPrefixes, Model: m.NewIPAMStats(d.cfg.NodeName),
 		Observer: d.agents, Options: datastore.MirrorOptions{Debounce: 200 * time.Millisecond, Resync: 5 * time.Minute}}

@@ -16,6 +16,7 @@ import (
 	"github.com/calico-libnetwork/calico-libnetwork/api"
 	"github.com/calico-libnetwork/calico-libnetwork/bgp"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
+	"github.com/calico-libnetwork/calico-libnetwork/dataplane/bpfredirect"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/ipip"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
@@ -64,6 +65,8 @@ type daemon struct {
 	carriers      []api.CarrierSupport
 	hostMTU       int
 	mssClampTable *mssclamp.Clamp
+	redirect      *bpfredirect.Path // nil: the kernel's path only (redirectOff says why)
+	redirectOff   string
 	v4            netip.Prefix      // this node's address, the VXLAN tunnel's source
 	docker        *engineapi.Client // nil when the engine API cannot be reached
 	nets          *sharing.Syncer
@@ -104,6 +107,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := d.startPolicy(); err != nil {
 		return err
 	}
+	d.startRedirect()
 	d.newDrivers(startCtx)
 	if err := d.serve(); err != nil {
 		return err
@@ -359,7 +363,7 @@ func (d *daemon) status() api.DaemonStatus {
 	defer cancel()
 	ready := d.readiness(ctx)
 	return api.DaemonStatus{Node: d.cfg.NodeName, Routing: d.routes.Status(), Peers: d.routes.Peers(), Carriers: d.carriers,
-		GC: d.col.Last().GCReport, Agents: d.agents.Status(), Readiness: &ready, BGP: d.bgp.Status()}
+		GC: d.col.Last().GCReport, Agents: d.agents.Status(), Readiness: &ready, BGP: d.bgp.Status(), DataPath: d.dataPathStatus()}
 }
 
 // serve listens on the plugin sockets; a socket that fails stops the

@@ -31,7 +31,7 @@ var (
 func (e *Enforcer) build(ds *policy.DesiredState) (*state, error) {
 	s := &state{tableExists: true, chains: map[string]*chain{}, sets: map[string]*set{}}
 	prefix, m := e.cfg.IfacePrefix, marks{pass: e.cfg.PassMark, allow: e.cfg.AllowMark}
-	s.addBaseChains(prefix, m.allow)
+	s.addBaseChains(prefix, m.allow, e.cfg.AcceptedCTMark)
 	canPass, err := s.addPolicyChains(ds, m)
 	if err != nil {
 		return nil, err
@@ -66,7 +66,7 @@ func (st *set) put(el nftables.SetElement) { st.elems[elemID(el)] = el }
 // (and invalid ones) walks the endpoint chains; from-wl returns only when
 // the sender's egress policy allows, and the packet then meets the
 // receiver's ingress policy, if it goes to an endpoint.
-func (s *state) addBaseChains(prefix string, allow uint32) {
+func (s *state) addBaseChains(prefix string, allow, accepted uint32) {
 	established := nb().ctState("established,related", expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED).
 		add("accept", verdict(expr.VerdictAccept)).rule("connections are stateful: policy is for a flow's first packet")
 	s.addChain(chainForward, nftables.ChainHookForward, established,
@@ -91,8 +91,11 @@ func (s *state) addBaseChains(prefix string, allow uint32) {
 	unknown := nb().add("drop", verdict(expr.VerdictDrop)).rule("an interface no endpoint claims")
 	// The allow mark is cleared first: a packet arriving with it set must
 	// not pass as allowed.
-	s.addChain(chainFromWL, nil, invalid, markOff(allow, "allow mark off"), spoof4, spoof6, dispatchRule(true, mapFromWL), allowed, unknown)
-	s.addChain(chainToWL, nil, invalid, dispatchRule(false, mapToWL), unknown)
+	// The conntrack mark set here stays only when the packet is let through
+	// by every table (a dropped packet's connection is never confirmed).
+	ctMark := nb().add(fmt.Sprintf("ct mark set ct mark | 0x%08x", accepted), setCTMark(accepted)...).rule("a connection policy let through: the eBPF redirect path may carry the rest of it")
+	s.addChain(chainFromWL, nil, ctMark, invalid, markOff(allow, "allow mark off"), spoof4, spoof6, dispatchRule(true, mapFromWL), allowed, unknown)
+	s.addChain(chainToWL, nil, ctMark, invalid, dispatchRule(false, mapToWL), unknown)
 	s.addChain(chainWLToHost, nil, established,
 		nb().nfproto(6).l4proto(api.ProtoICMPv6, false).add("icmpv6 type 130-136",
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},

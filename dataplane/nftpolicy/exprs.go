@@ -238,6 +238,15 @@ func clearMark(bit uint32) []expr.Any {
 	}
 }
 
+// setCTMark: ct mark set ct mark | bit.
+func setCTMark(bit uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native32(^bit), Xor: native32(bit)},
+		&expr.Ct{Key: expr.CtKeyMARK, Register: 1, SourceRegister: true},
+	}
+}
+
 // hasMark: meta mark & bit != 0.
 func hasMark(bit uint32) []expr.Any {
 	return []expr.Any{

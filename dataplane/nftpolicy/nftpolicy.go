@@ -9,10 +9,10 @@
 //	chain forward (hook forward, priority filter): ct established,related accept;
 //	                  iifname "cali*" jump from-wl; oifname "cali*" jump to-wl
 //	chain input-from-wl (hook input, priority filter): iifname "cali*" jump wl-to-host
-//	chain from-wl:    ct invalid drop; allow mark off; anti-spoofing (iifname .
+//	chain from-wl:    ct mark set ct mark | accepted; ct invalid drop; allow mark off; anti-spoofing (iifname .
 //	                  saddr must be in @wl-addrs4/6); iifname vmap @from-wl-dispatch;
 //	                  allow mark set: clear it, return; drop
-//	chain to-wl:      ct invalid drop; oifname vmap @to-wl-dispatch; drop
+//	chain to-wl:      ct mark set ct mark | accepted; ct invalid drop; oifname vmap @to-wl-dispatch; drop
 //	chain wl-to-host: ct established,related accept; ICMPv6 neighbour discovery
 //	                  accept; goto from-wl
 //	chain ep-in-<h>, ep-eg-<h>: one per distinct (policies, profiles) list of
@@ -85,6 +85,11 @@ const (
 	// the forward chain, where the receiver's ingress policy follows; it
 	// too is cleared before the packet leaves the table.
 	DefaultAllowMark uint32 = 0x00200000
+	// DefaultAcceptedCTMark is the conntrack mark bit set on every
+	// connection whose first packet walks the endpoint chains (it stays
+	// only if every table lets the packet through): the eBPF redirect path
+	// (package bpfredirect) carries the rest of such a connection only.
+	DefaultAcceptedCTMark uint32 = 0x00400000
 )
 
 // Names of the table's fixed objects.
@@ -113,6 +118,8 @@ type Config struct {
 	PassMark uint32
 	// AllowMark is another (DefaultAllowMark).
 	AllowMark uint32
+	// AcceptedCTMark is a conntrack mark bit (DefaultAcceptedCTMark).
+	AcceptedCTMark uint32
 	// NetNS is a file descriptor of the network namespace to program; 0 is
 	// the caller's.
 	NetNS int
@@ -145,6 +152,12 @@ func New(cfg Config) (*Enforcer, error) {
 	}
 	if cfg.AllowMark == 0 {
 		cfg.AllowMark = DefaultAllowMark
+	}
+	if cfg.AcceptedCTMark == 0 {
+		cfg.AcceptedCTMark = DefaultAcceptedCTMark
+	}
+	if cfg.AcceptedCTMark&(cfg.AcceptedCTMark-1) != 0 {
+		return nil, fmt.Errorf("nftpolicy: AcceptedCTMark %#x must be a single bit", cfg.AcceptedCTMark)
 	}
 	if cfg.PassMark&(cfg.PassMark-1) != 0 || cfg.AllowMark&(cfg.AllowMark-1) != 0 || cfg.PassMark == cfg.AllowMark {
 		return nil, fmt.Errorf("nftpolicy: PassMark %#x and AllowMark %#x must be two different single bits", cfg.PassMark, cfg.AllowMark)

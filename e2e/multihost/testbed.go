@@ -629,7 +629,7 @@ func (h *Host) StartDaemon() error {
 		var env []string
 		for _, k := range []string{"CALICO_DATA_DIR", "NODENAME", "ETCD_ENDPOINTS", "ETCD_CA_CERT_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE",
 			"IP", "IP6", "IP_AUTODETECTION_METHOD", "CALICO_PLUGIN_DIR", "CALICO_LIBNETWORK_VETH_MTU", "LOG_LEVEL", "DOCKER_HOST",
-			"CALICO_NETWORK_DRIVER_NAME", "CALICO_IPAM_DRIVER_NAME"} {
+			"CALICO_NETWORK_DRIVER_NAME", "CALICO_IPAM_DRIVER_NAME", "CALICO_BPF_REDIRECT", "CALICO_POLICY"} {
 			env = append(env, k+"=")
 		}
 		env = append(append(env, "NO_DEFAULT_POOLS=true"), tb.opts.DaemonEnv...)
