@@ -101,7 +101,12 @@ const (
 // kernel's route lookup would; everything else goes on to the kernel.
 func program(k Kernel, ctMark uint32, fromEndpoint bool) asm.Instructions {
 	var in asm.Instructions
-	in = append(in, parse()...)
+	// On an uplink most traffic is the host's own: not counted.
+	skip := "pass"
+	if !fromEndpoint {
+		skip = "next"
+	}
+	in = append(in, parse(skip)...)
 	if fromEndpoint {
 		in = append(in, antiSpoof()...)
 	} else {
@@ -116,31 +121,32 @@ func program(k Kernel, ctMark uint32, fromEndpoint bool) asm.Instructions {
 
 // parse checks the packet is TCP over IPv4 without options, not a fragment,
 // its TTL above 1 and no SYN, FIN or RST set, and puts its addresses and
-// ports in the tuple on the stack. R6 holds the context from here on.
-func parse() asm.Instructions {
+// ports in the tuple on the stack, or jumps to skip. R6 holds the context
+// from here on.
+func parse(skip string) asm.Instructions {
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R0, asm.R6, skbPktType, asm.Word),
-		asm.JNE.Imm(asm.R0, 0, "pass"), // PACKET_HOST only: addressed to this host's MAC
+		asm.JNE.Imm(asm.R0, 0, skip), // PACKET_HOST only: addressed to this host's MAC
 		asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
 		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, headersLen),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.JGT.Reg(asm.R4, asm.R3, skip),
 		asm.LoadMem(asm.R0, asm.R2, ethProto, asm.Half),
-		asm.JNE.Imm(asm.R0, ethPIPv4LE, "pass"),
+		asm.JNE.Imm(asm.R0, ethPIPv4LE, skip),
 		asm.LoadMem(asm.R0, asm.R2, ipVerIHL, asm.Byte),
-		asm.JNE.Imm(asm.R0, ipv4NoOptions, "pass"),
+		asm.JNE.Imm(asm.R0, ipv4NoOptions, skip),
 		asm.LoadMem(asm.R0, asm.R2, ipFrag, asm.Half),
 		asm.And.Imm(asm.R0, fragMaskLE),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.JNE.Imm(asm.R0, 0, skip),
 		asm.LoadMem(asm.R0, asm.R2, ipProto, asm.Byte),
-		asm.JNE.Imm(asm.R0, ipprotoTCP, "pass"),
+		asm.JNE.Imm(asm.R0, ipprotoTCP, skip),
 		asm.LoadMem(asm.R0, asm.R2, ipTTL, asm.Byte),
-		asm.JLE.Imm(asm.R0, 1, "pass"), // the kernel sends time exceeded
+		asm.JLE.Imm(asm.R0, 1, skip), // the kernel sends time exceeded
 		asm.LoadMem(asm.R0, asm.R2, tcpFlags, asm.Byte),
 		asm.And.Imm(asm.R0, tcpFinSynRst),
-		asm.JNE.Imm(asm.R0, 0, "pass"), // conntrack must see a connection open and close
+		asm.JNE.Imm(asm.R0, 0, skip), // conntrack must see a connection open and close
 		asm.LoadMem(asm.R7, asm.R2, ipSaddr, asm.Word),
 		asm.StoreMem(asm.RFP, stTuple, asm.R7, asm.Word),
 		asm.LoadMem(asm.R0, asm.R2, ipDaddr, asm.Word),
@@ -170,15 +176,15 @@ func antiSpoof() asm.Instructions {
 }
 
 // toLocalEndpoint lets through only packets to an address of one of this
-// host's endpoints: the host's own traffic costs one hash lookup, not a
-// conntrack lookup.
+// host's endpoints: the host's own traffic costs one hash lookup, no
+// conntrack lookup, and is not counted.
 func toLocalEndpoint() asm.Instructions {
 	return asm.Instructions{
 		asm.LoadMapPtr(asm.R1, 0).WithReference(mapAddrs),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, stTuple+4), // the destination address
 		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.JEq.Imm(asm.R0, 0, "next"),
 	}
 }
 
@@ -312,11 +318,12 @@ func rewrite(fromEndpoint bool) asm.Instructions {
 	)
 }
 
-// pass counts the packet as left to the kernel and goes on to it.
+// pass counts the packet as left to the kernel and goes on to it; next
+// goes on without counting.
 func pass() asm.Instructions {
 	in := count(CountPassed)
 	in[0] = in[0].WithSymbol("pass")
-	return append(in, asm.Mov.Imm(asm.R0, tcxNext), asm.Return())
+	return append(in, asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("next"), asm.Return())
 }
 
 // count adds one to counter i (clobbers R0-R5).

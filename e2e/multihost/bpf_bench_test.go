@@ -39,7 +39,7 @@ func redirectAB(t *testing.T, tb *Testbed, pairs []*benchPair, secs int) []*benc
 			}
 		}
 	}
-	for _, p := range off {
+	for _, p := range append(append([]*benchPair(nil), pairs...), off...) {
 		p.gbps = median(p.runs)
 	}
 	return off
