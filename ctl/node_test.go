@@ -141,6 +141,31 @@ func TestNodeStatusEncapsulationFallback(t *testing.T) {
 	}
 }
 
+// The data path in use is shown: the eBPF redirect path with its counts,
+// or the kernel's path with the reason.
+func TestNodeStatusDataPath(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		dp   *api.DataPathStatus
+		want string
+	}{
+		{"on", &api.DataPathStatus{Redirect: true, Endpoints: 4, Uplinks: 2, ToEndpoint: 900, Out: 800, Passed: 12},
+			"Data path:\n  eBPF redirect on 4 endpoints and 2 uplinks/tunnels; packets redirected into containers 900, out 800, left to the kernel 12\n"},
+		{"off", &api.DataPathStatus{Reason: "turned off (--bpf-redirect off)"},
+			"Data path:\n  kernel forwarding only (nftables): turned off (--bpf-redirect off)\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			fakeDaemon(t, h.pluginDir, "", api.IPAMSocket)
+			st := api.DaemonStatus{Node: "host-1", Routing: api.RoutingStatus{LastApply: testNow.Add(-time.Second), Synced: true}, DataPath: tc.dp}
+			fakeStatusDaemon(t, filepath.Join(h.pluginDir, api.NetworkSocket), st)
+			if out := h.ok("", "node", "status"); !strings.Contains(out, tc.want) {
+				t.Errorf("node status does not show %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
+
 func TestNodeStatusHalfRunning(t *testing.T) {
 	h := newHarness(t)
 	fakeDaemon(t, h.pluginDir, "", api.NetworkSocket)

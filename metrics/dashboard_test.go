@@ -26,6 +26,7 @@ func TestDashboardUsesExportedMetrics(t *testing.T) {
 		Routes: func() int { return 1 }, Peers: func() (int, int) { return 1, 1 }, Veths: func() (int, error) { return 1, nil },
 		NFTables: func() (NFTCounts, error) { return NFTCounts{}, nil }, Policy: func() (int, int) { return 1, 1 },
 		GCCollected: func() uint64 { return 0 }, Ready: func() bool { return true },
+		DataPath: func() DataPathCounts { return DataPathCounts{On: true} },
 	})
 	// Labelled series appear once touched.
 	m.Observe(agent.Pass{Agent: "routing", Mirrored: true, Full: true, Lag: time.Millisecond, Err: errors.New("x")})

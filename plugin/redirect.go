@@ -29,7 +29,7 @@ func (d *daemon) startRedirect() {
 		d.log.Info("eBPF redirect path off", "reason", d.redirectOff)
 		return
 	}
-	p, err := bpfredirect.Open(d.log.With("part", "bpf"), nftpolicy.DefaultAcceptedCTMark)
+	p, err := bpfredirect.Open(nftpolicy.DefaultAcceptedCTMark)
 	if err != nil {
 		d.redirectOff = "this kernel cannot run it: " + err.Error()
 		d.log.Info("eBPF redirect path not available: the kernel's forwarding path carries all traffic", "reason", err)

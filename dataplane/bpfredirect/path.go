@@ -25,7 +25,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"net/netip"
 	"os"
@@ -45,7 +44,6 @@ const liberalSysctl = "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal"
 
 // Path holds the loaded programs and their attachments.
 type Path struct {
-	log      *slog.Logger
 	coll     *ebpf.Collection
 	mu       sync.Mutex
 	attached map[int]attachment // ifindex -> its tcx link
@@ -64,10 +62,7 @@ type attachment struct {
 // through, nftpolicy.DefaultAcceptedCTMark), and sets
 // conntrack's TCP window tracking to liberal. An error says what the
 // kernel lacks; the caller then keeps to the nftables path.
-func Open(log *slog.Logger, ctMark uint32) (*Path, error) {
-	if log == nil {
-		log = slog.Default()
-	}
+func Open(ctMark uint32) (*Path, error) {
 	k, err := ReadKernel()
 	if err != nil {
 		return nil, err
@@ -92,7 +87,7 @@ func Open(log *slog.Logger, ctMark uint32) (*Path, error) {
 		coll.Close()
 		return nil, fmt.Errorf("set %s: %w", liberalSysctl, err)
 	}
-	return &Path{log: log, coll: coll, attached: map[int]attachment{}}, nil
+	return &Path{coll: coll, attached: map[int]attachment{}}, nil
 }
 
 func collectionSpec(k Kernel, ctMark uint32) *ebpf.CollectionSpec {

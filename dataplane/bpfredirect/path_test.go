@@ -248,7 +248,7 @@ func (h *host) routes(t *testing.T, peer netip.Addr, vxlanBlock, directBlock str
 // endpoint, the uplink and the VXLAN device, as the daemon does at start.
 func (h *host) open(t *testing.T) {
 	testns.Do(t, h.ns, func() {
-		p, err := bpfredirect.Open(nil, nftpolicy.DefaultAcceptedCTMark)
+		p, err := bpfredirect.Open(nftpolicy.DefaultAcceptedCTMark)
 		if err != nil {
 			t.Fatal(err)
 		}
