@@ -1,12 +1,10 @@
-package dataplane
+package dataplane_test
 
 import (
 	"bytes"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -15,25 +13,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier/vxlan"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/mssclamp"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testhost"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
-
-// mtuHost is one host namespace of TestFullMTUVeths: its uplink address
-// and its containers by name.
-type mtuHost struct {
-	ns   ns.NetNS
-	ip   netip.Addr
-	dp   *Dataplane
-	ctrs map[string]mtuCtr
-}
-
-type mtuCtr struct {
-	ns ns.NetNS
-	ip netip.Addr
-}
 
 // TestFullMTUVeths builds two hosts on one subnet, each with a block
 // carried by VXLAN and a block routed directly, and containers with veths
@@ -45,28 +29,23 @@ type mtuCtr struct {
 // tunnel's-less MSS without it, the control), and a large transfer
 // completes both ways; the 1450 veth talks to 1500 ones.
 func TestFullMTUVeths(t *testing.T) {
-	a := newMTUHost(t, "10.98.0.1", "host-a")
-	b := newMTUHost(t, "10.98.0.2", "host-b")
-	link := exec.Command("ip", "link", "add", "upl-a", "netns", a.ns.Path(), "type", "veth", "peer", "name", "upl-b", "netns", b.ns.Path())
-	if out, err := link.CombinedOutput(); err != nil {
-		t.Fatalf("uplink: %v: %s", err, out)
-	}
-	a.uplink(t, "upl-a")
-	b.uplink(t, "upl-b")
+	a := testhost.New(t, "10.98.0.1", "host-a", "mtu")
+	b := testhost.New(t, "10.98.0.2", "host-b", "mtu")
+	testhost.Link(t, a, b, "upl-a", "upl-b")
 	// Blocks: 10.70.<1|2>.0/26 through VXLAN, 10.70.<11|12>.0/26 direct.
-	a.attach(t, "va", "10.70.1.1", 1500)
-	a.attach(t, "da", "10.70.11.1", 1500)
-	a.attach(t, "old", "10.70.11.2", 1450) // made by a daemon that gave every veth the VXLAN MTU
-	b.attach(t, "vb", "10.70.2.1", 1500)
-	b.attach(t, "db", "10.70.12.1", 1500)
-	a.routes(t, b.ip, "10.70.2.0/26", "10.70.12.0/26")
-	b.routes(t, a.ip, "10.70.1.0/26", "10.70.11.0/26")
-	va, da, old, vb, db := a.ctrs["va"], a.ctrs["da"], a.ctrs["old"], b.ctrs["vb"], b.ctrs["db"]
+	a.Attach(t, "va", "10.70.1.1", 1500)
+	a.Attach(t, "da", "10.70.11.1", 1500)
+	a.Attach(t, "old", "10.70.11.2", 1450) // made by a daemon that gave every veth the VXLAN MTU
+	b.Attach(t, "vb", "10.70.2.1", 1500)
+	b.Attach(t, "db", "10.70.12.1", 1500)
+	a.Routes(t, b.IP, "10.70.2.0/26", "10.70.12.0/26")
+	b.Routes(t, a.IP, "10.70.1.0/26", "10.70.11.0/26")
+	va, da, old, vb, db := a.Ctrs["va"], a.Ctrs["da"], a.Ctrs["old"], b.Ctrs["vb"], b.Ctrs["db"]
 
-	if got := linkMTU(t, a.ns, vxlan.Device); got != 1450 {
+	if got := linkMTU(t, a.NS, vxlan.Device); got != 1450 {
 		t.Fatalf("%s MTU %d, want 1450", vxlan.Device, got)
 	}
-	if got := linkMTU(t, va.ns, "cali0"); got != 1500 {
+	if got := linkMTU(t, va.NS, "cali0"); got != 1500 {
 		t.Errorf("container cali0 MTU %d on a VXLAN host, want 1500", got)
 	}
 
@@ -79,8 +58,8 @@ func TestFullMTUVeths(t *testing.T) {
 	if mss := transfer(t, va, vb, 0); mss <= 1410 {
 		t.Errorf("control without the clamp: MSS %d, want the veth's (above 1410): the check below could not fail", mss)
 	}
-	for _, h := range []*mtuHost{a, b} {
-		testns.Do(t, h.ns, func() {
+	for _, h := range []*testhost.Host{a, b} {
+		testns.Do(t, h.NS, func() {
 			if _, err := mssclamp.New("cali").Ensure(); err != nil {
 				t.Fatal(err)
 			}
@@ -88,7 +67,7 @@ func TestFullMTUVeths(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name     string
-		from, to mtuCtr
+		from, to testhost.Ctr
 		maxMSS   int
 		minMSS   int
 	}{
@@ -118,76 +97,6 @@ func TestFullMTUVeths(t *testing.T) {
 	}
 }
 
-func newMTUHost(t *testing.T, ip, name string) *mtuHost {
-	h := &mtuHost{ns: testns.New(t), ip: netip.MustParseAddr(ip), dp: New(nil, name), ctrs: map[string]mtuCtr{}}
-	testns.Do(t, h.ns, func() {
-		if err := h.dp.EnableForwarding(false); err != nil {
-			t.Fatal(err)
-		}
-	})
-	return h
-}
-
-func (h *mtuHost) uplink(t *testing.T, dev string) {
-	for _, args := range [][]string{
-		{"addr", "add", h.ip.String() + "/24", "dev", dev},
-		{"link", "set", dev, "up"},
-		// Proxy ARP answers for the gateway only with a route to it elsewhere.
-		{"route", "add", "default", "via", "10.98.0.254"},
-	} {
-		if out, err := testns.Run(h.ns, "ip", args...); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-}
-
-// attach makes a container namespace with one endpoint of the given MTU,
-// as Docker would (peer moved in, renamed cali0, /32, routes via the
-// gateway).
-func (h *mtuHost) attach(t *testing.T, name, ip string, mtu int) {
-	c := mtuCtr{ns: testns.New(t), ip: netip.MustParseAddr(ip)}
-	ep := Endpoint{ID: name, HostIface: "calimtu" + name, TempIface: "tmpmtu" + name, Addrs: mustPrefixes(ip + "/32"), MTU: mtu}
-	testns.Do(t, h.ns, func() {
-		if err := h.dp.SetupEndpoint(ep); err != nil {
-			t.Fatal(err)
-		}
-		l, err := netlinksafe.LinkByName(ep.TempIface)
-		if err == nil {
-			err = netlink.LinkSetNsFd(l, int(c.ns.Fd()))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
-	for _, args := range [][]string{
-		{"link", "set", ep.TempIface, "name", "cali0"},
-		{"addr", "add", ip + "/32", "dev", "cali0"},
-		{"link", "set", "cali0", "up"},
-		{"route", "add", GatewayIPv4, "dev", "cali0", "scope", "link"},
-		{"route", "add", "default", "via", GatewayIPv4, "dev", "cali0"},
-	} {
-		if out, err := testns.Run(c.ns, "ip", args...); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	h.ctrs[name] = c
-}
-
-// routes routes the peer's first block through VXLAN and its second
-// directly, as the routing agent would.
-func (h *mtuHost) routes(t *testing.T, peer netip.Addr, vxlanBlock, directBlock string) {
-	want := []carrier.BlockRoute{
-		{Dst: netip.MustParsePrefix(vxlanBlock), Via: peer, Mode: carrier.ModeVXLAN},
-		{Dst: netip.MustParsePrefix(directBlock), Via: peer, Mode: carrier.ModeDirect},
-	}
-	testns.Do(t, h.ns, func() {
-		br := h.dp.NewBlockRoutes(h.dp.NewVXLANCarrier(h.ip, 0))
-		if res, err := br.Apply(want); err != nil || len(res.Skipped) > 0 {
-			t.Fatalf("block routes: %+v, %v", res, err)
-		}
-	})
-}
-
 // linkMTU is the MTU of dev in namespace n.
 func linkMTU(t *testing.T, n ns.NetNS, dev string) int {
 	var l netlink.Link
@@ -201,15 +110,15 @@ func linkMTU(t *testing.T, n ns.NetNS, dev string) int {
 
 // dfSocket is a UDP socket in from's namespace, connected to to:9 (the
 // discard port) with path MTU discovery "do": never fragmented, DF set.
-func dfSocket(t *testing.T, from mtuCtr, to mtuCtr, port int) (fd int) {
-	testns.Do(t, from.ns, func() {
+func dfSocket(t *testing.T, from testhost.Ctr, to testhost.Ctr, port int) (fd int) {
+	testns.Do(t, from.NS, func() {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err == nil {
 			err = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO)
 		}
 		if err == nil {
-			err = unix.Connect(fd, &unix.SockaddrInet4{Addr: to.ip.As4(), Port: port})
+			err = unix.Connect(fd, &unix.SockaddrInet4{Addr: to.IP.As4(), Port: port})
 		}
 		if err != nil {
 			t.Fatalf("DF socket: %v", err)
@@ -221,10 +130,10 @@ func dfSocket(t *testing.T, from mtuCtr, to mtuCtr, port int) (fd int) {
 
 // dfDatagram sends one datagram of size bytes (plus 28 of headers) with DF
 // and checks that the receiver gets it whole.
-func dfDatagram(t *testing.T, from, to mtuCtr, size int) error {
+func dfDatagram(t *testing.T, from, to testhost.Ctr, size int) error {
 	var pc net.PacketConn
 	var err error
-	testns.Do(t, to.ns, func() { pc, err = net.ListenPacket("udp4", to.ip.String()+":0") })
+	testns.Do(t, to.NS, func() { pc, err = net.ListenPacket("udp4", to.IP.String()+":0") })
 	if err != nil {
 		return err
 	}
@@ -243,12 +152,12 @@ func dfDatagram(t *testing.T, from, to mtuCtr, size int) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("a %d-byte packet with DF from %s never reached %s", size+28, from.ip, to.ip)
+	return fmt.Errorf("a %d-byte packet with DF from %s never reached %s", size+28, from.IP, to.IP)
 }
 
 // learntPMTU sends datagrams of size bytes with DF and returns the path
 // MTU the sender's kernel learnt (IP_MTU), once it is below the packet.
-func learntPMTU(t *testing.T, from, to mtuCtr, size int) int {
+func learntPMTU(t *testing.T, from, to testhost.Ctr, size int) int {
 	fd := dfSocket(t, from, to, 9)
 	mtu := 0
 	for try := 0; try < 20; try++ {
@@ -265,10 +174,10 @@ func learntPMTU(t *testing.T, from, to mtuCtr, size int) int {
 // transfer sends n bytes over TCP from one container to the other, checks
 // they all arrive, and returns the MSS the sender's connection uses
 // (without TCP options).
-func transfer(t *testing.T, from, to mtuCtr, n int) int {
+func transfer(t *testing.T, from, to testhost.Ctr, n int) int {
 	var ln net.Listener
 	var err error
-	testns.Do(t, to.ns, func() { ln, err = net.Listen("tcp4", to.ip.String()+":0") })
+	testns.Do(t, to.NS, func() { ln, err = net.Listen("tcp4", to.IP.String()+":0") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,18 +195,18 @@ func transfer(t *testing.T, from, to mtuCtr, n int) int {
 		got <- k
 	}()
 	var conn net.Conn
-	testns.Do(t, from.ns, func() { conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second) })
+	testns.Do(t, from.NS, func() { conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second) })
 	if err != nil {
-		t.Fatalf("%s -> %s: %v", from.ip, to.ip, err)
+		t.Fatalf("%s -> %s: %v", from.IP, to.IP, err)
 	}
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := conn.Write(make([]byte, n)); err != nil {
-		t.Errorf("%s -> %s: write: %v", from.ip, to.ip, err)
+		t.Errorf("%s -> %s: write: %v", from.IP, to.IP, err)
 	}
 	mss := tcpMSS(t, conn)
 	conn.Close()
 	if k := <-got; k != int64(n) {
-		t.Errorf("%s -> %s: %d of %d bytes arrived", from.ip, to.ip, k, n)
+		t.Errorf("%s -> %s: %d of %d bytes arrived", from.IP, to.IP, k, n)
 	}
 	return mss
 }

@@ -97,9 +97,9 @@ func collectionSpec(k Kernel, ctMark uint32) *ebpf.CollectionSpec {
 	}
 	return &ebpf.CollectionSpec{
 		Maps: map[string]*ebpf.MapSpec{
-			mapIfaces:    {Name: "cali_ifaces", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 65536},
-			mapAddrs:     {Name: "cali_addrs", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 65536},
-			mapCounters:  {Name: "cali_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numCounters},
+			mapIfaces:   {Name: "cali_ifaces", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 65536},
+			mapAddrs:    {Name: "cali_addrs", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 65536},
+			mapCounters: {Name: "cali_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numCounters},
 		},
 		Programs: map[string]*ebpf.ProgramSpec{
 			"from_endpoint": prog("cali_from_ep", true),

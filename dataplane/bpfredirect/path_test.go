@@ -15,29 +15,17 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
-	"github.com/calico-libnetwork/calico-libnetwork/dataplane"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/bpfredirect"
-	"github.com/calico-libnetwork/calico-libnetwork/dataplane/carrier"
 	"github.com/calico-libnetwork/calico-libnetwork/dataplane/nftpolicy"
+	"github.com/calico-libnetwork/calico-libnetwork/internal/testhost"
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
 
-// host is one host namespace: its uplink, its endpoints, its path.
+// host is one host namespace with the path loaded.
 type host struct {
-	ns   ns.NetNS
-	ip   netip.Addr
-	dp   *dataplane.Dataplane
+	*testhost.Host
 	path *bpfredirect.Path
-	ctrs map[string]ctr
-}
-
-type ctr struct {
-	ns    ns.NetNS
-	ip    netip.Addr
-	iface string // host side
 }
 
 // stand-in for the policy table: marks the connections it lets through
@@ -68,38 +56,34 @@ func TestRedirectPath(t *testing.T) {
 	if _, err := bpfredirect.ReadKernel(); err != nil {
 		t.Skipf("SKIPPED LOUDLY: the kernel cannot run the eBPF redirect path: %v", err)
 	}
-	a := newHost(t, "10.98.0.1", "bpf-a")
-	b := newHost(t, "10.98.0.2", "bpf-b")
-	if out, err := exec.Command("ip", "link", "add", "upl-a", "netns", a.ns.Path(), "type", "veth", "peer", "name", "upl-b", "netns", b.ns.Path()).CombinedOutput(); err != nil {
-		t.Fatalf("uplink: %v: %s", err, out)
-	}
-	a.uplink(t, "upl-a")
-	b.uplink(t, "upl-b")
-	a.attach(t, "a1", "10.72.1.1")
-	a.attach(t, "a2", "10.72.1.2")
-	a.attach(t, "av", "10.72.11.1")
-	b.attach(t, "b1", "10.72.2.1")
-	b.attach(t, "bv", "10.72.12.1")
-	a.routes(t, b.ip, "10.72.12.0/26", "10.72.2.0/26")
-	b.routes(t, a.ip, "10.72.11.0/26", "10.72.1.0/26")
+	a := &host{Host: testhost.New(t, "10.98.0.1", "bpf-a", "bpf")}
+	b := &host{Host: testhost.New(t, "10.98.0.2", "bpf-b", "bpf")}
+	testhost.Link(t, a.Host, b.Host, "upl-a", "upl-b")
+	a.Attach(t, "a1", "10.72.1.1", 1500)
+	a.Attach(t, "a2", "10.72.1.2", 1500)
+	a.Attach(t, "av", "10.72.11.1", 1500)
+	b.Attach(t, "b1", "10.72.2.1", 1500)
+	b.Attach(t, "bv", "10.72.12.1", 1500)
+	a.Routes(t, b.IP, "10.72.12.0/26", "10.72.2.0/26")
+	b.Routes(t, a.IP, "10.72.11.0/26", "10.72.1.0/26")
 	for _, h := range []*host{a, b} {
 		h.open(t)
 	}
 	// An endpoint made from then on gets the path at once; one removed
 	// loses it.
-	a.attach(t, "a3", "10.72.1.3")
+	a.Attach(t, "a3", "10.72.1.3", 1500)
 	if e, _ := a.path.Attached(); e != 4 {
 		t.Errorf("after a new endpoint: on %d endpoints, want 4", e)
 	}
-	testns.Do(t, a.ns, func() {
-		if err := a.dp.TeardownEndpoint(a.ctrs["a3"].iface, nil); err != nil {
+	testns.Do(t, a.NS, func() {
+		if err := a.DP.TeardownEndpoint(a.Ctrs["a3"].Iface, nil); err != nil {
 			t.Fatal(err)
 		}
 		if e, _ := a.path.Attached(); e != 3 {
 			t.Errorf("after an endpoint removed: on %d endpoints, want 3", e)
 		}
 		// A resync finds exactly what is there.
-		if err := a.dp.SyncRedirect(a.ip); err != nil {
+		if err := a.DP.SyncRedirect(a.IP); err != nil {
 			t.Fatal(err)
 		}
 		if e, u := a.path.Attached(); e != 3 || u != 2 {
@@ -109,14 +93,14 @@ func TestRedirectPath(t *testing.T) {
 
 	paths := []struct {
 		name     string
-		from, to ctr
+		from, to testhost.Ctr
 		fh, th   *host
 	}{
-		{"same host", a.ctrs["a1"], a.ctrs["a2"], a, a},
-		{"direct a->b", a.ctrs["a1"], b.ctrs["b1"], a, b},
-		{"direct b->a", b.ctrs["b1"], a.ctrs["a2"], b, a},
-		{"VXLAN a->b", a.ctrs["av"], b.ctrs["bv"], a, b},
-		{"VXLAN b->a", b.ctrs["bv"], a.ctrs["av"], b, a},
+		{"same host", a.Ctrs["a1"], a.Ctrs["a2"], a, a},
+		{"direct a->b", a.Ctrs["a1"], b.Ctrs["b1"], a, b},
+		{"direct b->a", b.Ctrs["b1"], a.Ctrs["a2"], b, a},
+		{"VXLAN a->b", a.Ctrs["av"], b.Ctrs["bv"], a, b},
+		{"VXLAN b->a", b.Ctrs["bv"], a.Ctrs["av"], b, a},
 	}
 	// Unmarked: the policy stand-in is not there yet, nothing is taken.
 	for _, p := range paths[:2] {
@@ -148,25 +132,25 @@ func TestRedirectPath(t *testing.T) {
 		}
 	}
 	// What the policy drops never opens: the SYN takes the kernel's path.
-	if err := dial(t, a.ctrs["a1"], b.ctrs["b1"], 7); err == nil {
+	if err := dial(t, a.Ctrs["a1"], b.Ctrs["b1"], 7); err == nil {
 		t.Error("a connection to a port the forward chain drops was opened")
 	}
 	// A container whose packets do not come from the address the map holds
 	// for its interface is left to the kernel (and its anti-spoofing).
-	testns.Do(t, a.ns, func() {
-		if err := a.path.AttachEndpoint(a.ctrs["a1"].iface, ifindex(t, a.ctrs["a1"].iface), netip.MustParseAddr("10.72.1.99")); err != nil {
+	testns.Do(t, a.NS, func() {
+		if err := a.path.AttachEndpoint(a.Ctrs["a1"].Iface, ifindex(t, a.Ctrs["a1"].Iface), netip.MustParseAddr("10.72.1.99")); err != nil {
 			t.Fatal(err)
 		}
 	})
 	before := counts(t, a, b)
-	send(t, a.ctrs["a1"], a.ctrs["a2"], 1<<20)
+	send(t, a.Ctrs["a1"], a.Ctrs["a2"], 1<<20)
 	if d := counts(t, a, b).sub(before); d.toEndpoint > d.passed {
 		// The replies, a2 -> a1, are still its own: only half can be taken.
 		t.Errorf("a1 with a wrong address in the map: %+v, want a1's packets left to the kernel", d)
 	}
 	// Closing detaches everything; the kernel carries on alone.
 	for _, h := range []*host{a, b} {
-		testns.Do(t, h.ns, func() { _ = h.path.Close() })
+		testns.Do(t, h.NS, func() { _ = h.path.Close() })
 		if e, u := h.path.Attached(); e+u != 0 {
 			t.Errorf("after Close: %d endpoints, %d uplinks attached", e, u)
 		}
@@ -176,90 +160,22 @@ func TestRedirectPath(t *testing.T) {
 	}
 }
 
-func newHost(t *testing.T, ip, name string) *host {
-	h := &host{ns: testns.New(t), ip: netip.MustParseAddr(ip), dp: dataplane.New(nil, name), ctrs: map[string]ctr{}}
-	testns.Do(t, h.ns, func() {
-		if err := h.dp.EnableForwarding(false); err != nil {
-			t.Fatal(err)
-		}
-	})
-	return h
-}
-
-func (h *host) uplink(t *testing.T, dev string) {
-	for _, args := range [][]string{
-		{"addr", "add", h.ip.String() + "/24", "dev", dev},
-		{"link", "set", dev, "up"},
-		{"route", "add", "default", "via", "10.98.0.254"}, // proxy ARP answers for the gateway only with a route to it
-	} {
-		if out, err := testns.Run(h.ns, "ip", args...); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-}
-
-// attach makes a container namespace with one endpoint, as Docker and the
-// daemon would.
-func (h *host) attach(t *testing.T, name, ip string) {
-	c := ctr{ns: testns.New(t), ip: netip.MustParseAddr(ip), iface: "calibpf" + name}
-	ep := dataplane.Endpoint{ID: name, HostIface: c.iface, TempIface: "tmpbpf" + name,
-		Addrs: []netip.Prefix{netip.PrefixFrom(c.ip, 32)}, MTU: 1500}
-	testns.Do(t, h.ns, func() {
-		if err := h.dp.SetupEndpoint(ep); err != nil {
-			t.Fatal(err)
-		}
-		l, err := netlinksafe.LinkByName(ep.TempIface)
-		if err == nil {
-			err = netlink.LinkSetNsFd(l, int(c.ns.Fd()))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
-	for _, args := range [][]string{
-		{"link", "set", ep.TempIface, "name", "cali0"},
-		{"addr", "add", ip + "/32", "dev", "cali0"},
-		{"link", "set", "cali0", "up"},
-		{"route", "add", dataplane.GatewayIPv4, "dev", "cali0", "scope", "link"},
-		{"route", "add", "default", "via", dataplane.GatewayIPv4, "dev", "cali0"},
-	} {
-		if out, err := testns.Run(c.ns, "ip", args...); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	h.ctrs[name] = c
-}
-
-// routes routes the peer's first block through VXLAN, its second directly.
-func (h *host) routes(t *testing.T, peer netip.Addr, vxlanBlock, directBlock string) {
-	want := []carrier.BlockRoute{
-		{Dst: netip.MustParsePrefix(vxlanBlock), Via: peer, Mode: carrier.ModeVXLAN},
-		{Dst: netip.MustParsePrefix(directBlock), Via: peer, Mode: carrier.ModeDirect},
-	}
-	testns.Do(t, h.ns, func() {
-		br := h.dp.NewBlockRoutes(h.dp.NewVXLANCarrier(h.ip, 0))
-		if res, err := br.Apply(want); err != nil || len(res.Skipped) > 0 {
-			t.Fatalf("block routes: %+v, %v", res, err)
-		}
-	})
-}
-
 // open loads the path in the host and has the data plane put it on every
 // endpoint, the uplink and the VXLAN device, as the daemon does at start.
 func (h *host) open(t *testing.T) {
-	testns.Do(t, h.ns, func() {
+	testns.Do(t, h.NS, func() {
 		p, err := bpfredirect.Open(nftpolicy.DefaultAcceptedCTMark)
 		if err != nil {
 			t.Fatal(err)
 		}
 		h.path = p
 		t.Cleanup(func() { _ = p.Close() })
-		h.dp.UseRedirect(p)
-		if err := h.dp.SyncRedirect(h.ip); err != nil {
+		h.DP.UseRedirect(p)
+		if err := h.DP.SyncRedirect(h.IP); err != nil {
 			t.Fatal(err)
 		}
-		if e, u := p.Attached(); e != len(h.ctrs) || u != 2 {
-			t.Fatalf("attached to %d endpoints and %d uplinks, want %d and 2", e, u, len(h.ctrs))
+		if e, u := p.Attached(); e != len(h.Ctrs) || u != 2 {
+			t.Fatalf("attached to %d endpoints and %d uplinks, want %d and 2", e, u, len(h.Ctrs))
 		}
 	})
 }
@@ -294,7 +210,7 @@ func counts(t *testing.T, hs ...*host) counters {
 }
 
 func nft(h *host, ruleset string) (string, error) {
-	cmd := exec.Command("nsenter", "--net="+h.ns.Path(), "nft", "-f", "-")
+	cmd := exec.Command("nsenter", "--net="+h.NS.Path(), "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(ruleset)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -304,7 +220,7 @@ var packetsRe = regexp.MustCompile(`packets (\d+)`)
 
 // fwdPackets is the number of packets the host's forward hook has seen.
 func fwdPackets(t *testing.T, h *host) uint64 {
-	out, err := testns.Run(h.ns, "nft", "list", "counter", "inet", "bpftest", "hooked")
+	out, err := testns.Run(h.NS, "nft", "list", "counter", "inet", "bpftest", "hooked")
 	if err != nil {
 		t.Fatalf("nft list counter: %v: %s", err, out)
 	}
@@ -317,11 +233,11 @@ func fwdPackets(t *testing.T, h *host) uint64 {
 }
 
 // send sends n random bytes over TCP and checks they all arrive unchanged.
-func send(t *testing.T, from, to ctr, n int) {
+func send(t *testing.T, from, to testhost.Ctr, n int) {
 	t.Helper()
 	var ln net.Listener
 	var err error
-	testns.Do(t, to.ns, func() { ln, err = net.Listen("tcp4", to.ip.String()+":0") })
+	testns.Do(t, to.NS, func() { ln, err = net.Listen("tcp4", to.IP.String()+":0") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,32 +266,32 @@ func send(t *testing.T, from, to ctr, n int) {
 	rng := rand.NewChaCha8([32]byte{byte(n)})
 	_, _ = rng.Read(data)
 	var conn net.Conn
-	testns.Do(t, from.ns, func() { conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second) })
+	testns.Do(t, from.NS, func() { conn, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second) })
 	if err != nil {
-		t.Fatalf("%s -> %s: %v", from.ip, to.ip, err)
+		t.Fatalf("%s -> %s: %v", from.IP, to.IP, err)
 	}
 	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := conn.Write(data); err != nil {
-		t.Errorf("%s -> %s: write: %v", from.ip, to.ip, err)
+		t.Errorf("%s -> %s: write: %v", from.IP, to.IP, err)
 	}
 	conn.Close()
 	r := <-got
 	if r.n != int64(n) || r.sum != sha256.Sum256(data) {
-		t.Errorf("%s -> %s: %d of %d bytes arrived (intact: %v)", from.ip, to.ip, r.n, n, r.sum == sha256.Sum256(data))
+		t.Errorf("%s -> %s: %d of %d bytes arrived (intact: %v)", from.IP, to.IP, r.n, n, r.sum == sha256.Sum256(data))
 	}
 }
 
 // dial tries to open a connection to port on to.
-func dial(t *testing.T, from, to ctr, port int) error {
+func dial(t *testing.T, from, to testhost.Ctr, port int) error {
 	var err error
 	var ln net.Listener
-	testns.Do(t, to.ns, func() { ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", to.ip, port)) })
+	testns.Do(t, to.NS, func() { ln, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", to.IP, port)) })
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
 	defer ln.Close()
 	var c net.Conn
-	testns.Do(t, from.ns, func() { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 2*time.Second) })
+	testns.Do(t, from.NS, func() { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 2*time.Second) })
 	if err == nil {
 		c.Close()
 	}

@@ -162,16 +162,26 @@ func parse(skip string) asm.Instructions {
 // holds for the incoming interface (R7 = source address). Others go to the
 // kernel, whose host table drops what is spoofed.
 func antiSpoof() asm.Instructions {
-	return asm.Instructions{
+	in := asm.Instructions{
 		asm.LoadMem(asm.R0, asm.R6, skbIfindex, asm.Word),
 		asm.StoreMem(asm.RFP, stKey, asm.R0, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapIfaces),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stKey),
-		asm.FnMapLookupElem.Call(),
+	}
+	in = append(in, lookup(mapIfaces, stKey)...)
+	return append(in,
 		asm.JEq.Imm(asm.R0, 0, "pass"),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.Word),
 		asm.JNE.Reg(asm.R1, asm.R7, "pass"),
+	)
+}
+
+// lookup looks the key at R10+keyOff up in map m: R0 = the value or nil
+// (clobbers R1-R5).
+func lookup(m string, keyOff int16) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, 0).WithReference(m),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, int32(keyOff)),
+		asm.FnMapLookupElem.Call(),
 	}
 }
 
@@ -179,13 +189,8 @@ func antiSpoof() asm.Instructions {
 // host's endpoints: the host's own traffic costs one hash lookup, no
 // conntrack lookup, and is not counted.
 func toLocalEndpoint() asm.Instructions {
-	return asm.Instructions{
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapAddrs),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stTuple+4), // the destination address
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "next"),
-	}
+	return append(lookup(mapAddrs, stTuple+4), // the destination address
+		asm.JEq.Imm(asm.R0, 0, "next"))
 }
 
 // ctCheck looks the connection up in conntrack and goes on only when its
@@ -264,15 +269,12 @@ func fibLookup() asm.Instructions {
 // through the veth's peer, or out of the uplink or tunnel. toEndpoint
 // programs deliver into containers only.
 func rewrite(fromEndpoint bool) asm.Instructions {
-	in := asm.Instructions{
-		asm.StoreMem(asm.RFP, stKey, asm.R7, asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapIfaces),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stKey),
-		asm.FnMapLookupElem.Call(),
+	in := asm.Instructions{asm.StoreMem(asm.RFP, stKey, asm.R7, asm.Word)}
+	in = append(in, lookup(mapIfaces, stKey)...)
+	in = append(in,
 		asm.JEq.Imm(asm.R0, 0, "pass"),
 		asm.LoadMem(asm.R8, asm.R0, 0, asm.Word),
-	}
+	)
 	if !fromEndpoint {
 		in = append(in, asm.JEq.Imm(asm.R8, 0, "pass"))
 	}
@@ -328,16 +330,13 @@ func pass() asm.Instructions {
 
 // count adds one to counter i (clobbers R0-R5).
 func count(i int32) asm.Instructions {
-	return asm.Instructions{
-		asm.StoreImm(asm.RFP, stKey, int64(i), asm.Word),
-		asm.LoadMapPtr(asm.R1, 0).WithReference(mapCounters),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stKey),
-		asm.FnMapLookupElem.Call(),
+	in := asm.Instructions{asm.StoreImm(asm.RFP, stKey, int64(i), asm.Word)}
+	in = append(in, lookup(mapCounters, stKey)...)
+	return append(in,
 		asm.JEq.Imm(asm.R0, 0, "skip"+string(rune('0'+i))),
 		asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord),
 		asm.Add.Imm(asm.R1, 1),
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-		asm.Mov.Imm(asm.R0, 0).WithSymbol("skip" + string(rune('0'+i))),
-	}
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("skip"+string(rune('0'+i))),
+	)
 }
