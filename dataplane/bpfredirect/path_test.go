@@ -28,13 +28,15 @@ type host struct {
 	path *bpfredirect.Path
 }
 
-// stand-in for the policy table: marks the connections it lets through
-// and counts every packet that reaches the forward hook.
+// stand-in for the policy table: drops what conntrack finds invalid (as
+// the endpoint chains do), marks the connections it lets through and
+// counts every packet that reaches the forward hook.
 const markTable = `table inet bpftest {
 	counter hooked { }
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		counter name hooked
+		ct state invalid drop
 		tcp dport 7 drop
 		ct state new ct mark set ct mark or 0x%08x
 	}
