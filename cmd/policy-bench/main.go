@@ -164,17 +164,9 @@ func run(nEP, nPol, rounds int, tputTime time.Duration) error {
 		return err
 	}
 
-	// One policy change: a port of one policy, back and forth (none
-	// without policies).
-	var change []timing
-	mid := nPol / 2
-	for r := 0; r < rounds && nPol > 0; r++ {
-		m.NetworkPolicies[mid] = benchPolicy(mid, 6000+r)
-		t, err := step(e, m)
-		if err != nil {
-			return fmt.Errorf("policy change: %w", err)
-		}
-		change = append(change, t)
+	change, err := policyChange(e, m, nPol, rounds)
+	if err != nil {
+		return fmt.Errorf("policy change: %w", err)
 	}
 	// One new endpoint with labels already in use, then removed again.
 	var add []timing
@@ -244,6 +236,22 @@ func run(nEP, nPol, rounds int, tputTime time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// policyChange changes a port of one policy, back and forth (nothing
+// without policies).
+func policyChange(e *nftpolicy.Enforcer, m *policy.Model, nPol, rounds int) ([]timing, error) {
+	var out []timing
+	mid := nPol / 2
+	for r := 0; r < rounds && nPol > 0; r++ {
+		m.NetworkPolicies[mid] = benchPolicy(mid, 6000+r)
+		t, err := step(e, m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 // incremental measures what the policy agent does for a Join of an
