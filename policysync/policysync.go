@@ -200,7 +200,7 @@ func (st *state) model(hold bool) (*policy.Model, bool) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if me := st.modelEndpoint(k, true); me != nil {
+		if me := st.endpointAt(k, true); me != nil {
 			m.Endpoints = append(m.Endpoints, *me)
 		}
 	}
@@ -230,9 +230,9 @@ func (st *state) model(hold bool) (*policy.Model, bool) {
 	return m, holding
 }
 
-// modelEndpoint is the endpoint stored at key as the model has it (Held
+// endpointAt is the endpoint stored at key as the model has it (Held
 // only when holding), or nil when the model has no such endpoint.
-func (st *state) modelEndpoint(key string, holding bool) *policy.Endpoint {
+func (st *state) endpointAt(key string, holding bool) *policy.Endpoint {
 	e, ok := st.endpoints[key]
 	if !ok || !inModel(e) {
 		return nil
@@ -525,7 +525,7 @@ func (s *Syncer) applyEndpoints() bool {
 	gen := s.gen
 	changes := make(map[string]*policy.Endpoint, len(s.dirty))
 	for k := range s.dirty {
-		changes[k] = s.st.modelEndpoint(k, s.holding)
+		changes[k] = s.st.endpointAt(k, s.holding)
 	}
 	s.dirty = map[string]bool{}
 	s.mu.Unlock()
