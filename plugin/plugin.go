@@ -525,3 +525,7 @@ func (e enforcer) Apply(ds *policy.DesiredState) (fmt.Stringer, error) {
 func (e enforcer) Resync(ds *policy.DesiredState) (fmt.Stringer, error) {
 	return e.Enforcer.Resync(ds)
 }
+
+func (e enforcer) ApplyDelta(d *policy.Delta) (fmt.Stringer, error) {
+	return e.Enforcer.ApplyDelta(d)
+}

@@ -300,8 +300,16 @@ func SelectorSetName(sel api.Selector, fam int) string {
 
 // setRegistry collects the sets the rendered chains use.
 type setRegistry struct {
-	e    *Evaluator
-	sets map[string]*Set
+	e         *Evaluator
+	sets      map[string]*Set
+	selectors map[string]selectorSet // the selector sets among them, by name
+}
+
+// selectorSet is what a selector set holds: the addresses of one family of
+// the endpoints sel selects.
+type selectorSet struct {
+	sel api.Selector
+	fam int
 }
 
 func (r *setRegistry) selector(sel api.Selector, fam int) string {
@@ -309,6 +317,7 @@ func (r *setRegistry) selector(sel api.Selector, fam int) string {
 	if _, ok := r.sets[name]; ok {
 		return name
 	}
+	r.selectors[name] = selectorSet{sel: sel, fam: fam}
 	s := &Set{Name: name, Type: SetIPv4Addrs, Comment: sel.String()}
 	if fam == 6 {
 		s.Type = SetIPv6Addrs
@@ -460,8 +469,19 @@ func Compute(m *Model, node string) (*DesiredState, error) {
 
 // Compute is Compute for the evaluator's model.
 func (e *Evaluator) Compute(node string) (*DesiredState, error) {
-	reg := &setRegistry{e: e, sets: map[string]*Set{}}
+	ds, _, err := e.compute(node)
+	return ds, err
+}
+
+// compute is Compute, also returning the registry of the sets it made.
+func (e *Evaluator) compute(node string) (*DesiredState, *setRegistry, error) {
+	reg := &setRegistry{e: e, sets: map[string]*Set{}, selectors: map[string]selectorSet{}}
 	chains := map[string]Chain{}
+	use := func(name string, comment func() string, rules []compiledRule) {
+		if _, ok := chains[name]; !ok {
+			chains[name] = reg.chain(name, comment(), rules)
+		}
+	}
 	ds := &DesiredState{}
 	ifaces := map[string]string{}
 	for _, info := range e.eps {
@@ -470,52 +490,13 @@ func (e *Evaluator) Compute(node string) (*DesiredState, error) {
 			continue
 		}
 		if ep.Iface == "" {
-			return nil, fmt.Errorf("endpoint %q on node %s has no interface name", ep.Name, node)
+			return nil, nil, fmt.Errorf("endpoint %q on node %s has no interface name", ep.Name, node)
 		}
 		if other, dup := ifaces[ep.Iface]; dup {
-			return nil, fmt.Errorf("endpoints %q and %q both use interface %s", other, ep.Name, ep.Iface)
+			return nil, nil, fmt.Errorf("endpoints %q and %q both use interface %s", other, ep.Name, ep.Iface)
 		}
 		ifaces[ep.Iface] = ep.Name
-		le := LocalEndpoint{Iface: ep.Iface, Name: ep.Name, IPs: slices.Clone(ep.IPs)}
-		for i, a := range le.IPs {
-			le.IPs[i] = a.Unmap()
-		}
-		slices.SortFunc(le.IPs, func(a, b netip.Addr) int { return a.Compare(b) })
-		le.IPs = slices.Compact(le.IPs)
-		if ep.Held { // no chains: the data plane drops all it sends and is sent
-			ds.Endpoints = append(ds.Endpoints, le)
-			continue
-		}
-		for _, dir := range []Direction{Ingress, Egress} {
-			var ec EndpointChains
-			for _, p := range e.applicable(info.labels, dir) {
-				name := PolicyChainName(p.kind, p.name, dir)
-				if _, ok := chains[name]; !ok {
-					chains[name] = reg.chain(name, fmt.Sprintf("%s %s %s", p.kind, p.name, dir), p.rules[dir])
-				}
-				ec.Policies = append(ec.Policies, name)
-			}
-			for _, pname := range ep.Profiles {
-				p := e.profiles[pname]
-				if p == nil {
-					continue // an unknown profile allows nothing
-				}
-				name := ProfileChainName(pname, dir)
-				if slices.Contains(ec.Profiles, name) {
-					continue
-				}
-				if _, ok := chains[name]; !ok {
-					chains[name] = reg.chain(name, fmt.Sprintf("Profile %s %s", pname, dir), p.rules[dir])
-				}
-				ec.Profiles = append(ec.Profiles, name)
-			}
-			if dir == Ingress {
-				le.Ingress = ec
-			} else {
-				le.Egress = ec
-			}
-		}
-		ds.Endpoints = append(ds.Endpoints, le)
+		ds.Endpoints = append(ds.Endpoints, e.localEndpoint(info, use))
 	}
 	sort.Slice(ds.Endpoints, func(i, j int) bool { return ds.Endpoints[i].Iface < ds.Endpoints[j].Iface })
 	for _, c := range chains {
@@ -526,7 +507,52 @@ func (e *Evaluator) Compute(node string) (*DesiredState, error) {
 		ds.Sets = append(ds.Sets, *s)
 	}
 	sort.Slice(ds.Sets, func(i, j int) bool { return ds.Sets[i].Name < ds.Sets[j].Name })
-	return ds, nil
+	return ds, reg, nil
+}
+
+// localEndpoint is what the kernel enforces for one local endpoint: its
+// addresses and, unless held, the chains of each direction; use is told of
+// every policy and profile chain it goes through (nil: nobody is).
+func (e *Evaluator) localEndpoint(info epInfo, use func(name string, comment func() string, rules []compiledRule)) LocalEndpoint {
+	ep := info.ep
+	le := LocalEndpoint{Iface: ep.Iface, Name: ep.Name, IPs: slices.Clone(ep.IPs)}
+	for i, a := range le.IPs {
+		le.IPs[i] = a.Unmap()
+	}
+	slices.SortFunc(le.IPs, func(a, b netip.Addr) int { return a.Compare(b) })
+	le.IPs = slices.Compact(le.IPs)
+	if ep.Held { // no chains: the data plane drops all it sends and is sent
+		return le
+	}
+	if use == nil {
+		use = func(string, func() string, []compiledRule) {}
+	}
+	for _, dir := range []Direction{Ingress, Egress} {
+		var ec EndpointChains
+		for _, p := range e.applicable(info.labels, dir) {
+			name := PolicyChainName(p.kind, p.name, dir)
+			use(name, func() string { return fmt.Sprintf("%s %s %s", p.kind, p.name, dir) }, p.rules[dir])
+			ec.Policies = append(ec.Policies, name)
+		}
+		for _, pname := range ep.Profiles {
+			p := e.profiles[pname]
+			if p == nil {
+				continue // an unknown profile allows nothing
+			}
+			name := ProfileChainName(pname, dir)
+			if slices.Contains(ec.Profiles, name) {
+				continue
+			}
+			use(name, func() string { return fmt.Sprintf("Profile %s %s", pname, dir) }, p.rules[dir])
+			ec.Profiles = append(ec.Profiles, name)
+		}
+		if dir == Ingress {
+			le.Ingress = ec
+		} else {
+			le.Egress = ec
+		}
+	}
+	return le
 }
 
 // DefaultProfile is the profile of a calico network, as issue #5 asks: its

@@ -38,6 +38,9 @@ func (d Direction) String() string {
 type Endpoint struct {
 	// Name identifies the endpoint in messages (e.g. the endpoint ID).
 	Name string
+	// Key identifies the endpoint to a Tracker (its record's key); Name
+	// when empty.
+	Key string
 	// Node is the host the endpoint lives on.
 	Node string
 	// Iface is the host-side interface (cali…); needed for local endpoints.

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"sort"
 	"strings"
@@ -36,8 +37,17 @@ type Enforcer interface {
 	Resync(*policy.DesiredState) (fmt.Stringer, error)
 }
 
+// DeltaEnforcer is an Enforcer that also applies an endpoint-only change on
+// its own (nftpolicy's does): a pass after only endpoints changed then
+// costs what those endpoints touch, not every endpoint. Its errors are
+// answered with a full pass.
+type DeltaEnforcer interface {
+	ApplyDelta(*policy.Delta) (fmt.Stringer, error)
+}
+
 type state struct {
 	endpoints map[string]api.Endpoint // by key
+	netUse    map[string]int          // network ID -> its endpoints in the model
 	networks  map[string]api.Network  // by Docker network ID
 	// The policy resources in force, by name: the record's when it is
 	// valid, else the last good version (see resources.go).
@@ -48,7 +58,7 @@ type state struct {
 }
 
 func newState(res *resources) *state {
-	return &state{endpoints: map[string]api.Endpoint{}, networks: map[string]api.Network{}, profiles: map[string]api.Profile{},
+	return &state{endpoints: map[string]api.Endpoint{}, netUse: map[string]int{}, networks: map[string]api.Network{}, profiles: map[string]api.Profile{},
 		netpols: map[string]api.NetworkPolicy{}, gnps: map[string]api.GlobalNetworkPolicy{}, res: res}
 }
 
@@ -64,7 +74,7 @@ func (st *state) put(key string, val []byte) bool {
 		if err := json.Unmarshal(val, &e); err != nil {
 			// Its interface then passes nothing: only this endpoint is cut off.
 			st.res.noteRecord(key, "endpoint record", err)
-			delete(st.endpoints, key)
+			st.dropEndpoint(key)
 			return true
 		}
 		st.res.noteRecord(key, "endpoint record", nil)
@@ -90,9 +100,26 @@ func (st *state) put(key string, val []byte) bool {
 
 func (st *state) putEndpoint(key string, e api.Endpoint) bool {
 	old, had := st.endpoints[key]
+	st.dropEndpoint(key)
 	st.endpoints[key] = e
+	if inModel(e) {
+		st.netUse[e.NetworkID]++
+	}
 	return !had || !samePolicy(old, e)
 }
+
+func (st *state) dropEndpoint(key string) {
+	if old, had := st.endpoints[key]; had && inModel(old) {
+		if st.netUse[old.NetworkID]--; st.netUse[old.NetworkID] <= 0 {
+			delete(st.netUse, old.NetworkID)
+		}
+	}
+	delete(st.endpoints, key)
+}
+
+// inModel says whether the model takes an endpoint record: one the driver
+// wrote; one bad record must not stall every update.
+func inModel(e api.Endpoint) bool { return e.HostIface != "" && e.ID != "" }
 
 // samePolicy says whether two versions of an endpoint record make the same
 // policy model: everything Model reads of it.
@@ -130,7 +157,7 @@ func (st *state) putPolicy(key string, val []byte) {
 
 func (st *state) del(key string) {
 	st.res.forget(key)
-	delete(st.endpoints, key)
+	st.dropEndpoint(key)
 	if id, ok := api.ParseNetworkKey(key); ok {
 		delete(st.networks, id)
 	} else if n, ok := api.ParseProfileKey(key); ok {
@@ -160,26 +187,24 @@ func NetworkName(n api.Network, id string) string {
 // (passes nothing) when some selector looks at labels other than the
 // network's: until then its policy is not known.
 func (st *state) Model(hold bool) *policy.Model {
+	m, _ := st.model(hold)
+	return m
+}
+
+// model is Model, also saying whether endpoints are held.
+func (st *state) model(hold bool) (*policy.Model, bool) {
 	m := &policy.Model{}
-	defaults := map[string]bool{} // network profile name -> open
 	keys := make([]string, 0, len(st.endpoints))
 	for k := range st.endpoints {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		e := st.endpoints[k]
-		if e.HostIface == "" || e.ID == "" {
-			continue // not a record the driver wrote; one bad record must not stall every update
+		if me := st.endpointAt(k, true); me != nil {
+			m.Endpoints = append(m.Endpoints, *me)
 		}
-		nw := st.networks[e.NetworkID]
-		prof := NetworkName(nw, e.NetworkID)
-		defaults[prof] = defaults[prof] || nw.Options[OpenOption] == "true"
-		me := modelEndpoint(e)
-		me.Profiles = []string{prof}
-		m.Endpoints = append(m.Endpoints, me)
 	}
-	for name, open := range defaults {
+	for name, open := range st.defaults() {
 		if _, stored := st.profiles[name]; !stored {
 			m.Profiles = append(m.Profiles, policy.DefaultProfile(name, NetworkLabel, name, open))
 		}
@@ -196,12 +221,39 @@ func (st *state) Model(hold bool) *policy.Model {
 	sort.Slice(m.Profiles, func(i, j int) bool { return m.Profiles[i].Name < m.Profiles[j].Name })
 	sort.Slice(m.NetworkPolicies, func(i, j int) bool { return m.NetworkPolicies[i].Name < m.NetworkPolicies[j].Name })
 	sort.Slice(m.GlobalNetworkPolicies, func(i, j int) bool { return m.GlobalNetworkPolicies[i].Name < m.GlobalNetworkPolicies[j].Name })
-	if !hold || !m.UsesLabelsOtherThan(NetworkLabel) {
+	holding := hold && m.UsesLabelsOtherThan(NetworkLabel)
+	if !holding {
 		for i := range m.Endpoints {
 			m.Endpoints[i].Held = false
 		}
 	}
-	return m
+	return m, holding
+}
+
+// endpointAt is the endpoint stored at key as the model has it (Held
+// only when holding), or nil when the model has no such endpoint.
+func (st *state) endpointAt(key string, holding bool) *policy.Endpoint {
+	e, ok := st.endpoints[key]
+	if !ok || !inModel(e) {
+		return nil
+	}
+	me := modelEndpoint(e)
+	me.Key = key
+	me.Profiles = []string{NetworkName(st.networks[e.NetworkID], e.NetworkID)}
+	me.Held = me.Held && holding
+	return &me
+}
+
+// defaults are the default profiles the model has, by name: one per network
+// with endpoints, open when a network of that name is.
+func (st *state) defaults() map[string]bool {
+	out := make(map[string]bool, len(st.netUse))
+	for id := range st.netUse {
+		nw := st.networks[id]
+		name := NetworkName(nw, id)
+		out[name] = out[name] || nw.Options[OpenOption] == "true"
+	}
+	return out
 }
 
 // Syncer watches etcd and applies this host's policy.
@@ -223,9 +275,20 @@ type Syncer struct {
 	// applied >= epGen[its key].
 	gen, applied uint64
 	epGen        map[string]uint64
-	applyMu      sync.Mutex    // one kernel transaction at a time
-	kick         chan struct{} // EndpointCreated -> the applier (Run)
-	ready        chan struct{}
+	// dirty are the endpoints changed since the last pass computed;
+	// structural says something else changed (a resource, a network, the
+	// snapshot) or a pass failed: the next pass computes in full.
+	dirty      map[string]bool
+	structural bool
+	// Under applyMu: the state of the last full pass, kept up to date by
+	// the endpoint-only passes since (nil: the next pass is full), and
+	// what it was computed with.
+	tracker  *policy.Tracker
+	defaults map[string]bool
+	holding  bool
+	applyMu  sync.Mutex    // one kernel transaction at a time
+	kick     chan struct{} // EndpointCreated -> the applier (Run)
+	ready    chan struct{}
 	// Observer is told of every pass (the daemon's status and metrics).
 	Observer agent.Observer
 }
@@ -244,7 +307,7 @@ type Options struct {
 func New(store *datastore.Store, enf Enforcer, host string, log *slog.Logger, opts Options) *Syncer {
 	res := newResources(log, opts.LastGoodFile)
 	return &Syncer{store: store, enf: enf, host: host, log: log, hold: opts.HoldUnlabelled, res: res, st: newState(res),
-		epGen: map[string]uint64{}, kick: make(chan struct{}, 1), ready: make(chan struct{})}
+		epGen: map[string]uint64{}, dirty: map[string]bool{}, structural: true, kick: make(chan struct{}, 1), ready: make(chan struct{})}
 }
 
 // Invalid lists the policy records (by key) that are not enforced as
@@ -299,6 +362,7 @@ func (s *Syncer) putEndpoint(key string, ep api.Endpoint) uint64 {
 		s.gen++
 		g = s.gen
 		s.epGen[key] = g
+		s.dirty[key] = true
 	}
 	return g
 }
@@ -365,6 +429,7 @@ func (s *Syncer) Reset(kvs []datastore.KV) {
 	s.mu.Lock()
 	s.st, s.loaded = st, true
 	s.gen++
+	s.structural = true
 	s.epGen = map[string]uint64{}
 	for k := range st.endpoints {
 		s.epGen[k] = s.gen
@@ -377,9 +442,20 @@ func (s *Syncer) Put(key string, val []byte) {
 	defer s.mu.Unlock()
 	if s.st.put(key, val) {
 		s.gen++
+		s.noteChange(key)
 		if _, ok := s.st.endpoints[key]; ok {
 			s.epGen[key] = s.gen
 		}
+	}
+}
+
+// noteChange marks what the next pass has to compute after a change of
+// the record at key (s.mu held).
+func (s *Syncer) noteChange(key string) {
+	if strings.HasPrefix(key, api.EndpointsPrefix) {
+		s.dirty[key] = true
+	} else {
+		s.structural = true
 	}
 }
 
@@ -388,6 +464,7 @@ func (s *Syncer) Delete(key string) {
 	defer s.mu.Unlock()
 	s.st.del(key)
 	s.gen++
+	s.noteChange(key)
 	delete(s.epGen, key)
 }
 
@@ -422,14 +499,75 @@ func (s *Syncer) apply(resync bool) error {
 	return s.applyLocked(resync)
 }
 
-// applyLocked is apply with s.applyMu held.
+// applyLocked is apply with s.applyMu held: only the endpoints changed
+// since the last pass when nothing else changed and the enforcer can,
+// else in full.
 func (s *Syncer) applyLocked(resync bool) error {
+	if !resync && s.applyEndpoints() {
+		return nil
+	}
+	return s.applyFull(resync)
+}
+
+// applyEndpoints applies the endpoints changed since the last pass alone
+// and reports whether it did; when it did not, the next full pass takes
+// their changes.
+func (s *Syncer) applyEndpoints() bool {
+	de, ok := s.enf.(DeltaEnforcer)
+	if !ok || s.tracker == nil {
+		return false
+	}
 	s.mu.Lock()
-	m := s.st.Model(s.hold)
+	if s.structural || !maps.Equal(s.defaults, s.st.defaults()) {
+		s.mu.Unlock()
+		return false
+	}
 	gen := s.gen
+	changes := make(map[string]*policy.Endpoint, len(s.dirty))
+	for k := range s.dirty {
+		changes[k] = s.st.endpointAt(k, s.holding)
+	}
+	s.dirty = map[string]bool{}
 	s.mu.Unlock()
-	ds, err := policy.Compute(m, s.host)
+	delta, err := s.tracker.Update(changes)
+	var stats fmt.Stringer
+	if err == nil {
+		stats, err = de.ApplyDelta(delta)
+	}
 	if err != nil {
+		// The tracker may be ahead of the kernel now: compute afresh.
+		s.tracker = nil
+		s.log.Debug("policy: endpoint change applied in full", "why", err)
+		return false
+	}
+	s.mu.Lock()
+	s.applied = gen
+	s.mu.Unlock()
+	s.noteErr(nil)
+	s.log.Debug("policy applied for changed endpoints", "endpoints", len(changes), "changes", stats.String())
+	return true
+}
+
+// applyFull computes the whole desired state and enforces it; a resync
+// also re-reads the kernel.
+func (s *Syncer) applyFull(resync bool) error {
+	_, tracks := s.enf.(DeltaEnforcer)
+	s.mu.Lock()
+	m, holding := s.st.model(s.hold)
+	defaults, gen := s.st.defaults(), s.gen
+	s.dirty, s.structural = map[string]bool{}, false
+	s.mu.Unlock()
+	s.tracker = nil
+	var tr *policy.Tracker
+	var ds *policy.DesiredState
+	var err error
+	if tracks {
+		tr, ds, err = policy.NewTracker(m, s.host)
+	} else {
+		ds, err = policy.Compute(m, s.host)
+	}
+	if err != nil {
+		s.failed()
 		s.noteErr(err)
 		return fmt.Errorf("policy model: %w (the last good policy stays in force)", err)
 	}
@@ -441,13 +579,22 @@ func (s *Syncer) applyLocked(resync bool) error {
 	}
 	s.noteErr(err)
 	if err != nil {
+		s.failed()
 		return err
 	}
+	s.tracker, s.defaults, s.holding = tr, defaults, holding
 	s.mu.Lock()
 	s.applied = gen
 	s.mu.Unlock()
 	s.log.Debug("policy applied", "changes", stats.String(), "endpoints", len(ds.Endpoints))
 	return nil
+}
+
+// failed leaves the next pass to compute in full.
+func (s *Syncer) failed() {
+	s.mu.Lock()
+	s.structural = true
+	s.mu.Unlock()
 }
 
 func (s *Syncer) noteErr(err error) {

@@ -16,12 +16,12 @@ func TestModel(t *testing.T) {
 	st.networks["n2id"] = api.Network{ID: "n2id", Name: "net2", Options: map[string]string{OpenOption: "true"}}
 	st.networks["n3id-0123456789"] = api.Network{ID: "n3id-0123456789"} // name not learnt yet
 	st.networks["n4id"] = api.Network{ID: "n4id", Name: "net4"}
-	st.endpoints[api.EndpointKey("h1", "a")] = api.Endpoint{ID: "a", NetworkID: "n1id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.1/32"), HostIface: "calia", Labels: map[string]string{"role": "db"}}
-	st.endpoints[api.EndpointKey("h2", "b")] = api.Endpoint{ID: "b", NetworkID: "n1id", Host: "h2", IPv4: netip.MustParsePrefix("10.0.0.2/32"), IPv6: netip.MustParsePrefix("fd00::2/128"), HostIface: "calib"}
-	st.endpoints[api.EndpointKey("h1", "c")] = api.Endpoint{ID: "c", NetworkID: "n2id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.1.1/32"), HostIface: "calic"}
-	st.endpoints[api.EndpointKey("h1", "d")] = api.Endpoint{ID: "d", NetworkID: "n3id-0123456789", Host: "h1", IPv4: netip.MustParsePrefix("10.0.2.1/32"), HostIface: "calid"}
-	st.endpoints[api.EndpointKey("h1", "e")] = api.Endpoint{ID: "e", NetworkID: "n4id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.3.1/32"), HostIface: "calie"}
-	st.endpoints[api.EndpointKey("h1", "broken")] = api.Endpoint{ID: "broken", NetworkID: "n1id", Host: "h1"} // no interface: skipped
+	st.putEndpoint(api.EndpointKey("h1", "a"), api.Endpoint{ID: "a", NetworkID: "n1id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.0.1/32"), HostIface: "calia", Labels: map[string]string{"role": "db"}})
+	st.putEndpoint(api.EndpointKey("h2", "b"), api.Endpoint{ID: "b", NetworkID: "n1id", Host: "h2", IPv4: netip.MustParsePrefix("10.0.0.2/32"), IPv6: netip.MustParsePrefix("fd00::2/128"), HostIface: "calib"})
+	st.putEndpoint(api.EndpointKey("h1", "c"), api.Endpoint{ID: "c", NetworkID: "n2id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.1.1/32"), HostIface: "calic"})
+	st.putEndpoint(api.EndpointKey("h1", "d"), api.Endpoint{ID: "d", NetworkID: "n3id-0123456789", Host: "h1", IPv4: netip.MustParsePrefix("10.0.2.1/32"), HostIface: "calid"})
+	st.putEndpoint(api.EndpointKey("h1", "e"), api.Endpoint{ID: "e", NetworkID: "n4id", Host: "h1", IPv4: netip.MustParsePrefix("10.0.3.1/32"), HostIface: "calie"})
+	st.putEndpoint(api.EndpointKey("h1", "broken"), api.Endpoint{ID: "broken", NetworkID: "n1id", Host: "h1"}) // no interface: skipped
 	stored := api.Profile{Name: "net4", ProfileSpec: api.ProfileSpec{Ingress: []api.Rule{{Action: api.Deny}}}}
 	st.profiles["net4"] = stored
 	m := st.Model(false)

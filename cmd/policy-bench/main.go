@@ -164,16 +164,9 @@ func run(nEP, nPol, rounds int, tputTime time.Duration) error {
 		return err
 	}
 
-	// One policy change: a port of one policy, back and forth.
-	var change []timing
-	mid := nPol / 2
-	for r := 0; r < rounds; r++ {
-		m.NetworkPolicies[mid] = benchPolicy(mid, 6000+r)
-		t, err := step(e, m)
-		if err != nil {
-			return fmt.Errorf("policy change: %w", err)
-		}
-		change = append(change, t)
+	change, err := policyChange(e, m, nPol, rounds)
+	if err != nil {
+		return fmt.Errorf("policy change: %w", err)
 	}
 	// One new endpoint with labels already in use, then removed again.
 	var add []timing
@@ -188,6 +181,10 @@ func run(nEP, nPol, rounds int, tputTime time.Duration) error {
 		if _, err := step(e, m); err != nil {
 			return err
 		}
+	}
+	inc, err := incremental(e, m, nEP, rounds)
+	if err != nil {
+		return fmt.Errorf("new endpoint, incremental: %w", err)
 	}
 	afterAdd, _ := e.Counts()
 	// A restarted daemon: reads the kernel, finds nothing to do.
@@ -213,15 +210,19 @@ func run(nEP, nPol, rounds int, tputTime time.Duration) error {
 	fmt.Printf("## Policy data plane: %d endpoints, %d policies on one host\n\n", nEP, nPol)
 	fmt.Printf("nftables table `inet %s`: %d rules in %d chains, %d sets, %d set/map elements (selector sets, verdict maps, anti-spoofing).\n",
 		nftpolicy.DefaultTable, counts.Rules, counts.Chains, counts.Sets, counts.Elements)
-	fmt.Printf("Medians of %d rounds; compute is policy.Compute (the whole desired state), apply is one nftables transaction.\n\n", rounds)
+	fmt.Printf("Medians of %d rounds; compute is policy.Compute (the whole desired state), apply is one nftables transaction;\n"+
+		"incremental: compute is policy.Tracker.Update (the endpoint's sets and entries), apply is Enforcer.ApplyDelta.\n\n", rounds)
 	fmt.Println("| operation | compute | apply | total | kernel changes |")
 	fmt.Println("|---|---:|---:|---:|---|")
 	row := func(name string, t timing) {
 		fmt.Printf("| %s | %s | %s | %s | %s |\n", name, ms(t.compute), ms(t.apply), ms(t.compute+t.apply), t.stats)
 	}
 	row("first apply (empty kernel)", first)
-	row("one policy change (a port)", median(change))
+	if len(change) > 0 {
+		row("one policy change (a port)", median(change))
+	}
 	row("one new endpoint (known labels)", median(add))
+	row("one new endpoint (known labels), incremental", median(inc))
 	row("restarted daemon (read kernel, converge)", median(restart))
 	row("same state again", median(same))
 	fmt.Printf("\nRules before/after a new endpoint: %d / %d.\n\n", counts.Rules, afterAdd.Rules)
@@ -235,6 +236,58 @@ func run(nEP, nPol, rounds int, tputTime time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// policyChange changes a port of one policy, back and forth (nothing
+// without policies).
+func policyChange(e *nftpolicy.Enforcer, m *policy.Model, nPol, rounds int) ([]timing, error) {
+	var out []timing
+	mid := nPol / 2
+	for r := 0; r < rounds && nPol > 0; r++ {
+		m.NetworkPolicies[mid] = benchPolicy(mid, 6000+r)
+		t, err := step(e, m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// incremental measures what the policy agent does for a Join of an
+// endpoint whose chains are in use: policy.Tracker's update and the
+// enforcer's ApplyDelta (the endpoint added, then removed, each round).
+func incremental(e *nftpolicy.Enforcer, m *policy.Model, nEP, rounds int) ([]timing, error) {
+	tr, ds, err := policy.NewTracker(m, node)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := e.Apply(ds); err != nil {
+		return nil, err
+	}
+	step := func(ep *policy.Endpoint) (timing, error) {
+		t0 := time.Now()
+		d, err := tr.Update(map[string]*policy.Endpoint{benchEndpoint(nEP).Name: ep})
+		if err != nil {
+			return timing{}, err
+		}
+		t1 := time.Now()
+		st, err := e.ApplyDelta(d)
+		return timing{compute: t1.Sub(t0), apply: time.Since(t1), stats: st}, err
+	}
+	var out []timing
+	for r := 0; r < rounds; r++ {
+		ep := benchEndpoint(nEP)
+		t, err := step(&ep)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+		if _, err := step(nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // scaling prints the kernel rule count as endpoints and policies grow.

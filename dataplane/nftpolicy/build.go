@@ -161,10 +161,10 @@ func (s *state) addPolicyChains(ds *policy.DesiredState, m marks) (map[string]bo
 func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, m marks, canPass map[string]bool) error {
 	// Interface names are host-endian strings to nft (for its listing).
 	he := binaryutil.NativeEndian
-	fromMap := s.newSet(mapFromWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
-	toMap := s.newSet(mapToWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
-	addrs4 := s.newSet(setWLAddrs4, nftables.Set{KeyType: typeIfAddr4}, len(eps))
-	addrs6 := s.newSet(setWLAddrs6, nftables.Set{KeyType: typeIfAddr6}, len(eps))
+	s.newSet(mapFromWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
+	s.newSet(mapToWL, nftables.Set{IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict, KeyByteOrder: he}, len(eps))
+	s.newSet(setWLAddrs4, nftables.Set{KeyType: typeIfAddr4}, len(eps))
+	s.newSet(setWLAddrs6, nftables.Set{KeyType: typeIfAddr6}, len(eps))
 	seen := map[string]bool{}
 	for _, ep := range eps {
 		if !strings.HasPrefix(ep.Iface, prefix) || len(ep.Iface) > 15 {
@@ -182,19 +182,39 @@ func (s *state) addEndpoints(eps []policy.LocalEndpoint, prefix string, m marks,
 		if err != nil {
 			return fmt.Errorf("endpoint %s egress: %w", ep.Iface, err)
 		}
-		key := ifnameKey(ep.Iface)
-		toMap.put(nftables.SetElement{Key: key, VerdictData: jump(in)})
-		fromMap.put(nftables.SetElement{Key: key, VerdictData: jump(eg)})
-		for _, a := range ep.IPs {
-			a = a.Unmap()
-			if a.Is4() {
-				addrs4.put(nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
-			} else {
-				addrs6.put(nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
+		for name, els := range endpointElems(ep, in, eg) {
+			for _, el := range els {
+				s.sets[name].put(el)
 			}
 		}
 	}
 	return nil
+}
+
+// endpointElems are a local endpoint's entries, by set: its interface in
+// the dispatch maps (to its ingress chain in, its egress chain eg) and its
+// interface and addresses in the anti-spoofing sets.
+func endpointElems(ep policy.LocalEndpoint, in, eg string) map[string][]nftables.SetElement {
+	key := ifnameKey(ep.Iface)
+	out := map[string][]nftables.SetElement{
+		mapToWL:   {{Key: key, VerdictData: jump(in)}},
+		mapFromWL: {{Key: key, VerdictData: jump(eg)}},
+	}
+	for _, a := range ep.IPs {
+		a = a.Unmap()
+		set := setWLAddrs4
+		if !a.Is4() {
+			set = setWLAddrs6
+		}
+		out[set] = append(out[set], nftables.SetElement{Key: append(append([]byte(nil), key...), a.AsSlice()...)})
+	}
+	return out
+}
+
+// endpointChainName is the chain for one direction ("in" or "eg") of the
+// endpoints with the chains ec.
+func endpointChainName(dirName string, ec policy.EndpointChains) string {
+	return "ep-" + dirName + "-" + nameHash(strings.Join(ec.Policies, ","), strings.Join(ec.Profiles, ","))
 }
 
 // endpointChain names (and adds, once) the chain for one direction of an
@@ -226,7 +246,7 @@ func (s *state) endpointChain(dirName string, ec policy.EndpointChains, m marks,
 		jumpTo(p)
 	}
 	rules = append(rules, nb().add("drop", verdict(expr.VerdictDrop)).rule("no profile allowed"))
-	name := "ep-" + dirName + "-" + nameHash(strings.Join(ec.Policies, ","), strings.Join(ec.Profiles, ","))
+	name := endpointChainName(dirName, ec)
 	if s.chains[name] == nil {
 		s.addChain(name, nil, rules...)
 	}

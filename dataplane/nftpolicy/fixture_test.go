@@ -266,9 +266,15 @@ func (h *testHost) listTable() string {
 // hashes, sets with their elements), read through netlink.
 func (h *testHost) snapshot() string {
 	h.t.Helper()
-	s, err := h.enf.read()
+	return snapshotOf(h.t, h.enf)
+}
+
+// snapshotOf is e's table as the kernel holds it.
+func snapshotOf(t *testing.T, e *Enforcer) string {
+	t.Helper()
+	s, err := e.read()
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "table exists: %v\n", s.tableExists)
