@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/calico-libnetwork/calico-libnetwork/internal/testns"
 )
@@ -49,7 +50,13 @@ func FuzzPrograms(f *testing.F) {
 			var ret uint32
 			var err error
 			testns.Do(t, n, func() { ret, err = coll.Programs[name].Run(&ebpf.RunOptions{Data: frame}) })
-			if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+			if errors.Is(err, unix.EINVAL) {
+				// The kernel's test harness refuses some frames before
+				// running the program (e.g. an 802.3 length for a
+				// type): nothing of ours ran.
+				return
+			}
+			if err != nil {
 				t.Fatalf("%s: test run: %v", name, err)
 			}
 			if int32(ret) != tcxNext {
