@@ -66,7 +66,7 @@ func daemonEnv() []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
 		case "CALICO_DATA_DIR", "NODENAME", "ETCD_ENDPOINTS", "ETCD_CA_CERT_FILE", "ETCD_CERT_FILE", "ETCD_KEY_FILE",
-			"IP", "CALICO_PLUGIN_DIR", "CALICO_LIBNETWORK_VETH_MTU", "LOG_LEVEL", "NO_DEFAULT_POOLS", "CALICO_BPF_REDIRECT", "CALICO_POLICY":
+			"IP", "CALICO_PLUGIN_DIR", "CALICO_LIBNETWORK_VETH_MTU", "LOG_LEVEL", "NO_DEFAULT_POOLS", "CALICO_BPF_REDIRECT":
 			continue
 		}
 		env = append(env, kv)
