@@ -55,11 +55,14 @@ type DataPathStatus struct {
 	Reason    string `json:"reason,omitempty"`
 	Endpoints int    `json:"endpoints"` // veths it is on
 	Uplinks   int    `json:"uplinks"`   // uplinks and tunnels it is on
-	// Packets redirected into containers, out of other interfaces, and
-	// left to the kernel's path, since the daemon started.
-	ToEndpoint uint64 `json:"toEndpoint"`
-	Out        uint64 `json:"out"`
-	Passed     uint64 `json:"passed"`
+	// Packets redirected into containers (of them, taken out of VXLAN by
+	// the path), out of other interfaces (of them, put into VXLAN by the
+	// path), and left to the kernel's path, since the daemon started.
+	ToEndpoint   uint64 `json:"toEndpoint"`
+	Decapsulated uint64 `json:"decapsulated"`
+	Out          uint64 `json:"out"`
+	Encapsulated uint64 `json:"encapsulated"`
+	Passed       uint64 `json:"passed"`
 }
 
 // AgentStatus is one agent's passes (package agent).

@@ -310,6 +310,9 @@ func printDataPath(w io.Writer, dp *api.DataPathStatus) {
 	if dp.Redirect {
 		fmt.Fprintf(w, "  eBPF redirect on %d endpoints and %d uplinks/tunnels; packets redirected into containers %d, out %d, left to the kernel %d\n",
 			dp.Endpoints, dp.Uplinks, dp.ToEndpoint, dp.Out, dp.Passed)
+		if dp.Encapsulated+dp.Decapsulated > 0 {
+			fmt.Fprintf(w, "  VXLAN done by the eBPF path: %d packets encapsulated, %d taken apart\n", dp.Encapsulated, dp.Decapsulated)
+		}
 	} else {
 		fmt.Fprintf(w, "  kernel forwarding only (nftables): %s\n", dp.Reason)
 	}

@@ -151,6 +151,8 @@ func TestNodeStatusDataPath(t *testing.T) {
 	}{
 		{"on", &api.DataPathStatus{Redirect: true, Endpoints: 4, Uplinks: 2, ToEndpoint: 900, Out: 800, Passed: 12},
 			"Data path:\n  eBPF redirect on 4 endpoints and 2 uplinks/tunnels; packets redirected into containers 900, out 800, left to the kernel 12\n"},
+		{"on, with VXLAN", &api.DataPathStatus{Redirect: true, Endpoints: 1, Uplinks: 2, ToEndpoint: 50, Decapsulated: 40, Out: 70, Encapsulated: 60},
+			"left to the kernel 0\n  VXLAN done by the eBPF path: 60 packets encapsulated, 40 taken apart\n"},
 		{"off", &api.DataPathStatus{Reason: "turned off (--bpf-redirect off)"},
 			"Data path:\n  kernel forwarding only (nftables): turned off (--bpf-redirect off)\n"},
 	} {

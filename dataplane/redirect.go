@@ -22,6 +22,7 @@ type Redirector interface {
 	AttachEndpoint(name string, ifindex int, v4 netip.Addr) error
 	Detach(name string)
 	Sync(want []bpfredirect.Interface, listedAt time.Time) error
+	SetTunnel(ifindex int, local netip.Addr) error
 }
 
 // UseRedirect makes SetupEndpoint, TeardownEndpoint and DownEndpoint keep
@@ -52,7 +53,9 @@ func (d *Dataplane) detachRedirect(hostIface string) {
 
 // SyncRedirect puts the path on every endpoint veth of this node (with
 // the IPv4 address its host route names), on the interface holding the
-// node's address and on vxlan.calico, and takes it off everything else.
+// node's address and on vxlan.calico, and takes it off everything else;
+// the programs encapsulate VXLAN themselves for vxlan.calico's local
+// address (the node's) while the device is there.
 // Not on tunl0: the programs parse Ethernet frames, and IPIP's device has
 // none (IPIP traffic takes the kernel's path).
 func (d *Dataplane) SyncRedirect(nodeIP netip.Addr) error {
@@ -84,6 +87,7 @@ func (d *Dataplane) SyncRedirect(nodeIP netip.Addr) error {
 		uplink, _, _ = nl.LinkHolding(nodeIP)
 	}
 	var want []bpfredirect.Interface
+	tunnel, local := 0, netip.Addr{}
 	for _, l := range links {
 		a := l.Attrs()
 		switch {
@@ -94,6 +98,14 @@ func (d *Dataplane) SyncRedirect(nodeIP netip.Addr) error {
 		case a.Index == uplink || a.Name == vxlan.Device:
 			want = append(want, bpfredirect.Interface{Name: a.Name, Index: a.Index})
 		}
+		if vx, ok := l.(*netlink.Vxlan); ok && a.Name == vxlan.Device {
+			if ip, ok := netip.AddrFromSlice(vx.SrcAddr.To4()); ok && vx.VxlanId == vxlan.VNI && vx.Port == vxlan.Port && !vx.UDPCSum {
+				tunnel, local = a.Index, ip
+			}
+		}
+	}
+	if err := d.redirect.SetTunnel(tunnel, local); err != nil {
+		return err
 	}
 	return d.redirect.Sync(want, listedAt)
 }

@@ -25,9 +25,10 @@ type Sources struct {
 
 // DataPathCounts is the eBPF redirect path's state.
 type DataPathCounts struct {
-	On                      bool
-	Endpoints, Uplinks      int
-	ToEndpoint, Out, Passed uint64
+	On                         bool
+	Endpoints, Uplinks         int
+	ToEndpoint, Out, Passed    uint64
+	Decapsulated, Encapsulated uint64 // of ToEndpoint, of Out: VXLAN done by the program
 }
 
 // NFTCounts is the size of the policy table.
@@ -82,6 +83,8 @@ func (m *Metrics) Watch(s Sources) {
 		}{
 			{"to_endpoint", "Packets the eBPF path redirected straight into a container.", func(c DataPathCounts) uint64 { return c.ToEndpoint }},
 			{"out", "Packets the eBPF path redirected out of an uplink, a tunnel or to a container's host-side veth.", func(c DataPathCounts) uint64 { return c.Out }},
+			{"decapsulated", "Of the packets redirected into a container, those the eBPF path took out of VXLAN itself.", func(c DataPathCounts) uint64 { return c.Decapsulated }},
+			{"encapsulated", "Of the packets redirected out, those the eBPF path put into VXLAN itself (past vxlan.calico).", func(c DataPathCounts) uint64 { return c.Encapsulated }},
 			{"passed", "Packets the eBPF path's programs left to the kernel's path (not established TCP, not marked by policy, SYN/FIN/RST, no neighbour yet...).", func(c DataPathCounts) uint64 { return c.Passed }},
 		} {
 			m.Registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "dataplane_bpf", Name: c.name + "_packets_total", Help: c.help},

@@ -60,7 +60,7 @@ func (d *daemon) watchMetrics() {
 	}
 	src.DataPath = func() metrics.DataPathCounts {
 		st := d.dataPathStatus()
-		return metrics.DataPathCounts{On: st.Redirect, Endpoints: st.Endpoints, Uplinks: st.Uplinks, ToEndpoint: st.ToEndpoint, Out: st.Out, Passed: st.Passed}
+		return metrics.DataPathCounts{On: st.Redirect, Endpoints: st.Endpoints, Uplinks: st.Uplinks, ToEndpoint: st.ToEndpoint, Out: st.Out, Passed: st.Passed, Decapsulated: st.Decapsulated, Encapsulated: st.Encapsulated}
 	}
 	m.Watch(src)
 	stats := agent.Mirrored{Name: "ipam-stats", Store: d.store, Prefixes: metrics.IPAMPrefixes, Model: m.NewIPAMStats(d.cfg.NodeName),

@@ -67,6 +67,8 @@ func (d *daemon) dataPathStatus() *api.DataPathStatus {
 	}
 	st := &api.DataPathStatus{Redirect: true}
 	st.Endpoints, st.Uplinks = d.redirect.Attached()
-	st.ToEndpoint, st.Out, st.Passed, _ = d.redirect.Counters()
+	if c, err := d.redirect.Counters(); err == nil {
+		st.ToEndpoint, st.Decapsulated, st.Out, st.Encapsulated, st.Passed = c.ToEndpoint, c.Decapsulated, c.Out, c.Encapsulated, c.Passed
+	}
 	return st
 }

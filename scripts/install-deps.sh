@@ -4,7 +4,7 @@
 set -euo pipefail
 want=(docker.io iptables iproute2)
 if [ "${1:-}" != docker ]; then
-  want+=(busybox-static util-linux etcd-server etcd-client docker-registry tcpdump iperf3 bird2 nftables curl iputils-ping)
+  want+=(busybox-static util-linux ethtool etcd-server etcd-client docker-registry tcpdump iperf3 bird2 nftables curl iputils-ping)
 fi
 missing=()
 for p in "${want[@]}"; do

@@ -100,6 +100,7 @@ func collectionSpec(k Kernel, ctMark uint32) *ebpf.CollectionSpec {
 			mapIfaces:   {Name: "cali_ifaces", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 65536},
 			mapAddrs:    {Name: "cali_addrs", Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 65536},
 			mapCounters: {Name: "cali_counters", Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: numCounters},
+			mapTunnel:   {Name: "cali_tunnel", Type: ebpf.Array, KeySize: 4, ValueSize: tunValSize, MaxEntries: 1},
 		},
 		Programs: map[string]*ebpf.ProgramSpec{
 			"from_endpoint": prog("cali_from_ep", true),
@@ -242,20 +243,49 @@ func (p *Path) Attached() (endpoints, uplinks int) {
 	return endpoints, uplinks
 }
 
-// Counters returns the packets redirected into containers, redirected out
-// of another interface and left to the kernel, summed over CPUs.
-func (p *Path) Counters() (toEndpoint, out, passed uint64, err error) {
+// Counts are the programs' packet counts since the path was opened,
+// summed over CPUs.
+type Counts struct {
+	ToEndpoint   uint64 // redirected into containers
+	Decapsulated uint64 // of ToEndpoint: taken out of VXLAN by the program
+	Out          uint64 // redirected out of an uplink or the tunnel device
+	Encapsulated uint64 // of Out: put into VXLAN by the program
+	Passed       uint64 // left to the kernel's path
+}
+
+// Counters reads the counts.
+func (p *Path) Counters() (Counts, error) {
 	var sums [numCounters]uint64
 	for i := range sums {
 		var per []uint64
 		if err := p.coll.Maps[mapCounters].Lookup(uint32(i), &per); err != nil {
-			return 0, 0, 0, fmt.Errorf("read counter %d: %w", i, err)
+			return Counts{}, fmt.Errorf("read counter %d: %w", i, err)
 		}
 		for _, v := range per {
 			sums[i] += v
 		}
 	}
-	return sums[CountToEndpoint], sums[CountOut], sums[CountPassed], nil
+	return Counts{
+		ToEndpoint: sums[CountToEndpoint], Decapsulated: sums[CountDecap],
+		Out: sums[CountOut] + sums[CountEncap], Encapsulated: sums[CountEncap],
+		Passed: sums[CountPassed],
+	}, nil
+}
+
+// SetTunnel tells the programs where vxlan.calico is (its ifindex) and
+// the host's VTEP address (the device's local address): from then on they
+// encapsulate and take apart VXLAN themselves. An ifindex of 0 stops it.
+func (p *Path) SetTunnel(ifindex int, local netip.Addr) error {
+	val := make([]byte, tunValSize)
+	if ifindex > 0 && local.Is4() {
+		b := local.As4()
+		copy(val[tunLocal:], b[:])
+		binary.NativeEndian.PutUint32(val[tunIfindex:], uint32(ifindex))
+	}
+	if err := p.coll.Maps[mapTunnel].Put(uint32(0), val); err != nil {
+		return fmt.Errorf("eBPF path: tunnel map: %w", err)
+	}
+	return nil
 }
 
 // Close detaches everything and unloads the programs: the kernel's path

@@ -121,13 +121,18 @@ func TestRedirectPath(t *testing.T) {
 		before, fwdBefore := counts(t, a, b), fwdPackets(t, p.fh)+fwdPackets(t, p.th)
 		send(t, p.from, p.to, 16<<20)
 		d, fwd := counts(t, a, b).sub(before), fwdPackets(t, p.fh)+fwdPackets(t, p.th)-fwdBefore
-		t.Logf("%s: 16 MiB, redirected %d into containers, %d out, %d left to the kernel; forward hook saw %d packets",
-			p.name, d.toEndpoint, d.out, d.passed, fwd)
-		// (Left to the kernel includes the VXLAN packets on the uplinks:
-		// the kernel decapsulates them, the program on vxlan.calico takes
-		// the inner ones.)
+		t.Logf("%s: 16 MiB, redirected %d into containers (%d of them out of VXLAN), %d out (%d into VXLAN), %d left to the kernel; forward hook saw %d packets",
+			p.name, d.toEndpoint, d.decap, d.out, d.encap, d.passed, fwd)
 		if d.redirected() < 100 {
 			t.Errorf("%s: %+v: want the connection's packets redirected", p.name, d)
+		}
+		// Through VXLAN the programs encapsulate and take apart
+		// themselves, past vxlan.calico, in both directions of the
+		// connection.
+		if vx := strings.HasPrefix(p.name, "VXLAN"); vx && (d.encap < d.out*9/10 || d.decap < d.toEndpoint*9/10 || d.decap < 100) {
+			t.Errorf("%s: %+v: want nearly all packets encapsulated and taken apart by the programs", p.name, d)
+		} else if !vx && d.encap+d.decap != 0 {
+			t.Errorf("%s: %+v: nothing to encapsulate on this path", p.name, d)
 		}
 		if fwd > 40 {
 			t.Errorf("%s: the forward hook saw %d packets of one connection, want only its opening and closing", p.name, fwd)
@@ -150,15 +155,53 @@ func TestRedirectPath(t *testing.T) {
 		// The replies, a2 -> a1, are still its own: only half can be taken.
 		t.Errorf("a1 with a wrong address in the map: %+v, want a1's packets left to the kernel", d)
 	}
-	// Closing detaches everything; the kernel carries on alone.
-	for _, h := range []*host{a, b} {
+	vxlanSegmented(t, a, b)
+	// Closing detaches everything; the kernel carries on alone. With only
+	// b's path closed, b's VXLAN device takes apart what a's programs
+	// encapsulate and a's programs what b's device encapsulates: the
+	// packets on the wire are the device's.
+	for _, h := range []*host{b, a} {
 		testns.Do(t, h.NS, func() { _ = h.path.Close() })
 		if e, u := h.path.Attached(); e+u != 0 {
 			t.Errorf("after Close: %d endpoints, %d uplinks attached", e, u)
 		}
+		if h == a {
+			for _, p := range paths {
+				send(t, p.from, p.to, 1<<20)
+			}
+			continue
+		}
+		before := counts(t, a)
+		for _, p := range paths {
+			send(t, p.from, p.to, 4<<20)
+		}
+		if d := counts(t, a).sub(before); d.encap < 20 || d.decap < 20 {
+			t.Errorf("b's path closed: a's programs %+v, want them still encapsulating and taking apart", d)
+		}
 	}
-	for _, p := range paths {
-		send(t, p.from, p.to, 1<<20)
+}
+
+// vxlanSegmented sends through VXLAN with the sending uplink unable to
+// segment tunnel packets, as a NIC without VXLAN offload: the kernel cuts
+// the programs' encapsulated GSO packets in software, which needs their
+// tunnel metadata right.
+func vxlanSegmented(t *testing.T, a, b *host) {
+	if _, err := exec.LookPath("ethtool"); err != nil {
+		t.Errorf("ethtool missing (scripts/install-deps.sh installs it): the software segmentation case did not run")
+		return
+	}
+	if out, err := testns.Run(a.NS, "ethtool", "-K", "upl-a", "tx-udp_tnl-segmentation", "off", "tx-udp_tnl-csum-segmentation", "off"); err != nil {
+		t.Fatalf("ethtool: %v: %s", err, out)
+	}
+	defer func() {
+		_, _ = testns.Run(a.NS, "ethtool", "-K", "upl-a", "tx-udp_tnl-segmentation", "on", "tx-udp_tnl-csum-segmentation", "on")
+	}()
+	before := counts(t, a, b)
+	send(t, a.Ctrs["av"], b.Ctrs["bv"], 16<<20)
+	d := counts(t, a, b).sub(before)
+	t.Logf("VXLAN a->b, uplink without tunnel segmentation offload: %+v", d)
+	if d.encap < 100 || d.decap < 1000 {
+		t.Errorf("uplink without tunnel segmentation offload: %+v, want the packets encapsulated, segmented and taken apart by the programs", d)
 	}
 }
 
@@ -190,23 +233,23 @@ func ifindex(t *testing.T, name string) int {
 	return l.Attrs().Index
 }
 
-type counters struct{ toEndpoint, out, passed uint64 }
+type counters struct{ toEndpoint, decap, out, encap, passed uint64 }
 
 func (c counters) redirected() uint64 { return c.toEndpoint + c.out }
 
 func (c counters) sub(o counters) counters {
-	return counters{c.toEndpoint - o.toEndpoint, c.out - o.out, c.passed - o.passed}
+	return counters{c.toEndpoint - o.toEndpoint, c.decap - o.decap, c.out - o.out, c.encap - o.encap, c.passed - o.passed}
 }
 
 // counts sums both hosts' counters.
 func counts(t *testing.T, hs ...*host) counters {
 	var sum counters
 	for _, h := range hs {
-		e, o, p, err := h.path.Counters()
+		c, err := h.path.Counters()
 		if err != nil {
 			t.Fatal(err)
 		}
-		sum = counters{sum.toEndpoint + e, sum.out + o, sum.passed + p}
+		sum = counters{sum.toEndpoint + c.ToEndpoint, sum.decap + c.Decapsulated, sum.out + c.Out, sum.encap + c.Encapsulated, sum.passed + c.Passed}
 	}
 	return sum
 }

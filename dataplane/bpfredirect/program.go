@@ -17,6 +17,8 @@ const (
 	CountToEndpoint = iota // redirected into a container (bpf_redirect_peer)
 	CountOut               // redirected out of another interface (bpf_redirect)
 	CountPassed            // left to the kernel's own path (nftables, routing)
+	CountEncap             // encapsulated in VXLAN by the program and sent out (not in CountOut)
+	CountDecap             // of CountToEndpoint: taken out of VXLAN by the program
 	numCounters
 )
 
@@ -106,7 +108,7 @@ func program(k Kernel, ctMark uint32, fromEndpoint bool) asm.Instructions {
 	if !fromEndpoint {
 		skip = "next"
 	}
-	in = append(in, parse(skip)...)
+	in = append(in, parse(skip, !fromEndpoint)...)
 	if fromEndpoint {
 		in = append(in, antiSpoof()...)
 	} else {
@@ -116,16 +118,23 @@ func program(k Kernel, ctMark uint32, fromEndpoint bool) asm.Instructions {
 	in = append(in, fibLookup()...)
 	in = append(in, rewrite(fromEndpoint)...)
 	in = append(in, pass()...)
+	if fromEndpoint {
+		in = append(in, asm.Mov.Imm(asm.R0, tcShot).WithSymbol("shot"), asm.Return())
+	} else {
+		in = append(in, parseVXLAN()...)
+	}
 	return in
 }
 
 // parse checks the packet is TCP over IPv4 without options, not a fragment,
 // its TTL above 1 and no SYN, FIN or RST set, and puts its addresses and
 // ports in the tuple on the stack, or jumps to skip. R6 holds the context
-// from here on.
-func parse(skip string) asm.Instructions {
-	return asm.Instructions{
+// from here on; R9 is 1 for a packet to take out of VXLAN (a UDP packet
+// goes to parseVXLAN when vxlan is set), else 0.
+func parse(skip string, vxlan bool) asm.Instructions {
+	in := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.Mov.Imm(asm.R9, 0),
 		asm.LoadMem(asm.R0, asm.R6, skbPktType, asm.Word),
 		asm.JNE.Imm(asm.R0, 0, skip), // PACKET_HOST only: addressed to this host's MAC
 		asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
@@ -141,6 +150,11 @@ func parse(skip string) asm.Instructions {
 		asm.And.Imm(asm.R0, fragMaskLE),
 		asm.JNE.Imm(asm.R0, 0, skip),
 		asm.LoadMem(asm.R0, asm.R2, ipProto, asm.Byte),
+	}
+	if vxlan {
+		in = append(in, asm.JEq.Imm(asm.R0, ipprotoUDP, "vxlan"))
+	}
+	return append(in,
 		asm.JNE.Imm(asm.R0, ipprotoTCP, skip),
 		asm.LoadMem(asm.R0, asm.R2, ipTTL, asm.Byte),
 		asm.JLE.Imm(asm.R0, 1, skip), // the kernel sends time exceeded
@@ -155,7 +169,7 @@ func parse(skip string) asm.Instructions {
 		asm.StoreMem(asm.RFP, stTuple+8, asm.R0, asm.Word),
 		asm.LoadMem(asm.R0, asm.R2, ipTOS, asm.Byte),
 		asm.StoreMem(asm.RFP, stTOS, asm.R0, asm.Word),
-	}
+	)
 }
 
 // antiSpoof lets through only packets from the address the endpoint map
@@ -163,7 +177,7 @@ func parse(skip string) asm.Instructions {
 // kernel, whose host table drops what is spoofed.
 func antiSpoof() asm.Instructions {
 	in := asm.Instructions{
-		asm.LoadMem(asm.R0, asm.R6, skbIfindex, asm.Word),
+		asm.LoadMem(asm.R0, asm.R6, skbIfindex, asm.Word).WithSymbol("parsed"),
 		asm.StoreMem(asm.RFP, stKey, asm.R0, asm.Word),
 	}
 	in = append(in, lookup(mapIfaces, stKey)...)
@@ -189,8 +203,9 @@ func lookup(m string, keyOff int16) asm.Instructions {
 // host's endpoints: the host's own traffic costs one hash lookup, no
 // conntrack lookup, and is not counted.
 func toLocalEndpoint() asm.Instructions {
-	return append(lookup(mapAddrs, stTuple+4), // the destination address
-		asm.JEq.Imm(asm.R0, 0, "next"))
+	in := lookup(mapAddrs, stTuple+4) // the destination address
+	in[0] = in[0].WithSymbol("parsed")
+	return append(in, asm.JEq.Imm(asm.R0, 0, "next"))
 }
 
 // ctCheck looks the connection up in conntrack and goes on only when its
@@ -266,8 +281,9 @@ func fibLookup() asm.Instructions {
 // for an uplink; one the path is not on is left to the kernel), writes the
 // neighbour's MAC addresses, decrements the TTL (updating the checksum as
 // the kernel's ip_decrease_ttl does) and redirects: into the container
-// through the veth's peer, or out of the uplink or tunnel. toEndpoint
-// programs deliver into containers only.
+// through the veth's peer, or out of the uplink or tunnel (through encap
+// for vxlan.calico). toEndpoint programs deliver into containers only,
+// taking a VXLAN packet apart first (decap).
 func rewrite(fromEndpoint bool) asm.Instructions {
 	in := asm.Instructions{asm.StoreMem(asm.RFP, stKey, asm.R7, asm.Word)}
 	in = append(in, lookup(mapIfaces, stKey)...)
@@ -277,21 +293,17 @@ func rewrite(fromEndpoint bool) asm.Instructions {
 	)
 	if !fromEndpoint {
 		in = append(in, asm.JEq.Imm(asm.R8, 0, "pass"))
+		in = append(in, decap()...)
 	}
 	in = append(in,
-		asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word),
+		asm.LoadMem(asm.R2, asm.R6, skbData, asm.Word).WithSymbol("rewrite"),
 		asm.LoadMem(asm.R3, asm.R6, skbDataEnd, asm.Word),
 		asm.Mov.Reg(asm.R4, asm.R2),
 		asm.Add.Imm(asm.R4, headersLen),
 		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.LoadMem(asm.R0, asm.RFP, stFib+fibDmac, asm.Half),
-		asm.StoreMem(asm.R2, 0, asm.R0, asm.Half),
-		asm.LoadMem(asm.R0, asm.RFP, stFib+fibDmac+2, asm.Word),
-		asm.StoreMem(asm.R2, 2, asm.R0, asm.Word),
-		asm.LoadMem(asm.R0, asm.RFP, stFib+fibSmac, asm.Word),
-		asm.StoreMem(asm.R2, 6, asm.R0, asm.Word),
-		asm.LoadMem(asm.R0, asm.RFP, stFib+fibSmac+4, asm.Half),
-		asm.StoreMem(asm.R2, 10, asm.R0, asm.Half),
+	)
+	in = append(in, macs(asm.R2, stFib)...)
+	in = append(in,
 		asm.LoadMem(asm.R0, asm.R2, ipTTL, asm.Byte),
 		asm.Sub.Imm(asm.R0, 1),
 		asm.StoreMem(asm.R2, ipTTL, asm.R0, asm.Byte),
@@ -300,8 +312,10 @@ func rewrite(fromEndpoint bool) asm.Instructions {
 		asm.JLT.Imm(asm.R0, 0xffff, "csum"),
 		asm.Add.Imm(asm.R0, 1),
 		asm.StoreMem(asm.R2, ipCheck, asm.R0, asm.Half).WithSymbol("csum"),
-		asm.JEq.Imm(asm.R8, 0, "out"),
 	)
+	if fromEndpoint {
+		in = append(in, asm.JEq.Imm(asm.R8, 0, "out"))
+	}
 	in = append(in, count(CountToEndpoint)...)
 	in = append(in,
 		asm.Mov.Reg(asm.R1, asm.R7),
@@ -309,8 +323,12 @@ func rewrite(fromEndpoint bool) asm.Instructions {
 		asm.FnRedirectPeer.Call(),
 		asm.Return(),
 	)
+	if !fromEndpoint {
+		return in
+	}
+	in = append(in, encap()...)
 	out := count(CountOut)
-	out[0] = out[0].WithSymbol("out")
+	out[0] = out[0].WithSymbol("tunnel")
 	in = append(in, out...)
 	return append(in,
 		asm.Mov.Reg(asm.R1, asm.R7),
