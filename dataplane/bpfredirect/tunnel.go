@@ -67,6 +67,7 @@ const (
 	outerTTLProt = 0x00001140
 	vxlanFlagI   = 0x08 // VXLAN flags: a valid VNI, reserved bits zero
 	vtepMACLE    = 0xee66
+	ecnCE        = 0x03 // the TOS byte's ECN bits
 )
 
 // Network-order port and VNI (with the reserved byte after it) as
@@ -119,6 +120,10 @@ func parseVXLAN() asm.Instructions {
 		in = append(in, asm.JNE.Imm(asm.R0, c.want, "next"))
 	}
 	in = append(in,
+		// A congestion mark outside is the device's to merge inside.
+		asm.LoadMem(asm.R0, asm.R2, ipTOS, asm.Byte),
+		asm.And.Imm(asm.R0, ecnCE),
+		asm.JEq.Imm(asm.R0, ecnCE, "next"),
 		asm.LoadMem(asm.R0, asm.R2, vxInner+ipTTL, asm.Byte),
 		asm.JLE.Imm(asm.R0, 1, "next"),
 		// The inner MAC is the one derived from this host's address.
