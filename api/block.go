@@ -167,10 +167,13 @@ func (b *Block) InUse() int { return len(b.Allocations) - len(b.Unallocated) }
 func (b *Block) Clone() *Block {
 	c := *b
 	c.Allocations = make([]*Owner, len(b.Allocations))
+	// The owners in one allocation: a block is cloned on every allocation
+	// and release.
+	owners := make([]Owner, 0, max(0, b.InUse()))
 	for i, o := range b.Allocations {
 		if o != nil {
-			cp := *o
-			c.Allocations[i] = &cp
+			owners = append(owners, *o) // may outgrow the estimate (an invalid block): earlier copies stay valid
+			c.Allocations[i] = &owners[len(owners)-1]
 		}
 	}
 	c.Unallocated = append([]int(nil), b.Unallocated...)

@@ -62,6 +62,22 @@ func Put(key string, v any) Op {
 	return Op{op: clientv3.OpPut(key, string(b))}
 }
 
+// Appender is a record that encodes itself as JSON, cheaper than
+// json.Marshal's reflection (api.Block, api.HandleRecord).
+type Appender interface {
+	AppendJSON(dst []byte) ([]byte, error)
+}
+
+// PutAppended writes v's own JSON encoding at key: Put, for the records
+// written on every allocation and release.
+func PutAppended(key string, v Appender) Op {
+	b, err := v.AppendJSON(nil)
+	if err != nil {
+		return Op{err: fmt.Errorf("encode %s: %w", key, err)}
+	}
+	return Op{op: clientv3.OpPut(key, string(b))}
+}
+
 // PutLeased writes v as JSON at key, bound to lease: the key goes when the
 // lease expires.
 func PutLeased(key string, v any, lease Lease) Op {

@@ -151,7 +151,7 @@ func (a *Allocator) take(ctx context.Context, pool *poolEntry, blk *api.Block, r
 	ip := blk.Addr(ord)
 	key := api.HandleKey(a.host, handle, ip)
 	rec := api.HandleRecord{Seq: owner.Seq, State: api.StateAllocated, Since: a.now().UTC()}
-	w := write{pool: pool, blk: blk, rev: rev, ops: append([]datastore.Op{datastore.Put(key, rec)}, extra...), applied: holds(ip, owner)}
+	w := write{pool: pool, blk: blk, rev: rev, ops: append([]datastore.Op{datastore.PutAppended(key, rec)}, extra...), applied: holds(ip, owner)}
 	if hv != nil {
 		w.conds, w.reads = []datastore.Cond{hv.cond()}, []datastore.Op{datastore.GetPrefix(hv.prefix)}
 	}

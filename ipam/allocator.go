@@ -318,6 +318,16 @@ func decodeBlock(rec datastore.Record) (*api.Block, error) {
 // ignored; an absent or foreign block is read under the block's lock, so
 // dropping it is never stale.
 func (a *Allocator) cacheBlock(cidr netip.Prefix, blk *api.Block, rev int64) {
+	if blk != nil && blk.Affinity == a.host { // only this host's are kept
+		blk = blk.Clone()
+	}
+	a.keepBlock(cidr, blk, rev)
+}
+
+// keepBlock is cacheBlock for a block that no one else holds or changes
+// from now on (one decoded from etcd, or a commit's own copy): the cache
+// takes it as is, without a copy.
+func (a *Allocator) keepBlock(cidr netip.Prefix, blk *api.Block, rev int64) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if blk == nil || blk.Affinity != a.host {
@@ -327,7 +337,7 @@ func (a *Allocator) cacheBlock(cidr netip.Prefix, blk *api.Block, rev int64) {
 	if cb, ok := a.own[cidr]; ok && cb.rev > rev {
 		return
 	}
-	a.own[cidr] = cachedBlock{b: blk.Clone(), rev: rev}
+	a.own[cidr] = cachedBlock{b: blk, rev: rev}
 }
 
 // ownBlock returns the cached copy of this host's block cidr.
@@ -390,7 +400,7 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 		elses = append(elses, datastore.Get(api.PoolKey(w.pool.Name)))
 	}
 	elses = append(elses, w.reads...)
-	first := datastore.Put(bkey, w.blk)
+	first := datastore.PutAppended(bkey, w.blk)
 	if w.drop {
 		first = datastore.Delete(bkey)
 	}
@@ -403,9 +413,9 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 	}
 	if res.Succeeded {
 		if w.drop {
-			a.cacheBlock(w.blk.CIDR, nil, 0)
+			a.keepBlock(w.blk.CIDR, nil, 0)
 		} else {
-			a.cacheBlock(w.blk.CIDR, w.blk, res.Revision)
+			a.keepBlock(w.blk.CIDR, w.blk, res.Revision) // the write's copy: its caller is done with it
 		}
 		return outcome{ok: true, rev: res.Revision}, nil
 	}
@@ -415,7 +425,7 @@ func (a *Allocator) commit(ctx context.Context, w write) (outcome, error) {
 		if err != nil {
 			return outcome{}, err
 		}
-		a.cacheBlock(w.blk.CIDR, fresh, rec.ModRevision)
+		a.keepBlock(w.blk.CIDR, fresh, rec.ModRevision)
 	} else {
 		a.cacheBlock(w.blk.CIDR, nil, 0)
 	}

@@ -70,7 +70,7 @@ func (a *Allocator) heldFor(ctx context.Context, ip netip.Addr, endpointID strin
 		// DeleteEndpoint ran, yet the endpoint runs: bind it again.
 		rec.State, rec.Since = api.StateBound, a.now().UTC()
 		key := api.HandleKey(a.host, h.Handle, ip)
-		res, err := a.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.Put(key, rec)})
+		res, err := a.store.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, rev)}, []datastore.Op{datastore.PutAppended(key, rec)})
 		if err != nil || !res.Succeeded {
 			return "", fmt.Errorf("bind %s to endpoint %s again: %w", ip, abbrevID(endpointID), errors.Join(err, datastore.ErrConflict))
 		}
@@ -163,7 +163,7 @@ func (a *Allocator) assignIn(ctx context.Context, pool poolEntry, ip netip.Addr,
 	rec := want
 	rec.Seq, rec.Since = owner.Seq, a.now().UTC()
 	out, err := a.commit(ctx, write{pool: &pool, blk: blk, rev: rev, conds: conds,
-		ops: append(extra, datastore.Put(key, rec)), applied: holds(ip, owner)})
+		ops: append(extra, datastore.PutAppended(key, rec)), applied: holds(ip, owner)})
 	if err != nil || !out.ok {
 		return false, err
 	}

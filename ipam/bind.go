@@ -56,7 +56,7 @@ func (a *Allocator) setState(ctx context.Context, handle string, ips []netip.Add
 		}
 		all := make([]datastore.Op, 0, len(puts)+len(ops))
 		for _, p := range puts {
-			all = append(all, datastore.Put(p.key, p.rec))
+			all = append(all, datastore.PutAppended(p.key, p.rec))
 		}
 		res, err := a.store.CAS(ctx, conds, append(all, ops...))
 		if errors.Is(err, datastore.ErrUncertain) {

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/calico-libnetwork/calico-libnetwork/api"
@@ -94,6 +95,7 @@ type stats struct {
 	// every etcd request and failed compare of the measurement's
 	// operations, warm-up included (calls: how many operations that was)
 	reqs, conflicts, calls int64
+	cpu                    time.Duration // the process's CPU time (etcd's and the clients') over the same operations
 }
 
 // reqCounter counts the requests the Store sends to etcd.
@@ -359,8 +361,9 @@ func (h *harness) runRounds(cfg config, benches []*bench) error {
 			default:
 				op = h.allocOp(b)
 			}
-			reqs, conflicts := h.count.reqs.Load(), h.count.conflicts.Load()
+			reqs, conflicts, cpu0 := h.count.reqs.Load(), h.count.conflicts.Load(), processCPU()
 			n, el, lats, err := measure(cfg, b.concurrency, op)
+			b.st.cpu += processCPU() - cpu0
 			if err != nil {
 				return fmt.Errorf("%s, concurrency %d: %w", b.name, b.concurrency, err)
 			}
@@ -395,8 +398,8 @@ func report(cfg config, benches []*bench) {
 		fmt.Printf(" (or %d operations)", cfg.maxOps)
 	}
 	fmt.Printf(", %d warm-up operations per worker.\n\n", cfg.warmup)
-	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | etcd requests per op (failed compares) | ratio to CAS (per round) | vs floor |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---|---:|")
+	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | etcd requests per op (failed compares) | CPU per op | ratio to CAS (per round) | vs floor |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
 	var verdicts []string
 	for _, b := range benches {
 		ratio, ratioCol := ratioTo(b, casOf[b.concurrency])
@@ -404,9 +407,10 @@ func report(cfg config, benches []*bench) {
 		if fl := floorOf[b.concurrency]; b.kind == "churn" && fl != nil {
 			floorCol = fmt.Sprintf("%.2f", b.st.rate()/fl.st.rate())
 		}
-		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.3f (%.3f) | %s | %s |\n",
+		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.3f (%.3f) | %.0f µs | %s | %s |\n",
 			b.name, b.concurrency, b.st.n, b.st.rate(), ms(b.st.pct(0.50)), ms(b.st.pct(0.99)),
-			float64(b.st.reqs)/float64(b.st.calls), float64(b.st.conflicts)/float64(b.st.calls), ratioCol, floorCol)
+			float64(b.st.reqs)/float64(b.st.calls), float64(b.st.conflicts)/float64(b.st.calls),
+			float64(b.st.cpu.Microseconds())/float64(b.st.calls), ratioCol, floorCol)
 		if b.target {
 			v := "met"
 			if ratio < target {
@@ -420,6 +424,7 @@ func report(cfg config, benches []*bench) {
 	fmt.Println("Allocate + Release rows count allocations per second of wall time with each allocation's Release")
 	fmt.Println("inside that time (two etcd writes per allocation); Allocate only rows keep every address, so they")
 	fmt.Println("include a block claim every 64 allocations. Requests per op count an Allocate + Release as one op.")
+	fmt.Println("CPU per op is the whole process's (the embedded etcd's and the clients'), user and system, warm-up included.")
 	fmt.Println()
 	fmt.Printf("Target: allocation rate (Allocate + Release rows) >= %.2f x raw CAS rate at the same concurrency: %s.\n",
 		target, strings.Join(verdicts, "; "))
@@ -437,6 +442,17 @@ func ratioTo(b, base *bench) (float64, string) {
 		perRound[i] = fmt.Sprintf("%.2f", b.st.rates[i]/base.st.rates[i])
 	}
 	return ratio, fmt.Sprintf("%.2f (%s)", ratio, strings.Join(perRound, ", "))
+}
+
+// processCPU is the CPU time this process has used, user and system: with
+// two CPUs shared by etcd and its clients, CPU per operation is what
+// bounds the rate at 8 hosts.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

@@ -76,6 +76,11 @@ func Start(dataDir string) (*Server, error) {
 	cfg.HostWhitelist = map[string]struct{}{"localhost": {}}
 	cfg.Logger = "zap"
 	cfg.LogLevel = "fatal" // its shutdown chatter is logged at error level
+	// Left at zero (only etcd's own command sets the default), every request
+	// counts as slow: etcd renders each one as protobuf text for a warning
+	// that the log level then drops, which cost a tenth of the CPU of an
+	// IPAM allocation and its release (BENCHMARKS.md, IPAM section).
+	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	cfg.AutoCompactionMode = "revision"
 	cfg.AutoCompactionRetention = "1000"
 	// A member that ran with a loopback peer port before must still start.
