@@ -126,13 +126,15 @@ func (st *State) asOf(n api.Node) uint32 {
 // the BGPPeers that apply to this node; an explicit BGPPeer replaces a
 // cluster session to the same address.
 func (st *State) peers(host string, me api.Node, dataDir string) []PeerSpec {
-	byAddr := map[netip.Addr]PeerSpec{}
-	for _, ps := range st.clusterPeers(host, me) {
-		byAddr[ps.Addr] = ps
-	}
 	mine := map[netip.Addr]bool{me.IPv4Address.Addr(): true}
 	if me.IPv6Address.IsValid() {
 		mine[me.IPv6Address.Addr()] = true
+	}
+	byAddr := map[netip.Addr]PeerSpec{}
+	for _, ps := range st.clusterPeers(host, me) {
+		if !mine[ps.Addr] { // another node's record claiming this node's address
+			byAddr[ps.Addr] = ps
+		}
 	}
 	names := make([]string, 0, len(st.Peers))
 	for name := range st.Peers {
