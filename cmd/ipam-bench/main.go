@@ -8,7 +8,10 @@
 // included, is at least 0.70 of the raw CAS rate. A second baseline, two
 // compare-and-swap puts with no read, is the floor of what an allocation and
 // its release must cost (two durable writes); the "vs floor" column is the
-// allocator's overhead above it.
+// allocator's overhead above it. A third, the model floor, writes the
+// records an allocation and its release write (the block and a handle
+// record, twice), with none of the allocator's work: "vs model floor" is
+// what the allocator's own code costs.
 //
 // Measurements are interleaved (CAS, then IPAM, at one concurrency, round
 // after round) so that both see the same background load; rates are totals
@@ -21,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -282,6 +286,53 @@ func (h *harness) cas2Op(workers int) func(int) (time.Duration, error) {
 	}
 }
 
+// modelOp is the floor of the records an allocation and its release
+// write, with none of the allocator's work: two transactions on the
+// worker's own "block" (a block record of a real /26 with a handful of
+// addresses held, from the cached revision), the first also putting a
+// handle record, the second deleting it, as Allocate and Release do.
+func (h *harness) modelOp(workers int) func(int) (time.Duration, error) {
+	ctx, s := h.ctx, h.s
+	revs := make([]int64, workers)
+	run := h.seq.Add(1)
+	blk := modelBlock()
+	rec := api.HandleRecord{Seq: 1, State: api.StateAllocated, Since: time.Now().UTC()}
+	return func(w int) (time.Duration, error) {
+		bk := fmt.Sprintf("/bench/model/%d/%d/%d/block", run, workers, w)
+		hk := fmt.Sprintf("/bench/model/%d/%d/%d/handle", run, workers, w)
+		t0 := time.Now()
+		for i := 0; i < 2; i++ {
+			ops := []datastore.Op{datastore.PutAppended(bk, blk), datastore.PutAppended(hk, rec)}
+			if i == 1 {
+				ops[1] = datastore.Delete(hk)
+			}
+			tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(bk, revs[w])}, ops)
+			if err != nil {
+				return 0, err
+			}
+			if !tr.Succeeded {
+				return 0, fmt.Errorf("CAS on %s lost, but nobody else writes it", bk)
+			}
+			revs[w] = tr.Revision
+		}
+		return time.Since(t0), nil
+	}
+}
+
+// modelBlock is a /26 block record holding four addresses, about the size
+// the benchmark's allocators write.
+func modelBlock() *api.Block {
+	b := &api.Block{CIDR: netip.MustParsePrefix("10.250.0.0/26"), Affinity: "host:bench-model"}
+	b.Allocations = make([]*api.Owner, 64)
+	for i := range 4 {
+		b.Allocations[i] = &api.Owner{Host: "bench-model", Handle: fmt.Sprintf("bench.%d", i), Seq: uint64(i + 1)}
+	}
+	for i := 4; i < 64; i++ {
+		b.Unallocated = append(b.Unallocated, i)
+	}
+	return b
+}
+
 // allocOp allocates one address (timed) and, for "churn", releases it
 // (untimed), on b.hosts fresh allocators shared round-robin by the workers.
 func (h *harness) allocOp(b *bench) func(int) (time.Duration, error) {
@@ -320,7 +371,8 @@ func benchTable(only string) []*bench {
 	for _, c := range []int{1, 8} {
 		benches = append(benches,
 			&bench{name: "etcd CAS (read + compare-and-swap put, as datastore sends them; own key per worker)", concurrency: c, kind: "cas"},
-			&bench{name: "floor: two etcd CAS puts from the cached revision, no read (an allocation's and its release's writes)", concurrency: c, kind: "cas2"})
+			&bench{name: "floor: two etcd CAS puts from the cached revision, no read (an allocation's and its release's writes)", concurrency: c, kind: "cas2"},
+			&bench{name: "model floor: the records an allocation and its release write (block + handle put, block put + handle delete), no allocator", concurrency: c, kind: "casmodel"})
 		if c == 1 {
 			benches = append(benches,
 				&bench{name: "IPAM Allocate + Release, 1 host", concurrency: 1, kind: "churn", hosts: 1, target: true},
@@ -358,6 +410,8 @@ func (h *harness) runRounds(cfg config, benches []*bench) error {
 				op = h.casOp(b.concurrency)
 			case "cas2":
 				op = h.cas2Op(b.concurrency)
+			case "casmodel":
+				op = h.modelOp(b.concurrency)
 			default:
 				op = h.allocOp(b)
 			}
@@ -382,13 +436,15 @@ func (h *harness) runRounds(cfg config, benches []*bench) error {
 // report prints the markdown table, each line's ratio to the CAS baseline
 // at its concurrency, and the verdict on the target.
 func report(cfg config, benches []*bench) {
-	casOf, floorOf := map[int]*bench{}, map[int]*bench{}
+	casOf, floorOf, modelOf := map[int]*bench{}, map[int]*bench{}, map[int]*bench{}
 	for _, b := range benches {
 		switch b.kind {
 		case "cas":
 			casOf[b.concurrency] = b
 		case "cas2":
 			floorOf[b.concurrency] = b
+		case "casmodel":
+			modelOf[b.concurrency] = b
 		}
 	}
 	fmt.Printf("ipam-bench: %s, GOMAXPROCS=%d, %d CPUs; embedded single-member etcd in this process, data in %s;\n",
@@ -398,19 +454,22 @@ func report(cfg config, benches []*bench) {
 		fmt.Printf(" (or %d operations)", cfg.maxOps)
 	}
 	fmt.Printf(", %d warm-up operations per worker.\n\n", cfg.warmup)
-	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | etcd requests per op (failed compares) | CPU per op | ratio to CAS (per round) | vs floor |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+	fmt.Println("| measurement | concurrency | ops | ops/s | p50 | p99 | etcd requests per op (failed compares) | CPU per op | ratio to CAS (per round) | vs floor | vs model floor |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 	var verdicts []string
 	for _, b := range benches {
 		ratio, ratioCol := ratioTo(b, casOf[b.concurrency])
-		floorCol := ""
+		floorCol, modelCol := "", ""
 		if fl := floorOf[b.concurrency]; b.kind == "churn" && fl != nil {
 			floorCol = fmt.Sprintf("%.2f", b.st.rate()/fl.st.rate())
 		}
-		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.3f (%.3f) | %.0f µs | %s | %s |\n",
+		if m := modelOf[b.concurrency]; b.kind == "churn" && m != nil {
+			modelCol = fmt.Sprintf("%.2f", b.st.rate()/m.st.rate())
+		}
+		fmt.Printf("| %s | %d | %d | %.0f | %s | %s | %.3f (%.3f) | %.0f µs | %s | %s | %s |\n",
 			b.name, b.concurrency, b.st.n, b.st.rate(), ms(b.st.pct(0.50)), ms(b.st.pct(0.99)),
 			float64(b.st.reqs)/float64(b.st.calls), float64(b.st.conflicts)/float64(b.st.calls),
-			float64(b.st.cpu.Microseconds())/float64(b.st.calls), ratioCol, floorCol)
+			float64(b.st.cpu.Microseconds())/float64(b.st.calls), ratioCol, floorCol, modelCol)
 		if b.target {
 			v := "met"
 			if ratio < target {

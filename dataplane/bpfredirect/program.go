@@ -245,11 +245,7 @@ func kfuncCall(id int64) asm.Instruction {
 // unreachable, no neighbour yet, needs fragmenting) leaves the packet to
 // the kernel. R7 = the outgoing interface.
 func fibLookup() asm.Instructions {
-	in := asm.Instructions{asm.Mov.Imm(asm.R1, 0)}
-	for off := int16(0); off < fibSize; off += 8 {
-		in = append(in, asm.StoreMem(asm.RFP, stFib+off, asm.R1, asm.DWord))
-	}
-	return append(in,
+	return append(zeroFib(stFib),
 		asm.StoreImm(asm.RFP, stFib+fibFamily, afInet, asm.Byte),
 		asm.StoreImm(asm.RFP, stFib+fibL4Proto, ipprotoTCP, asm.Byte),
 		asm.LoadMem(asm.R0, asm.RFP, stTuple+8, asm.Half),
@@ -317,12 +313,7 @@ func rewrite(fromEndpoint bool) asm.Instructions {
 		in = append(in, asm.JEq.Imm(asm.R8, 0, "out"))
 	}
 	in = append(in, count(CountToEndpoint)...)
-	in = append(in,
-		asm.Mov.Reg(asm.R1, asm.R7),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirectPeer.Call(),
-		asm.Return(),
-	)
+	in = append(in, redirect(asm.FnRedirectPeer, asm.R7)...)
 	if !fromEndpoint {
 		return in
 	}
@@ -330,12 +321,22 @@ func rewrite(fromEndpoint bool) asm.Instructions {
 	out := count(CountOut)
 	out[0] = out[0].WithSymbol("tunnel")
 	in = append(in, out...)
-	return append(in,
-		asm.Mov.Reg(asm.R1, asm.R7),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirect.Call(),
-		asm.Return(),
-	)
+	return append(in, redirect(asm.FnRedirect, asm.R7)...)
+}
+
+// redirect sends the packet to the interface whose index is in r, with
+// bpf_redirect or bpf_redirect_peer, and ends the program.
+func redirect(fn asm.BuiltinFunc, r asm.Register) asm.Instructions {
+	return asm.Instructions{asm.Mov.Reg(asm.R1, r), asm.Mov.Imm(asm.R2, 0), fn.Call(), asm.Return()}
+}
+
+// zeroFib clears the struct bpf_fib_lookup at R10+off (clobbers R1).
+func zeroFib(off int16) asm.Instructions {
+	in := asm.Instructions{asm.Mov.Imm(asm.R1, 0)}
+	for o := int16(0); o < fibSize; o += 8 {
+		in = append(in, asm.StoreMem(asm.RFP, off+o, asm.R1, asm.DWord))
+	}
+	return in
 }
 
 // pass counts the packet as left to the kernel and goes on to it; next

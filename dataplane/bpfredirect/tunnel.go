@@ -203,12 +203,7 @@ func encap() asm.Instructions {
 	)
 	in = append(in, outerHeaders()...)
 	in = append(in, count(CountEncap)...) // Counters adds it to CountOut
-	return append(in,
-		asm.Mov.Reg(asm.R1, asm.R9),
-		asm.Mov.Imm(asm.R2, 0),
-		asm.FnRedirect.Call(),
-		asm.Return(),
-	)
+	return append(in, redirect(asm.FnRedirect, asm.R9)...)
 }
 
 // outerRoute looks the route to the remote VTEP up as the host would send
@@ -218,11 +213,7 @@ func encap() asm.Instructions {
 // device's MTU, which leaves room for the headers; tot_len 1 skips a
 // second check against the uplink's.
 func outerRoute() asm.Instructions {
-	in := asm.Instructions{asm.Mov.Imm(asm.R1, 0)}
-	for off := int16(0); off < fibSize; off += 8 {
-		in = append(in, asm.StoreMem(asm.RFP, stFib2+off, asm.R1, asm.DWord))
-	}
-	in = append(in,
+	in := append(zeroFib(stFib2),
 		asm.StoreImm(asm.RFP, stFib2+fibFamily, afInet, asm.Byte),
 		asm.StoreImm(asm.RFP, stFib2+fibL4Proto, ipprotoUDP, asm.Byte),
 		asm.StoreImm(asm.RFP, stFib2+fibTotLen, 1, asm.Half),
