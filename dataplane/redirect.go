@@ -98,10 +98,8 @@ func (d *Dataplane) SyncRedirect(nodeIP netip.Addr) error {
 		case a.Index == uplink || a.Name == vxlan.Device:
 			want = append(want, bpfredirect.Interface{Name: a.Name, Index: a.Index})
 		}
-		if vx, ok := l.(*netlink.Vxlan); ok && a.Name == vxlan.Device {
-			if ip, ok := netip.AddrFromSlice(vx.SrcAddr.To4()); ok && vx.VxlanId == vxlan.VNI && vx.Port == vxlan.Port && !vx.UDPCSum {
-				tunnel, local = a.Index, ip
-			}
+		if ip, ok := vxlan.WireFormat(l); ok && a.Name == vxlan.Device {
+			tunnel, local = a.Index, ip
 		}
 	}
 	if err := d.redirect.SetTunnel(tunnel, local); err != nil {

@@ -72,9 +72,25 @@ func (v *Carrier) Available() (bool, string) {
 
 // matches reports whether an existing device already has our settings.
 func (v *Carrier) matches(l netlink.Link, parent int, mac net.HardwareAddr) bool {
-	vx, ok := l.(*netlink.Vxlan)
-	return ok && vx.VxlanId == VNI && vx.SrcAddr.Equal(v.LocalIP.AsSlice()) && vx.HardwareAddr.String() == mac.String() && vx.VtepDevIndex == parent &&
-		!vx.UDPCSum && vx.Port == Port && !vx.Learning
+	local, ok := WireFormat(l)
+	if !ok {
+		return false
+	}
+	vx := l.(*netlink.Vxlan) // WireFormat checked it is one
+	return local == v.LocalIP && vx.HardwareAddr.String() == mac.String() && vx.VtepDevIndex == parent && !vx.Learning
+}
+
+// WireFormat reports whether l is a VXLAN device sending and accepting
+// this carrier's packets (its VNI and port, a zero outer UDP checksum, an
+// IPv4 local address), and that address: what the eBPF path needs to
+// encapsulate and take apart VXLAN in its place.
+func WireFormat(l netlink.Link) (local netip.Addr, ok bool) {
+	vx, isVX := l.(*netlink.Vxlan)
+	if !isVX || vx.VxlanId != VNI || vx.Port != Port || vx.UDPCSum {
+		return netip.Addr{}, false
+	}
+	local, ok = netip.AddrFromSlice(vx.SrcAddr.To4())
+	return local, ok
 }
 
 func (v *Carrier) ensureDevice() (netlink.Link, error) {
