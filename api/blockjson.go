@@ -27,36 +27,30 @@ func (b *Block) AppendJSON(dst []byte) ([]byte, error) {
 		dst = appendJSONString(dst, b.Affinity)
 	}
 	dst = append(dst, `,"allocations":`...)
-	if b.Allocations == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, o := range b.Allocations {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = o.appendJSON(dst)
-		}
-		dst = append(dst, ']')
-	}
+	dst = appendJSONArray(dst, b.Allocations, func(dst []byte, o *Owner) []byte { return o.appendJSON(dst) })
 	dst = append(dst, `,"unallocated":`...)
-	if b.Unallocated == nil {
-		dst = append(dst, "null"...)
-	} else {
-		dst = append(dst, '[')
-		for i, o := range b.Unallocated {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = strconv.AppendInt(dst, int64(o), 10)
-		}
-		dst = append(dst, ']')
-	}
+	dst = appendJSONArray(dst, b.Unallocated, func(dst []byte, o int) []byte { return strconv.AppendInt(dst, int64(o), 10) })
 	if b.Seq != 0 {
 		dst = append(dst, `,"seq":`...)
 		dst = strconv.AppendUint(dst, b.Seq, 10)
 	}
 	return append(dst, '}'), nil
+}
+
+// appendJSONArray appends xs as json.Marshal writes a slice (null for
+// nil), each element by elem.
+func appendJSONArray[T any](dst []byte, xs []T, elem func([]byte, T) []byte) []byte {
+	if xs == nil {
+		return append(dst, "null"...)
+	}
+	dst = append(dst, '[')
+	for i, x := range xs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = elem(dst, x)
+	}
+	return append(dst, ']')
 }
 
 // appendJSON appends o as json.Marshal writes it (null for nil).
