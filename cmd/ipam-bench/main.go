@@ -272,18 +272,26 @@ func (h *harness) cas2Op(workers int) func(int) (time.Duration, error) {
 	return func(w int) (time.Duration, error) {
 		k := fmt.Sprintf("/bench/cas2/%d/%d/%d", run, workers, w)
 		t0 := time.Now()
-		for i := 0; i < 2; i++ {
-			tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(k, revs[w])}, []datastore.Op{datastore.PutRaw(k, fmt.Sprint(revs[w]))})
-			if err != nil {
-				return 0, err
-			}
-			if !tr.Succeeded {
-				return 0, fmt.Errorf("CAS on %s lost, but nobody else writes it", k)
-			}
-			revs[w] = tr.Revision
-		}
-		return time.Since(t0), nil
+		err := casTwice(ctx, s, k, &revs[w], func(int) []datastore.Op { return []datastore.Op{datastore.PutRaw(k, fmt.Sprint(revs[w]))} })
+		return time.Since(t0), err
 	}
+}
+
+// casTwice makes two compare-and-swap transactions on key, each from the
+// revision the previous one returned (*rev, updated), with ops(i) as the
+// i-th one's writes. Nobody else writes key: a lost compare is an error.
+func casTwice(ctx context.Context, s *datastore.Store, key string, rev *int64, ops func(i int) []datastore.Op) error {
+	for i := 0; i < 2; i++ {
+		tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(key, *rev)}, ops(i))
+		if err != nil {
+			return err
+		}
+		if !tr.Succeeded {
+			return fmt.Errorf("CAS on %s lost, but nobody else writes it", key)
+		}
+		*rev = tr.Revision
+	}
+	return nil
 }
 
 // modelOp is the floor of the records an allocation and its release
@@ -301,21 +309,13 @@ func (h *harness) modelOp(workers int) func(int) (time.Duration, error) {
 		bk := fmt.Sprintf("/bench/model/%d/%d/%d/block", run, workers, w)
 		hk := fmt.Sprintf("/bench/model/%d/%d/%d/handle", run, workers, w)
 		t0 := time.Now()
-		for i := 0; i < 2; i++ {
-			ops := []datastore.Op{datastore.PutAppended(bk, blk), datastore.PutAppended(hk, rec)}
-			if i == 1 {
-				ops[1] = datastore.Delete(hk)
+		err := casTwice(ctx, s, bk, &revs[w], func(i int) []datastore.Op {
+			if i == 0 {
+				return []datastore.Op{datastore.PutAppended(bk, blk), datastore.PutAppended(hk, rec)}
 			}
-			tr, err := s.CAS(ctx, []datastore.Cond{datastore.Unchanged(bk, revs[w])}, ops)
-			if err != nil {
-				return 0, err
-			}
-			if !tr.Succeeded {
-				return 0, fmt.Errorf("CAS on %s lost, but nobody else writes it", bk)
-			}
-			revs[w] = tr.Revision
-		}
-		return time.Since(t0), nil
+			return []datastore.Op{datastore.PutAppended(bk, blk), datastore.Delete(hk)}
+		})
+		return time.Since(t0), err
 	}
 }
 
