@@ -245,7 +245,7 @@ func kfuncCall(id int64) asm.Instruction {
 // unreachable, no neighbour yet, needs fragmenting) leaves the packet to
 // the kernel. R7 = the outgoing interface.
 func fibLookup() asm.Instructions {
-	return append(zeroFib(stFib),
+	in := append(zeroFib(stFib),
 		asm.StoreImm(asm.RFP, stFib+fibFamily, afInet, asm.Byte),
 		asm.StoreImm(asm.RFP, stFib+fibL4Proto, ipprotoTCP, asm.Byte),
 		asm.LoadMem(asm.R0, asm.RFP, stTuple+8, asm.Half),
@@ -260,17 +260,25 @@ func fibLookup() asm.Instructions {
 		asm.StoreMem(asm.RFP, stFib+fibSrc, asm.R0, asm.Word),
 		asm.LoadMem(asm.R0, asm.RFP, stTuple+4, asm.Word),
 		asm.StoreMem(asm.RFP, stFib+fibDst, asm.R0, asm.Word),
-		// tot_len 0: the kernel checks the packet (GSO included) against
-		// the outgoing interface's MTU.
+	)
+	// tot_len 0: the kernel checks the packet (GSO included) against the
+	// outgoing interface's MTU.
+	in = append(in, callFib(stFib, "pass")...)
+	return append(in, asm.LoadMem(asm.R7, asm.RFP, stFib+fibIfindex, asm.Word))
+}
+
+// callFib runs bpf_fib_lookup on the struct at R10+off, as a forwarding
+// lookup, and jumps to fail unless it succeeded.
+func callFib(off int16, fail string) asm.Instructions {
+	return asm.Instructions{
 		asm.Mov.Reg(asm.R1, asm.R6),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stFib),
+		asm.Add.Imm(asm.R2, int32(off)),
 		asm.Mov.Imm(asm.R3, fibSize),
 		asm.Mov.Imm(asm.R4, 0),
 		asm.FnFibLookup.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.LoadMem(asm.R7, asm.RFP, stFib+fibIfindex, asm.Word),
-	)
+		asm.JNE.Imm(asm.R0, 0, fail),
+	}
 }
 
 // rewrite looks the outgoing interface up (R8: the endpoint's address, 0

@@ -222,13 +222,9 @@ func outerRoute() asm.Instructions {
 		asm.StoreMem(asm.RFP, stFib2+fibSrc, asm.R0, asm.Word),
 		asm.LoadMem(asm.R0, asm.RFP, stFib+fibDst, asm.Word),
 		asm.StoreMem(asm.RFP, stFib2+fibDst, asm.R0, asm.Word),
-		asm.Mov.Reg(asm.R1, asm.R6),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, stFib2),
-		asm.Mov.Imm(asm.R3, fibSize),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnFibLookup.Call(),
-		asm.JNE.Imm(asm.R0, 0, "tunnel"),
+	)
+	in = append(in, callFib(stFib2, "tunnel")...)
+	in = append(in,
 		asm.LoadMem(asm.R9, asm.RFP, stFib2+fibIfindex, asm.Word),
 		asm.StoreMem(asm.RFP, stKey, asm.R9, asm.Word),
 	)
